@@ -1,0 +1,186 @@
+//! The conformance suite: what every [`LeaseStore`] must do, checked against a live instance.
+//!
+//! Each check is a `pub async fn` named after the behaviour it checks, taking the store under
+//! test and [`Settings`]; it panics with a message that says what went wrong. Each uses fresh
+//! election names, so checks can run in parallel against one server.
+//! [`conformance_tests!`](crate::conformance_tests) expands to one `#[tokio::test]` per check,
+//! so a backend's `tests/conformance.rs` is a few lines:
+//!
+//! ```ignore
+//! elect_core::conformance_tests!(
+//!     store: async { my_backend::MyStore::connect(&url()).await.unwrap() },
+//!     settings: elect_core::conformance::Settings::real_server(),
+//! );
+//! ```
+//!
+//! Store-level checks drive the [`LeaseStore`] directly; elector-level checks run several
+//! [`Elector`](crate::Elector)s on it, each behind its own [`FaultyStore`] standing for that
+//! candidate's network, and check the invariants from their [`Event`](crate::Event)s.
+
+mod elector_checks;
+mod record;
+mod store_checks;
+
+use std::time::Duration;
+
+pub use crate::faults::{FaultyStore, Faults};
+pub use elector_checks::*;
+pub use record::{Interval, Recorder};
+pub use store_checks::*;
+
+use crate::lease::Ttl;
+use crate::name::{CandidateId, ElectionName};
+
+/// What a store under test is expected to achieve, and how long checks may take.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Settings {
+    /// The lease TTL the checks use.
+    pub ttl: Ttl,
+    /// How much later than one TTL after a leader crashed another must lead.
+    pub failover_bound: Duration,
+    /// How soon after a leader resigns another must lead.
+    pub handover_bound: Duration,
+    /// Whether [`LeaseStore::subscribe`](crate::LeaseStore::subscribe) must return a feed.
+    pub change_feed: bool,
+    /// How long the randomized fault run of [`believed_leadership_never_overlaps`] lasts.
+    pub chaos_duration: Duration,
+}
+
+impl Settings {
+    /// For a store on tokio's clock under `tokio::time::pause` (TTL 1 s, tight bounds, a long
+    /// chaos run in virtual time).
+    pub fn in_memory() -> Self {
+        Settings {
+            ttl: Ttl::new(Duration::from_secs(1)).expect("valid"),
+            failover_bound: Duration::from_millis(250),
+            handover_bound: Duration::from_millis(50),
+            change_feed: true,
+            chaos_duration: Duration::from_secs(120),
+        }
+    }
+
+    /// For a coordinator on the network (TTL 1 s, bounds generous enough for a loaded CI
+    /// machine, a 10 s chaos run). Change feed expected.
+    pub fn real_server() -> Self {
+        Settings {
+            ttl: Ttl::new(Duration::from_secs(1)).expect("valid"),
+            failover_bound: Duration::from_secs(1),
+            handover_bound: Duration::from_millis(500),
+            change_feed: true,
+            chaos_duration: Duration::from_secs(10),
+        }
+    }
+
+    /// Sets [`Settings::ttl`].
+    pub fn with_ttl(mut self, ttl: Ttl) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets [`Settings::failover_bound`].
+    pub fn with_failover_bound(mut self, bound: Duration) -> Self {
+        self.failover_bound = bound;
+        self
+    }
+
+    /// Sets [`Settings::handover_bound`].
+    pub fn with_handover_bound(mut self, bound: Duration) -> Self {
+        self.handover_bound = bound;
+        self
+    }
+
+    /// Sets [`Settings::change_feed`]. Without a feed, waiting candidates learn of a release
+    /// only when the released lease would have expired, so set the handover bound to a TTL plus
+    /// slack too.
+    pub fn with_change_feed(mut self, expected: bool) -> Self {
+        self.change_feed = expected;
+        self
+    }
+
+    /// Sets [`Settings::chaos_duration`].
+    pub fn with_chaos_duration(mut self, duration: Duration) -> Self {
+        self.chaos_duration = duration;
+        self
+    }
+
+    fn ttl(&self) -> Duration {
+        self.ttl.get()
+    }
+}
+
+/// A fresh election name for one check: `conformance.<check>.<random>`.
+pub fn fresh_election(check: &str) -> ElectionName {
+    let suffix = crate::rand::Rng::from_entropy().next_u64();
+    ElectionName::new(format!("conformance.{check}.{suffix:016x}"))
+        .expect("check names use the allowed alphabet")
+}
+
+fn id(name: &str) -> CandidateId {
+    CandidateId::new(name).expect("valid test id")
+}
+
+/// Expands to one `#[tokio::test]` per conformance check.
+///
+/// - `store:` an expression evaluated once per test that yields a future of the store under
+///   test (`async { MyStore::connect(..).await.unwrap() }`);
+/// - `settings:` a [`Settings`] expression;
+/// - `attr:` optionally, the test attribute to use instead of
+///   `tokio::test(flavor = "multi_thread", worker_threads = 2)`, e.g.
+///   `tokio::test(start_paused = true)` for a store on tokio's clock.
+///
+/// Invoke it at most once per module: the test functions are named after the checks.
+#[macro_export]
+macro_rules! conformance_tests {
+    (store: $store:expr, settings: $settings:expr $(,)?) => {
+        $crate::conformance_tests!(
+            store: $store,
+            settings: $settings,
+            attr: tokio::test(flavor = "multi_thread", worker_threads = 2),
+        );
+    };
+    (store: $store:expr, settings: $settings:expr, attr: $attr:meta $(,)?) => {
+        $crate::__conformance_each!(
+            [$store] [$settings] [$attr]
+            first_acquire_is_granted
+            exclusion_under_concurrent_acquirers
+            reacquire_by_holder_keeps_term
+            renew_extends_and_keeps_term
+            new_grant_increments_term
+            stale_renew_is_refused
+            stale_release_is_refused
+            forged_lease_is_refused
+            expiry_makes_election_acquirable
+            renew_after_expiry_is_refused
+            release_frees_at_once_and_keeps_term
+            leader_reports_the_truth
+            elections_are_independent
+            names_and_ttls_are_validated
+            release_wakes_subscribers
+            one_leader_among_five
+            failover_after_leader_crash
+            handover_on_resign
+            shutdown_releases_and_stops
+            believed_leadership_never_overlaps
+            terms_increase_across_leaders
+            lost_fires_before_store_expiry
+            idle_followers_sleep_until_expiry
+            observer_follows_the_leader
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_each {
+    ([$store:expr] [$settings:expr] [$attr:meta] $($check:ident)*) => {
+        $(
+            #[$attr]
+            async fn $check() {
+                let store: ::std::sync::Arc<dyn $crate::LeaseStore> =
+                    ::std::sync::Arc::new($store.await);
+                $crate::conformance::$check(store, $settings).await;
+            }
+        )*
+    };
+}

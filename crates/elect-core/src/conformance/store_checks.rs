@@ -1,0 +1,340 @@
+//! Store-level checks: the [`LeaseStore`] contract, request by request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::sleep;
+
+use super::{fresh_election, id, Settings};
+use crate::error::Error;
+use crate::lease::{Acquire, LeaderInfo, Lease, Release, Renewal, Ttl};
+use crate::name::{CandidateId, ElectionName};
+use crate::store::LeaseStore;
+use crate::term::Term;
+
+type Store = Arc<dyn LeaseStore>;
+
+/// Acquires and insists on a grant.
+pub(super) async fn grant(
+    store: &Store,
+    election: &ElectionName,
+    who: &CandidateId,
+    ttl: Ttl,
+) -> Lease {
+    match store.try_acquire(election, who, ttl).await {
+        Ok(Acquire::Granted(lease)) => {
+            assert_eq!(&lease.election, election, "granted lease names another election");
+            assert_eq!(&lease.holder, who, "granted lease names another holder");
+            assert_eq!(lease.ttl, ttl, "granted lease carries another TTL");
+            lease
+        }
+        other => panic!("{who} should have been granted {election}, got {other:?}"),
+    }
+}
+
+/// Acquires and insists on being told the election is held.
+async fn held(store: &Store, election: &ElectionName, who: &CandidateId, ttl: Ttl) -> LeaderInfo {
+    match store.try_acquire(election, who, ttl).await {
+        Ok(Acquire::Held(info)) => info,
+        other => panic!("{who} should have found {election} held, got {other:?}"),
+    }
+}
+
+async fn leader(store: &Store, election: &ElectionName) -> Option<LeaderInfo> {
+    store
+        .leader(election)
+        .await
+        .unwrap_or_else(|e| panic!("leader({election}) failed: {e}"))
+}
+
+async fn renew(store: &Store, lease: &Lease) -> Renewal {
+    store
+        .renew(lease)
+        .await
+        .unwrap_or_else(|e| panic!("renew({lease:?}) failed: {e}"))
+}
+
+async fn release(store: &Store, lease: &Lease) -> Release {
+    store
+        .release(lease)
+        .await
+        .unwrap_or_else(|e| panic!("release({lease:?}) failed: {e}"))
+}
+
+fn assert_leads(info: Option<LeaderInfo>, lease: &Lease, context: &str) {
+    let info = info.unwrap_or_else(|| panic!("{context}: leader() says vacant, {} leads", lease.holder));
+    assert_eq!(info.holder, lease.holder, "{context}: leader() names the wrong holder");
+    assert_eq!(info.term, lease.term, "{context}: leader() reports the wrong term");
+    assert!(
+        info.remaining > Duration::ZERO && info.remaining <= lease.ttl.get(),
+        "{context}: remaining {:?} outside (0, {:?}]",
+        info.remaining,
+        lease.ttl.get()
+    );
+}
+
+/// A vacant election has no leader; the first acquire is granted with a term ≥ 1 and
+/// `leader()` then reports that lease.
+pub async fn first_acquire_is_granted(store: Store, settings: Settings) {
+    let election = fresh_election("first_acquire_is_granted");
+    assert_eq!(leader(&store, &election).await, None, "a fresh election has no leader");
+    let lease = grant(&store, &election, &id("a"), settings.ttl).await;
+    assert!(lease.term >= Term(1), "the first term is at least 1, got {}", lease.term);
+    assert_leads(leader(&store, &election).await, &lease, "after the first grant");
+}
+
+/// 32 candidates acquiring at once: exactly one is granted; every other is told the winner.
+pub async fn exclusion_under_concurrent_acquirers(store: Store, settings: Settings) {
+    let election = fresh_election("exclusion_under_concurrent_acquirers");
+    let tasks: Vec<_> = (0..32)
+        .map(|n| {
+            let (store, election) = (store.clone(), election.clone());
+            tokio::spawn(async move {
+                store
+                    .try_acquire(&election, &id(&format!("c{n}")), settings.ttl)
+                    .await
+            })
+        })
+        .collect();
+    let mut granted = Vec::new();
+    let mut held = Vec::new();
+    for task in tasks {
+        match task.await.expect("acquire task panicked") {
+            Ok(Acquire::Granted(lease)) => granted.push(lease),
+            Ok(Acquire::Held(info)) => held.push(info),
+            Err(e) => panic!("concurrent acquire failed: {e}"),
+        }
+    }
+    assert_eq!(granted.len(), 1, "exactly one of 32 concurrent acquirers wins: {granted:?}");
+    let winner = &granted[0];
+    for info in held {
+        assert_eq!(info.holder, winner.holder, "a loser was told of another holder");
+        assert_eq!(info.term, winner.term, "a loser was told of another term");
+    }
+}
+
+/// Acquiring again while holding the live lease renews it: granted, same term.
+pub async fn reacquire_by_holder_keeps_term(store: Store, settings: Settings) {
+    let election = fresh_election("reacquire_by_holder_keeps_term");
+    let first = grant(&store, &election, &id("a"), settings.ttl).await;
+    let again = grant(&store, &election, &id("a"), settings.ttl).await;
+    assert_eq!(again.term, first.term, "re-acquire by the live holder must keep the term");
+    held(&store, &election, &id("b"), settings.ttl).await;
+}
+
+/// Renewing extends the lease by its TTL from the coordinator's now and keeps the term.
+pub async fn renew_extends_and_keeps_term(store: Store, settings: Settings) {
+    let election = fresh_election("renew_extends_and_keeps_term");
+    let lease = grant(&store, &election, &id("a"), settings.ttl).await;
+    sleep(settings.ttl() / 2).await;
+    match renew(&store, &lease).await {
+        Renewal::Renewed(renewed) => assert_eq!(renewed.term, lease.term, "renew changed the term"),
+        Renewal::Lost => panic!("renewing a live lease was refused"),
+    }
+    let info = leader(&store, &election).await;
+    assert_leads(info.clone(), &lease, "after renew");
+    let remaining = info.expect("checked").remaining;
+    assert!(
+        remaining > settings.ttl() * 3 / 5,
+        "after renewing at half the TTL, {remaining:?} left: the lease was not extended"
+    );
+    sleep(settings.ttl() * 3 / 4).await;
+    assert_leads(
+        leader(&store, &election).await,
+        &lease,
+        "past the original expiry, the renewed lease",
+    );
+}
+
+/// Each grant to a candidate that did not hold the live lease takes the next term.
+pub async fn new_grant_increments_term(store: Store, settings: Settings) {
+    let election = fresh_election("new_grant_increments_term");
+    let mut previous = grant(&store, &election, &id("a"), settings.ttl).await;
+    for who in ["b", "a", "a", "c"] {
+        assert_eq!(release(&store, &previous).await, Release::Released);
+        let lease = grant(&store, &election, &id(who), settings.ttl).await;
+        assert_eq!(
+            lease.term,
+            Term(previous.term.0 + 1),
+            "grant to {who} after a release must take the next term"
+        );
+        previous = lease;
+    }
+}
+
+/// Renewing a lease that is no longer the live one (other term, other holder) is refused and
+/// changes nothing.
+pub async fn stale_renew_is_refused(store: Store, settings: Settings) {
+    let election = fresh_election("stale_renew_is_refused");
+    let old = grant(&store, &election, &id("a"), settings.ttl).await;
+    assert_eq!(release(&store, &old).await, Release::Released);
+    let current = grant(&store, &election, &id("b"), settings.ttl).await;
+    assert_eq!(renew(&store, &old).await, Renewal::Lost, "renew with an old term and holder");
+    let wrong_holder = Lease {
+        holder: id("a"),
+        ..current.clone()
+    };
+    assert_eq!(renew(&store, &wrong_holder).await, Renewal::Lost, "renew by a non-holder");
+    assert_leads(leader(&store, &election).await, &current, "after stale renews");
+    assert!(matches!(renew(&store, &current).await, Renewal::Renewed(_)));
+}
+
+/// Releasing a lease that is no longer the live one is refused and changes nothing.
+pub async fn stale_release_is_refused(store: Store, settings: Settings) {
+    let election = fresh_election("stale_release_is_refused");
+    let old = grant(&store, &election, &id("a"), settings.ttl).await;
+    assert_eq!(release(&store, &old).await, Release::Released);
+    assert_eq!(release(&store, &old).await, Release::NotHeld, "a second release");
+    let current = grant(&store, &election, &id("b"), settings.ttl).await;
+    assert_eq!(release(&store, &old).await, Release::NotHeld, "release with an old term");
+    let wrong_holder = Lease {
+        holder: id("a"),
+        ..current.clone()
+    };
+    assert_eq!(release(&store, &wrong_holder).await, Release::NotHeld, "release by a non-holder");
+    assert_leads(leader(&store, &election).await, &current, "after stale releases");
+    held(&store, &election, &id("c"), settings.ttl).await;
+}
+
+/// Leases with terms never granted, or for elections never acquired, are refused.
+pub async fn forged_lease_is_refused(store: Store, settings: Settings) {
+    let election = fresh_election("forged_lease_is_refused");
+    let lease = grant(&store, &election, &id("a"), settings.ttl).await;
+    for term in [Term(lease.term.0 + 1), Term(lease.term.0 + 1000), Term(u64::MAX)] {
+        let forged = Lease {
+            term,
+            ..lease.clone()
+        };
+        assert_eq!(renew(&store, &forged).await, Renewal::Lost, "renew with term {term}");
+        assert_eq!(release(&store, &forged).await, Release::NotHeld, "release with term {term}");
+    }
+    assert_leads(leader(&store, &election).await, &lease, "after forged requests");
+    let elsewhere = Lease {
+        election: fresh_election("forged_lease_is_refused.never"),
+        ..lease.clone()
+    };
+    assert_eq!(renew(&store, &elsewhere).await, Renewal::Lost, "renew in an unknown election");
+    assert_eq!(release(&store, &elsewhere).await, Release::NotHeld);
+    assert_eq!(leader(&store, &elsewhere.election).await, None);
+}
+
+/// Once the TTL has passed without renewal, another candidate is granted the next term, and the
+/// old holder was told the remaining time while it lasted.
+pub async fn expiry_makes_election_acquirable(store: Store, settings: Settings) {
+    let election = fresh_election("expiry_makes_election_acquirable");
+    let lease = grant(&store, &election, &id("a"), settings.ttl).await;
+    let info = held(&store, &election, &id("b"), settings.ttl).await;
+    assert_eq!((info.holder.clone(), info.term), (lease.holder.clone(), lease.term));
+    assert!(
+        info.remaining > Duration::ZERO && info.remaining <= settings.ttl(),
+        "held reports remaining {:?}, outside (0, {:?}]",
+        info.remaining,
+        settings.ttl()
+    );
+    sleep(info.remaining + Duration::from_millis(50)).await;
+    assert_eq!(leader(&store, &election).await, None, "an expired lease still has a leader");
+    let next = grant(&store, &election, &id("b"), settings.ttl).await;
+    assert_eq!(next.term, Term(lease.term.0 + 1), "grant after expiry takes the next term");
+}
+
+/// A lease that expired cannot be renewed, even if nobody took it; its holder re-acquiring
+/// gets a new term.
+pub async fn renew_after_expiry_is_refused(store: Store, settings: Settings) {
+    let election = fresh_election("renew_after_expiry_is_refused");
+    let lease = grant(&store, &election, &id("a"), settings.ttl).await;
+    sleep(settings.ttl() + Duration::from_millis(50)).await;
+    assert_eq!(renew(&store, &lease).await, Renewal::Lost, "renew after expiry");
+    assert_eq!(release(&store, &lease).await, Release::NotHeld, "release after expiry");
+    let again = grant(&store, &election, &id("a"), settings.ttl).await;
+    assert_eq!(again.term, Term(lease.term.0 + 1), "the same holder after expiry gets a new term");
+}
+
+/// Release ends the lease at once (no TTL wait) and keeps the term counter.
+pub async fn release_frees_at_once_and_keeps_term(store: Store, settings: Settings) {
+    let election = fresh_election("release_frees_at_once_and_keeps_term");
+    let lease = grant(&store, &election, &id("a"), settings.ttl).await;
+    assert_eq!(release(&store, &lease).await, Release::Released);
+    assert_eq!(renew(&store, &lease).await, Renewal::Lost, "renew after release");
+    let next = grant(&store, &election, &id("b"), settings.ttl).await;
+    assert_eq!(next.term, Term(lease.term.0 + 1), "release must keep the term counter");
+}
+
+/// `leader()` follows the lease through grant, renew, release and expiry.
+pub async fn leader_reports_the_truth(store: Store, settings: Settings) {
+    let election = fresh_election("leader_reports_the_truth");
+    assert_eq!(leader(&store, &election).await, None, "vacant");
+    let lease = grant(&store, &election, &id("a"), settings.ttl).await;
+    assert_leads(leader(&store, &election).await, &lease, "after grant");
+    assert_eq!(release(&store, &lease).await, Release::Released);
+    assert_eq!(leader(&store, &election).await, None, "after release");
+    let lease = grant(&store, &election, &id("b"), settings.ttl).await;
+    assert_leads(leader(&store, &election).await, &lease, "after a second grant");
+    sleep(settings.ttl() + Duration::from_millis(50)).await;
+    assert_eq!(leader(&store, &election).await, None, "after expiry");
+}
+
+/// Elections on one store do not affect each other.
+pub async fn elections_are_independent(store: Store, settings: Settings) {
+    let one = fresh_election("elections_are_independent.one");
+    let two = fresh_election("elections_are_independent.two");
+    let a = grant(&store, &one, &id("a"), settings.ttl).await;
+    let b = grant(&store, &two, &id("b"), settings.ttl).await;
+    assert_eq!(release(&store, &a).await, Release::Released);
+    assert_eq!(leader(&store, &one).await, None);
+    assert_leads(leader(&store, &two).await, &b, "the other election");
+    let lease_in_two = Lease {
+        election: two.clone(),
+        ..a.clone()
+    };
+    assert_eq!(renew(&store, &lease_in_two).await, Renewal::Lost, "a lease of one election in another");
+}
+
+/// Invalid names and TTLs are rejected with typed errors before reaching any store, and every
+/// valid name — the whole alphabet, at the maximum length — works with the store.
+pub async fn names_and_ttls_are_validated(store: Store, settings: Settings) {
+    for bad in ["", "white space", "quote\"", "brace{x}", "star*", "nul\0", "é"] {
+        assert!(matches!(ElectionName::new(bad), Err(Error::InvalidName { .. })), "{bad:?}");
+        assert!(matches!(CandidateId::new(bad), Err(Error::InvalidName { .. })), "{bad:?}");
+    }
+    assert!(matches!(ElectionName::new("x".repeat(129)), Err(Error::InvalidName { .. })));
+    for bad in [Duration::ZERO, Duration::from_millis(1), Duration::from_secs(1 << 40)] {
+        assert!(matches!(Ttl::new(bad), Err(Error::InvalidTtl { .. })), "{bad:?}");
+    }
+    let prefix = fresh_election("v");
+    let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:/-";
+    let mut long = format!("{prefix}/{alphabet}");
+    while long.len() < 128 {
+        long.push('-');
+    }
+    long.truncate(128);
+    let election = ElectionName::new(&long).expect("a valid 128-byte name");
+    let holder = CandidateId::new(format!("{alphabet}{}", "/".repeat(128 - alphabet.len())))
+        .expect("a valid 128-byte id");
+    let lease = grant(&store, &election, &holder, settings.ttl).await;
+    assert_leads(leader(&store, &election).await, &lease, "with maximal names");
+    assert_eq!(release(&store, &lease).await, Release::Released);
+}
+
+/// When the store offers a change feed, a release wakes it within the handover bound.
+pub async fn release_wakes_subscribers(store: Store, settings: Settings) {
+    let election = fresh_election("release_wakes_subscribers");
+    let feed = store
+        .subscribe(&election)
+        .await
+        .unwrap_or_else(|e| panic!("subscribe failed: {e}"));
+    let Some(mut feed) = feed else {
+        assert!(!settings.change_feed, "the settings expect a change feed, subscribe gave none");
+        return;
+    };
+    let lease = grant(&store, &election, &id("a"), settings.ttl).await;
+    feed.mark_seen();
+    assert_eq!(release(&store, &lease).await, Release::Released);
+    match tokio::time::timeout(settings.handover_bound, feed.changed()).await {
+        Ok(true) => {}
+        Ok(false) => panic!("the change feed ended instead of reporting the release"),
+        Err(_) => panic!(
+            "the change feed did not report a release within {:?}",
+            settings.handover_bound
+        ),
+    }
+}

@@ -1,0 +1,180 @@
+//! [`MemoryStore`]: an in-process [`LeaseStore`] on tokio's clock.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::lease::{Acquire, LeaderInfo, Lease, Release, Renewal, Ttl};
+use crate::name::{CandidateId, ElectionName};
+use crate::store::{ChangeFeed, ChangeNotifier, LeaseStore};
+use crate::term::Term;
+
+/// An in-process [`LeaseStore`] that keeps every election in a map and measures time on tokio's
+/// clock, so tests can run under `tokio::time::pause` and campaigns of many TTLs finish
+/// instantly.
+///
+/// It coordinates the tasks of *one process* only: it is for unit tests (ours and yours) and for
+/// demos, never a substitute for a real coordinator. Clones share the same elections.
+///
+/// ```
+/// use std::time::Duration;
+/// use elect_core::{Acquire, CandidateId, ElectionName, LeaseStore, MemoryStore, Ttl};
+///
+/// # tokio_test_block_on(async {
+/// let store = MemoryStore::new();
+/// let election = ElectionName::new("jobs")?;
+/// let ttl = Ttl::new(Duration::from_secs(5))?;
+/// let a = CandidateId::new("a")?;
+/// let b = CandidateId::new("b")?;
+/// let Acquire::Granted(lease) = store.try_acquire(&election, &a, ttl).await? else { panic!() };
+/// assert!(matches!(store.try_acquire(&election, &b, ttl).await?, Acquire::Held(_)));
+/// assert_eq!(store.leader(&election).await?.unwrap().holder, a);
+/// # drop(lease);
+/// # Ok::<(), elect_core::Error>(())
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    elections: Arc<Mutex<HashMap<ElectionName, Slot>>>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    holder: Option<CandidateId>,
+    term: Term,
+    expires: Instant,
+    notifier: ChangeNotifier,
+}
+
+impl Slot {
+    fn vacant() -> Self {
+        Slot {
+            holder: None,
+            term: Term::ZERO,
+            expires: Instant::now(),
+            notifier: ChangeNotifier::new(),
+        }
+    }
+
+    fn live_holder(&self, now: Instant) -> Option<&CandidateId> {
+        self.holder.as_ref().filter(|_| now < self.expires)
+    }
+
+    fn holds(&self, lease: &Lease, now: Instant) -> bool {
+        self.live_holder(now) == Some(&lease.holder) && self.term == lease.term
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<ElectionName, Slot>> {
+        // A panic while holding the lock cannot leave a slot half-written (every update is a
+        // plain assignment), so a poisoned map is still consistent.
+        self.elections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl LeaseStore for MemoryStore {
+    async fn try_acquire(
+        &self,
+        election: &ElectionName,
+        candidate: &CandidateId,
+        ttl: Ttl,
+    ) -> Result<Acquire> {
+        let now = Instant::now();
+        let mut elections = self.lock();
+        let slot = elections
+            .entry(election.clone())
+            .or_insert_with(Slot::vacant);
+        match slot.live_holder(now) {
+            Some(holder) if holder == candidate => {}
+            Some(holder) => {
+                return Ok(Acquire::Held(LeaderInfo {
+                    holder: holder.clone(),
+                    term: slot.term,
+                    remaining: slot.expires - now,
+                }))
+            }
+            None => {
+                slot.term = slot.term.next().ok_or_else(|| {
+                    Error::corrupt("memory", election.as_str(), "term counter exhausted")
+                })?;
+                slot.holder = Some(candidate.clone());
+                slot.notifier.notify();
+            }
+        }
+        slot.expires = now + ttl.get();
+        Ok(Acquire::Granted(Lease {
+            election: election.clone(),
+            holder: candidate.clone(),
+            term: slot.term,
+            ttl,
+        }))
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<Renewal> {
+        let now = Instant::now();
+        let mut elections = self.lock();
+        match elections.get_mut(&lease.election) {
+            Some(slot) if slot.holds(lease, now) => {
+                slot.expires = now + lease.ttl.get();
+                Ok(Renewal::Renewed(lease.clone()))
+            }
+            _ => Ok(Renewal::Lost),
+        }
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<Release> {
+        let now = Instant::now();
+        let mut elections = self.lock();
+        match elections.get_mut(&lease.election) {
+            Some(slot) if slot.holds(lease, now) => {
+                slot.holder = None;
+                slot.expires = now;
+                slot.notifier.notify();
+                Ok(Release::Released)
+            }
+            _ => Ok(Release::NotHeld),
+        }
+    }
+
+    async fn leader(&self, election: &ElectionName) -> Result<Option<LeaderInfo>> {
+        let now = Instant::now();
+        let elections = self.lock();
+        Ok(elections.get(election).and_then(|slot| {
+            slot.live_holder(now).map(|holder| LeaderInfo {
+                holder: holder.clone(),
+                term: slot.term,
+                remaining: slot.expires - now,
+            })
+        }))
+    }
+
+    async fn subscribe(&self, election: &ElectionName) -> Result<Option<ChangeFeed>> {
+        let mut elections = self.lock();
+        let slot = elections
+            .entry(election.clone())
+            .or_insert_with(Slot::vacant);
+        Ok(Some(slot.notifier.subscribe()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    crate::conformance_tests!(
+        store: async { crate::MemoryStore::new() },
+        settings: crate::conformance::Settings::in_memory(),
+        attr: tokio::test(start_paused = true),
+    );
+}

@@ -1,0 +1,135 @@
+//! [`Observer`]: who leads an election, without campaigning.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep, timeout};
+use tracing::{debug, info_span, Instrument};
+
+use crate::error::{Error, Result};
+use crate::lease::LeaderInfo;
+use crate::name::ElectionName;
+use crate::store::{ChangeFeed, LeaseStore};
+
+/// Follows who leads one election without campaigning — for dashboards, routing and health
+/// checks. It reads [`LeaseStore::leader`] when the current lease is due to expire, when the
+/// coordinator's change feed fires, and at least every `max_interval` (default 1 s).
+///
+/// Dropping the observer stops its task.
+///
+/// ```
+/// use elect_core::{ElectionName, MemoryStore, Observer};
+/// # tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap().block_on(async {
+/// let observer = Observer::start(MemoryStore::new(), ElectionName::new("jobs")?)?;
+/// match observer.current() {
+///     Some(leader) => println!("{} leads in term {}", leader.holder, leader.term),
+///     None => println!("no leader"),
+/// }
+/// # Ok::<(), elect_core::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct Observer {
+    state: watch::Receiver<Option<LeaderInfo>>,
+    task: JoinHandle<()>,
+}
+
+impl Observer {
+    /// Starts observing with the default `max_interval` of 1 s.
+    pub fn start(store: impl LeaseStore, election: ElectionName) -> Result<Observer> {
+        Self::with_interval(Arc::new(store), election, Duration::from_secs(1))
+    }
+
+    /// Starts observing, reading at least every `max_interval` (at least 10 ms).
+    pub fn with_interval(
+        store: Arc<dyn LeaseStore>,
+        election: ElectionName,
+        max_interval: Duration,
+    ) -> Result<Observer> {
+        if max_interval < Duration::from_millis(10) {
+            return Err(Error::InvalidConfig {
+                message: format!("observer interval {max_interval:?} must be at least 10 ms"),
+            });
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::InvalidConfig {
+            message: "Observer::start must be called inside a tokio runtime".into(),
+        })?;
+        let (tx, state) = watch::channel(None);
+        let span = info_span!("observer", election = %election);
+        let task = runtime.spawn(observe(store, election, max_interval, tx).instrument(span));
+        Ok(Observer { state, task })
+    }
+
+    /// The leader as of the last read (its `remaining` is as of that read), or `None`.
+    pub fn current(&self) -> Option<LeaderInfo> {
+        self.state.borrow().clone()
+    }
+
+    /// A watch that changes whenever the holder or the term changes.
+    pub fn watch(&self) -> watch::Receiver<Option<LeaderInfo>> {
+        self.state.clone()
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn observe(
+    store: Arc<dyn LeaseStore>,
+    election: ElectionName,
+    max_interval: Duration,
+    tx: watch::Sender<Option<LeaderInfo>>,
+) {
+    let mut feed: Option<ChangeFeed> = None;
+    let mut feed_supported = true;
+    loop {
+        if feed.is_none() && feed_supported {
+            match timeout(max_interval, store.subscribe(&election)).await {
+                Ok(Ok(Some(f))) => feed = Some(f),
+                Ok(Ok(None)) => feed_supported = false,
+                Ok(Err(error)) => debug!(%error, "subscribe failed; will retry"),
+                Err(_) => debug!("subscribe timed out; will retry"),
+            }
+        }
+        if let Some(feed) = &mut feed {
+            feed.mark_seen();
+        }
+        let wait = match timeout(max_interval, store.leader(&election)).await {
+            Ok(Ok(info)) => {
+                let wait = info
+                    .as_ref()
+                    .map_or(max_interval, |i| i.remaining + Duration::from_millis(1));
+                tx.send_if_modified(|current| {
+                    let key = |i: &Option<LeaderInfo>| i.as_ref().map(|i| (i.holder.clone(), i.term));
+                    let changed = key(current) != key(&info);
+                    *current = info;
+                    changed
+                });
+                wait.min(max_interval)
+            }
+            Ok(Err(error)) => {
+                debug!(%error, "leader read failed");
+                max_interval
+            }
+            Err(_) => max_interval,
+        };
+        let notice = async {
+            match &mut feed {
+                Some(f) => f.changed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sleep(wait) => {}
+            alive = notice => if !alive { feed = None; },
+        }
+        if tx.is_closed() {
+            return;
+        }
+    }
+}

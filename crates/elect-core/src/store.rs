@@ -1,0 +1,158 @@
+//! [`LeaseStore`]: the trait a coordinator implements, and the [`ChangeFeed`] it may offer.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::error::Result;
+use crate::lease::{Acquire, LeaderInfo, Lease, Release, Renewal, Ttl};
+use crate::name::{CandidateId, ElectionName};
+
+/// A coordinator that grants leases: Redis, MySQL, MongoDB, the in-memory store, or yours.
+///
+/// Backends implement only this trait; the campaign loop ([`Elector`](crate::Elector)) and the
+/// read-only [`Observer`](crate::Observer) are written once against it. The trait is object safe:
+/// `Arc<dyn LeaseStore>` works, and `Arc<S>` is a `LeaseStore` whenever `S` is.
+///
+/// # The contract
+///
+/// Every implementation keeps these rules; `elect_core::conformance` (feature `conformance`)
+/// checks them against a real instance.
+///
+/// - **Exclusion**: at most one candidate holds a live lease per election at any instant of the
+///   coordinator's clock.
+/// - **Coordinator time**: expiry is decided by the coordinator's own clock (`PX`, `NOW(6)`,
+///   `$$NOW`), measured from when it *applied* the request, never from a client's wall clock.
+/// - **Terms** ([`Term`](crate::Term)): strictly increasing per election and never reused, even
+///   across a restart that lost the coordinator's data. A grant to a candidate that does not hold a
+///   live lease takes the next term; renewals and re-acquires by the live holder keep it.
+/// - **Idempotence**: [`try_acquire`](Self::try_acquire) by the live holder renews (same term),
+///   so a request whose reply was lost can be retried safely.
+/// - **Stale leases change nothing**: [`renew`](Self::renew) and [`release`](Self::release) act
+///   only when holder *and* term match the live lease, and otherwise say so
+///   ([`Renewal::Lost`], [`Release::NotHeld`]).
+/// - **Release** ends the lease at once (anyone may acquire without waiting) and keeps the term
+///   counter.
+/// - **Errors**: an unreachable coordinator is [`Error::Unavailable`](crate::Error::Unavailable)
+///   (retryable); a record elect did not write is
+///   [`Error::CorruptRecord`](crate::Error::CorruptRecord). Nothing panics on bad data.
+///
+/// Requests may be abandoned at any `.await` (the elector times them out): an implementation
+/// must leave the coordinator consistent whether or not the reply is read.
+#[async_trait]
+pub trait LeaseStore: fmt::Debug + Send + Sync + 'static {
+    /// Grants the lease to `candidate` if the election is vacant or expired (next term), renews
+    /// it if `candidate` already holds it live (same term), and otherwise reports the holder.
+    async fn try_acquire(
+        &self,
+        election: &ElectionName,
+        candidate: &CandidateId,
+        ttl: Ttl,
+    ) -> Result<Acquire>;
+
+    /// Extends `lease` by its TTL from the coordinator's now, if it is still the live lease
+    /// (same holder and term, not expired).
+    async fn renew(&self, lease: &Lease) -> Result<Renewal>;
+
+    /// Ends `lease` now if it is still the live lease, keeping the term counter.
+    async fn release(&self, lease: &Lease) -> Result<Release>;
+
+    /// The live lease's holder, term and remaining time, or `None` when the election is vacant.
+    async fn leader(&self, election: &ElectionName) -> Result<Option<LeaderInfo>>;
+
+    /// A feed that fires when the election may have changed hands (at least on every release),
+    /// so waiting candidates try at once instead of sleeping out the TTL.
+    ///
+    /// `Ok(None)` (the default) means the coordinator offers no such feed; candidates then sleep
+    /// until the reported expiry. When this returns `Ok(Some(_))`, the subscription must already
+    /// be confirmed by the coordinator: a release that completes after this call returns must
+    /// wake the feed.
+    async fn subscribe(&self, election: &ElectionName) -> Result<Option<ChangeFeed>> {
+        let _ = election;
+        Ok(None)
+    }
+}
+
+#[async_trait]
+impl<S: LeaseStore + ?Sized> LeaseStore for Arc<S> {
+    async fn try_acquire(
+        &self,
+        election: &ElectionName,
+        candidate: &CandidateId,
+        ttl: Ttl,
+    ) -> Result<Acquire> {
+        (**self).try_acquire(election, candidate, ttl).await
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<Renewal> {
+        (**self).renew(lease).await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<Release> {
+        (**self).release(lease).await
+    }
+
+    async fn leader(&self, election: &ElectionName) -> Result<Option<LeaderInfo>> {
+        (**self).leader(election).await
+    }
+
+    async fn subscribe(&self, election: &ElectionName) -> Result<Option<ChangeFeed>> {
+        (**self).subscribe(election).await
+    }
+}
+
+/// The sending side of a [`ChangeFeed`]: a backend keeps one per election it watches and calls
+/// [`notify`](Self::notify) when it learns of a change (a pub/sub message, a change-stream event).
+/// Notices coalesce: a burst wakes each feed once.
+#[derive(Debug)]
+pub struct ChangeNotifier(watch::Sender<u64>);
+
+impl ChangeNotifier {
+    /// A notifier with no feeds yet.
+    pub fn new() -> Self {
+        Self(watch::channel(0).0)
+    }
+
+    /// Wakes every feed subscribed to this notifier.
+    pub fn notify(&self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A new feed that wakes on every later [`notify`](Self::notify).
+    pub fn subscribe(&self) -> ChangeFeed {
+        ChangeFeed(self.0.subscribe())
+    }
+
+    /// How many feeds are still listening.
+    pub fn feeds(&self) -> usize {
+        self.0.receiver_count()
+    }
+}
+
+impl Default for ChangeNotifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Tells a waiting candidate that an election may have changed hands. See
+/// [`LeaseStore::subscribe`].
+#[derive(Debug, Clone)]
+pub struct ChangeFeed(watch::Receiver<u64>);
+
+impl ChangeFeed {
+    /// Forgets notices received so far; call before asking the store who leads, so that a
+    /// release that lands after the question still wakes the next [`changed`](Self::changed).
+    pub fn mark_seen(&mut self) {
+        self.0.borrow_and_update();
+    }
+
+    /// Waits for a notice not yet seen. Returns `false` once the feed has ended (the backend
+    /// dropped its notifier, e.g. the subscription connection died); callers then fall back to
+    /// sleeping until the reported expiry.
+    pub async fn changed(&mut self) -> bool {
+        self.0.changed().await.is_ok()
+    }
+}
