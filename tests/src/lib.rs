@@ -1,1 +1,1 @@
-
+//! Cross-crate tests and test support for elect (not published).

@@ -1,1 +1,130 @@
-fn main(){}
+//! Project automation: `cargo xtask <command>`.
+//!
+//! - `test`: the whole workspace's tests (nextest when installed, else `cargo test`), then the
+//!   doctests.
+//! - `lint`: rustfmt, clippy, rustdoc and `cargo package` checks, as CI runs them.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+/// Crates published on their own; each must package.
+const PUBLISHED: &[&str] = &["elect-core"];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("lint") => lint(),
+        Some("help") | Some("--help") | Some("-h") | None => {
+            print!("{}", HELP);
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command {other:?}\n\n{HELP}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const HELP: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  test [ARGS...]  run every test of the workspace (nextest if installed, else cargo test),
+                  then the doctests; ARGS go to the test runner
+  lint            cargo fmt --check, clippy -D warnings, rustdoc -D warnings, cargo package
+";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(root());
+    command
+}
+
+/// Runs a step, printing what it runs and how long it took.
+fn step(name: &str, mut command: Command) -> Result<(), String> {
+    eprintln!("xtask: {name}: {command:?}");
+    let started = Instant::now();
+    let status = command
+        .status()
+        .map_err(|e| format!("{name}: could not start: {e}"))?;
+    eprintln!("xtask: {name}: {:.1}s", started.elapsed().as_secs_f64());
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{name} failed ({status})"))
+    }
+}
+
+fn has_nextest() -> bool {
+    cargo()
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn test(extra: &[String]) -> Result<(), String> {
+    let mut tests = cargo();
+    if has_nextest() {
+        tests.args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--all-features",
+            "--no-fail-fast",
+        ]);
+    } else {
+        tests.args(["test", "--workspace", "--all-features", "--no-fail-fast"]);
+    }
+    tests.args(extra);
+    step("tests", tests)?;
+    let mut doc = cargo();
+    doc.args(["test", "--workspace", "--all-features", "--doc"]);
+    step("doctests", doc)
+}
+
+fn lint() -> Result<(), String> {
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--", "--check"]);
+    step("rustfmt", fmt)?;
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    step("clippy", clippy)?;
+    // Also without optional features, which --all-features cannot see.
+    for krate in PUBLISHED {
+        let mut bare = cargo();
+        bare.args(["clippy", "-p", krate, "--lib", "--", "-D", "warnings"]);
+        step(&format!("clippy {krate} (default features)"), bare)?;
+    }
+    let mut doc = cargo();
+    doc.args(["doc", "--workspace", "--no-deps", "--all-features"])
+        .env("RUSTDOCFLAGS", "-D warnings");
+    step("rustdoc", doc)?;
+    for krate in PUBLISHED {
+        let mut package = cargo();
+        package.args(["package", "--allow-dirty", "-p", krate]);
+        step(&format!("package {krate}"), package)?;
+    }
+    Ok(())
+}

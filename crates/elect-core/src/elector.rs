@@ -586,7 +586,10 @@ impl Campaign {
                     self.backoff(failures)
                 }
             };
-            match self.wait_as_follower(wait.max(Duration::from_millis(1))).await {
+            match self
+                .wait_as_follower(wait.max(Duration::from_millis(1)))
+                .await
+            {
                 Some(Command::Resign(reply)) => {
                     let _ = reply.send(Ok(()));
                 }
@@ -788,7 +791,13 @@ impl Campaign {
     ) -> Result<T> {
         timeout(self.request_timeout, request)
             .await
-            .unwrap_or_else(|_| Err(Error::timeout("coordinator", operation, self.request_timeout)))
+            .unwrap_or_else(|_| {
+                Err(Error::timeout(
+                    "coordinator",
+                    operation,
+                    self.request_timeout,
+                ))
+            })
     }
 
     /// Applies the error policy outside leadership: `Some(stop)` to abort.
@@ -832,4 +841,3 @@ impl Campaign {
         full / 2 + self.rng.duration_up_to(full / 2)
     }
 }
-

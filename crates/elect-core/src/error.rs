@@ -134,7 +134,11 @@ impl Error {
     }
 
     /// Builds an [`Error::CorruptRecord`].
-    pub fn corrupt(store: &'static str, key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn corrupt(
+        store: &'static str,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Error::CorruptRecord {
             store,
             key: key.into(),
@@ -162,14 +166,20 @@ mod tests {
         assert!(Error::unavailable("redis", "renew", io).is_retryable());
         assert!(Error::timeout("redis", "renew", Duration::from_secs(1)).is_retryable());
         assert!(!Error::corrupt("redis", "k", "junk").is_retryable());
-        assert!(!Error::Stopped { election: "e".into() }.is_retryable());
+        assert!(!Error::Stopped {
+            election: "e".into()
+        }
+        .is_retryable());
     }
 
     #[test]
     fn unavailable_keeps_its_source() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         let err = Error::unavailable("mysql", "try_acquire", io);
-        assert_eq!(err.to_string(), "mysql unavailable during try_acquire: refused");
+        assert_eq!(
+            err.to_string(),
+            "mysql unavailable during try_acquire: refused"
+        );
         assert!(StdError::source(&err).is_some());
     }
 }

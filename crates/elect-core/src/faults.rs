@@ -67,7 +67,11 @@ struct State {
 }
 
 enum Plan {
-    Pass { before: Duration, after: Duration, lose: bool },
+    Pass {
+        before: Duration,
+        after: Duration,
+        lose: bool,
+    },
     Fail,
     Hang,
 }
@@ -252,7 +256,10 @@ impl<S: LeaseStore + Clone> LeaseStore for FaultyStore<S> {
 
     async fn subscribe(&self, election: &ElectionName) -> Result<Option<ChangeFeed>> {
         let election = election.clone();
-        self.run("subscribe", move |s| async move { s.subscribe(&election).await })
-            .await
+        self.run(
+            "subscribe",
+            move |s| async move { s.subscribe(&election).await },
+        )
+        .await
     }
 }

@@ -25,7 +25,6 @@ pub use elector::{
 };
 pub use error::{Error, Result, Source};
 pub use lease::{Acquire, LeaderInfo, Lease, Release, Renewal, Ttl};
-#[cfg(any(test, feature = "memory"))]
 pub use memory::MemoryStore;
 pub use name::{CandidateId, ElectionName, MAX_NAME_LEN};
 pub use observer::Observer;

@@ -198,7 +198,9 @@ mod tests {
             ("{tag}", "may contain"),
         ] {
             match ElectionName::new(bad) {
-                Err(Error::InvalidName { what, reason: r, .. }) => {
+                Err(Error::InvalidName {
+                    what, reason: r, ..
+                }) => {
                     assert_eq!(what, "election name");
                     assert!(r.starts_with(reason), "{bad:?}: {r}");
                 }
@@ -206,7 +208,10 @@ mod tests {
             }
             assert!(matches!(
                 CandidateId::new(bad),
-                Err(Error::InvalidName { what: "candidate id", .. })
+                Err(Error::InvalidName {
+                    what: "candidate id",
+                    ..
+                })
             ));
         }
     }

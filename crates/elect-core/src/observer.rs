@@ -105,7 +105,8 @@ async fn observe(
                     .as_ref()
                     .map_or(max_interval, |i| i.remaining + Duration::from_millis(1));
                 tx.send_if_modified(|current| {
-                    let key = |i: &Option<LeaderInfo>| i.as_ref().map(|i| (i.holder.clone(), i.term));
+                    let key =
+                        |i: &Option<LeaderInfo>| i.as_ref().map(|i| (i.holder.clone(), i.term));
                     let changed = key(current) != key(&info);
                     *current = info;
                     changed

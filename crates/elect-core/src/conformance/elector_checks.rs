@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::{sleep, Instant};
 
-use super::{fresh_election, id, FaultyStore, Faults, Recorder, Settings};
+use super::{fresh_election, id, Faults, FaultyStore, Recorder, Settings};
 use crate::elector::{Elector, Leadership, StepDown};
 use crate::name::{CandidateId, ElectionName};
 use crate::observer::Observer;
@@ -47,7 +47,7 @@ struct Group {
 
 impl Group {
     fn start(store: &Store, check: &str, n: usize, settings: &Settings) -> Group {
-        Self::start_with(store, check, n, settings, settings.ttl())
+        Self::start_with(store, check, n, settings, settings.ttl_duration())
     }
 
     fn start_with(
@@ -65,7 +65,7 @@ impl Group {
                 let net = FaultyStore::new(store.clone());
                 let builder = Elector::builder(net.clone(), election.clone())
                     .candidate(id.clone())
-                    .ttl(settings.ttl())
+                    .ttl(settings.ttl_duration())
                     .resign_pause(resign_pause);
                 recorder.track(id.clone(), builder.events());
                 let elector = builder.start().expect("a valid elector configuration");
@@ -127,7 +127,7 @@ impl Group {
 /// Five candidates: exactly one leads, it keeps leading while nothing fails, and the followers
 /// know who it is.
 pub async fn one_leader_among_five(store: Store, settings: Settings) {
-    let ttl = settings.ttl();
+    let ttl = settings.ttl_duration();
     let group = Group::start(&store, "one_leader_among_five", 5, &settings);
     let leader = group
         .leader_after(0, None, ttl * 3, "five candidates")
@@ -141,7 +141,12 @@ pub async fn one_leader_among_five(store: Store, settings: Settings) {
         group.candidates[leader].is_leader(),
         "the leader lost its lease while nothing failed"
     );
-    for (k, c) in group.candidates.iter().enumerate().filter(|(k, _)| *k != leader) {
+    for (k, c) in group
+        .candidates
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| *k != leader)
+    {
         match c.elector().leadership() {
             Leadership::Follower { leader: Some(info) } => assert_eq!(
                 info.holder, group.candidates[leader].id,
@@ -150,14 +155,18 @@ pub async fn one_leader_among_five(store: Store, settings: Settings) {
             other => panic!("follower {k} should know the leader, is {other:?}"),
         }
     }
-    assert_eq!(group.recorder.intervals().len(), 1, "leadership changed while nothing failed");
+    assert_eq!(
+        group.recorder.intervals().len(),
+        1,
+        "leadership changed while nothing failed"
+    );
     group.finish().await;
 }
 
 /// The leader's process dies without releasing (it never reaches the store again): it stops
 /// believing by its deadline, and another candidate leads within TTL + the failover bound.
 pub async fn failover_after_leader_crash(store: Store, settings: Settings) {
-    let ttl = settings.ttl();
+    let ttl = settings.ttl_duration();
     let group = Group::start(&store, "failover_after_leader_crash", 3, &settings);
     let old = group
         .leader_after(0, None, ttl * 3, "before the crash")
@@ -168,7 +177,12 @@ pub async fn failover_after_leader_crash(store: Store, settings: Settings) {
     group.candidates[old].net.set(Faults::Blackhole);
     let bound = ttl + settings.failover_bound;
     let new = group
-        .leader_after(mark, Some(&group.candidates[old].id), bound, "after the leader crashed")
+        .leader_after(
+            mark,
+            Some(&group.candidates[old].id),
+            bound,
+            "after the leader crashed",
+        )
         .await;
     let old_interval = group
         .recorder
@@ -188,7 +202,7 @@ pub async fn failover_after_leader_crash(store: Store, settings: Settings) {
 /// The leader resigns: it stops believing before it releases, and another candidate leads
 /// within the handover bound.
 pub async fn handover_on_resign(store: Store, settings: Settings) {
-    let ttl = settings.ttl();
+    let ttl = settings.ttl_duration();
     let group = Group::start(&store, "handover_on_resign", 3, &settings);
     let old = group
         .leader_after(0, None, ttl * 3, "before resigning")
@@ -201,7 +215,10 @@ pub async fn handover_on_resign(store: Store, settings: Settings) {
         .resign()
         .await
         .expect("resign releases the lease");
-    assert!(!group.candidates[old].is_leader(), "still leading after resign returned");
+    assert!(
+        !group.candidates[old].is_leader(),
+        "still leading after resign returned"
+    );
     let new = group
         .leader_after(
             resign,
@@ -219,7 +236,7 @@ pub async fn handover_on_resign(store: Store, settings: Settings) {
 /// Shutting down releases the lease (another leads within the handover bound) and stops the
 /// elector for good; dropping the handle releases too.
 pub async fn shutdown_releases_and_stops(store: Store, settings: Settings) {
-    let ttl = settings.ttl();
+    let ttl = settings.ttl_duration();
     let mut group = Group::start(&store, "shutdown_releases_and_stops", 2, &settings);
     let first = group
         .leader_after(0, None, ttl * 3, "before shutdown")
@@ -228,7 +245,10 @@ pub async fn shutdown_releases_and_stops(store: Store, settings: Settings) {
     let mut state = group.candidates[first].elector().watch();
     let elector = group.candidates[first].elector.take().expect("running");
     let stop = group.recorder.mark();
-    elector.shutdown().await.expect("shutdown releases the lease");
+    elector
+        .shutdown()
+        .await
+        .expect("shutdown releases the lease");
     assert!(
         matches!(&*state.borrow_and_update(), Leadership::Stopped(None)),
         "after shutdown the state is Stopped"
@@ -265,11 +285,17 @@ pub async fn shutdown_releases_and_stops(store: Store, settings: Settings) {
 /// resigns: no two ever believe they lead at the same instant, and terms of successive leaders
 /// strictly increase.
 pub async fn believed_leadership_never_overlaps(store: Store, settings: Settings) {
-    let ttl = settings.ttl();
+    let ttl = settings.ttl_duration();
     let seed = Rng::from_entropy().next_u64();
     let mut rng = Rng::seeded(seed);
     eprintln!("believed_leadership_never_overlaps: seed {seed}");
-    let group = Group::start_with(&store, "believed_leadership_never_overlaps", 5, &settings, ttl / 2);
+    let group = Group::start_with(
+        &store,
+        "believed_leadership_never_overlaps",
+        5,
+        &settings,
+        ttl / 2,
+    );
     let noisy = |k: usize| Faults::Random {
         seed: seed.wrapping_add(k as u64),
         fail: 0.05,
@@ -285,7 +311,11 @@ pub async fn believed_leadership_never_overlaps(store: Store, settings: Settings
         sleep(ttl / 4 + rng.duration_up_to(ttl * 3 / 4)).await;
         let k = (rng.next_u64() % 5) as usize;
         let target = if rng.unit() < 0.5 {
-            group.candidates.iter().position(Candidate::is_leader).unwrap_or(k)
+            group
+                .candidates
+                .iter()
+                .position(Candidate::is_leader)
+                .unwrap_or(k)
         } else {
             k
         };
@@ -295,7 +325,11 @@ pub async fn believed_leadership_never_overlaps(store: Store, settings: Settings
                 let _ = candidate.elector().resign().await;
             }
             1 | 2 => {
-                let fault = if rng.unit() < 0.5 { Faults::Blackhole } else { Faults::FailAll };
+                let fault = if rng.unit() < 0.5 {
+                    Faults::Blackhole
+                } else {
+                    Faults::FailAll
+                };
                 candidate.net.set(fault);
                 let heal = ttl / 2 + rng.duration_up_to(ttl * 2);
                 let (net, back) = (candidate.net.clone(), noisy(target));
@@ -328,8 +362,14 @@ pub async fn believed_leadership_never_overlaps(store: Store, settings: Settings
 
 /// Leadership passes around by resignation several times; each new leader has a higher term.
 pub async fn terms_increase_across_leaders(store: Store, settings: Settings) {
-    let ttl = settings.ttl();
-    let group = Group::start_with(&store, "terms_increase_across_leaders", 3, &settings, ttl / 4);
+    let ttl = settings.ttl_duration();
+    let group = Group::start_with(
+        &store,
+        "terms_increase_across_leaders",
+        3,
+        &settings,
+        ttl / 4,
+    );
     let mut after = 0;
     let mut last = None;
     for round in 0..5 {
@@ -348,14 +388,17 @@ pub async fn terms_increase_across_leaders(store: Store, settings: Settings) {
     let recorder = group.finish().await;
     let terms: Vec<_> = recorder.intervals().iter().map(|i| i.term).collect();
     assert!(terms.len() >= 5, "expected 5 leaderships, saw {terms:?}");
-    assert!(terms.windows(2).all(|w| w[0] < w[1]), "terms must strictly increase: {terms:?}");
+    assert!(
+        terms.windows(2).all(|w| w[0] < w[1]),
+        "terms must strictly increase: {terms:?}"
+    );
 }
 
 /// The store starts failing every request while replies are slow: the leader's `lost` signal
 /// fires before its lease could have expired at the store (the last renewal that reached the
 /// store, plus the TTL).
 pub async fn lost_fires_before_store_expiry(store: Store, settings: Settings) {
-    let ttl = settings.ttl();
+    let ttl = settings.ttl_duration();
     let group = Group::start(&store, "lost_fires_before_store_expiry", 1, &settings);
     let candidate = &group.candidates[0];
     // Slow replies: a deadline measured from the reply instead of the send would overshoot.
@@ -368,7 +411,10 @@ pub async fn lost_fires_before_store_expiry(store: Store, settings: Settings) {
         .expect("a lone candidate leads")
         .expect("the elector runs");
     sleep(ttl).await;
-    assert!(guard.is_leading(), "the leader lost its lease while replies were only slow");
+    assert!(
+        guard.is_leading(),
+        "the leader lost its lease while replies were only slow"
+    );
     candidate.net.set(Faults::FailAll);
     let failed = Instant::now();
     tokio::time::timeout(ttl * 2, guard.lost())
@@ -392,7 +438,7 @@ pub async fn lost_fires_before_store_expiry(store: Store, settings: Settings) {
 /// Idle followers sleep until the lease they were told about expires, instead of polling:
 /// about one request per TTL each.
 pub async fn idle_followers_sleep_until_expiry(store: Store, settings: Settings) {
-    let ttl = settings.ttl();
+    let ttl = settings.ttl_duration();
     let group = Group::start(&store, "idle_followers_sleep_until_expiry", 4, &settings);
     let leader = group
         .leader_after(0, None, ttl * 3, "before measuring")
@@ -420,7 +466,7 @@ pub async fn idle_followers_sleep_until_expiry(store: Store, settings: Settings)
 
 /// An [`Observer`] reports the leader without campaigning, and follows a handover.
 pub async fn observer_follows_the_leader(store: Store, settings: Settings) {
-    let ttl = settings.ttl();
+    let ttl = settings.ttl_duration();
     let election = fresh_election("observer_follows_the_leader");
     let observer =
         Observer::with_interval(store.clone(), election.clone(), ttl / 2).expect("valid observer");
@@ -434,9 +480,13 @@ pub async fn observer_follows_the_leader(store: Store, settings: Settings) {
     let seen = |watch: &mut tokio::sync::watch::Receiver<_>, who: &'static str, term| {
         let mut watch = watch.clone();
         async move {
-            tokio::time::timeout(ttl * 2, watch.wait_for(|i: &Option<crate::LeaderInfo>| {
-                i.as_ref().is_some_and(|i| i.holder.as_str() == who && i.term == term)
-            }))
+            tokio::time::timeout(
+                ttl * 2,
+                watch.wait_for(|i: &Option<crate::LeaderInfo>| {
+                    i.as_ref()
+                        .is_some_and(|i| i.holder.as_str() == who && i.term == term)
+                }),
+            )
             .await
             .unwrap_or_else(|_| panic!("the observer did not report {who} in term {term}"))
             .expect("observer running");

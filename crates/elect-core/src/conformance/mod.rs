@@ -1,4 +1,4 @@
-//! The conformance suite: what every [`LeaseStore`] must do, checked against a live instance.
+//! The conformance suite: what every [`LeaseStore`](crate::LeaseStore) must do, checked against a live instance.
 //!
 //! Each check is a `pub async fn` named after the behaviour it checks, taking the store under
 //! test and [`Settings`]; it panics with a message that says what went wrong. Each uses fresh
@@ -6,14 +6,20 @@
 //! [`conformance_tests!`](crate::conformance_tests) expands to one `#[tokio::test]` per check,
 //! so a backend's `tests/conformance.rs` is a few lines:
 //!
-//! ```ignore
+//! ```
+//! // tests/conformance.rs
 //! elect_core::conformance_tests!(
-//!     store: async { my_backend::MyStore::connect(&url()).await.unwrap() },
-//!     settings: elect_core::conformance::Settings::real_server(),
+//!     // Your store's constructor, e.g. `MyStore::connect(&url()).await.unwrap()`.
+//!     store: async { elect_core::MemoryStore::new() },
+//!     // `Settings::real_server()` for a coordinator on the network.
+//!     settings: elect_core::conformance::Settings::in_memory(),
+//!     // Only for stores on tokio's clock; the default is a multi-threaded runtime.
+//!     attr: tokio::test(start_paused = true),
 //! );
+//! # fn main() {}
 //! ```
 //!
-//! Store-level checks drive the [`LeaseStore`] directly; elector-level checks run several
+//! Store-level checks drive the [`LeaseStore`](crate::LeaseStore) directly; elector-level checks run several
 //! [`Elector`](crate::Elector)s on it, each behind its own [`FaultyStore`] standing for that
 //! candidate's network, and check the invariants from their [`Event`](crate::Event)s.
 
@@ -23,7 +29,7 @@ mod store_checks;
 
 use std::time::Duration;
 
-pub use crate::faults::{FaultyStore, Faults};
+pub use crate::faults::{Faults, FaultyStore};
 pub use elector_checks::*;
 pub use record::{Interval, Recorder};
 pub use store_checks::*;
@@ -104,7 +110,7 @@ impl Settings {
         self
     }
 
-    fn ttl(&self) -> Duration {
+    fn ttl_duration(&self) -> Duration {
         self.ttl.get()
     }
 }

@@ -81,9 +81,9 @@ impl Recorder {
                     .iter()
                     .any(|i| &i.candidate == candidate && i.end.is_none())
                 {
-                    record
-                        .problems
-                        .push(format!("{candidate} elected in term {term} while already leading"));
+                    record.problems.push(format!(
+                        "{candidate} elected in term {term} while already leading"
+                    ));
                 }
                 record.intervals.push(Interval {
                     candidate: candidate.clone(),
@@ -131,7 +131,11 @@ impl Recorder {
 
     /// The candidate leading now, by the record.
     pub fn current(&self) -> Option<Interval> {
-        self.lock().intervals.iter().find(|i| i.end.is_none()).cloned()
+        self.lock()
+            .intervals
+            .iter()
+            .find(|i| i.end.is_none())
+            .cloned()
     }
 
     /// How many intervals have begun so far: a mark for [`elected_since`](Self::elected_since).

@@ -23,7 +23,10 @@ pub(super) async fn grant(
 ) -> Lease {
     match store.try_acquire(election, who, ttl).await {
         Ok(Acquire::Granted(lease)) => {
-            assert_eq!(&lease.election, election, "granted lease names another election");
+            assert_eq!(
+                &lease.election, election,
+                "granted lease names another election"
+            );
             assert_eq!(&lease.holder, who, "granted lease names another holder");
             assert_eq!(lease.ttl, ttl, "granted lease carries another TTL");
             lease
@@ -62,9 +65,16 @@ async fn release(store: &Store, lease: &Lease) -> Release {
 }
 
 fn assert_leads(info: Option<LeaderInfo>, lease: &Lease, context: &str) {
-    let info = info.unwrap_or_else(|| panic!("{context}: leader() says vacant, {} leads", lease.holder));
-    assert_eq!(info.holder, lease.holder, "{context}: leader() names the wrong holder");
-    assert_eq!(info.term, lease.term, "{context}: leader() reports the wrong term");
+    let info =
+        info.unwrap_or_else(|| panic!("{context}: leader() says vacant, {} leads", lease.holder));
+    assert_eq!(
+        info.holder, lease.holder,
+        "{context}: leader() names the wrong holder"
+    );
+    assert_eq!(
+        info.term, lease.term,
+        "{context}: leader() reports the wrong term"
+    );
     assert!(
         info.remaining > Duration::ZERO && info.remaining <= lease.ttl.get(),
         "{context}: remaining {:?} outside (0, {:?}]",
@@ -77,10 +87,22 @@ fn assert_leads(info: Option<LeaderInfo>, lease: &Lease, context: &str) {
 /// `leader()` then reports that lease.
 pub async fn first_acquire_is_granted(store: Store, settings: Settings) {
     let election = fresh_election("first_acquire_is_granted");
-    assert_eq!(leader(&store, &election).await, None, "a fresh election has no leader");
+    assert_eq!(
+        leader(&store, &election).await,
+        None,
+        "a fresh election has no leader"
+    );
     let lease = grant(&store, &election, &id("a"), settings.ttl).await;
-    assert!(lease.term >= Term(1), "the first term is at least 1, got {}", lease.term);
-    assert_leads(leader(&store, &election).await, &lease, "after the first grant");
+    assert!(
+        lease.term >= Term(1),
+        "the first term is at least 1, got {}",
+        lease.term
+    );
+    assert_leads(
+        leader(&store, &election).await,
+        &lease,
+        "after the first grant",
+    );
 }
 
 /// 32 candidates acquiring at once: exactly one is granted; every other is told the winner.
@@ -105,10 +127,17 @@ pub async fn exclusion_under_concurrent_acquirers(store: Store, settings: Settin
             Err(e) => panic!("concurrent acquire failed: {e}"),
         }
     }
-    assert_eq!(granted.len(), 1, "exactly one of 32 concurrent acquirers wins: {granted:?}");
+    assert_eq!(
+        granted.len(),
+        1,
+        "exactly one of 32 concurrent acquirers wins: {granted:?}"
+    );
     let winner = &granted[0];
     for info in held {
-        assert_eq!(info.holder, winner.holder, "a loser was told of another holder");
+        assert_eq!(
+            info.holder, winner.holder,
+            "a loser was told of another holder"
+        );
         assert_eq!(info.term, winner.term, "a loser was told of another term");
     }
 }
@@ -118,7 +147,10 @@ pub async fn reacquire_by_holder_keeps_term(store: Store, settings: Settings) {
     let election = fresh_election("reacquire_by_holder_keeps_term");
     let first = grant(&store, &election, &id("a"), settings.ttl).await;
     let again = grant(&store, &election, &id("a"), settings.ttl).await;
-    assert_eq!(again.term, first.term, "re-acquire by the live holder must keep the term");
+    assert_eq!(
+        again.term, first.term,
+        "re-acquire by the live holder must keep the term"
+    );
     held(&store, &election, &id("b"), settings.ttl).await;
 }
 
@@ -126,7 +158,7 @@ pub async fn reacquire_by_holder_keeps_term(store: Store, settings: Settings) {
 pub async fn renew_extends_and_keeps_term(store: Store, settings: Settings) {
     let election = fresh_election("renew_extends_and_keeps_term");
     let lease = grant(&store, &election, &id("a"), settings.ttl).await;
-    sleep(settings.ttl() / 2).await;
+    sleep(settings.ttl_duration() / 2).await;
     match renew(&store, &lease).await {
         Renewal::Renewed(renewed) => assert_eq!(renewed.term, lease.term, "renew changed the term"),
         Renewal::Lost => panic!("renewing a live lease was refused"),
@@ -135,10 +167,10 @@ pub async fn renew_extends_and_keeps_term(store: Store, settings: Settings) {
     assert_leads(info.clone(), &lease, "after renew");
     let remaining = info.expect("checked").remaining;
     assert!(
-        remaining > settings.ttl() * 3 / 5,
+        remaining > settings.ttl_duration() * 3 / 5,
         "after renewing at half the TTL, {remaining:?} left: the lease was not extended"
     );
-    sleep(settings.ttl() * 3 / 4).await;
+    sleep(settings.ttl_duration() * 3 / 4).await;
     assert_leads(
         leader(&store, &election).await,
         &lease,
@@ -169,13 +201,25 @@ pub async fn stale_renew_is_refused(store: Store, settings: Settings) {
     let old = grant(&store, &election, &id("a"), settings.ttl).await;
     assert_eq!(release(&store, &old).await, Release::Released);
     let current = grant(&store, &election, &id("b"), settings.ttl).await;
-    assert_eq!(renew(&store, &old).await, Renewal::Lost, "renew with an old term and holder");
+    assert_eq!(
+        renew(&store, &old).await,
+        Renewal::Lost,
+        "renew with an old term and holder"
+    );
     let wrong_holder = Lease {
         holder: id("a"),
         ..current.clone()
     };
-    assert_eq!(renew(&store, &wrong_holder).await, Renewal::Lost, "renew by a non-holder");
-    assert_leads(leader(&store, &election).await, &current, "after stale renews");
+    assert_eq!(
+        renew(&store, &wrong_holder).await,
+        Renewal::Lost,
+        "renew by a non-holder"
+    );
+    assert_leads(
+        leader(&store, &election).await,
+        &current,
+        "after stale renews",
+    );
     assert!(matches!(renew(&store, &current).await, Renewal::Renewed(_)));
 }
 
@@ -184,15 +228,31 @@ pub async fn stale_release_is_refused(store: Store, settings: Settings) {
     let election = fresh_election("stale_release_is_refused");
     let old = grant(&store, &election, &id("a"), settings.ttl).await;
     assert_eq!(release(&store, &old).await, Release::Released);
-    assert_eq!(release(&store, &old).await, Release::NotHeld, "a second release");
+    assert_eq!(
+        release(&store, &old).await,
+        Release::NotHeld,
+        "a second release"
+    );
     let current = grant(&store, &election, &id("b"), settings.ttl).await;
-    assert_eq!(release(&store, &old).await, Release::NotHeld, "release with an old term");
+    assert_eq!(
+        release(&store, &old).await,
+        Release::NotHeld,
+        "release with an old term"
+    );
     let wrong_holder = Lease {
         holder: id("a"),
         ..current.clone()
     };
-    assert_eq!(release(&store, &wrong_holder).await, Release::NotHeld, "release by a non-holder");
-    assert_leads(leader(&store, &election).await, &current, "after stale releases");
+    assert_eq!(
+        release(&store, &wrong_holder).await,
+        Release::NotHeld,
+        "release by a non-holder"
+    );
+    assert_leads(
+        leader(&store, &election).await,
+        &current,
+        "after stale releases",
+    );
     held(&store, &election, &id("c"), settings.ttl).await;
 }
 
@@ -200,20 +260,40 @@ pub async fn stale_release_is_refused(store: Store, settings: Settings) {
 pub async fn forged_lease_is_refused(store: Store, settings: Settings) {
     let election = fresh_election("forged_lease_is_refused");
     let lease = grant(&store, &election, &id("a"), settings.ttl).await;
-    for term in [Term(lease.term.0 + 1), Term(lease.term.0 + 1000), Term(u64::MAX)] {
+    for term in [
+        Term(lease.term.0 + 1),
+        Term(lease.term.0 + 1000),
+        Term(u64::MAX),
+    ] {
         let forged = Lease {
             term,
             ..lease.clone()
         };
-        assert_eq!(renew(&store, &forged).await, Renewal::Lost, "renew with term {term}");
-        assert_eq!(release(&store, &forged).await, Release::NotHeld, "release with term {term}");
+        assert_eq!(
+            renew(&store, &forged).await,
+            Renewal::Lost,
+            "renew with term {term}"
+        );
+        assert_eq!(
+            release(&store, &forged).await,
+            Release::NotHeld,
+            "release with term {term}"
+        );
     }
-    assert_leads(leader(&store, &election).await, &lease, "after forged requests");
+    assert_leads(
+        leader(&store, &election).await,
+        &lease,
+        "after forged requests",
+    );
     let elsewhere = Lease {
         election: fresh_election("forged_lease_is_refused.never"),
         ..lease.clone()
     };
-    assert_eq!(renew(&store, &elsewhere).await, Renewal::Lost, "renew in an unknown election");
+    assert_eq!(
+        renew(&store, &elsewhere).await,
+        Renewal::Lost,
+        "renew in an unknown election"
+    );
     assert_eq!(release(&store, &elsewhere).await, Release::NotHeld);
     assert_eq!(leader(&store, &elsewhere.election).await, None);
 }
@@ -224,17 +304,28 @@ pub async fn expiry_makes_election_acquirable(store: Store, settings: Settings) 
     let election = fresh_election("expiry_makes_election_acquirable");
     let lease = grant(&store, &election, &id("a"), settings.ttl).await;
     let info = held(&store, &election, &id("b"), settings.ttl).await;
-    assert_eq!((info.holder.clone(), info.term), (lease.holder.clone(), lease.term));
+    assert_eq!(
+        (info.holder.clone(), info.term),
+        (lease.holder.clone(), lease.term)
+    );
     assert!(
-        info.remaining > Duration::ZERO && info.remaining <= settings.ttl(),
+        info.remaining > Duration::ZERO && info.remaining <= settings.ttl_duration(),
         "held reports remaining {:?}, outside (0, {:?}]",
         info.remaining,
-        settings.ttl()
+        settings.ttl_duration()
     );
     sleep(info.remaining + Duration::from_millis(50)).await;
-    assert_eq!(leader(&store, &election).await, None, "an expired lease still has a leader");
+    assert_eq!(
+        leader(&store, &election).await,
+        None,
+        "an expired lease still has a leader"
+    );
     let next = grant(&store, &election, &id("b"), settings.ttl).await;
-    assert_eq!(next.term, Term(lease.term.0 + 1), "grant after expiry takes the next term");
+    assert_eq!(
+        next.term,
+        Term(lease.term.0 + 1),
+        "grant after expiry takes the next term"
+    );
 }
 
 /// A lease that expired cannot be renewed, even if nobody took it; its holder re-acquiring
@@ -242,11 +333,23 @@ pub async fn expiry_makes_election_acquirable(store: Store, settings: Settings) 
 pub async fn renew_after_expiry_is_refused(store: Store, settings: Settings) {
     let election = fresh_election("renew_after_expiry_is_refused");
     let lease = grant(&store, &election, &id("a"), settings.ttl).await;
-    sleep(settings.ttl() + Duration::from_millis(50)).await;
-    assert_eq!(renew(&store, &lease).await, Renewal::Lost, "renew after expiry");
-    assert_eq!(release(&store, &lease).await, Release::NotHeld, "release after expiry");
+    sleep(settings.ttl_duration() + Duration::from_millis(50)).await;
+    assert_eq!(
+        renew(&store, &lease).await,
+        Renewal::Lost,
+        "renew after expiry"
+    );
+    assert_eq!(
+        release(&store, &lease).await,
+        Release::NotHeld,
+        "release after expiry"
+    );
     let again = grant(&store, &election, &id("a"), settings.ttl).await;
-    assert_eq!(again.term, Term(lease.term.0 + 1), "the same holder after expiry gets a new term");
+    assert_eq!(
+        again.term,
+        Term(lease.term.0 + 1),
+        "the same holder after expiry gets a new term"
+    );
 }
 
 /// Release ends the lease at once (no TTL wait) and keeps the term counter.
@@ -254,9 +357,17 @@ pub async fn release_frees_at_once_and_keeps_term(store: Store, settings: Settin
     let election = fresh_election("release_frees_at_once_and_keeps_term");
     let lease = grant(&store, &election, &id("a"), settings.ttl).await;
     assert_eq!(release(&store, &lease).await, Release::Released);
-    assert_eq!(renew(&store, &lease).await, Renewal::Lost, "renew after release");
+    assert_eq!(
+        renew(&store, &lease).await,
+        Renewal::Lost,
+        "renew after release"
+    );
     let next = grant(&store, &election, &id("b"), settings.ttl).await;
-    assert_eq!(next.term, Term(lease.term.0 + 1), "release must keep the term counter");
+    assert_eq!(
+        next.term,
+        Term(lease.term.0 + 1),
+        "release must keep the term counter"
+    );
 }
 
 /// `leader()` follows the lease through grant, renew, release and expiry.
@@ -268,8 +379,12 @@ pub async fn leader_reports_the_truth(store: Store, settings: Settings) {
     assert_eq!(release(&store, &lease).await, Release::Released);
     assert_eq!(leader(&store, &election).await, None, "after release");
     let lease = grant(&store, &election, &id("b"), settings.ttl).await;
-    assert_leads(leader(&store, &election).await, &lease, "after a second grant");
-    sleep(settings.ttl() + Duration::from_millis(50)).await;
+    assert_leads(
+        leader(&store, &election).await,
+        &lease,
+        "after a second grant",
+    );
+    sleep(settings.ttl_duration() + Duration::from_millis(50)).await;
     assert_eq!(leader(&store, &election).await, None, "after expiry");
 }
 
@@ -286,19 +401,47 @@ pub async fn elections_are_independent(store: Store, settings: Settings) {
         election: two.clone(),
         ..a.clone()
     };
-    assert_eq!(renew(&store, &lease_in_two).await, Renewal::Lost, "a lease of one election in another");
+    assert_eq!(
+        renew(&store, &lease_in_two).await,
+        Renewal::Lost,
+        "a lease of one election in another"
+    );
 }
 
 /// Invalid names and TTLs are rejected with typed errors before reaching any store, and every
 /// valid name — the whole alphabet, at the maximum length — works with the store.
 pub async fn names_and_ttls_are_validated(store: Store, settings: Settings) {
-    for bad in ["", "white space", "quote\"", "brace{x}", "star*", "nul\0", "é"] {
-        assert!(matches!(ElectionName::new(bad), Err(Error::InvalidName { .. })), "{bad:?}");
-        assert!(matches!(CandidateId::new(bad), Err(Error::InvalidName { .. })), "{bad:?}");
+    for bad in [
+        "",
+        "white space",
+        "quote\"",
+        "brace{x}",
+        "star*",
+        "nul\0",
+        "é",
+    ] {
+        assert!(
+            matches!(ElectionName::new(bad), Err(Error::InvalidName { .. })),
+            "{bad:?}"
+        );
+        assert!(
+            matches!(CandidateId::new(bad), Err(Error::InvalidName { .. })),
+            "{bad:?}"
+        );
     }
-    assert!(matches!(ElectionName::new("x".repeat(129)), Err(Error::InvalidName { .. })));
-    for bad in [Duration::ZERO, Duration::from_millis(1), Duration::from_secs(1 << 40)] {
-        assert!(matches!(Ttl::new(bad), Err(Error::InvalidTtl { .. })), "{bad:?}");
+    assert!(matches!(
+        ElectionName::new("x".repeat(129)),
+        Err(Error::InvalidName { .. })
+    ));
+    for bad in [
+        Duration::ZERO,
+        Duration::from_millis(1),
+        Duration::from_secs(1 << 40),
+    ] {
+        assert!(
+            matches!(Ttl::new(bad), Err(Error::InvalidTtl { .. })),
+            "{bad:?}"
+        );
     }
     let prefix = fresh_election("v");
     let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:/-";
@@ -311,7 +454,11 @@ pub async fn names_and_ttls_are_validated(store: Store, settings: Settings) {
     let holder = CandidateId::new(format!("{alphabet}{}", "/".repeat(128 - alphabet.len())))
         .expect("a valid 128-byte id");
     let lease = grant(&store, &election, &holder, settings.ttl).await;
-    assert_leads(leader(&store, &election).await, &lease, "with maximal names");
+    assert_leads(
+        leader(&store, &election).await,
+        &lease,
+        "with maximal names",
+    );
     assert_eq!(release(&store, &lease).await, Release::Released);
 }
 
@@ -323,7 +470,10 @@ pub async fn release_wakes_subscribers(store: Store, settings: Settings) {
         .await
         .unwrap_or_else(|e| panic!("subscribe failed: {e}"));
     let Some(mut feed) = feed else {
-        assert!(!settings.change_feed, "the settings expect a change feed, subscribe gave none");
+        assert!(
+            !settings.change_feed,
+            "the settings expect a change feed, subscribe gave none"
+        );
         return;
     };
     let lease = grant(&store, &election, &id("a"), settings.ttl).await;
