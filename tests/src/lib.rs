@@ -1,1 +1,127 @@
 //! Cross-crate tests and test support for elect (not published).
+//!
+//! - [`servers`]: real Redis, MySQL/MariaDB and MongoDB-wire servers for tests — from
+//!   `ELECT_<KIND>_URL`, else testcontainers when a Docker engine answers, else started from
+//!   this machine's binaries — plus servers a test owns and can stop, kill and restart.
+//! - [`proxy`]: a TCP fault proxy (delay, blackhole, reset, refuse) switchable at run time.
+
+#![warn(missing_docs, missing_debug_implementations)]
+
+pub mod docker;
+mod keeper;
+pub mod local;
+pub mod proxy;
+pub mod servers;
+
+use std::path::PathBuf;
+
+pub use servers::{mongo, mysql, redis, unique_name, Origin, OwnedServer, Server};
+
+/// A kind of server the tests need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Redis (Debian `redis-server`).
+    Redis,
+    /// MySQL or MariaDB (Debian `mariadb-server`).
+    Mysql,
+    /// A MongoDB-wire server (PyPI `secantusdb`, or a real `mongod` through a URL or Docker).
+    Mongo,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 3] = [Kind::Redis, Kind::Mysql, Kind::Mongo];
+
+    /// `redis`, `mysql` or `mongo`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Redis => "redis",
+            Kind::Mysql => "mysql",
+            Kind::Mongo => "mongo",
+        }
+    }
+
+    /// The environment variable naming a server to use: `ELECT_REDIS_URL`, ….
+    pub fn url_env(self) -> &'static str {
+        match self {
+            Kind::Redis => "ELECT_REDIS_URL",
+            Kind::Mysql => "ELECT_MYSQL_URL",
+            Kind::Mongo => "ELECT_MONGO_URL",
+        }
+    }
+
+    /// The environment variable naming the server binary to start: `ELECT_REDIS_SERVER_BIN`, ….
+    pub fn bin_env(self) -> &'static str {
+        match self {
+            Kind::Redis => "ELECT_REDIS_SERVER_BIN",
+            Kind::Mysql => "ELECT_MYSQL_SERVER_BIN",
+            Kind::Mongo => "ELECT_MONGO_SERVER_BIN",
+        }
+    }
+
+    /// The server binary's name.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Kind::Redis => "redis-server",
+            Kind::Mysql => "mariadbd",
+            Kind::Mongo => "secantusd-py",
+        }
+    }
+
+    /// How to install the binary.
+    pub fn install_hint(self) -> &'static str {
+        match self {
+            Kind::Redis => "apt-get install redis-server",
+            Kind::Mysql => "apt-get install mariadb-server",
+            Kind::Mongo => {
+                "python3 -m venv target/elect-venv && target/elect-venv/bin/pip install secantusdb"
+            }
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate's directory).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives in the workspace")
+        .to_path_buf()
+}
+
+async fn mysql_database(url: &str) -> Result<String, String> {
+    use mysql_async::prelude::Queryable;
+    let name = unique_name("elect");
+    let opts = mysql_async::Opts::from_url(url).map_err(|e| format!("bad MySQL URL {url}: {e}"))?;
+    let mut conn = mysql_async::Conn::new(opts.clone())
+        .await
+        .map_err(|e| format!("connect to {url}: {e}"))?;
+    conn.query_drop(format!("CREATE DATABASE `{name}`"))
+        .await
+        .map_err(|e| format!("CREATE DATABASE {name}: {e}"))?;
+    let _ = conn.disconnect().await;
+    Ok(with_database(url, &name))
+}
+
+/// `url` with its path (the database) replaced by `/{database}`; user, password, host and query
+/// are kept.
+fn with_database(url: &str, database: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("mysql", url));
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let query = tail.find('?').map_or("", |i| &tail[i..]);
+    format!("{scheme}://{authority}/{database}{query}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn with_database_replaces_only_the_path() {
+        use super::with_database as w;
+        assert_eq!(w("mysql://root@h:1/", "d"), "mysql://root@h:1/d");
+        assert_eq!(w("mysql://u:p@h:1", "d"), "mysql://u:p@h:1/d");
+        assert_eq!(w("mysql://u:p@h:1/old?x=1", "d"), "mysql://u:p@h:1/d?x=1");
+        assert_eq!(w("mysql://h?x=1", "d"), "mysql://h/d?x=1");
+    }
+}

@@ -1,8 +1,13 @@
 //! Project automation: `cargo xtask <command>`.
 //!
-//! - `test`: the whole workspace's tests (nextest when installed, else `cargo test`), then the
-//!   doctests.
+//! - `test`: makes this machine ready (installs MariaDB and Redis with apt, creates a Python venv
+//!   with the MongoDB-wire server), starts one throwaway server of each kind, runs the whole
+//!   workspace's tests against them (nextest when installed, else `cargo test`) and the
+//!   doctests, then stops the servers.
+//! - `doctor`: what is present and what is missing.
 //! - `lint`: rustfmt, clippy, rustdoc and `cargo package` checks, as CI runs them.
+
+mod provision;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -17,6 +22,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("lint") => lint(),
+        Some("doctor") => {
+            provision::doctor();
+            Ok(())
+        }
         Some("help") | Some("--help") | Some("-h") | None => {
             print!("{}", HELP);
             Ok(())
@@ -36,26 +45,30 @@ const HELP: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  test [ARGS...]  run every test of the workspace (nextest if installed, else cargo test),
-                  then the doctests; ARGS go to the test runner
+  test [ARGS...]  install what the tests need (apt: mariadb-server, redis-server; a Python
+                  venv with secantusdb under target/), start one server of each kind unless
+                  ELECT_REDIS_URL / ELECT_MYSQL_URL / ELECT_MONGO_URL name one, run every
+                  test of the workspace (nextest if installed, else cargo test) and the
+                  doctests, then stop the servers; ARGS go to the test runner
+  doctor          report which servers, binaries and tools are present
   lint            cargo fmt --check, clippy -D warnings, rustdoc -D warnings, cargo package
 ";
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace root")
         .to_path_buf()
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut command = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(root());
     command
 }
 
 /// Runs a step, printing what it runs and how long it took.
-fn step(name: &str, mut command: Command) -> Result<(), String> {
+pub(crate) fn step(name: &str, mut command: Command) -> Result<(), String> {
     eprintln!("xtask: {name}: {command:?}");
     let started = Instant::now();
     let status = command
@@ -77,6 +90,8 @@ fn has_nextest() -> bool {
 }
 
 fn test(extra: &[String]) -> Result<(), String> {
+    let started = Instant::now();
+    let servers = provision::servers()?;
     let mut tests = cargo();
     if has_nextest() {
         tests.args([
@@ -89,11 +104,19 @@ fn test(extra: &[String]) -> Result<(), String> {
     } else {
         tests.args(["test", "--workspace", "--all-features", "--no-fail-fast"]);
     }
-    tests.args(extra);
-    step("tests", tests)?;
-    let mut doc = cargo();
-    doc.args(["test", "--workspace", "--all-features", "--doc"]);
-    step("doctests", doc)
+    tests.args(extra).envs(servers.env());
+    let result = step("tests", tests).and_then(|()| {
+        let mut doc = cargo();
+        doc.args(["test", "--workspace", "--all-features", "--doc"])
+            .envs(servers.env());
+        step("doctests", doc)
+    });
+    servers.stop();
+    eprintln!(
+        "xtask: test: {:.1}s in all",
+        started.elapsed().as_secs_f64()
+    );
+    result
 }
 
 fn lint() -> Result<(), String> {

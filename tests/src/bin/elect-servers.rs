@@ -1,0 +1,82 @@
+//! Starts one throwaway server of each kind requested (all by default), prints
+//! `ELECT_<KIND>_URL=<url>` lines on stdout, and stops them when its standard input closes.
+//! `cargo xtask test` runs it so that every test process shares the same servers.
+//!
+//! ```text
+//! elect-servers [redis] [mysql] [mongo]
+//! ```
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use elect_tests::local::LocalServer;
+use elect_tests::Kind;
+
+fn main() -> ExitCode {
+    let mut kinds = Vec::new();
+    for arg in std::env::args().skip(1) {
+        match Kind::ALL.into_iter().find(|k| k.name() == arg) {
+            Some(kind) => kinds.push(kind),
+            None => {
+                eprintln!("elect-servers: unknown server kind {arg:?} (redis, mysql, mongo)");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if kinds.is_empty() {
+        kinds = Kind::ALL.to_vec();
+    }
+    // Start them side by side: MariaDB's initialisation dominates.
+    let started = Instant::now();
+    let handles: Vec<_> = kinds
+        .iter()
+        .map(|&kind| {
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                (kind, LocalServer::start(kind), t.elapsed())
+            })
+        })
+        .collect();
+    let mut servers = Vec::new();
+    let mut failed = false;
+    for handle in handles {
+        let (kind, result, took) = handle.join().expect("start-up thread");
+        match result {
+            Ok(server) => {
+                eprintln!(
+                    "elect-servers: {} ready at {} (pid {}) in {:.2}s",
+                    kind.name(),
+                    server.url(),
+                    server.pid().unwrap_or(0),
+                    took.as_secs_f64()
+                );
+                println!("{}={}", kind.url_env(), server.url());
+                servers.push(server);
+            }
+            Err(why) => {
+                eprintln!(
+                    "elect-servers: {}",
+                    elect_tests::servers::no_server_message(kind, &why)
+                );
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        return ExitCode::FAILURE;
+    }
+    println!("READY");
+    let _ = std::io::stdout().flush();
+    eprintln!(
+        "elect-servers: all ready in {:.2}s; stopping when stdin closes",
+        started.elapsed().as_secs_f64()
+    );
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    for mut server in servers {
+        server.stop();
+    }
+    eprintln!("elect-servers: stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,371 @@
+//! Throwaway servers started from the binaries on this machine, each in its own directory on a
+//! free loopback port. Blocking code: callable from any thread or runtime.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::keeper;
+use crate::Kind;
+
+/// How long a server may take to answer after it was started.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A server process this library started, with its directory and port, which survive a
+/// restart.
+#[derive(Debug)]
+pub struct LocalServer {
+    kind: Kind,
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl LocalServer {
+    /// Starts a fresh server of `kind`, waiting until it answers.
+    pub fn start(kind: Kind) -> Result<LocalServer, String> {
+        let dir = fresh_dir(kind)?;
+        let port = free_port()?;
+        if kind == Kind::Mysql {
+            init_mariadb(&dir)?;
+        }
+        let mut server = LocalServer {
+            kind,
+            port,
+            dir,
+            child: None,
+        };
+        server.launch()?;
+        Ok(server)
+    }
+
+    /// The server's loopback address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// The URL a driver connects with.
+    pub fn url(&self) -> String {
+        match self.kind {
+            Kind::Redis => format!("redis://127.0.0.1:{}", self.port),
+            Kind::Mysql => format!("mysql://root@127.0.0.1:{}/", self.port),
+            Kind::Mongo => format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port),
+        }
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Stops the server gracefully (SIGTERM, then SIGKILL after 20 s).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "TERM");
+            let until = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server at once (SIGKILL): no shutdown work, no flush.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port with the same data directory.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.stop();
+        self.launch()
+    }
+
+    /// Starts the server again after a [`kill`](Self::kill) or [`stop`](Self::stop).
+    pub fn launch(&mut self) -> Result<(), String> {
+        if self.is_running() {
+            return Ok(());
+        }
+        let mut command = self.command()?;
+        command
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log_file(&self.dir, "stdout.log")?)
+            .stderr(log_file(&self.dir, "stderr.log")?);
+        let child = keeper::spawn(command)
+            .map_err(|e| format!("{}: could not start: {e}", self.kind.binary()))?;
+        self.child = Some(child);
+        let started = Instant::now();
+        loop {
+            if !self.is_running() {
+                let log = self.log_tail();
+                self.child = None;
+                return Err(format!(
+                    "{} exited during start-up; its log ({}):\n{log}",
+                    self.kind.binary(),
+                    self.dir.display()
+                ));
+            }
+            if answers(self.kind, self.addr()) {
+                return Ok(());
+            }
+            if started.elapsed() > READY_TIMEOUT {
+                self.kill();
+                return Err(format!(
+                    "{} did not answer on {} within {READY_TIMEOUT:?}; its log:\n{}",
+                    self.kind.binary(),
+                    self.addr(),
+                    self.log_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    fn command(&self) -> Result<Command, String> {
+        let dir = self.dir.to_str().ok_or("temp dir is not UTF-8")?;
+        let port = self.port.to_string();
+        let mut command = Command::new(find_binary(self.kind)?);
+        match self.kind {
+            Kind::Redis => {
+                command.args([
+                    "--port",
+                    &port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    dir,
+                    "--daemonize",
+                    "no",
+                    "--logfile",
+                    "redis.log",
+                ]);
+            }
+            Kind::Mysql => {
+                command.args([
+                    "--no-defaults",
+                    &format!("--datadir={dir}/data"),
+                    &format!("--socket={dir}/mysql.sock"),
+                    &format!("--port={port}"),
+                    "--bind-address=127.0.0.1",
+                    "--user=root",
+                    "--skip-name-resolve",
+                    &format!("--pid-file={dir}/mysqld.pid"),
+                    &format!("--log-error={dir}/error.log"),
+                    "--innodb-buffer-pool-size=64M",
+                    "--max-connections=500",
+                ]);
+            }
+            Kind::Mongo => {
+                command.args([
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &port,
+                    "--storage-path",
+                    &format!("{dir}/data"),
+                ]);
+            }
+        }
+        Ok(command)
+    }
+
+    fn log_tail(&self) -> String {
+        let mut out = String::new();
+        for name in ["stderr.log", "stdout.log", "redis.log", "error.log"] {
+            if let Ok(text) = fs::read_to_string(self.dir.join(name)) {
+                let lines: Vec<_> = text.lines().rev().take(15).collect();
+                if !lines.is_empty() {
+                    out.push_str(&format!("--- {name}\n"));
+                    for line in lines.into_iter().rev() {
+                        out.push_str(line);
+                        out.push('\n');
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether a server of `kind` answers its protocol's greeting at `addr`.
+fn answers(kind: Kind, addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut buf = [0u8; 64];
+    match kind {
+        Kind::Redis => {
+            stream.write_all(b"PING\r\n").is_ok()
+                && stream
+                    .read(&mut buf)
+                    .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+        }
+        // The server speaks first: a handshake packet, protocol version 10 after the header.
+        Kind::Mysql => stream.read(&mut buf).is_ok_and(|n| n > 5 && buf[4] == 10),
+        Kind::Mongo => mongo_answers_hello(&mut stream),
+    }
+}
+
+/// Sends `{hello: 1, $db: "admin"}` as an OP_MSG and checks for a reply with the same id.
+fn mongo_answers_hello(stream: &mut TcpStream) -> bool {
+    // BSON {"hello": 1i32, "$db": "admin"}
+    let mut doc = Vec::new();
+    doc.extend_from_slice(&[0; 4]);
+    doc.push(0x10);
+    doc.extend_from_slice(b"hello\0");
+    doc.extend_from_slice(&1i32.to_le_bytes());
+    doc.push(0x02);
+    doc.extend_from_slice(b"$db\0");
+    doc.extend_from_slice(&6i32.to_le_bytes());
+    doc.extend_from_slice(b"admin\0");
+    doc.push(0);
+    let len = doc.len() as i32;
+    doc[..4].copy_from_slice(&len.to_le_bytes());
+    let mut msg = Vec::new();
+    let total = 16 + 4 + 1 + doc.len();
+    msg.extend_from_slice(&(total as i32).to_le_bytes());
+    msg.extend_from_slice(&7i32.to_le_bytes()); // request id
+    msg.extend_from_slice(&0i32.to_le_bytes()); // response to
+    msg.extend_from_slice(&2013i32.to_le_bytes()); // OP_MSG
+    msg.extend_from_slice(&0u32.to_le_bytes()); // flags
+    msg.push(0); // section kind 0: body
+    msg.extend_from_slice(&doc);
+    let mut header = [0u8; 16];
+    stream.write_all(&msg).is_ok()
+        && stream.read_exact(&mut header).is_ok()
+        && i32::from_le_bytes([header[8], header[9], header[10], header[11]]) == 7
+}
+
+fn init_mariadb(dir: &Path) -> Result<(), String> {
+    let install = find_in_path("mariadb-install-db")
+        .or_else(|| find_in_path("mysql_install_db"))
+        .ok_or_else(|| missing(Kind::Mysql))?;
+    let output = Command::new(install)
+        .args([
+            "--no-defaults",
+            &format!("--datadir={}/data", dir.display()),
+            "--user=root",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+            "--skip-name-resolve",
+        ])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("mariadb-install-db: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "mariadb-install-db failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+/// Where the binaries for `kind` are looked for: `ELECT_<KIND>_SERVER_BIN`, then (for the
+/// MongoDB-wire server) the venv `cargo xtask test` creates, then `PATH` and `/usr/sbin`.
+pub fn find_binary(kind: Kind) -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(kind.bin_env()) {
+        return Ok(PathBuf::from(path));
+    }
+    if kind == Kind::Mongo {
+        let venv = crate::workspace_root().join("target/elect-venv/bin/secantusd-py");
+        if venv.exists() {
+            return Ok(venv);
+        }
+    }
+    find_in_path(kind.binary()).ok_or_else(|| missing(kind))
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+fn missing(kind: Kind) -> String {
+    format!("{} not found ({})", kind.binary(), kind.install_hint())
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
+    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+fn fresh_dir(kind: Kind) -> Result<PathBuf, String> {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let base = std::env::temp_dir().join("elect-test-servers");
+    fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
+    remove_stale_dirs(&base);
+    let dir = base.join(format!(
+        "{}-{}-{}",
+        kind.name(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Removes the directories of servers whose starting process is gone (servers shared through
+/// statics are never dropped, so their directories outlive them).
+fn remove_stale_dirs(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.split('-').nth(1)?.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> Result<fs::File, String> {
+    fs::File::create(dir.join(name)).map_err(|e| format!("{name}: {e}"))
+}
+
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status();
+}

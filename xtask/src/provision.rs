@@ -1,0 +1,269 @@
+//! Makes a fresh Debian machine ready for the tests and starts the servers they share.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Instant;
+
+use crate::{cargo, root, step};
+
+/// A server kind: its URL variable, what provides it, and the binaries that must be present.
+struct Kind {
+    name: &'static str,
+    url_env: &'static str,
+    binaries: &'static [&'static str],
+    apt: Option<&'static str>,
+}
+
+const KINDS: [Kind; 3] = [
+    Kind {
+        name: "redis",
+        url_env: "ELECT_REDIS_URL",
+        binaries: &["redis-server"],
+        apt: Some("redis-server"),
+    },
+    Kind {
+        name: "mysql",
+        url_env: "ELECT_MYSQL_URL",
+        binaries: &["mariadbd", "mariadb-install-db"],
+        apt: Some("mariadb-server"),
+    },
+    Kind {
+        name: "mongo",
+        url_env: "ELECT_MONGO_URL",
+        binaries: &[],
+        apt: None,
+    },
+];
+
+fn venv() -> PathBuf {
+    root().join("target/elect-venv")
+}
+
+fn secantusd() -> PathBuf {
+    venv().join("bin/secantusd-py")
+}
+
+fn find(binary: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
+        .map(|d| d.join(binary))
+        .find(|p| p.is_file())
+}
+
+fn env_url(kind: &Kind) -> Option<String> {
+    std::env::var(kind.url_env).ok().filter(|u| !u.is_empty())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Servers started for one test run; stopped when the run ends (or when xtask dies: the
+/// starter stops its servers when its standard input closes).
+pub(crate) struct Servers {
+    env: Vec<(String, String)>,
+    starter: Option<(Child, ChildStdin)>,
+}
+
+impl Servers {
+    /// The `ELECT_*_URL` variables for the test processes.
+    pub(crate) fn env(&self) -> Vec<(String, String)> {
+        self.env.clone()
+    }
+
+    /// Stops every server that was started, and waits for them to be gone.
+    pub(crate) fn stop(mut self) {
+        if let Some((mut child, stdin)) = self.starter.take() {
+            let started = Instant::now();
+            drop(stdin);
+            let _ = child.wait();
+            eprintln!(
+                "xtask: servers stopped in {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+/// Installs what is missing, then starts a server of each kind that no `ELECT_*_URL` names.
+pub(crate) fn servers() -> Result<Servers, String> {
+    let needed: Vec<&Kind> = KINDS.iter().filter(|k| env_url(k).is_none()).collect();
+    for kind in KINDS.iter().filter(|k| env_url(k).is_some()) {
+        eprintln!(
+            "xtask: {} from {}; nothing started for it",
+            kind.name, kind.url_env
+        );
+    }
+    install_packages(&needed)?;
+    if needed.iter().any(|k| k.name == "mongo") {
+        install_venv()?;
+    }
+    let mut env = Vec::new();
+    if needed.is_empty() {
+        return Ok(Servers { env, starter: None });
+    }
+    // Build everything the test run needs at once, with the test run's features, so the
+    // starter binary and the tests share one build of the dependencies.
+    let mut build = cargo();
+    build.args(["build", "--workspace", "--all-features", "--all-targets"]);
+    step("build", build)?;
+    let started = Instant::now();
+    let binary = target_dir().join("debug/elect-servers");
+    let mut child = Command::new(&binary)
+        .args(needed.iter().map(|k| k.name))
+        .env("ELECT_MONGO_SERVER_BIN", secantusd())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", binary.display()))?;
+    let stdin = child.stdin.take().expect("piped");
+    let stdout = child.stdout.take().expect("piped");
+    let mut ready = false;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.map_err(|e| format!("elect-servers: {e}"))?;
+        if line == "READY" {
+            ready = true;
+            break;
+        }
+        if let Some((key, value)) = line.split_once('=') {
+            env.push((key.to_owned(), value.to_owned()));
+        }
+    }
+    if !ready {
+        let status = child.wait().map_err(|e| e.to_string())?;
+        return Err(format!(
+            "elect-servers could not start the servers ({status})"
+        ));
+    }
+    eprintln!(
+        "xtask: servers started in {:.1}s: {}",
+        started.elapsed().as_secs_f64(),
+        env.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(Servers {
+        env,
+        starter: Some((child, stdin)),
+    })
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+fn install_packages(needed: &[&Kind]) -> Result<(), String> {
+    let missing: Vec<&str> = needed
+        .iter()
+        .filter(|k| k.binaries.iter().any(|b| find(b).is_none()))
+        .filter_map(|k| k.apt)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        return Err(format!(
+            "missing packages: {} — install them (sudo apt-get install {}) or set the ELECT_*_URL \
+             variables to running servers",
+            missing.join(", "),
+            missing.join(" ")
+        ));
+    }
+    let started = Instant::now();
+    let mut update = Command::new("apt-get");
+    update.args(["update", "-qq"]);
+    step("apt-get update", update)?;
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    step(&format!("apt-get install {}", missing.join(" ")), install)?;
+    eprintln!(
+        "xtask: provisioned {} in {:.1}s",
+        missing.join(", "),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn install_venv() -> Result<(), String> {
+    if secantusd().is_file() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let python = find("python3").ok_or("python3 not found: install python3 and python3-venv")?;
+    let mut create = Command::new(python);
+    create.arg("-m").arg("venv").arg(venv());
+    step("python3 -m venv target/elect-venv", create)?;
+    let mut pip = Command::new(venv().join("bin/pip"));
+    pip.args(["install", "-q", "--disable-pip-version-check", "secantusdb"]);
+    step("pip install secantusdb", pip)?;
+    if !secantusd().is_file() {
+        return Err(format!(
+            "pip installed secantusdb but {} is missing",
+            secantusd().display()
+        ));
+    }
+    eprintln!(
+        "xtask: provisioned the MongoDB-wire server in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Prints what is present and what is missing.
+pub(crate) fn doctor() {
+    let show = |what: &str, found: Option<String>| match found {
+        Some(how) => println!("  ok       {what}: {how}"),
+        None => println!("  MISSING  {what}"),
+    };
+    println!("servers:");
+    for kind in &KINDS {
+        if let Some(url) = env_url(kind) {
+            show(kind.url_env, Some(url));
+        }
+        for binary in kind.binaries {
+            show(binary, find(binary).map(|p| p.display().to_string()));
+        }
+    }
+    show(
+        "secantusd-py (MongoDB-wire server)",
+        secantusd()
+            .is_file()
+            .then(|| secantusd().display().to_string())
+            .or_else(|| find("secantusd-py").map(|p| p.display().to_string())),
+    );
+    println!("tools:");
+    show(
+        "cargo-nextest",
+        cargo()
+            .args(["nextest", "--version"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned()
+            }),
+    );
+    show("python3", find("python3").map(|p| p.display().to_string()));
+    show(
+        "Docker engine",
+        std::path::Path::new("/var/run/docker.sock")
+            .exists()
+            .then(|| "socket at /var/run/docker.sock (testcontainers will try it)".to_owned()),
+    );
+    println!("root: {}", is_root());
+}
