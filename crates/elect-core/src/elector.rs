@@ -471,7 +471,13 @@ impl Elector {
     /// Steps down, releases the lease, and stops campaigning. Returns the release's outcome, or
     /// the error that had already stopped the elector.
     pub async fn shutdown(self) -> Result<()> {
-        match self.command(Command::Shutdown).await {
+        let released = self.command(Command::Shutdown).await;
+        // Return only once the campaign has stopped for good, so the state says so.
+        let mut state = self.state.clone();
+        let _ = state
+            .wait_for(|s| matches!(s, Leadership::Stopped(_)))
+            .await;
+        match released {
             Err(Error::Stopped { .. }) => match &*self.state.borrow() {
                 Leadership::Stopped(Some(error)) => Err(error.clone()),
                 _ => Ok(()),

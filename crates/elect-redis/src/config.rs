@@ -1,0 +1,170 @@
+//! [`RedisConfig`]: where the coordinator lives and how to talk to it.
+
+use std::fmt;
+use std::time::Duration;
+
+use elect_core::{Error, Result};
+
+/// How to reach Redis and where to keep leases.
+///
+/// ```
+/// use std::time::Duration;
+/// use elect_redis::RedisConfig;
+///
+/// let config = RedisConfig::new("redis://:s3cret@127.0.0.1:6379/0")
+///     .key_prefix("myapp")
+///     .pool_size(2)
+///     .command_timeout(Duration::from_secs(2));
+/// // Debug output never shows the password.
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// `redis://[user][:password@]host:port[/db]`, or `rediss://` with the `tls` feature.
+    pub url: String,
+    /// Prefix of every key and channel (default `elect`): 1–64 bytes of `[A-Za-z0-9._:/-]`.
+    pub key_prefix: String,
+    /// Connections for requests (default 2); pub/sub uses one more, opened on first use.
+    pub pool_size: usize,
+    /// How long connecting may take (default 5 s).
+    pub connect_timeout: Duration,
+    /// How long one command may take before it fails as unavailable (default 5 s).
+    pub command_timeout: Duration,
+}
+
+impl RedisConfig {
+    /// A configuration for `url` with the defaults.
+    pub fn new(url: impl Into<String>) -> RedisConfig {
+        RedisConfig {
+            url: url.into(),
+            key_prefix: "elect".into(),
+            pool_size: 2,
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Sets [`RedisConfig::key_prefix`].
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// Sets [`RedisConfig::pool_size`].
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    /// Sets [`RedisConfig::connect_timeout`].
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets [`RedisConfig::command_timeout`].
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let invalid = |message: String| Err(Error::InvalidConfig { message });
+        let prefix = &self.key_prefix;
+        if prefix.is_empty()
+            || prefix.len() > 64
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:/-".contains(&b))
+        {
+            return invalid(format!(
+                "key prefix {prefix:?} must be 1 to 64 bytes of [A-Za-z0-9._:/-]"
+            ));
+        }
+        if !(1..=64).contains(&self.pool_size) {
+            return invalid(format!("pool size {} must be 1 to 64", self.pool_size));
+        }
+        if self.connect_timeout.is_zero() || self.command_timeout.is_zero() {
+            return invalid("timeouts must not be zero".into());
+        }
+        if self.url.starts_with("rediss://") && !cfg!(feature = "tls") {
+            return invalid(format!(
+                "{} needs TLS: enable the `tls` feature of elect-redis",
+                redact(&self.url)
+            ));
+        }
+        if !self.url.starts_with("redis://") && !self.url.starts_with("rediss://") {
+            return invalid(format!(
+                "{} is not a redis:// or rediss:// URL",
+                redact(&self.url)
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .finish()
+    }
+}
+
+/// `url` with any password replaced by `***`.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_passwords_only() {
+        assert_eq!(redact("redis://:pw@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(redact("redis://u:pw@h:1"), "redis://u:***@h:1");
+        assert_eq!(redact("redis://u@h:1"), "redis://u@h:1");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+        assert_eq!(
+            redact("rediss://u:p@ss@h:1/?x=@"),
+            "rediss://u:***@h:1/?x=@"
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_typed_errors() {
+        for config in [
+            RedisConfig::new("redis://h").key_prefix(""),
+            RedisConfig::new("redis://h").key_prefix("{tag}"),
+            RedisConfig::new("redis://h").key_prefix("x".repeat(65)),
+            RedisConfig::new("redis://h").pool_size(0),
+            RedisConfig::new("redis://h").command_timeout(Duration::ZERO),
+            RedisConfig::new("http://h"),
+            RedisConfig::new(""),
+        ] {
+            assert!(
+                matches!(config.validate(), Err(Error::InvalidConfig { .. })),
+                "{config:?}"
+            );
+        }
+        assert!(RedisConfig::new("redis://h").validate().is_ok());
+    }
+}

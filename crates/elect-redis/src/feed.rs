@@ -1,0 +1,236 @@
+//! Release notices over pub/sub, with subscriptions confirmed before they are handed out.
+//!
+//! fred's `subscribe()` can return before the server has confirmed the subscription, so a
+//! release published right after it could be missed. Each new subscription is therefore
+//! confirmed end to end: after subscribing, the store publishes a probe on the channel and
+//! waits until its own subscriber receives it. Other subscribers ignore probes.
+//!
+//! When the subscriber connection fails, every feed ends (its notifier is dropped): waiting
+//! candidates fall back to sleeping until the reported expiry and subscribe again, which
+//! confirms again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use elect_core::{ChangeFeed, ChangeNotifier, Error, Result};
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use tokio::sync::{broadcast, oneshot};
+use tracing::debug;
+
+use crate::store::map_err;
+
+const PROBE: &str = "probe:";
+
+pub(crate) struct Feeds {
+    builder: Builder,
+    timeout: Duration,
+    subscriber: tokio::sync::OnceCell<SubscriberClient>,
+    /// Serialises confirmations, so nobody is handed a feed before its subscription is
+    /// confirmed.
+    confirming: tokio::sync::Mutex<()>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Channels whose subscription was confirmed: handed out at once.
+    notifiers: Mutex<HashMap<String, ChangeNotifier>>,
+    /// Channels being confirmed: notified too, but not handed out.
+    pending: Mutex<HashMap<String, ChangeNotifier>>,
+    probes: Mutex<HashMap<String, oneshot::Sender<()>>>,
+}
+
+impl Shared {
+    fn notifiers(&self) -> std::sync::MutexGuard<'_, HashMap<String, ChangeNotifier>> {
+        self.notifiers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, ChangeNotifier>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn notify(&self, channel: &str) {
+        if let Some(n) = self.notifiers().get(channel) {
+            n.notify();
+        }
+        if let Some(n) = self.pending().get(channel) {
+            n.notify();
+        }
+    }
+
+    fn probes(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<()>>> {
+        self.probes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ends every feed: waiters fall back to precise sleeps and subscribe again.
+    fn end_all(&self) {
+        let ended: Vec<_> = self
+            .notifiers()
+            .drain()
+            .chain(self.pending().drain())
+            .collect();
+        for (_, notifier) in ended {
+            notifier.notify();
+        }
+    }
+}
+
+/// Undoes a half-done subscription if the caller stops waiting (the elector times requests
+/// out): the unconfirmed notifier and the probe are forgotten, so nobody is later handed a
+/// feed whose subscription was never confirmed.
+struct Confirming<'a> {
+    shared: &'a Shared,
+    channel: &'a str,
+    probe: String,
+}
+
+impl Drop for Confirming<'_> {
+    fn drop(&mut self) {
+        self.shared.pending().remove(self.channel);
+        self.shared.probes().remove(&self.probe);
+    }
+}
+
+impl Feeds {
+    pub(crate) fn new(builder: Builder, timeout: Duration) -> Feeds {
+        Feeds {
+            builder,
+            timeout,
+            subscriber: tokio::sync::OnceCell::new(),
+            confirming: tokio::sync::Mutex::new(()),
+            shared: Arc::default(),
+        }
+    }
+
+    /// A confirmed feed for `channel`; `publisher` sends the probe. Cancellation safe.
+    pub(crate) async fn subscribe(&self, channel: &str, publisher: &Client) -> Result<ChangeFeed> {
+        let client = self.client().await?;
+        let _one_at_a_time = self.confirming.lock().await;
+        if let Some(notifier) = self.shared.notifiers().get(channel) {
+            return Ok(notifier.subscribe());
+        }
+        let notifier = ChangeNotifier::new();
+        let feed = notifier.subscribe();
+        self.shared.pending().insert(channel.to_owned(), notifier);
+        let confirming = Confirming {
+            shared: &self.shared,
+            channel,
+            probe: format!("{PROBE}{:016x}", nonce()),
+        };
+        self.confirm(&client, &confirming, publisher).await?;
+        // Never hold both locks in this order (end_all takes notifiers, then pending).
+        let confirmed = self.shared.pending().remove(channel);
+        if let Some(notifier) = confirmed {
+            self.shared.notifiers().insert(channel.to_owned(), notifier);
+        }
+        debug!(channel, "subscription confirmed");
+        Ok(feed)
+    }
+
+    /// The subscriber connection, opened on first use.
+    pub(crate) async fn client(&self) -> Result<SubscriberClient> {
+        self.subscriber
+            .get_or_try_init(|| self.connect())
+            .await
+            .cloned()
+    }
+
+    async fn confirm(
+        &self,
+        client: &SubscriberClient,
+        confirming: &Confirming<'_>,
+        publisher: &Client,
+    ) -> Result<()> {
+        client
+            .subscribe(confirming.channel)
+            .await
+            .map_err(|e| map_err("subscribe", e))?;
+        let (tx, rx) = oneshot::channel();
+        self.shared.probes().insert(confirming.probe.clone(), tx);
+        let _: i64 = publisher
+            .publish(confirming.channel, confirming.probe.as_str())
+            .await
+            .map_err(|e| map_err("subscribe", e))?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Error::timeout("redis", "subscribe", self.timeout)),
+        }
+    }
+
+    async fn connect(&self) -> Result<SubscriberClient> {
+        let client = self
+            .builder
+            .build_subscriber_client()
+            .map_err(|e| map_err("subscribe", e))?;
+        match tokio::time::timeout(self.timeout, client.init()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(map_err("subscribe", e)),
+            Err(_) => return Err(Error::timeout("redis", "subscribe", self.timeout)),
+        }
+        // Re-subscribes to every tracked channel after a reconnect; the task lives as long as
+        // the client.
+        drop(client.manage_subscriptions());
+        let shared = self.shared.clone();
+        let mut messages = client.message_rx();
+        tokio::spawn(async move {
+            loop {
+                match messages.recv().await {
+                    Ok(message) => {
+                        let text = message.value.as_str().map(|s| s.into_owned());
+                        match text {
+                            Some(text) if text.starts_with(PROBE) => {
+                                if let Some(tx) = shared.probes().remove(&text) {
+                                    let _ = tx.send(());
+                                }
+                            }
+                            _ => shared.notify(&message.channel),
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let notifiers = shared.notifiers();
+                        let pending = shared.pending();
+                        for notifier in notifiers.values().chain(pending.values()) {
+                            notifier.notify();
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        shared.end_all();
+                        return;
+                    }
+                }
+            }
+        });
+        // A dropped connection loses the messages published meanwhile: end every feed.
+        let shared = self.shared.clone();
+        let (mut errors, mut reconnects) = (client.error_rx(), client.reconnect_rx());
+        tokio::spawn(async move {
+            use broadcast::error::RecvError::Closed;
+            loop {
+                let alive = tokio::select! {
+                    e = errors.recv() => !matches!(e, Err(Closed)),
+                    r = reconnects.recv() => !matches!(r, Err(Closed)),
+                };
+                if !alive {
+                    return;
+                }
+                debug!("subscriber connection event; ending feeds");
+                shared.end_all();
+            }
+        });
+        Ok(client)
+    }
+}
+
+fn nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
+}

@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+mod config;
+mod feed;
+mod scripts;
+mod store;
+
+pub use config::RedisConfig;
+pub use store::RedisStore;
+
+/// Everything from `elect-core`, so that `elect-redis` alone is enough in `Cargo.toml`.
+pub use elect_core::*;
+/// The Redis driver elect-redis is built on.
+pub use fred;

@@ -1,0 +1,313 @@
+//! Redis-specific behaviour on a real server: terms across a restart without persistence,
+//! hand-over through pub/sub, foreign data at the keys, and a blackholed leader.
+
+use std::time::Duration;
+
+use elect_redis::fred::prelude::*;
+use elect_redis::{
+    Acquire, CandidateId, ElectionName, Elector, Error, LeaseStore, RedisConfig, RedisStore,
+    Release, Term, Ttl,
+};
+use elect_tests::proxy::{FaultProxy, Mode};
+use elect_tests::{unique_name, Kind, OwnedServer};
+use tokio::time::{timeout, Instant};
+
+fn id(s: &str) -> CandidateId {
+    CandidateId::new(s).unwrap()
+}
+
+fn election(s: &str) -> ElectionName {
+    ElectionName::new(s).unwrap()
+}
+
+async fn connect(url: &str) -> RedisStore {
+    RedisStore::connect(RedisConfig::new(url).key_prefix(unique_name("t")))
+        .await
+        .unwrap()
+}
+
+async fn raw(url: &str) -> Client {
+    let client = Builder::from_config(Config::from_url(url).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    client
+}
+
+#[tokio::test]
+async fn terms_keep_rising_across_a_restart_without_persistence() {
+    let server = OwnedServer::start(Kind::Redis).await.unwrap();
+    let store = connect(&server.url()).await;
+    let e = election("restart");
+    let ttl = Ttl::new(Duration::from_secs(5)).unwrap();
+    // Bring the counter to 6, so the next grant is term 7 through the INCR path.
+    let admin = raw(&server.url()).await;
+    let _: () = admin
+        .set(store.term_key(&e), 6, None, None, false)
+        .await
+        .unwrap();
+    let Acquire::Granted(lease) = store.try_acquire(&e, &id("a"), ttl).await.unwrap() else {
+        panic!("vacant election")
+    };
+    assert_eq!(lease.term, Term(7));
+    server.restart().await.unwrap();
+    // The store's connections come back by themselves; the data did not.
+    let granted = loop {
+        match store.try_acquire(&e, &id("b"), ttl).await {
+            Ok(Acquire::Granted(l)) => break l,
+            Ok(other) => panic!("the lease should be gone after the restart: {other:?}"),
+            Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(
+        granted.term > Term(7),
+        "term {} after a restart",
+        granted.term
+    );
+    let again = {
+        assert_eq!(store.release(&granted).await.unwrap(), Release::Released);
+        match store.try_acquire(&e, &id("a"), ttl).await.unwrap() {
+            Acquire::Granted(l) => l,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        again.term,
+        Term(granted.term.0 + 1),
+        "back to +1 once the counter exists"
+    );
+}
+
+#[tokio::test]
+async fn after_a_resign_another_candidate_leads_within_50_ms_with_a_10_s_ttl() {
+    let url = elect_tests::redis().await.url().to_owned();
+    let store = connect(&url).await;
+    let e = election("handover");
+    let a = Elector::builder(store.clone(), e.clone())
+        .candidate(id("a"))
+        .ttl(Duration::from_secs(10))
+        .start()
+        .unwrap();
+    a.leading().await.unwrap();
+    let b = Elector::builder(store.clone(), e.clone())
+        .candidate(id("b"))
+        .ttl(Duration::from_secs(10))
+        .start()
+        .unwrap();
+    // Let b find the election held and go to sleep until the lease's expiry, 10 s away.
+    let mut state = b.watch();
+    timeout(
+        Duration::from_secs(5),
+        state.wait_for(|s| matches!(s, elect_redis::Leadership::Follower { leader: Some(_) })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let resigned = Instant::now();
+    a.resign().await.unwrap();
+    timeout(Duration::from_secs(5), b.leading())
+        .await
+        .unwrap()
+        .unwrap();
+    let took = resigned.elapsed();
+    eprintln!("hand-over took {took:?}");
+    assert!(took < Duration::from_millis(50), "hand-over took {took:?}");
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn foreign_data_at_the_keys_is_a_typed_error_naming_the_key() {
+    let url = elect_tests::redis().await.url().to_owned();
+    let store = connect(&url).await;
+    let admin = raw(&url).await;
+    let ttl = Ttl::new(Duration::from_secs(5)).unwrap();
+    let lease_of = |e: &ElectionName, term| elect_redis::Lease {
+        election: e.clone(),
+        holder: id("a"),
+        term: Term(term),
+        ttl,
+    };
+    let cases = [
+        "a string",
+        "no expiry",
+        "bad holder",
+        "bad term",
+        "bad counter",
+    ];
+    for (n, what) in cases.into_iter().enumerate() {
+        let e = election(&format!("junk{n}"));
+        let (lease, term) = (store.lease_key(&e), store.term_key(&e));
+        match what {
+            "a string" => admin
+                .set::<(), _, _>(&lease, "junk", None, None, false)
+                .await
+                .unwrap(),
+            "no expiry" => admin
+                .hset::<(), _, _>(&lease, [("holder", "a"), ("term", "3")])
+                .await
+                .unwrap(),
+            "bad holder" => {
+                admin
+                    .hset::<(), _, _>(&lease, [("holder", "not valid!"), ("term", "3")])
+                    .await
+                    .unwrap();
+                admin.pexpire::<(), _>(&lease, 60_000, None).await.unwrap();
+            }
+            "bad term" => {
+                admin
+                    .hset::<(), _, _>(&lease, [("holder", "x"), ("term", "-4")])
+                    .await
+                    .unwrap();
+                admin.pexpire::<(), _>(&lease, 60_000, None).await.unwrap();
+            }
+            "bad counter" => admin
+                .set::<(), _, _>(&term, "abc", None, None, false)
+                .await
+                .unwrap(),
+            _ => unreachable!(),
+        }
+        let key = if what == "bad counter" {
+            term.clone()
+        } else {
+            lease.clone()
+        };
+        let expect_corrupt = |result: Result<String, Error>| match result {
+            Err(Error::CorruptRecord {
+                key: k, message, ..
+            }) => {
+                assert_eq!(k, key, "{what}: the error names the key ({message})")
+            }
+            other => panic!("{what}: expected a corrupt-record error, got {other:?}"),
+        };
+        expect_corrupt(
+            store
+                .try_acquire(&e, &id("b"), ttl)
+                .await
+                .map(|a| format!("{a:?}")),
+        );
+        if what != "bad counter" {
+            expect_corrupt(store.leader(&e).await.map(|a| format!("{a:?}")));
+            if what != "bad holder" {
+                expect_corrupt(
+                    store
+                        .renew(&lease_of(&e, 3))
+                        .await
+                        .map(|a| format!("{a:?}")),
+                );
+                expect_corrupt(
+                    store
+                        .release(&lease_of(&e, 3))
+                        .await
+                        .map(|a| format!("{a:?}")),
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_blackholed_leader_steps_down_before_its_lease_expires_at_the_server() {
+    let url = elect_tests::redis().await.url().to_owned();
+    let (proxy, proxied) = FaultProxy::in_front_of(&url).await.unwrap();
+    let prefix = unique_name("bh");
+    let config = RedisConfig::new(&proxied)
+        .key_prefix(&prefix)
+        .command_timeout(Duration::from_millis(500));
+    let store = RedisStore::connect(config).await.unwrap();
+    let direct = RedisStore::connect(RedisConfig::new(&url).key_prefix(&prefix))
+        .await
+        .unwrap();
+    let e = election("blackhole");
+    let ttl = Duration::from_secs(2);
+    let elector = Elector::builder(store, e.clone())
+        .candidate(id("a"))
+        .ttl(ttl)
+        .start()
+        .unwrap();
+    let guard = elector.leading().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    proxy.set(Mode::Blackhole);
+    let cut = Instant::now();
+    timeout(ttl * 2, guard.lost()).await.expect("lost fires");
+    let lost_after = cut.elapsed();
+    // Straight to the server, not through the proxy: the lease must still be live there.
+    let info = direct.leader(&e).await.unwrap();
+    let info = info.expect("the lease is still live at the server when lost fires");
+    assert_eq!(info.holder, id("a"));
+    assert!(info.remaining > Duration::ZERO);
+    assert!(lost_after <= ttl, "lost fired {lost_after:?} after the cut");
+    eprintln!(
+        "lost fired {lost_after:?} after the cut, {:?} before the server's expiry",
+        info.remaining
+    );
+    drop(elector);
+}
+
+#[tokio::test]
+async fn feeds_end_when_the_subscriber_connection_is_killed() {
+    let url = elect_tests::redis().await.url().to_owned();
+    let store = connect(&url).await;
+    let e = election("feed");
+    let mut feed = store
+        .subscribe(&e)
+        .await
+        .unwrap()
+        .expect("redis offers a feed");
+    feed.mark_seen();
+    let admin = raw(&url).await;
+    let killed: i64 = admin
+        .custom(
+            elect_redis::fred::types::CustomCommand::new_static("CLIENT", None, false),
+            vec!["KILL", "TYPE", "pubsub"],
+        )
+        .await
+        .unwrap();
+    assert!(killed >= 1, "the subscriber connection was killed");
+    let ended = timeout(Duration::from_secs(10), async {
+        while feed.changed().await {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the feed must end so waiters fall back to precise sleeps"
+    );
+    // Subscribing again, once the subscriber has reconnected (its reconnect also ends feeds),
+    // works and confirms again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut again = store.subscribe(&e).await.unwrap().unwrap();
+    again.mark_seen();
+    let Acquire::Granted(lease) = store
+        .try_acquire(&e, &id("a"), Ttl::new(Duration::from_secs(5)).unwrap())
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(store.release(&lease).await.unwrap(), Release::Released);
+    assert!(timeout(Duration::from_secs(2), again.changed())
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn connecting_to_nothing_is_a_retryable_error_and_bad_urls_are_config_errors() {
+    let err = RedisStore::connect(
+        RedisConfig::new("redis://127.0.0.1:1").connect_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    let mut bad_urls = vec!["http://x", "redis://h:notaport"];
+    if !cfg!(feature = "tls") {
+        bad_urls.push("rediss://h:1");
+    }
+    for bad in bad_urls {
+        match RedisStore::connect_url(bad).await {
+            Err(Error::InvalidConfig { .. }) => {}
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+}
