@@ -363,18 +363,14 @@ pub async fn believed_leadership_never_overlaps(store: Store, settings: Settings
 /// Leadership passes around by resignation several times; each new leader has a higher term.
 pub async fn terms_increase_across_leaders(store: Store, settings: Settings) {
     let ttl = settings.ttl_duration();
-    let group = Group::start_with(
-        &store,
-        "terms_increase_across_leaders",
-        3,
-        &settings,
-        ttl / 4,
-    );
+    // The resigner sits out as long as the others may take to notice, or it could win again.
+    let pause = settings.handover_bound.max(ttl / 4);
+    let group = Group::start_with(&store, "terms_increase_across_leaders", 3, &settings, pause);
     let mut after = 0;
     let mut last = None;
     for round in 0..5 {
         let k = group
-            .leader_after(after, last.as_ref(), ttl * 2, &format!("round {round}"))
+            .leader_after(after, last.as_ref(), ttl + pause, &format!("round {round}"))
             .await;
         let id = group.candidates[k].id.clone();
         after = group.recorder.mark();

@@ -1,0 +1,290 @@
+//! MySQL-specific behaviour on a real server: many candidates, a server restart, a missing
+//! table, hostile table names, nonsense rows, and CLIENT_FOUND_ROWS.
+
+use std::time::Duration;
+
+use elect_core::conformance::Recorder;
+use elect_mysql::mysql_async::prelude::Queryable;
+use elect_mysql::{
+    Acquire, CandidateId, ElectionName, Elector, Error, LeaseStore, MysqlConfig, MysqlStore,
+    Release, Renewal, Term, Ttl,
+};
+use elect_tests::{Kind, OwnedServer};
+use tokio::time::{sleep, timeout, Instant};
+
+fn id(s: &str) -> CandidateId {
+    CandidateId::new(s).unwrap()
+}
+
+fn election(s: &str) -> ElectionName {
+    ElectionName::new(s).unwrap()
+}
+
+async fn fresh_database() -> String {
+    elect_tests::mysql().await.mysql_database().await.unwrap()
+}
+
+async fn migrated(url: &str) -> MysqlStore {
+    let store = MysqlStore::connect_url(url).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_candidates_elect_exactly_one_leader() {
+    let store = migrated(&fresh_database().await).await;
+    let e = election("fifty");
+    let recorder = Recorder::new();
+    let electors: Vec<Elector> = (0..50)
+        .map(|n| {
+            let builder = Elector::builder(store.clone(), e.clone())
+                .candidate(id(&format!("c{n}")))
+                .ttl(Duration::from_secs(3));
+            recorder.track(id(&format!("c{n}")), builder.events());
+            builder.start().unwrap()
+        })
+        .collect();
+    let first = recorder
+        .elected_since(0, None, Duration::from_secs(10))
+        .await
+        .expect("someone leads");
+    for _ in 0..40 {
+        sleep(Duration::from_millis(100)).await;
+        let leaders = electors.iter().filter(|e| e.is_leader()).count();
+        assert!(leaders <= 1, "{leaders} leaders at once");
+    }
+    let leaders: Vec<_> = electors.iter().filter(|e| e.is_leader()).collect();
+    assert_eq!(leaders.len(), 1);
+    assert_eq!(leaders[0].candidate(), &first.candidate);
+    assert_eq!(recorder.intervals().len(), 1, "leadership never moved");
+    for elector in electors {
+        elector.shutdown().await.unwrap();
+    }
+    recorder.check();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_makes_the_leader_step_down_by_its_deadline_and_terms_continue() {
+    let server = OwnedServer::start(Kind::Mysql).await.unwrap();
+    let admin = format!("{}mysql", server.url());
+    let mut conn = elect_mysql::mysql_async::Conn::from_url(&admin)
+        .await
+        .unwrap();
+    conn.query_drop("CREATE DATABASE app").await.unwrap();
+    drop(conn);
+    let url = format!("{}app", server.url());
+    let store = MysqlStore::connect(MysqlConfig::new(&url).timeout(Duration::from_millis(500)))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let ttl = Duration::from_secs(2);
+    let a = Elector::builder(store.clone(), election("restart"))
+        .candidate(id("a"))
+        .ttl(ttl)
+        .start()
+        .unwrap();
+    let guard = a.leading().await.unwrap();
+    let term = guard.term();
+    sleep(Duration::from_millis(500)).await;
+    let stopped = Instant::now();
+    server.kill().await.unwrap();
+    timeout(ttl * 2, guard.lost()).await.expect("lost fires");
+    let lost_at = Instant::now();
+    assert!(
+        lost_at <= guard.deadline() + Duration::from_millis(50),
+        "lost fired {:?} after the deadline",
+        lost_at - guard.deadline()
+    );
+    assert!(
+        lost_at - stopped <= ttl,
+        "stepped down {:?} after the kill",
+        lost_at - stopped
+    );
+    // Keep the server down past the lease, so the lease has expired when it is back.
+    sleep(ttl).await;
+    server.start_again().await.unwrap();
+    let again = timeout(Duration::from_secs(20), a.leading())
+        .await
+        .expect("leads again after the restart")
+        .unwrap();
+    assert!(again.term() > term, "term {} after {term}", again.term());
+    a.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_table_names_the_ddl_and_migrate() {
+    let store = MysqlStore::connect_url(&fresh_database().await)
+        .await
+        .unwrap();
+    let err = store
+        .try_acquire(&election("e"), &id("a"), Ttl::from_millis(1000).unwrap())
+        .await
+        .unwrap_err();
+    match &err {
+        Error::NotSetUp { message, .. } => {
+            assert!(message.contains("create_table_sql"), "{message}");
+            assert!(message.contains("migrate()"), "{message}");
+            assert!(!err.is_retryable());
+        }
+        other => panic!("expected NotSetUp, got {other:?}"),
+    }
+    store.migrate().await.unwrap();
+    store.migrate().await.expect("migrate is idempotent");
+    assert!(matches!(
+        store
+            .try_acquire(&election("e"), &id("a"), Ttl::from_millis(1000).unwrap())
+            .await,
+        Ok(Acquire::Granted(_))
+    ));
+}
+
+#[tokio::test]
+async fn hostile_table_names_are_refused_before_any_sql() {
+    let url = fresh_database().await;
+    for table in [
+        "x; DROP TABLE y",
+        "x` ; DROP TABLE y; --",
+        "",
+        "1abc",
+        "a.b",
+    ] {
+        match MysqlStore::connect(MysqlConfig::new(&url).table(table)).await {
+            Err(Error::InvalidConfig { message }) => assert!(message.contains("table name")),
+            other => panic!("{table:?}: {other:?}"),
+        }
+    }
+    let store = MysqlStore::connect(MysqlConfig::new(&url).table("custom_leases"))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    assert!(matches!(
+        store
+            .try_acquire(&election("e"), &id("a"), Ttl::from_millis(1000).unwrap())
+            .await,
+        Ok(Acquire::Granted(_))
+    ));
+}
+
+#[tokio::test]
+async fn nonsense_rows_are_typed_errors() {
+    let url = fresh_database().await;
+    let store = migrated(&url).await;
+    let mut conn = elect_mysql::mysql_async::Conn::from_url(&url)
+        .await
+        .unwrap();
+    // Someone loosens the schema and writes nonsense.
+    conn.query_drop(
+        "ALTER TABLE elect_leases MODIFY holder VARCHAR(128) NULL, MODIFY term BIGINT NOT NULL",
+    )
+    .await
+    .unwrap();
+    let far = "UTC_TIMESTAMP(6) + INTERVAL 1 HOUR";
+    for (name, holder, term) in [
+        ("null-holder", "NULL", "5"),
+        ("negative-term", "'a'", "-3"),
+        ("zero-term", "'a'", "0"),
+        ("bad-holder", "'not valid!'", "5"),
+    ] {
+        conn.query_drop(format!(
+            "INSERT INTO elect_leases VALUES ('{name}', {holder}, {term}, {far}, 1)"
+        ))
+        .await
+        .unwrap();
+        let e = election(name);
+        for result in [
+            store
+                .try_acquire(&e, &id("b"), Ttl::from_millis(1000).unwrap())
+                .await
+                .map(drop),
+            store.leader(&e).await.map(drop),
+        ] {
+            match result {
+                Err(Error::CorruptRecord { key, .. }) => {
+                    assert_eq!(key, format!("elect_leases[{name}]"))
+                }
+                other => panic!("{name}: expected a corrupt-record error, got {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn client_found_rows_does_not_change_the_answers() {
+    for flag in ["false", "true"] {
+        let url = format!("{}?client_found_rows={flag}", fresh_database().await);
+        let store = migrated(&url).await;
+        let e = election("rows");
+        let ttl = Ttl::from_millis(5000).unwrap();
+        let Acquire::Granted(lease) = store.try_acquire(&e, &id("a"), ttl).await.unwrap() else {
+            panic!()
+        };
+        // Two renewals back to back, possibly within one microsecond of each other.
+        assert!(matches!(
+            store.renew(&lease).await.unwrap(),
+            Renewal::Renewed(_)
+        ));
+        assert!(matches!(
+            store.renew(&lease).await.unwrap(),
+            Renewal::Renewed(_)
+        ));
+        let stale = elect_mysql::Lease {
+            term: Term(lease.term.0 + 1),
+            ..lease.clone()
+        };
+        assert_eq!(store.renew(&stale).await.unwrap(), Renewal::Lost, "{flag}");
+        assert_eq!(
+            store.release(&lease).await.unwrap(),
+            Release::Released,
+            "{flag}"
+        );
+        assert_eq!(
+            store.release(&lease).await.unwrap(),
+            Release::NotHeld,
+            "{flag}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unreachable_servers_and_bad_urls_are_typed_errors() {
+    let err = MysqlStore::connect(
+        MysqlConfig::new("mysql://root@127.0.0.1:1/db").timeout(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(matches!(
+        MysqlStore::connect_url("postgres://h/db").await,
+        Err(Error::InvalidConfig { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_reaches_a_waiter_well_before_the_ttl() {
+    let store = migrated(&fresh_database().await).await;
+    let e = election("handover");
+    let ttl = Duration::from_secs(10);
+    let a = Elector::builder(store.clone(), e.clone())
+        .candidate(id("a"))
+        .ttl(ttl)
+        .start()
+        .unwrap();
+    a.leading().await.unwrap();
+    let b = Elector::builder(store.clone(), e.clone())
+        .candidate(id("b"))
+        .ttl(ttl)
+        .start()
+        .unwrap();
+    sleep(Duration::from_millis(300)).await;
+    let resigned = Instant::now();
+    a.resign().await.unwrap();
+    timeout(Duration::from_secs(5), b.leading())
+        .await
+        .expect("b leads long before the 10 s lease would have expired")
+        .unwrap();
+    let took = resigned.elapsed();
+    eprintln!("hand-over took {took:?}");
+    assert!(took < Duration::from_millis(500), "hand-over took {took:?}");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
