@@ -22,12 +22,19 @@ pub struct LocalServer {
     kind: Kind,
     port: u16,
     dir: PathBuf,
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
 impl LocalServer {
     /// Starts a fresh server of `kind`, waiting until it answers.
     pub fn start(kind: Kind) -> Result<LocalServer, String> {
+        Self::start_with_args(kind, &[])
+    }
+
+    /// Like [`start`](Self::start), with extra command-line arguments for the server (e.g.
+    /// `--standalone` for the MongoDB-wire server: no replica set, no change streams).
+    pub fn start_with_args(kind: Kind, extra_args: &[&str]) -> Result<LocalServer, String> {
         let dir = fresh_dir(kind)?;
         let port = free_port()?;
         if kind == Kind::Mysql {
@@ -37,6 +44,7 @@ impl LocalServer {
             kind,
             port,
             dir,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         server.launch()?;
@@ -187,6 +195,7 @@ impl LocalServer {
                 ]);
             }
         }
+        command.args(&self.extra_args);
         Ok(command)
     }
 

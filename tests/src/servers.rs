@@ -194,12 +194,22 @@ impl OwnedServer {
     /// Starts a server of `kind` from the local binaries, or in a container when the binaries
     /// are missing and a Docker engine answers.
     pub async fn start(kind: Kind) -> Result<OwnedServer, String> {
-        let owned = tokio::task::spawn_blocking(move || match LocalServer::start(kind) {
-            Ok(local) => Ok(Owned::Local(local)),
-            Err(why) if docker::engine_answers() => docker::Running::start(kind)
-                .map(|c| Owned::Container(Box::new(c)))
-                .map_err(|e| format!("{why}; {e}")),
-            Err(why) => Err(no_server_message(kind, &why)),
+        Self::start_with_args(kind, &[]).await
+    }
+
+    /// Like [`start`](Self::start), with extra arguments for a local server (a container
+    /// ignores them).
+    pub async fn start_with_args(kind: Kind, args: &[&str]) -> Result<OwnedServer, String> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let owned = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            match LocalServer::start_with_args(kind, &args) {
+                Ok(local) => Ok(Owned::Local(local)),
+                Err(why) if docker::engine_answers() => docker::Running::start(kind)
+                    .map(|c| Owned::Container(Box::new(c)))
+                    .map_err(|e| format!("{why}; {e}")),
+                Err(why) => Err(no_server_message(kind, &why)),
+            }
         })
         .await
         .map_err(|e| format!("server start-up panicked: {e}"))??;

@@ -18,7 +18,7 @@ use std::time::Instant;
 /// Crates published on their own; each must package. They are packaged in one invocation, so
 /// that a crate depending on an unpublished sibling is verified against the sibling's package
 /// (cargo's temporary local registry) instead of failing to find it on crates.io.
-const PUBLISHED: &[&str] = &["elect-core", "elect-redis", "elect-mysql"];
+const PUBLISHED: &[&str] = &["elect-core", "elect-redis", "elect-mysql", "elect-mongo"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -147,6 +147,7 @@ fn lint() -> Result<(), String> {
     doc.args(["doc", "--workspace", "--no-deps", "--all-features"])
         .env("RUSTDOCFLAGS", "-D warnings");
     step("rustdoc", doc)?;
+    forget_builds_of_published_crates();
     let mut package = cargo();
     package.args(["package", "--allow-dirty"]);
     for krate in PUBLISHED {
@@ -154,4 +155,27 @@ fn lint() -> Result<(), String> {
     }
     step("package", package)?;
     Ok(())
+}
+
+/// Verifying a package builds each crate from cargo's temporary local registry, and cargo
+/// fingerprints registry crates by name and version only: after a change, an earlier
+/// verification build of the same version would be reused and the check would test stale
+/// code. Forgetting our crates' build fingerprints forces them to be rebuilt (dependencies stay).
+fn forget_builds_of_published_crates() {
+    let fingerprints = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+        .join("debug/.fingerprint");
+    let Ok(entries) = std::fs::read_dir(&fingerprints) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if PUBLISHED.iter().any(|krate| {
+            name.strip_prefix(krate)
+                .is_some_and(|rest| rest.starts_with('-'))
+        }) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }

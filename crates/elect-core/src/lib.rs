@@ -11,6 +11,7 @@ mod memory;
 mod name;
 mod observer;
 mod rand;
+mod redact;
 mod store;
 mod term;
 
@@ -28,6 +29,7 @@ pub use lease::{Acquire, LeaderInfo, Lease, Release, Renewal, Ttl};
 pub use memory::MemoryStore;
 pub use name::{CandidateId, ElectionName, MAX_NAME_LEN};
 pub use observer::Observer;
+pub use redact::redact_url;
 pub use store::{ChangeFeed, ChangeNotifier, LeaseStore};
 pub use term::Term;
 

@@ -1,0 +1,146 @@
+//! Release notices from a change stream, where the deployment has one (replica sets and
+//! sharded clusters); detected at run time. On a standalone server there is no feed and waiting
+//! candidates sleep until the expiry they were told of.
+//!
+//! One stream per store watches the whole collection and wakes the waiters of an election when
+//! its document is released (`released` set to true), replaced or deleted; renewals wake
+//! nobody. The stream is open once `watch` returns, so a release after `subscribe` returns is
+//! seen. When the stream fails, every feed ends and the next subscribe opens a new one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use elect_core::{ChangeFeed, ChangeNotifier, ElectionName, Result};
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::change_stream::event::{ChangeStreamEvent, OperationType};
+use mongodb::change_stream::ChangeStream;
+use tracing::debug;
+
+use crate::store::{map_err, MongoStore, STORE};
+
+type Notifiers = Arc<Mutex<HashMap<String, ChangeNotifier>>>;
+
+pub(crate) struct Feeds {
+    timeout: Duration,
+    state: tokio::sync::Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// `Some(false)` once the server said it has no change streams.
+    supported: Option<bool>,
+    /// The notifiers of the running stream, if one runs.
+    running: Option<Notifiers>,
+}
+
+impl Feeds {
+    pub(crate) fn new(timeout: Duration) -> Feeds {
+        Feeds {
+            timeout,
+            state: tokio::sync::Mutex::default(),
+        }
+    }
+
+    pub(crate) async fn subscribe(
+        &self,
+        store: &MongoStore,
+        election: &ElectionName,
+    ) -> Result<Option<ChangeFeed>> {
+        let mut state = self.state.lock().await;
+        if state.supported == Some(false) {
+            return Ok(None);
+        }
+        // A stream whose task ended has dropped its notifiers' map entries; reopen it.
+        let notifiers = match &state.running {
+            Some(n) if Arc::strong_count(n) > 1 => n.clone(),
+            _ => match self.open(store).await? {
+                Some(stream) => {
+                    let notifiers = Notifiers::default();
+                    tokio::spawn(run(stream, notifiers.clone()));
+                    state.supported = Some(true);
+                    state.running = Some(notifiers.clone());
+                    notifiers
+                }
+                None => {
+                    state.supported = Some(false);
+                    return Ok(None);
+                }
+            },
+        };
+        let mut map = notifiers.lock().unwrap_or_else(|p| p.into_inner());
+        let notifier = map.entry(election.to_string()).or_default();
+        Ok(Some(notifier.subscribe()))
+    }
+
+    /// Opens the collection's stream; `None` when the deployment has no change streams.
+    async fn open(
+        &self,
+        store: &MongoStore,
+    ) -> Result<Option<ChangeStream<ChangeStreamEvent<Document>>>> {
+        let pipeline = vec![doc! { "$match": {
+            "operationType": { "$in": ["update", "replace", "delete"] },
+        } }];
+        let opened =
+            tokio::time::timeout(self.timeout, store.collection().watch().pipeline(pipeline))
+                .await
+                .map_err(|_| elect_core::Error::timeout(STORE, "subscribe", self.timeout))?;
+        match opened {
+            Ok(stream) => Ok(Some(stream)),
+            Err(e) if no_change_streams(&e) => {
+                debug!(error = %e, "no change streams on this deployment; waiters sleep until expiry");
+                Ok(None)
+            }
+            Err(e) => Err(map_err("subscribe", e)),
+        }
+    }
+}
+
+/// Whether the server said change streams are not available here (a standalone server).
+fn no_change_streams(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::ErrorKind;
+    match &*e.kind {
+        ErrorKind::Command(c) => {
+            c.code == 40573 || c.message.contains("replica set") || c.message.contains("standalone")
+        }
+        _ => false,
+    }
+}
+
+async fn run(mut stream: ChangeStream<ChangeStreamEvent<Document>>, notifiers: Notifiers) {
+    let lock = || notifiers.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        match stream.next_if_any().await {
+            Ok(Some(event)) => {
+                let released = match event.operation_type {
+                    OperationType::Update => event.update_description.as_ref().is_some_and(|u| {
+                        matches!(u.updated_fields.get("released"), Some(Bson::Boolean(true)))
+                    }),
+                    OperationType::Replace | OperationType::Delete => true,
+                    _ => false,
+                };
+                let id = event
+                    .document_key
+                    .as_ref()
+                    .and_then(|k| k.get_str("_id").ok());
+                if let (true, Some(id)) = (released, id) {
+                    let mut map = lock();
+                    if let Some(n) = map.get(id) {
+                        n.notify();
+                        if n.feeds() == 0 {
+                            map.remove(id);
+                        }
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                debug!(%error, "change stream failed; ending feeds");
+                for (_, n) in lock().drain() {
+                    n.notify();
+                }
+                return;
+            }
+        }
+    }
+}

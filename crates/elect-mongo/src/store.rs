@@ -1,0 +1,427 @@
+//! [`MongoStore`]: the [`LeaseStore`] on MongoDB.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use elect_core::{
+    async_trait, Acquire, CandidateId, ChangeFeed, ElectionName, Error, LeaderInfo, Lease,
+    LeaseStore, Release, Renewal, Result, Term, Ttl,
+};
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::options::{ClientOptions, ReturnDocument};
+use mongodb::{Client, Collection};
+
+use crate::config::{redact, MongoConfig};
+use crate::feed::Feeds;
+
+pub(crate) const STORE: &str = "mongo";
+
+/// A [`LeaseStore`] on MongoDB 4.4+: one document per election,
+/// `{_id: <election>, holder, term, expires, released, version}`.
+///
+/// Every decision is one atomic update with an aggregation pipeline evaluated on the server
+/// against `$$NOW`. Dates are compared through `$toLong` (milliseconds), which real MongoDB
+/// supports and which also works on MongoDB-wire servers that mis-compare stored dates with
+/// `$$NOW`. Clones share the client.
+#[derive(Clone)]
+pub struct MongoStore {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    config: MongoConfig,
+    client: Client,
+    pub(crate) leases: Collection<Document>,
+    feeds: Feeds,
+}
+
+impl fmt::Debug for MongoStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MongoStore")
+            .field("url", &redact(&self.inner.config.url))
+            .field("database", &self.inner.config.database)
+            .field("collection", &self.inner.config.collection)
+            .finish()
+    }
+}
+
+/// `true` while the document holds a live lease (guarded so that fields of the wrong type
+/// never reach `$toLong`).
+fn live() -> Bson {
+    Bson::Document(doc! {
+        "$cond": [
+            { "$and": [
+                { "$eq": [{ "$type": "$holder" }, "string"] },
+                { "$eq": [{ "$type": "$expires" }, "date"] },
+            ] },
+            { "$gt": [{ "$toLong": "$expires" }, { "$toLong": "$$NOW" }] },
+            false,
+        ]
+    })
+}
+
+/// Milliseconds left on the lease by the server's clock.
+fn remaining() -> Bson {
+    Bson::Document(doc! {
+        "$cond": [
+            { "$eq": [{ "$type": "$expires" }, "date"] },
+            { "$subtract": [{ "$toLong": "$expires" }, { "$toLong": "$$NOW" }] },
+            Bson::Null,
+        ]
+    })
+}
+
+/// The acquire pipeline: take a vacant or expired lease with the next term, extend the
+/// candidate's own live lease, or leave someone else's (and anything elect did not write)
+/// untouched, so that losing attempts write nothing.
+fn acquire_pipeline(candidate: &str, ttl_ms: i64) -> Vec<Document> {
+    // A valid document, or none yet.
+    let ok = doc! { "$or": [
+        { "$eq": [{ "$type": "$holder" }, "missing"] },
+        { "$and": [
+            { "$eq": [{ "$type": "$holder" }, "string"] },
+            { "$in": [{ "$type": "$term" }, ["long", "int"]] },
+            { "$gt": ["$term", 0] },
+            { "$eq": [{ "$type": "$expires" }, "date"] },
+        ] },
+    ] };
+    let keep = doc! { "$or": [{ "$not": ["$_ok"] }, { "$and": ["$_live", { "$ne": ["$holder", candidate] }] }] };
+    // A missing term (new election, or the document was lost) starts from the server's clock
+    // in microseconds, one millisecond ahead, so terms never go back.
+    let first_term = doc! { "$multiply": [{ "$add": [{ "$toLong": "$$NOW" }, 1_i64] }, 1000_i64] };
+    vec![
+        doc! { "$set": { "_ok": ok } },
+        doc! { "$set": { "_live": { "$cond": ["$_ok", live(), false] } } },
+        doc! { "$set": {
+            "term": { "$cond": [
+                { "$or": [{ "$not": ["$_ok"] }, "$_live"] },
+                "$term",
+                { "$cond": [{ "$eq": [{ "$type": "$term" }, "missing"] }, first_term, { "$add": ["$term", 1_i64] }] },
+            ] },
+            "holder": { "$cond": [{ "$or": [{ "$not": ["$_ok"] }, "$_live"] }, "$holder", candidate] },
+            "expires": { "$cond": [keep.clone(), "$expires", { "$add": ["$$NOW", ttl_ms] }] },
+            "released": { "$cond": [keep.clone(), "$released", false] },
+            "version": { "$cond": [keep, "$version", { "$add": [{ "$ifNull": ["$version", 0_i64] }, 1_i64] }] },
+        } },
+        doc! { "$unset": ["_ok", "_live"] },
+    ]
+}
+
+/// A validated lease document.
+struct Record {
+    holder: CandidateId,
+    term: Term,
+}
+
+impl MongoStore {
+    /// Connects to the server `url` names, with the default configuration.
+    pub async fn connect_url(url: &str) -> Result<MongoStore> {
+        Self::connect(MongoConfig::new(url)).await
+    }
+
+    /// Validates `config`, connects, and checks the server answers.
+    pub async fn connect(config: MongoConfig) -> Result<MongoStore> {
+        config.validate()?;
+        let timeout = config.timeout;
+        let mut options = tokio::time::timeout(timeout, ClientOptions::parse(&config.url))
+            .await
+            .map_err(|_| Error::timeout(STORE, "connect", timeout))?
+            .map_err(|e| match map_err("connect", e) {
+                Error::Other { message, .. } => Error::InvalidConfig {
+                    message: format!("{}: {message}", redact(&config.url)),
+                },
+                other => other,
+            })?;
+        options.server_selection_timeout = Some(timeout);
+        options.connect_timeout = Some(timeout);
+        options.app_name.get_or_insert_with(|| "elect".into());
+        let client = Client::with_options(options).map_err(|e| map_err("connect", e))?;
+        let leases = client
+            .database(&config.database)
+            .collection_with_options::<Document>(
+                &config.collection,
+                mongodb::options::CollectionOptions::builder()
+                    .write_concern(config.write_concern.clone())
+                    .build(),
+            );
+        let store = MongoStore {
+            inner: Arc::new(Inner {
+                feeds: Feeds::new(timeout),
+                config,
+                client,
+                leases,
+            }),
+        };
+        store
+            .request("connect", async {
+                store
+                    .inner
+                    .client
+                    .database("admin")
+                    .run_command(doc! { "ping": 1 })
+                    .await
+            })
+            .await?;
+        Ok(store)
+    }
+
+    /// The collection holding the leases.
+    pub fn collection(&self) -> &Collection<Document> {
+        &self.inner.leases
+    }
+
+    /// How errors name a document: `database.collection[election]`.
+    fn key(&self, election: &str) -> String {
+        format!(
+            "{}.{}[{election}]",
+            self.inner.config.database, self.inner.config.collection
+        )
+    }
+
+    pub(crate) async fn request<T>(
+        &self,
+        operation: &'static str,
+        work: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> Result<T> {
+        let timeout = self.inner.config.timeout;
+        match tokio::time::timeout(timeout, work).await {
+            Ok(result) => result.map_err(|e| map_err(operation, e)),
+            Err(_) => Err(Error::timeout(STORE, operation, timeout)),
+        }
+    }
+
+    fn record(&self, election: &str, d: &Document) -> Result<Record> {
+        let corrupt = |why: String| Error::corrupt(STORE, self.key(election), why);
+        let holder = match d.get("holder") {
+            Some(Bson::String(h)) => CandidateId::new(h)
+                .map_err(|_| corrupt(format!("holder {h:?} is not a valid candidate id")))?,
+            other => return Err(corrupt(format!("holder is {other:?}"))),
+        };
+        let term = match d.get("term") {
+            Some(Bson::Int64(t)) if *t > 0 => Term(*t as u64),
+            Some(Bson::Int32(t)) if *t > 0 => Term(*t as u64),
+            other => return Err(corrupt(format!("term {other:?} is not a positive integer"))),
+        };
+        match d.get("expires") {
+            Some(Bson::DateTime(_)) => {}
+            other => return Err(corrupt(format!("expires {other:?} is not a date"))),
+        }
+        Ok(Record { holder, term })
+    }
+
+    /// The lease document with the server's remaining time, read without writing.
+    async fn read(&self, election: &ElectionName) -> Result<Option<(Record, i64)>> {
+        let e = election.as_str();
+        let pipeline = vec![
+            doc! { "$match": { "_id": e } },
+            doc! { "$set": { "_remaining": remaining() } },
+        ];
+        let found = self
+            .request("leader", async {
+                let mut cursor = self.inner.leases.aggregate(pipeline).await?;
+                if cursor.advance().await? {
+                    Ok(Some(cursor.deserialize_current()?))
+                } else {
+                    Ok(None)
+                }
+            })
+            .await?;
+        let Some(d) = found else {
+            return Ok(None);
+        };
+        let record = self.record(e, &d)?;
+        let remaining = match d.get("_remaining") {
+            Some(Bson::Int64(ms)) => *ms,
+            Some(Bson::Int32(ms)) => *ms as i64,
+            other => {
+                return Err(Error::corrupt(
+                    STORE,
+                    self.key(e),
+                    format!("cannot tell the remaining time: {other:?}"),
+                ))
+            }
+        };
+        Ok(Some((record, remaining)))
+    }
+
+    fn held(record: Record, remaining_ms: i64) -> LeaderInfo {
+        LeaderInfo {
+            holder: record.holder,
+            term: record.term,
+            remaining: Duration::from_millis(remaining_ms.max(0) as u64),
+        }
+    }
+
+    /// Runs a guarded single-document update; true when it matched the live lease.
+    async fn guarded(&self, operation: &'static str, lease: &Lease, set: Document) -> Result<bool> {
+        let filter = doc! {
+            "_id": lease.election.as_str(),
+            "holder": lease.holder.as_str(),
+            "term": lease.term.get() as i64,
+            "$expr": { "$gt": [{ "$toLong": "$expires" }, { "$toLong": "$$NOW" }] },
+        };
+        let pipeline = vec![doc! { "$set": set }];
+        let result = self
+            .request(operation, self.inner.leases.update_one(filter, pipeline))
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+}
+
+#[async_trait]
+impl LeaseStore for MongoStore {
+    async fn try_acquire(
+        &self,
+        election: &ElectionName,
+        candidate: &CandidateId,
+        ttl: Ttl,
+    ) -> Result<Acquire> {
+        // Read first: a follower finding the lease held costs one read and writes nothing.
+        if let Some((record, remaining)) = self.read(election).await? {
+            if remaining > 0 && &record.holder != candidate {
+                return Ok(Acquire::Held(Self::held(record, remaining)));
+            }
+        }
+        let e = election.as_str();
+        let ttl_ms = ttl.as_millis() as i64;
+        let mut attempt = 0;
+        let d = loop {
+            attempt += 1;
+            let update = self
+                .inner
+                .leases
+                .find_one_and_update(
+                    doc! { "_id": e },
+                    acquire_pipeline(candidate.as_str(), ttl_ms),
+                )
+                .upsert(true)
+                .return_document(ReturnDocument::After);
+            match self.request("try_acquire", update).await {
+                Ok(Some(d)) => break d,
+                // A lost upsert race: some servers report it as a duplicate key (11000),
+                // others (the MongoDB-wire server in our tests) as no document at all. Either
+                // way the document exists now, so the next attempt updates it and finds it
+                // held.
+                Ok(None) if attempt < 3 => {}
+                Err(Error::Other { message, .. })
+                    if attempt < 3 && message.contains(DUPLICATE_KEY) => {}
+                Ok(None) => {
+                    return Err(Error::Unavailable {
+                        store: STORE,
+                        operation: "try_acquire",
+                        message: format!("upsert of {} kept losing races", self.key(e)),
+                        source: None,
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let record = self.record(e, &d)?;
+        if &record.holder == candidate {
+            return Ok(Acquire::Granted(Lease {
+                election: election.clone(),
+                holder: candidate.clone(),
+                term: record.term,
+                ttl,
+            }));
+        }
+        // Someone else took it between the read and the update: ask how long it has left.
+        match self.read(election).await? {
+            Some((record, remaining)) => Ok(Acquire::Held(Self::held(record, remaining))),
+            None => Ok(Acquire::Held(Self::held(record, 0))),
+        }
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<Renewal> {
+        let set = doc! {
+            "expires": { "$add": ["$$NOW", lease.ttl.as_millis() as i64] },
+            "version": { "$add": ["$version", 1_i64] },
+        };
+        Ok(if self.guarded("renew", lease, set).await? {
+            Renewal::Renewed(lease.clone())
+        } else {
+            Renewal::Lost
+        })
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<Release> {
+        let set = doc! {
+            "expires": "$$NOW",
+            "released": true,
+            "version": { "$add": ["$version", 1_i64] },
+        };
+        Ok(if self.guarded("release", lease, set).await? {
+            Release::Released
+        } else {
+            Release::NotHeld
+        })
+    }
+
+    async fn leader(&self, election: &ElectionName) -> Result<Option<LeaderInfo>> {
+        Ok(self
+            .read(election)
+            .await?
+            .filter(|(_, remaining)| *remaining > 0)
+            .map(|(record, remaining)| Self::held(record, remaining)))
+    }
+
+    async fn subscribe(&self, election: &ElectionName) -> Result<Option<ChangeFeed>> {
+        self.inner.feeds.subscribe(self, election).await
+    }
+}
+
+/// How [`map_err`] marks a duplicate-key error (11000) in its message.
+pub(crate) const DUPLICATE_KEY: &str = "E11000";
+
+/// Maps a driver error by what it means for the caller. (The driver keeps `Error::code()`
+/// private, so the code is read from the error kind.)
+pub(crate) fn map_err(operation: &'static str, e: mongodb::error::Error) -> Error {
+    use mongodb::error::{ErrorKind as K, WriteFailure};
+    const TRANSIENT: &[i32] = &[
+        6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
+    ];
+    let code = match &*e.kind {
+        K::Command(c) => Some(c.code),
+        K::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        _ => None,
+    };
+    if code == Some(11000) {
+        return Error::Other {
+            store: STORE,
+            message: format!("{DUPLICATE_KEY} duplicate key: {e}"),
+            source: Some(Arc::new(e)),
+        };
+    }
+    let transient = e.contains_label("RetryableWriteError")
+        || e.contains_label("TransientTransactionError")
+        || code.is_some_and(|c| TRANSIENT.contains(&c))
+        || matches!(
+            &*e.kind,
+            K::Io(_)
+                | K::ServerSelection { .. }
+                | K::ConnectionPoolCleared { .. }
+                | K::DnsResolve { .. }
+                | K::Write(WriteFailure::WriteConcernError(_))
+                | K::Shutdown
+        );
+    if transient {
+        return Error::unavailable(STORE, operation, e);
+    }
+    match &*e.kind {
+        K::Authentication { message, .. } => Error::NotSetUp {
+            store: STORE,
+            message: format!("authentication failed: {message}"),
+        },
+        K::Command(c) if c.code == 13 => Error::NotSetUp {
+            store: STORE,
+            message: format!("not authorized: {}", c.message),
+        },
+        K::InvalidArgument { message, .. } | K::InvalidTlsConfig { message, .. } => {
+            Error::InvalidConfig {
+                message: format!("mongo: {message}"),
+            }
+        }
+        _ => Error::other(STORE, e),
+    }
+}
