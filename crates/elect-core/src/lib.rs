@@ -10,7 +10,7 @@ mod lease;
 mod memory;
 mod name;
 mod observer;
-mod rand;
+pub mod rand;
 mod redact;
 mod store;
 mod term;

@@ -1,15 +1,18 @@
-//! A tiny non-cryptographic generator for jitter and id suffixes (SplitMix64), so the core
-//! needs no `rand` dependency. Seedable, so tests and the raft engine can be deterministic.
+//! A tiny non-cryptographic generator (SplitMix64) for jitter, id suffixes and simulations, so
+//! the core needs no `rand` dependency. Seedable, so tests and the raft engine are
+//! deterministic. Not for secrets.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
+/// SplitMix64: fast, seedable, statistically fine for timing jitter; not cryptographic.
 #[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
+pub struct Rng(u64);
 
 impl Rng {
-    pub(crate) fn from_entropy() -> Self {
+    /// A generator seeded from the process's hash randomness and the clock.
+    pub fn from_entropy() -> Self {
         let mut h = RandomState::new().build_hasher();
         h.write_u128(
             std::time::SystemTime::now()
@@ -20,12 +23,13 @@ impl Rng {
         Self(h.finish())
     }
 
-    #[cfg(any(test, feature = "conformance"))]
-    pub(crate) fn seeded(seed: u64) -> Self {
+    /// A generator that yields the same sequence for the same seed.
+    pub fn seeded(seed: u64) -> Self {
         Self(seed)
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -34,7 +38,7 @@ impl Rng {
     }
 
     /// A uniformly drawn duration in `[0, max]`.
-    pub(crate) fn duration_up_to(&mut self, max: Duration) -> Duration {
+    pub fn duration_up_to(&mut self, max: Duration) -> Duration {
         let nanos = max.as_nanos().min(u64::MAX as u128) as u64;
         if nanos == 0 {
             return Duration::ZERO;
@@ -43,8 +47,7 @@ impl Rng {
     }
 
     /// A float in `[0, 1)`.
-    #[cfg(any(test, feature = "conformance"))]
-    pub(crate) fn unit(&mut self) -> f64 {
+    pub fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
