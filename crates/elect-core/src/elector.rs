@@ -110,6 +110,23 @@ impl LeaderGuard {
     }
 }
 
+impl LeaderGuard {
+    /// For drivers ([`ElectorDriver`]): a guard for `lease`, believed until `deadline`, and the
+    /// control that extends or ends it.
+    pub fn new(lease: Lease, deadline: Instant) -> (LeaderGuard, GuardControl) {
+        let control = GuardControl {
+            deadline: Arc::new(Mutex::new(deadline)),
+            token: CancellationToken::new(),
+        };
+        let guard = LeaderGuard {
+            lease,
+            deadline: control.deadline.clone(),
+            token: control.token.clone(),
+        };
+        (guard, control)
+    }
+}
+
 impl fmt::Debug for LeaderGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LeaderGuard")
@@ -378,7 +395,7 @@ pub struct Elector {
     candidate: CandidateId,
     state: watch::Receiver<Leadership>,
     events: broadcast::Sender<Event>,
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<ElectorCommand>,
 }
 
 impl Elector {
@@ -411,6 +428,29 @@ impl Elector {
             .ttl(Ttl::MAX)
             .resign_pause(Duration::ZERO)
             .start()
+    }
+
+    /// A handle driven by something other than the built-in lease loop: the returned
+    /// [`ElectorDriver`] publishes leadership and serves `resign` and `shutdown`. elect-raft
+    /// builds its `Elector` this way, so applications switch between a store and Raft by
+    /// changing only the constructor.
+    pub fn with_driver(election: ElectionName, candidate: CandidateId) -> (Elector, ElectorDriver) {
+        let (state, state_rx) = watch::channel(Leadership::Follower { leader: None });
+        let events = broadcast::channel(256).0;
+        let (commands, command_rx) = mpsc::channel(8);
+        let elector = Elector {
+            election,
+            candidate,
+            state: state_rx,
+            events: events.clone(),
+            commands,
+        };
+        let driver = ElectorDriver {
+            state,
+            events,
+            commands: command_rx,
+        };
+        (elector, driver)
     }
 
     /// The election this candidate campaigns in.
@@ -465,13 +505,13 @@ impl Elector {
     /// once, then stays out of the race for the resign pause (default one TTL) before
     /// campaigning again. Returns once the release was answered; a no-op when not leading.
     pub async fn resign(&self) -> Result<()> {
-        self.command(Command::Resign).await
+        self.command(ElectorCommand::Resign).await
     }
 
     /// Steps down, releases the lease, and stops campaigning. Returns the release's outcome, or
     /// the error that had already stopped the elector.
     pub async fn shutdown(self) -> Result<()> {
-        let released = self.command(Command::Shutdown).await;
+        let released = self.command(ElectorCommand::Shutdown).await;
         // Return only once the campaign has stopped for good, so the state says so.
         let mut state = self.state.clone();
         let _ = state
@@ -486,9 +526,9 @@ impl Elector {
         }
     }
 
-    async fn command(&self, make: fn(oneshot::Sender<Result<()>>) -> Command) -> Result<()> {
+    async fn command(&self, make: fn(Reply) -> ElectorCommand) -> Result<()> {
         let (reply, answer) = oneshot::channel();
-        if self.commands.send(make(reply)).await.is_err() {
+        if self.commands.send(make(Reply(reply))).await.is_err() {
             return Err(self.stopped());
         }
         answer.await.unwrap_or_else(|_| Err(self.stopped()))
@@ -501,10 +541,95 @@ impl Elector {
     }
 }
 
+/// A request from an [`Elector`] handle to the task that drives it.
 #[derive(Debug)]
-enum Command {
-    Resign(oneshot::Sender<Result<()>>),
-    Shutdown(oneshot::Sender<Result<()>>),
+#[non_exhaustive]
+pub enum ElectorCommand {
+    /// Stop leading now and hand over; answer once done.
+    Resign(Reply),
+    /// Stop leading, hand over, and stop campaigning; answer once done.
+    Shutdown(Reply),
+}
+
+/// Where the driving task answers an [`ElectorCommand`].
+#[derive(Debug)]
+pub struct Reply(oneshot::Sender<Result<()>>);
+
+impl Reply {
+    /// Answers the caller of [`Elector::resign`] or [`Elector::shutdown`].
+    pub fn send(self, result: Result<()>) {
+        let _ = self.0.send(result);
+    }
+}
+
+/// The driving side of an [`Elector`], for campaigns other than the built-in lease loop
+/// (elect-raft's runtime drives one from Raft's election). It publishes [`Leadership`] and
+/// [`Event`]s, and serves the [`ElectorCommand`]s that the handle's `resign` and `shutdown`
+/// send. Dropping it stops the elector: `leading()` then returns [`Error::Stopped`].
+#[derive(Debug)]
+pub struct ElectorDriver {
+    state: watch::Sender<Leadership>,
+    events: broadcast::Sender<Event>,
+    commands: mpsc::Receiver<ElectorCommand>,
+}
+
+impl ElectorDriver {
+    /// Publishes what the candidate now believes (unchanged follower states are not re-sent).
+    pub fn publish(&self, state: Leadership) {
+        publish(&self.state, state);
+    }
+
+    /// Emits an event to the subscribers of [`Elector::events`].
+    pub fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// Subscribes to the events, e.g. before the driver starts, so none is missed.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// The next command from the handle; `None` once the handle was dropped (a shutdown).
+    /// Cancellation safe.
+    pub async fn next_command(&mut self) -> Option<ElectorCommand> {
+        self.commands.recv().await
+    }
+}
+
+/// Publishes `state` unless it is the same follower state as now.
+fn publish(sender: &watch::Sender<Leadership>, state: Leadership) {
+    sender.send_if_modified(|current| {
+        if current.same_as(&state) {
+            false
+        } else {
+            *current = state;
+            true
+        }
+    });
+}
+
+/// The driver's side of a [`LeaderGuard`]: moves its deadline and ends it.
+#[derive(Debug, Clone)]
+pub struct GuardControl {
+    deadline: Arc<Mutex<Instant>>,
+    token: CancellationToken,
+}
+
+impl GuardControl {
+    /// Moves the guard's deadline (renewals).
+    pub fn extend(&self, deadline: Instant) {
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) = deadline;
+    }
+
+    /// Ends the leadership: `lost()` resolves and `is_leading()` turns false.
+    pub fn end(&self) {
+        self.token.cancel();
+    }
+
+    /// The current deadline.
+    pub fn deadline(&self) -> Instant {
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 enum FeedState {
@@ -534,7 +659,7 @@ struct Campaign {
     policy: ErrorPolicy,
     state: watch::Sender<Leadership>,
     events: broadcast::Sender<Event>,
-    commands: mpsc::Receiver<Command>,
+    commands: mpsc::Receiver<ElectorCommand>,
     feed: FeedState,
     rng: Rng,
 }
@@ -596,10 +721,10 @@ impl Campaign {
                 .wait_as_follower(wait.max(Duration::from_millis(1)))
                 .await
             {
-                Some(Command::Resign(reply)) => {
+                Some(ElectorCommand::Resign(reply)) => {
                     let _ = reply.send(Ok(()));
                 }
-                Some(Command::Shutdown(reply)) => {
+                Some(ElectorCommand::Shutdown(reply)) => {
                     let _ = reply.send(Ok(()));
                     return Next::Stop(None);
                 }
@@ -616,11 +741,7 @@ impl Campaign {
             // (acquire is idempotent for the live holder, and measures from a fresh send).
             return Next::Campaign;
         }
-        let guard = LeaderGuard {
-            lease: lease.clone(),
-            deadline: Arc::new(Mutex::new(deadline)),
-            token: CancellationToken::new(),
-        };
+        let (guard, control) = LeaderGuard::new(lease.clone(), deadline);
         let term = lease.term;
         info!(%term, "elected");
         self.publish(Leadership::Leader(guard.clone()));
@@ -636,7 +757,7 @@ impl Campaign {
                 biased;
                 _ = sleep_until(deadline) => break (StepDown::DeadlinePassed, None),
                 command = self.commands.recv() => match command {
-                    Some(Command::Resign(reply)) => break (StepDown::Resigned, Some(Command::Resign(reply))),
+                    Some(ElectorCommand::Resign(reply)) => break (StepDown::Resigned, Some(ElectorCommand::Resign(reply))),
                     Some(command) => break (StepDown::Shutdown, Some(command)),
                     None => break (StepDown::Shutdown, None),
                 },
@@ -653,7 +774,7 @@ impl Campaign {
                     failures = 0;
                     lease = renewed;
                     deadline = sent + self.believe;
-                    *guard.deadline.lock().unwrap_or_else(|p| p.into_inner()) = deadline;
+                    control.extend(deadline);
                     next_renew = sent + self.ttl.get() / 3;
                 }
                 Ok(Renewal::Lost) => break (StepDown::Lost, None),
@@ -671,7 +792,7 @@ impl Campaign {
         };
         // Stop believing *before* anything else is sent, so the release below can never let
         // another candidate lead while this one still thinks it does.
-        guard.token.cancel();
+        control.end();
         let at = Instant::now().min(deadline);
         info!(%term, ?reason, "stepped down");
         self.publish(Leadership::Follower { leader: None });
@@ -687,7 +808,7 @@ impl Campaign {
             StepDown::Resigned | StepDown::Shutdown => {
                 let released = self.release(&lease).await;
                 match command {
-                    Some(Command::Resign(reply)) => {
+                    Some(ElectorCommand::Resign(reply)) => {
                         // A release whose outcome is unknown may still land later. Had this
                         // candidate meanwhile re-acquired the same term (acquire is idempotent
                         // for the live holder), that late release would end a lease it
@@ -701,7 +822,7 @@ impl Campaign {
                         let _ = reply.send(released);
                         self.sit_out(pause).await
                     }
-                    Some(Command::Shutdown(reply)) => {
+                    Some(ElectorCommand::Shutdown(reply)) => {
                         let _ = reply.send(released);
                         Next::Stop(None)
                     }
@@ -718,8 +839,8 @@ impl Campaign {
             tokio::select! {
                 _ = sleep_until(until) => return Next::Campaign,
                 command = self.commands.recv() => match command {
-                    Some(Command::Resign(reply)) => { let _ = reply.send(Ok(())); }
-                    Some(Command::Shutdown(reply)) => { let _ = reply.send(Ok(())); return Next::Stop(None); }
+                    Some(ElectorCommand::Resign(reply)) => { let _ = reply.send(Ok(())); }
+                    Some(ElectorCommand::Shutdown(reply)) => { let _ = reply.send(Ok(())); return Next::Stop(None); }
                     None => return Next::Stop(None),
                 },
             }
@@ -746,7 +867,7 @@ impl Campaign {
 
     /// Sleeps as a follower; wakes early on a change notice or a command. A closed command
     /// channel (handle dropped) is returned as a shutdown.
-    async fn wait_as_follower(&mut self, wait: Duration) -> Option<Command> {
+    async fn wait_as_follower(&mut self, wait: Duration) -> Option<ElectorCommand> {
         let until = Instant::now() + wait;
         loop {
             let (feed, commands) = (&mut self.feed, &mut self.commands);
@@ -766,7 +887,7 @@ impl Campaign {
                     self.feed = FeedState::Unknown;
                 }
                 command = commands.recv() => {
-                    return Some(command.unwrap_or_else(|| Command::Shutdown(oneshot::channel().0)));
+                    return Some(command.unwrap_or_else(|| ElectorCommand::Shutdown(Reply(oneshot::channel().0))));
                 }
             }
         }
@@ -822,14 +943,7 @@ impl Campaign {
     }
 
     fn publish(&self, state: Leadership) {
-        self.state.send_if_modified(|current| {
-            if current.same_as(&state) {
-                false
-            } else {
-                *current = state;
-                true
-            }
-        });
+        publish(&self.state, state);
     }
 
     /// A small random delay added to follower sleeps so followers do not stampede.

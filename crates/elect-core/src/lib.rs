@@ -21,8 +21,9 @@ pub mod conformance;
 mod faults;
 
 pub use elector::{
-    Elector, ElectorBuilder, ErrorPolicy, Event, LeaderGuard, Leadership, OnError, StepDown,
-    DEFAULT_CLOCK_DRIFT, DEFAULT_SAFETY_MARGIN, DEFAULT_TTL,
+    Elector, ElectorBuilder, ElectorCommand, ElectorDriver, ErrorPolicy, Event, GuardControl,
+    LeaderGuard, Leadership, OnError, Reply, StepDown, DEFAULT_CLOCK_DRIFT, DEFAULT_SAFETY_MARGIN,
+    DEFAULT_TTL,
 };
 pub use error::{Error, Result, Source};
 pub use lease::{Acquire, LeaderInfo, Lease, Release, Renewal, Ttl};

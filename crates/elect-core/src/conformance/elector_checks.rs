@@ -306,6 +306,7 @@ pub async fn believed_leadership_never_overlaps(store: Store, settings: Settings
         c.net.set(noisy(k));
     }
     let end = Instant::now() + settings.chaos_duration;
+    let over = Arc::new(std::sync::Mutex::new(false));
     let mut actions = 0;
     while Instant::now() < end {
         sleep(ttl / 4 + rng.duration_up_to(ttl * 3 / 4)).await;
@@ -332,25 +333,46 @@ pub async fn believed_leadership_never_overlaps(store: Store, settings: Settings
                 };
                 candidate.net.set(fault);
                 let heal = ttl / 2 + rng.duration_up_to(ttl * 2);
-                let (net, back) = (candidate.net.clone(), noisy(target));
+                let (net, back, over) = (candidate.net.clone(), noisy(target), over.clone());
                 tokio::spawn(async move {
                     sleep(heal).await;
-                    net.set(back);
+                    // Once the run is over every network stays healed (checked and set under
+                    // the lock the final heal holds).
+                    let over = over.lock().unwrap_or_else(|p| p.into_inner());
+                    if !*over {
+                        net.set(back);
+                    }
                 });
             }
             _ => unreachable!(),
         }
         actions += 1;
     }
-    for c in &group.candidates {
-        c.net.set(Faults::None);
+    {
+        let mut over = over.lock().unwrap_or_else(|p| p.into_inner());
+        *over = true;
+        for c in &group.candidates {
+            c.net.set(Faults::None);
+        }
     }
     let healed = Instant::now();
     sleep(ttl * 3).await;
     assert!(
         group.recorder.current().is_some(),
-        "seed {seed}: nobody leads {:?} after every fault healed",
-        healed.elapsed()
+        "seed {seed}: nobody leads {:?} after every fault healed; candidates: {:#?}; record: {:#?}",
+        healed.elapsed(),
+        group
+            .candidates
+            .iter()
+            .map(|c| (c.id.clone(), c.elector().leadership(), c.net.requests()))
+            .collect::<Vec<_>>(),
+        group
+            .recorder
+            .intervals()
+            .iter()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
     );
     let recorder = group.finish().await;
     let intervals = recorder.intervals().len();
