@@ -722,10 +722,10 @@ impl Campaign {
                 .await
             {
                 Some(ElectorCommand::Resign(reply)) => {
-                    let _ = reply.send(Ok(()));
+                    reply.send(Ok(()));
                 }
                 Some(ElectorCommand::Shutdown(reply)) => {
-                    let _ = reply.send(Ok(()));
+                    reply.send(Ok(()));
                     return Next::Stop(None);
                 }
                 None => {}
@@ -819,11 +819,11 @@ impl Campaign {
                         } else {
                             self.resign_pause.max(self.ttl.get())
                         };
-                        let _ = reply.send(released);
+                        reply.send(released);
                         self.sit_out(pause).await
                     }
                     Some(ElectorCommand::Shutdown(reply)) => {
-                        let _ = reply.send(released);
+                        reply.send(released);
                         Next::Stop(None)
                     }
                     None => Next::Stop(None),
@@ -839,8 +839,8 @@ impl Campaign {
             tokio::select! {
                 _ = sleep_until(until) => return Next::Campaign,
                 command = self.commands.recv() => match command {
-                    Some(ElectorCommand::Resign(reply)) => { let _ = reply.send(Ok(())); }
-                    Some(ElectorCommand::Shutdown(reply)) => { let _ = reply.send(Ok(())); return Next::Stop(None); }
+                    Some(ElectorCommand::Resign(reply)) => { reply.send(Ok(())); }
+                    Some(ElectorCommand::Shutdown(reply)) => { reply.send(Ok(())); return Next::Stop(None); }
                     None => return Next::Stop(None),
                 },
             }
