@@ -4,6 +4,16 @@
 #![forbid(unsafe_code)]
 
 pub mod engine;
+mod runtime;
+mod state;
+pub mod transport;
 
 #[cfg(test)]
 mod sim;
+
+pub use runtime::{start, RaftConfig};
+pub use state::StateFile;
+pub use transport::{Inbox, LocalNetwork, Transport};
+
+/// Everything from `elect-core`, so that `elect-raft` alone is enough in `Cargo.toml`.
+pub use elect_core::*;
