@@ -6,14 +6,18 @@
 pub mod engine;
 mod runtime;
 mod state;
+pub mod tcp;
 pub mod transport;
+pub mod wire;
 
 #[cfg(test)]
 mod sim;
 
 pub use runtime::{start, RaftConfig};
 pub use state::StateFile;
+pub use tcp::TcpTransport;
 pub use transport::{Inbox, LocalNetwork, Transport};
+pub use wire::ClusterKey;
 
 /// Everything from `elect-core`, so that `elect-raft` alone is enough in `Cargo.toml`.
 pub use elect_core::*;

@@ -1,0 +1,197 @@
+//! [`TcpTransport`]: peers over TCP, one outgoing connection per peer (reconnected with
+//! backoff), frames from [`wire`](crate::wire). Frames that are malformed, oversized, fail
+//! authentication or come from ids not in the cluster are dropped and counted; the connection
+//! they came on is closed (its framing can no longer be trusted). Nothing here panics on input.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::debug;
+
+use crate::engine::{Message, NodeId};
+use crate::transport::{Inbox, Transport};
+use crate::wire::{decode, encode, ClusterKey, MAX_FRAME};
+
+/// Messages queued per peer while it is unreachable; older ones are dropped first.
+const QUEUE: usize = 256;
+
+/// Peers over TCP. Dropping it (and every clone of the `Arc`) stops its tasks.
+#[derive(Debug)]
+pub struct TcpTransport {
+    me: NodeId,
+    key: Option<ClusterKey>,
+    queues: BTreeMap<NodeId, mpsc::Sender<Vec<u8>>>,
+    dropped: Arc<AtomicU64>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    local: SocketAddr,
+}
+
+impl TcpTransport {
+    /// Listens on `listen` and connects to `peers` (id → address, this node excluded or not).
+    /// Returns the transport and the inbox of frames that passed every check.
+    pub async fn start(
+        me: NodeId,
+        listen: SocketAddr,
+        peers: BTreeMap<NodeId, SocketAddr>,
+        key: Option<ClusterKey>,
+    ) -> io::Result<(Arc<TcpTransport>, Inbox)> {
+        let listener = TcpListener::bind(listen).await?;
+        let local = listener.local_addr()?;
+        let (inbox_tx, inbox) = mpsc::unbounded_channel();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let members: Arc<BTreeSet<NodeId>> = Arc::new(peers.keys().cloned().collect());
+        let mut tasks = vec![tokio::spawn(accept(
+            listener,
+            key.clone(),
+            members,
+            inbox_tx,
+            dropped.clone(),
+        ))];
+        let mut queues = BTreeMap::new();
+        for (id, addr) in peers.into_iter().filter(|(id, _)| *id != me) {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tasks.push(tokio::spawn(connect(addr, rx)));
+            queues.insert(id, tx);
+        }
+        Ok((
+            Arc::new(TcpTransport {
+                me,
+                key,
+                queues,
+                dropped,
+                tasks: Mutex::new(tasks),
+                local,
+            }),
+            inbox,
+        ))
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Frames refused so far (malformed, oversized, unauthenticated, unknown sender).
+    pub fn dropped_frames(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Stops listening and sending at once (a crash, as the peers see it).
+    pub fn stop(&self) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Transport for TcpTransport {
+    fn send(&self, to: &NodeId, message: Message) {
+        if let Some(queue) = self.queues.get(to) {
+            // Best effort: a full queue means the peer is unreachable; the engine retries.
+            let _ = queue.try_send(encode(&self.me, &message, self.key.as_ref()));
+        }
+    }
+}
+
+async fn accept(
+    listener: TcpListener,
+    key: Option<ClusterKey>,
+    members: Arc<BTreeSet<NodeId>>,
+    inbox: mpsc::UnboundedSender<(NodeId, Message)>,
+    dropped: Arc<AtomicU64>,
+) {
+    let mut readers = Vec::new();
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (key, members, inbox, dropped) =
+            (key.clone(), members.clone(), inbox.clone(), dropped.clone());
+        readers.retain(|r: &JoinHandle<()>| !r.is_finished());
+        readers.push(tokio::spawn(async move {
+            if let Err(why) = read_frames(stream, key, &members, &inbox).await {
+                dropped.fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, why, "dropped a frame and the connection");
+            }
+        }));
+    }
+}
+
+/// Reads frames until the connection ends; `Err` names the first bad frame.
+async fn read_frames(
+    mut stream: TcpStream,
+    key: Option<ClusterKey>,
+    members: &BTreeSet<NodeId>,
+    inbox: &mpsc::UnboundedSender<(NodeId, Message)>,
+) -> Result<(), String> {
+    let mut body = [0u8; MAX_FRAME];
+    loop {
+        let mut len = [0u8; 4];
+        if stream.read_exact(&mut len).await.is_err() {
+            return Ok(());
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_FRAME {
+            return Err(format!("oversized frame ({len} bytes)"));
+        }
+        if stream.read_exact(&mut body[..len]).await.is_err() {
+            return Ok(());
+        }
+        let (from, message) = decode(&body[..len], key.as_ref()).map_err(|e| e.to_string())?;
+        if !members.contains(&from) {
+            return Err(format!("frame from unknown node {from}"));
+        }
+        if inbox.send((from, message)).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// Keeps one connection to a peer, sending queued frames; reconnects with backoff.
+async fn connect(addr: SocketAddr, mut queue: mpsc::Receiver<Vec<u8>>) {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let mut stream = match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                backoff = Duration::from_millis(20);
+                let _ = stream.set_nodelay(true);
+                stream
+            }
+            Err(_) => {
+                // Frames queued while the peer is down are stale by the time it is back.
+                while queue.try_recv().is_ok() {}
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        loop {
+            let Some(frame) = queue.recv().await else {
+                return;
+            };
+            if stream.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+    }
+}
