@@ -18,7 +18,13 @@ use std::time::Instant;
 /// Crates published on their own; each must package. They are packaged in one invocation, so
 /// that a crate depending on an unpublished sibling is verified against the sibling's package
 /// (cargo's temporary local registry) instead of failing to find it on crates.io.
-const PUBLISHED: &[&str] = &["elect-core", "elect-redis", "elect-mysql", "elect-mongo"];
+const PUBLISHED: &[&str] = &[
+    "elect-core",
+    "elect-redis",
+    "elect-mysql",
+    "elect-mongo",
+    "elect-raft",
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -158,10 +164,36 @@ fn lint() -> Result<(), String> {
 }
 
 /// Verifying a package builds each crate from cargo's temporary local registry, and cargo
-/// fingerprints registry crates by name and version only: after a change, an earlier
-/// verification build of the same version would be reused and the check would test stale
-/// code. Forgetting our crates' build fingerprints forces them to be rebuilt (dependencies stay).
+/// keys registry crates by name and version only: after a change, an earlier unpacked copy and
+/// build of the same version would be reused and the check would test stale code. Forgetting
+/// our crates' unpacked copies and build fingerprints forces them to be unpacked and rebuilt
+/// (dependencies stay).
 fn forget_builds_of_published_crates() {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    if let Some(sources) = cargo_home.map(|h| h.join("registry/src")) {
+        for registry in std::fs::read_dir(sources).into_iter().flatten().flatten() {
+            // Only the temporary local registry's copies; crates.io's are never ours.
+            if registry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("index.crates.io")
+            {
+                continue;
+            }
+            for unpacked in std::fs::read_dir(registry.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = unpacked.file_name().to_string_lossy().into_owned();
+                if PUBLISHED.iter().any(|k| name.starts_with(&format!("{k}-"))) {
+                    let _ = std::fs::remove_dir_all(unpacked.path());
+                }
+            }
+        }
+    }
     let fingerprints = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"))

@@ -13,7 +13,7 @@ pub mod wire;
 #[cfg(test)]
 mod sim;
 
-pub use runtime::{start, RaftConfig};
+pub use runtime::{start, start_tcp, RaftConfig};
 pub use state::StateFile;
 pub use tcp::TcpTransport;
 pub use transport::{Inbox, LocalNetwork, Transport};

@@ -16,7 +16,9 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::engine::{Command, Engine, EngineConfig, NodeId, StepDownReason};
 use crate::state::StateFile;
+use crate::tcp::TcpTransport;
 use crate::transport::{Inbox, Transport};
+use crate::wire::ClusterKey;
 
 /// One node's configuration.
 #[derive(Debug, Clone)]
@@ -186,6 +188,26 @@ pub fn start(config: RaftConfig, transport: Arc<dyn Transport>, inbox: Inbox) ->
     let span = info_span!("raft", node = %node.config.id);
     runtime.spawn(node.run(inbox).instrument(span));
     Ok(elector)
+}
+
+/// Starts a node on TCP: listens on `listen`, reaches `peers` (every member's id and address,
+/// observers included; this node's own entry is ignored), authenticates every frame with `key`
+/// when given, and drives the engine. Returns the [`Elector`] and the transport (for
+/// [`TcpTransport::dropped_frames`] and [`TcpTransport::stop`]).
+pub async fn start_tcp(
+    config: RaftConfig,
+    listen: std::net::SocketAddr,
+    peers: std::collections::BTreeMap<NodeId, std::net::SocketAddr>,
+    key: Option<ClusterKey>,
+) -> Result<(Elector, Arc<TcpTransport>)> {
+    config.validate()?;
+    let (transport, inbox) = TcpTransport::start(config.id.clone(), listen, peers, key)
+        .await
+        .map_err(|e| Error::InvalidConfig {
+            message: format!("cannot listen on {listen}: {e}"),
+        })?;
+    let elector = start(config, transport.clone(), inbox)?;
+    Ok((elector, transport))
 }
 
 struct Node {

@@ -6,50 +6,84 @@ use std::time::Duration;
 
 use tokio::time::{sleep, Instant};
 
-use super::{fresh_election, id, Faults, FaultyStore, Recorder, Settings};
-use crate::elector::{Elector, Leadership, StepDown};
-use crate::name::{CandidateId, ElectionName};
+use super::harness::{Harness, StoreHarness};
+use super::{cluster, fresh_election, id, Faults, FaultyStore, Recorder, Settings};
+use crate::elector::{Elector, Leadership};
+use crate::name::CandidateId;
 use crate::observer::Observer;
 use crate::rand::Rng;
 use crate::store::LeaseStore;
 
 type Store = Arc<dyn LeaseStore>;
 
-/// One simulated process: an elector and its view of the network.
-struct Candidate {
-    id: CandidateId,
-    net: FaultyStore<Store>,
-    elector: Option<Elector>,
+/// One candidate: its elector, and, on a store, its view of the network.
+pub(super) struct Candidate {
+    pub(super) id: CandidateId,
+    net: Option<FaultyStore<Store>>,
+    pub(super) elector: Option<Elector>,
 }
 
 impl Candidate {
-    fn elector(&self) -> &Elector {
+    pub(super) fn elector(&self) -> &Elector {
         self.elector.as_ref().expect("candidate still running")
     }
 
-    fn is_leader(&self) -> bool {
+    pub(super) fn is_leader(&self) -> bool {
         self.elector.as_ref().is_some_and(Elector::is_leader)
+    }
+
+    /// The candidate's network (store harnesses only).
+    fn net(&self) -> &FaultyStore<Store> {
+        self.net.as_ref().expect("a store check on a store harness")
     }
 
     async fn shutdown(&mut self) {
         if let Some(elector) = self.elector.take() {
-            // A candidate cut off from the store cannot release; that is not what is checked.
+            // A candidate cut off from the coordinator cannot hand over; not what is checked.
             let _ = elector.shutdown().await;
         }
     }
 }
 
-struct Group {
-    election: ElectionName,
-    recorder: Recorder,
-    candidates: Vec<Candidate>,
+/// The candidates of one check, and the record of their leadership.
+pub(super) struct Group {
+    harness: Arc<dyn Harness>,
+    store: Option<Arc<StoreHarness>>,
+    pub(super) recorder: Recorder,
+    pub(super) candidates: Vec<Candidate>,
 }
 
 impl Group {
+    /// `n` candidates on any harness.
+    pub(super) fn on(
+        harness: Arc<dyn Harness>,
+        check: &str,
+        n: usize,
+        resign_pause: Duration,
+    ) -> Group {
+        let recorder = Recorder::new();
+        let candidates = harness
+            .start(check, n, resign_pause, &recorder)
+            .into_iter()
+            .map(|elector| Candidate {
+                id: elector.candidate().clone(),
+                net: None,
+                elector: Some(elector),
+            })
+            .collect();
+        Group {
+            harness,
+            store: None,
+            recorder,
+            candidates,
+        }
+    }
+
     fn start(store: &Store, check: &str, n: usize, settings: &Settings) -> Group {
         Self::start_with(store, check, n, settings, settings.ttl_duration())
     }
 
+    /// `n` candidates on a store, each behind its own [`FaultyStore`].
     fn start_with(
         store: &Store,
         check: &str,
@@ -57,34 +91,22 @@ impl Group {
         settings: &Settings,
         resign_pause: Duration,
     ) -> Group {
-        let election = fresh_election(check);
-        let recorder = Recorder::new();
-        let candidates = (0..n)
-            .map(|k| {
-                let id = id(&format!("candidate-{k}"));
-                let net = FaultyStore::new(store.clone());
-                let builder = Elector::builder(net.clone(), election.clone())
-                    .candidate(id.clone())
-                    .ttl(settings.ttl_duration())
-                    .resign_pause(resign_pause);
-                recorder.track(id.clone(), builder.events());
-                let elector = builder.start().expect("a valid elector configuration");
-                Candidate {
-                    id,
-                    net,
-                    elector: Some(elector),
-                }
-            })
-            .collect();
-        Group {
-            election,
-            recorder,
-            candidates,
+        let harness = Arc::new(StoreHarness::new(store.clone(), settings.ttl));
+        let mut group = Group::on(harness.clone(), check, n, resign_pause);
+        for (k, c) in group.candidates.iter_mut().enumerate() {
+            c.net = Some(harness.net(k));
         }
+        group.store = Some(harness);
+        group
+    }
+
+    /// Cuts candidate `k` off (a crash, as the others see it), or heals it.
+    pub(super) fn cut(&self, k: usize, cut: bool) {
+        self.harness.cut(k, cut);
     }
 
     /// Waits for a leader elected after `mark` (other than `except`).
-    async fn leader_after(
+    pub(super) async fn leader_after(
         &self,
         after: usize,
         except: Option<&CandidateId>,
@@ -106,14 +128,15 @@ impl Group {
             .expect("recorded candidates belong to the group")
     }
 
-    fn leaders_now(&self) -> usize {
+    pub(super) fn leaders_now(&self) -> usize {
         self.candidates.iter().filter(|c| c.is_leader()).count()
     }
 
-    /// Shuts everyone down, lets the last events arrive, and checks the invariants.
-    async fn finish(mut self) -> Recorder {
-        for c in &mut self.candidates {
-            c.net.set(Faults::None);
+    /// Heals everyone, shuts everyone down, lets the last events arrive, and checks the
+    /// invariants.
+    pub(super) async fn finish(mut self) -> Recorder {
+        for k in 0..self.candidates.len() {
+            self.harness.cut(k, false);
         }
         for c in &mut self.candidates {
             c.shutdown().await;
@@ -127,110 +150,22 @@ impl Group {
 /// Five candidates: exactly one leads, it keeps leading while nothing fails, and the followers
 /// know who it is.
 pub async fn one_leader_among_five(store: Store, settings: Settings) {
-    let ttl = settings.ttl_duration();
-    let group = Group::start(&store, "one_leader_among_five", 5, &settings);
-    let leader = group
-        .leader_after(0, None, ttl * 3, "five candidates")
-        .await;
-    for _ in 0..30 {
-        sleep(ttl / 10).await;
-        let n = group.leaders_now();
-        assert!(n <= 1, "{n} candidates believe they lead at once");
-    }
-    assert!(
-        group.candidates[leader].is_leader(),
-        "the leader lost its lease while nothing failed"
-    );
-    for (k, c) in group
-        .candidates
-        .iter()
-        .enumerate()
-        .filter(|(k, _)| *k != leader)
-    {
-        match c.elector().leadership() {
-            Leadership::Follower { leader: Some(info) } => assert_eq!(
-                info.holder, group.candidates[leader].id,
-                "follower {k} names the wrong leader"
-            ),
-            other => panic!("follower {k} should know the leader, is {other:?}"),
-        }
-    }
-    assert_eq!(
-        group.recorder.intervals().len(),
-        1,
-        "leadership changed while nothing failed"
-    );
-    group.finish().await;
+    let harness = Arc::new(StoreHarness::new(store, settings.ttl));
+    cluster::one_leader_among_five(harness, settings).await;
 }
 
 /// The leader's process dies without releasing (it never reaches the store again): it stops
 /// believing by its deadline, and another candidate leads within TTL + the failover bound.
 pub async fn failover_after_leader_crash(store: Store, settings: Settings) {
-    let ttl = settings.ttl_duration();
-    let group = Group::start(&store, "failover_after_leader_crash", 3, &settings);
-    let old = group
-        .leader_after(0, None, ttl * 3, "before the crash")
-        .await;
-    sleep(ttl / 2).await;
-    let crash = Instant::now();
-    let mark = group.recorder.mark();
-    group.candidates[old].net.set(Faults::Blackhole);
-    let bound = ttl + settings.failover_bound;
-    let new = group
-        .leader_after(
-            mark,
-            Some(&group.candidates[old].id),
-            bound,
-            "after the leader crashed",
-        )
-        .await;
-    let old_interval = group
-        .recorder
-        .intervals()
-        .into_iter()
-        .find(|i| i.candidate == group.candidates[old].id)
-        .expect("the old leader's interval");
-    assert_eq!(old_interval.reason, Some(StepDown::DeadlinePassed));
-    assert!(
-        old_interval.end.expect("ended") <= crash + ttl,
-        "the crashed leader believed it led past crash + TTL"
-    );
-    assert_ne!(old, new);
-    group.finish().await;
+    let harness = Arc::new(StoreHarness::new(store, settings.ttl));
+    cluster::failover_after_leader_crash(harness, settings).await;
 }
 
 /// The leader resigns: it stops believing before it releases, and another candidate leads
 /// within the handover bound.
 pub async fn handover_on_resign(store: Store, settings: Settings) {
-    let ttl = settings.ttl_duration();
-    let group = Group::start(&store, "handover_on_resign", 3, &settings);
-    let old = group
-        .leader_after(0, None, ttl * 3, "before resigning")
-        .await;
-    // Let the followers settle into their sleep until the lease's expiry.
-    sleep(ttl / 3).await;
-    let resign = group.recorder.mark();
-    group.candidates[old]
-        .elector()
-        .resign()
-        .await
-        .expect("resign releases the lease");
-    assert!(
-        !group.candidates[old].is_leader(),
-        "still leading after resign returned"
-    );
-    let new = group
-        .leader_after(
-            resign,
-            Some(&group.candidates[old].id),
-            settings.handover_bound,
-            "after the leader resigned",
-        )
-        .await;
-    assert_ne!(old, new);
-    let old_interval = group.recorder.intervals()[0].clone();
-    assert_eq!(old_interval.reason, Some(StepDown::Resigned));
-    group.finish().await;
+    let harness = Arc::new(StoreHarness::new(store, settings.ttl));
+    cluster::handover_on_resign(harness, settings).await;
 }
 
 /// Shutting down releases the lease (another leads within the handover bound) and stops the
@@ -266,7 +201,10 @@ pub async fn shutdown_releases_and_stops(store: Store, settings: Settings) {
     drop(group.candidates[second].elector.take());
     let dropped = Instant::now();
     loop {
-        match store.leader(&group.election).await {
+        match store
+            .leader(&group.store.as_ref().expect("a store group").election())
+            .await
+        {
             Ok(Some(info)) if info.holder == lease_holder => {}
             Ok(_) => break,
             Err(e) => panic!("leader() failed: {e}"),
@@ -303,7 +241,7 @@ pub async fn believed_leadership_never_overlaps(store: Store, settings: Settings
         max_delay: ttl / 4,
     };
     for (k, c) in group.candidates.iter().enumerate() {
-        c.net.set(noisy(k));
+        c.net().set(noisy(k));
     }
     let end = Instant::now() + settings.chaos_duration;
     let over = Arc::new(std::sync::Mutex::new(false));
@@ -331,9 +269,9 @@ pub async fn believed_leadership_never_overlaps(store: Store, settings: Settings
                 } else {
                     Faults::FailAll
                 };
-                candidate.net.set(fault);
+                candidate.net().set(fault);
                 let heal = ttl / 2 + rng.duration_up_to(ttl * 2);
-                let (net, back, over) = (candidate.net.clone(), noisy(target), over.clone());
+                let (net, back, over) = (candidate.net().clone(), noisy(target), over.clone());
                 tokio::spawn(async move {
                     sleep(heal).await;
                     // Once the run is over every network stays healed (checked and set under
@@ -352,7 +290,7 @@ pub async fn believed_leadership_never_overlaps(store: Store, settings: Settings
         let mut over = over.lock().unwrap_or_else(|p| p.into_inner());
         *over = true;
         for c in &group.candidates {
-            c.net.set(Faults::None);
+            c.net().set(Faults::None);
         }
     }
     let healed = Instant::now();
@@ -364,7 +302,7 @@ pub async fn believed_leadership_never_overlaps(store: Store, settings: Settings
         group
             .candidates
             .iter()
-            .map(|c| (c.id.clone(), c.elector().leadership(), c.net.requests()))
+            .map(|c| (c.id.clone(), c.elector().leadership(), c.net().requests()))
             .collect::<Vec<_>>(),
         group
             .recorder
@@ -384,32 +322,8 @@ pub async fn believed_leadership_never_overlaps(store: Store, settings: Settings
 
 /// Leadership passes around by resignation several times; each new leader has a higher term.
 pub async fn terms_increase_across_leaders(store: Store, settings: Settings) {
-    let ttl = settings.ttl_duration();
-    // The resigner sits out as long as the others may take to notice, or it could win again.
-    let pause = settings.handover_bound.max(ttl / 4);
-    let group = Group::start_with(&store, "terms_increase_across_leaders", 3, &settings, pause);
-    let mut after = 0;
-    let mut last = None;
-    for round in 0..5 {
-        let k = group
-            .leader_after(after, last.as_ref(), ttl + pause, &format!("round {round}"))
-            .await;
-        let id = group.candidates[k].id.clone();
-        after = group.recorder.mark();
-        group.candidates[k]
-            .elector()
-            .resign()
-            .await
-            .expect("resign releases the lease");
-        last = Some(id);
-    }
-    let recorder = group.finish().await;
-    let terms: Vec<_> = recorder.intervals().iter().map(|i| i.term).collect();
-    assert!(terms.len() >= 5, "expected 5 leaderships, saw {terms:?}");
-    assert!(
-        terms.windows(2).all(|w| w[0] < w[1]),
-        "terms must strictly increase: {terms:?}"
-    );
+    let harness = Arc::new(StoreHarness::new(store, settings.ttl));
+    cluster::terms_increase_across_leaders(harness, settings).await;
 }
 
 /// The store starts failing every request while replies are slow: the leader's `lost` signal
@@ -420,7 +334,7 @@ pub async fn lost_fires_before_store_expiry(store: Store, settings: Settings) {
     let group = Group::start(&store, "lost_fires_before_store_expiry", 1, &settings);
     let candidate = &group.candidates[0];
     // Slow replies: a deadline measured from the reply instead of the send would overshoot.
-    candidate.net.set(Faults::Delay {
+    candidate.net().set(Faults::Delay {
         request: Duration::ZERO,
         reply: ttl / 5,
     });
@@ -433,14 +347,14 @@ pub async fn lost_fires_before_store_expiry(store: Store, settings: Settings) {
         guard.is_leading(),
         "the leader lost its lease while replies were only slow"
     );
-    candidate.net.set(Faults::FailAll);
+    candidate.net().set(Faults::FailAll);
     let failed = Instant::now();
     tokio::time::timeout(ttl * 2, guard.lost())
         .await
         .expect("lost must fire within two TTLs of the store failing");
     let lost_at = Instant::now();
     let forwarded = candidate
-        .net
+        .net()
         .last_renew_forwarded()
         .expect("renewals reached the store");
     assert!(
@@ -462,11 +376,15 @@ pub async fn idle_followers_sleep_until_expiry(store: Store, settings: Settings)
         .leader_after(0, None, ttl * 3, "before measuring")
         .await;
     sleep(ttl).await;
-    let before: Vec<u64> = group.candidates.iter().map(|c| c.net.requests()).collect();
+    let before: Vec<u64> = group
+        .candidates
+        .iter()
+        .map(|c| c.net().requests())
+        .collect();
     let ttls = 6;
     sleep(ttl * ttls).await;
     for (k, c) in group.candidates.iter().enumerate() {
-        let sent = c.net.requests() - before[k];
+        let sent = c.net().requests() - before[k];
         if k == leader {
             assert!(
                 (ttls as u64 * 2..=ttls as u64 * 4).contains(&sent),

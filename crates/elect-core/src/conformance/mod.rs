@@ -23,7 +23,13 @@
 //! [`Elector`](crate::Elector)s on it, each behind its own [`FaultyStore`] standing for that
 //! candidate's network, and check the invariants from their [`Event`](crate::Event)s.
 
+pub mod cluster {
+    //! The elector-level checks that run on any [`Harness`](super::Harness).
+    pub use super::cluster_checks::*;
+}
+mod cluster_checks;
 mod elector_checks;
+mod harness;
 mod record;
 mod store_checks;
 
@@ -31,6 +37,7 @@ use std::time::Duration;
 
 pub use crate::faults::{Faults, FaultyStore};
 pub use elector_checks::*;
+pub use harness::{Harness, StoreHarness};
 pub use record::{Interval, Recorder};
 pub use store_checks::*;
 
@@ -186,6 +193,46 @@ macro_rules! __conformance_each {
                 let store: ::std::sync::Arc<dyn $crate::LeaseStore> =
                     ::std::sync::Arc::new($store.await);
                 $crate::conformance::$check(store, $settings).await;
+            }
+        )*
+    };
+}
+
+/// Expands to one `#[tokio::test]` per elector-level check of
+/// [`cluster`](crate::conformance::cluster), on any [`Harness`]:
+///
+/// - `harness:` an expression evaluated once per test that yields an `Arc<dyn Harness>`;
+/// - `settings:` a [`Settings`] expression (its TTL is unused by coordinators without one; the
+///   bounds are what count);
+/// - `attr:` optionally, the test attribute (default: a two-thread runtime).
+#[macro_export]
+macro_rules! cluster_conformance_tests {
+    (harness: $harness:expr, settings: $settings:expr $(,)?) => {
+        $crate::cluster_conformance_tests!(
+            harness: $harness,
+            settings: $settings,
+            attr: tokio::test(flavor = "multi_thread", worker_threads = 2),
+        );
+    };
+    (harness: $harness:expr, settings: $settings:expr, attr: $attr:meta $(,)?) => {
+        $crate::__cluster_each!(
+            [$harness] [$settings] [$attr]
+            one_leader_among_five
+            failover_after_leader_crash
+            handover_on_resign
+            terms_increase_across_leaders
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cluster_each {
+    ([$harness:expr] [$settings:expr] [$attr:meta] $($check:ident)*) => {
+        $(
+            #[$attr]
+            async fn $check() {
+                $crate::conformance::cluster::$check($harness, $settings).await;
             }
         )*
     };
