@@ -282,6 +282,8 @@ impl Node {
         for command in commands {
             match command {
                 Command::Persist { term, voted_for } => {
+                    // Blocking on purpose: nothing after this command may leave the node before
+                    // the write is durable, and the engine has nothing else to do meanwhile.
                     if let Some(state) = &self.state {
                         if let Err(error) = state.store(term, voted_for.as_ref()) {
                             warn!(%error, "could not persist term and vote; not sending");
