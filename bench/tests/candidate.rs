@@ -11,6 +11,8 @@ use tokio::time::timeout;
 struct Proc {
     child: Child,
     lines: Lines<BufReader<ChildStdout>>,
+    /// Lines read while looking for another event, in order.
+    backlog: Vec<(u128, String)>,
 }
 
 fn spawn(args: &[String]) -> Proc {
@@ -22,18 +24,33 @@ fn spawn(args: &[String]) -> Proc {
         .spawn()
         .expect("start the candidate binary");
     let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    Proc { child, lines }
+    Proc {
+        child,
+        lines,
+        backlog: Vec::new(),
+    }
 }
 
 impl Proc {
-    /// The next line whose event is `event`, with its timestamp.
+    /// The next line whose event is `event`, with its timestamp (lines of other events are
+    /// kept for later calls, so the order of calls need not follow the order of lines).
     async fn next(&mut self, event: &str, within: Duration) -> Option<(u128, String)> {
+        if let Some(k) = self.backlog.iter().position(|(_, l)| l.starts_with(event)) {
+            return Some(self.backlog.remove(k));
+        }
+        let (lines, backlog) = (&mut self.lines, &mut self.backlog);
         timeout(within, async {
-            while let Ok(Some(line)) = self.lines.next_line().await {
-                let (ns, rest) = line.split_once(' ')?;
+            while let Ok(Some(line)) = lines.next_line().await {
+                let Some((ns, rest)) = line.split_once(' ') else {
+                    continue;
+                };
+                let Ok(ns) = ns.parse() else {
+                    continue;
+                };
                 if rest.starts_with(event) {
-                    return Some((ns.parse().ok()?, rest.to_owned()));
+                    return Some((ns, rest.to_owned()));
                 }
+                backlog.push((ns, rest.to_owned()));
             }
             None
         })

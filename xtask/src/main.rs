@@ -7,6 +7,7 @@
 //! - `doctor`: what is present and what is missing.
 //! - `lint`: rustfmt, clippy, rustdoc and `cargo package` checks, as CI runs them.
 
+mod bench;
 mod provision;
 
 use std::env;
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("lint") => lint(),
+        Some("bench") => bench::bench(&args[1..]),
         Some("doctor") => {
             provision::doctor();
             Ok(())
@@ -60,6 +62,8 @@ commands:
                   test of the workspace (nextest if installed, else cargo test) and the
                   doctests, then stop the servers; ARGS go to the test runner
   doctor          report which servers, binaries and tools are present
+  bench [--quick] crash failover and graceful hand-over on every coordinator, from candidate
+                  processes' CLOCK_MONOTONIC event lines (20 rounds each; --quick: 3)
   lint            cargo fmt --check, clippy -D warnings, rustdoc -D warnings, cargo package
 ";
 

@@ -162,6 +162,8 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Before the printer starts: events wait in the receiver, so `ready` is always first.
+    line(&clock, std::time::Instant::now(), format_args!("ready"));
     let printer = tokio::spawn(async move {
         while let Ok(event) = events.recv().await {
             match event {
@@ -186,7 +188,6 @@ async fn main() -> ExitCode {
             }
         }
     });
-    line(&clock, std::time::Instant::now(), format_args!("ready"));
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(command)) = stdin.next_line().await {
         match command.trim() {
