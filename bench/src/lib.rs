@@ -8,10 +8,15 @@
 //! <ns> lost <term> <reason>
 //! <ns> error <message>
 //! <ns> stopped
+//! <ns> work <term>            (with --work-ms: the leader's periodic work, only while leading)
+//! <ns> lease <remaining-ns> <term> | lease none     (answer to `lease`)
+//! <ns> stats <messages-sent>  (answer to `stats`; raft only, 0 otherwise)
 //! ```
 //!
-//! It obeys commands on stdin: `resign` (hand over, keep campaigning later) and `exit`
-//! (hand over and exit 0); end of input is `exit`.
+//! It obeys commands on stdin: `resign` (hand over, keep campaigning later), `lease` (read the
+//! lease from the coordinator now), `stats`, and `exit` (hand over and exit 0); end of input is
+//! `exit`. `candidate --counters URL` prints the server's own count of requests served and
+//! exits (see [`counters`]).
 
 use std::time::{Duration, Instant};
 
@@ -54,4 +59,118 @@ impl Default for MonoClock {
 pub fn now_ns() -> u128 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32).as_nanos()
+}
+
+/// The server's own count of requests it has served so far: the sum of `calls` over Redis
+/// `INFO commandstats`, MariaDB's global `Questions`, or the sum of MongoDB's `serverStatus`
+/// opcounters (the MongoDB-wire server used here offers the same fields). Each reading costs
+/// a few requests itself; callers measure that with two back-to-back readings.
+pub async fn counters(url: &str) -> Result<u64, String> {
+    let e = |e: elect_core::Error| e.to_string();
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        use fred::prelude::*;
+        let store = elect_redis::RedisStore::connect_url(url).await.map_err(e)?;
+        let info: String = store
+            .pool()
+            .next()
+            .info(Some(fred::types::InfoKind::CommandStats))
+            .await
+            .map_err(|e| e.to_string())?;
+        // cmdstat_get:calls=12,usec=…
+        Ok(info
+            .lines()
+            .filter_map(|l| {
+                l.split_once("calls=")?
+                    .1
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum())
+    } else if url.starts_with("mysql://") {
+        use mysql_async::prelude::*;
+        let store = elect_mysql::MysqlStore::connect_url(url).await.map_err(e)?;
+        let mut conn = store.pool().get_conn().await.map_err(|e| e.to_string())?;
+        let row: Option<(String, u64)> = conn
+            .query_first("SHOW GLOBAL STATUS LIKE 'Questions'")
+            .await
+            .map_err(|e| e.to_string())?;
+        row.map(|(_, n)| n).ok_or("no Questions status".into())
+    } else if url.starts_with("mongodb://") {
+        let store = elect_mongo::MongoStore::connect_url(url).await.map_err(e)?;
+        let status = store
+            .collection()
+            .client()
+            .database("admin")
+            .run_command(mongodb::bson::doc! { "serverStatus": 1 })
+            .await
+            .map_err(|e| e.to_string());
+        // Shut the driver down while the runtime still runs: mongodb 3.x panics in a worker
+        // ("SendError") when a client's background tasks are dropped by runtime teardown.
+        store.collection().client().clone().shutdown().await;
+        let status = status?;
+        let ops = status
+            .get_document("opcounters")
+            .map_err(|e| format!("serverStatus has no opcounters: {e}"))?;
+        Ok(ops
+            .values()
+            .filter_map(|v| match v {
+                mongodb::bson::Bson::Int32(n) => Some(*n as u64),
+                mongodb::bson::Bson::Int64(n) => Some(*n as u64),
+                mongodb::bson::Bson::Double(n) => Some(*n as u64),
+                _ => None,
+            })
+            .sum())
+    } else {
+        Err(format!("unsupported URL {}", elect_core::redact_url(url)))
+    }
+}
+
+/// Counts the commands a Redis server receives for `period` through `MONITOR`: (sent by
+/// clients, run inside scripts). `INFO commandstats` cannot tell the two apart (a script's
+/// `redis.call`s count like clients' commands), so requests reaching the server come from
+/// here. Plain `redis://host:port` URLs without a password only (the benchmark's servers).
+pub async fn monitor(url: &str, period: Duration) -> Result<(u64, u64), String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let rest = url
+        .strip_prefix("redis://")
+        .ok_or("monitor needs a redis:// URL")?;
+    let host = rest.split(['/', '?']).next().unwrap_or(rest);
+    if host.contains('@') {
+        return Err("monitor: URLs with credentials are not supported".into());
+    }
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .map_err(|e| format!("monitor: {host}: {e}"))?;
+    stream
+        .write_all(b"MONITOR\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut lines = BufReader::new(stream).lines();
+    let (mut clients, mut scripts) = (0u64, 0u64);
+    let until = tokio::time::Instant::now() + period;
+    let mut confirmed = false;
+    loop {
+        let line = match tokio::time::timeout_at(until, lines.next_line()).await {
+            Err(_) => break,
+            Ok(Ok(Some(line))) => line,
+            Ok(Ok(None)) => return Err("monitor: the server closed the connection".into()),
+            Ok(Err(e)) => return Err(format!("monitor: {e}")),
+        };
+        if !confirmed {
+            if line != "+OK" {
+                return Err(format!("monitor: the server said {line:?}"));
+            }
+            confirmed = true;
+            continue;
+        }
+        // +1700000000.123456 [0 127.0.0.1:5555] "evalsha" ... / [0 lua] "hmget" ...
+        if line.contains(" lua] ") {
+            scripts += 1;
+        } else {
+            clients += 1;
+        }
+    }
+    Ok((clients, scripts))
 }

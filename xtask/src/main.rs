@@ -62,8 +62,11 @@ commands:
                   test of the workspace (nextest if installed, else cargo test) and the
                   doctests, then stop the servers; ARGS go to the test runner
   doctor          report which servers, binaries and tools are present
-  bench [--quick] crash failover and graceful hand-over on every coordinator, from candidate
-                  processes' CLOCK_MONOTONIC event lines (20 rounds each; --quick: 3)
+  bench [--quick] [--rounds N] [--seed S] [--only NAME]
+                  elect and its peers (tooz, rslock) on the same servers: crash failover with
+                  detection slack, hand-over, frozen leader with overlap, server load, scale;
+                  writes bench/results/<date>.json and the table in bench/README.md
+                  (--quick: a few rounds, writes target/bench-quick.json only)
   lint            cargo fmt --check, clippy -D warnings, rustdoc -D warnings, cargo package
 ";
 

@@ -2,18 +2,23 @@
 //! output and the commands).
 //!
 //! ```text
-//! candidate --store URL --election NAME [--ttl MS] [--id ID] [--migrate]
+//! candidate --store URL --election NAME [--ttl MS] [--id ID] [--migrate] [--work-ms MS]
+//! candidate --store URL --election PREFIX --elections N [--ttl MS]     (scale mode)
 //! candidate --raft-id ID --raft-listen ADDR --raft-peer ID=ADDR... [--raft-key KEY]
-//!           [--raft-state DIR] [--election NAME]
+//!           [--raft-state DIR] [--election NAME] [--work-ms MS]
+//! candidate --counters URL                    (prints the server's request counter, exits)
+//! candidate --monitor redis://… --ttl MS     (prints commands from clients and from scripts
+//!                                              seen by MONITOR for MS milliseconds, exits)
 //! ```
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use elect_bench::MonoClock;
+use elect_bench::{counters, MonoClock};
 use elect_core::{CandidateId, ElectionName, Elector, Event, LeaseStore};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::broadcast;
@@ -22,9 +27,13 @@ use tokio::sync::broadcast;
 struct Args {
     store: Option<String>,
     election: Option<String>,
+    elections: Option<usize>,
     ttl_ms: u64,
+    work_ms: Option<u64>,
     id: Option<String>,
     migrate: bool,
+    counters: Option<String>,
+    monitor: Option<String>,
     raft_id: Option<String>,
     raft_listen: Option<String>,
     raft_peers: Vec<String>,
@@ -40,16 +49,20 @@ fn parse() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        let number = |v: String, what: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{flag} takes {what}, not {v:?}"))
+        };
         match flag.as_str() {
             "--store" => args.store = Some(value()?),
             "--election" => args.election = Some(value()?),
-            "--ttl" => {
-                args.ttl_ms = value()?
-                    .parse()
-                    .map_err(|_| "--ttl takes milliseconds".to_owned())?
-            }
+            "--elections" => args.elections = Some(number(value()?, "a count")? as usize),
+            "--ttl" => args.ttl_ms = number(value()?, "milliseconds")?,
+            "--work-ms" => args.work_ms = Some(number(value()?, "milliseconds")?.max(1)),
             "--id" => args.id = Some(value()?),
             "--migrate" => args.migrate = true,
+            "--counters" => args.counters = Some(value()?),
+            "--monitor" => args.monitor = Some(value()?),
             "--raft-id" => args.raft_id = Some(value()?),
             "--raft-listen" => args.raft_listen = Some(value()?),
             "--raft-peer" => args.raft_peers.push(value()?),
@@ -61,10 +74,10 @@ fn parse() -> Result<Args, String> {
     Ok(args)
 }
 
-async fn store(url: &str, migrate: bool) -> Result<Box<dyn LeaseStore>, String> {
+async fn store(url: &str, migrate: bool) -> Result<Arc<dyn LeaseStore>, String> {
     let e = |e: elect_core::Error| e.to_string();
     if url.starts_with("redis://") || url.starts_with("rediss://") {
-        Ok(Box::new(
+        Ok(Arc::new(
             elect_redis::RedisStore::connect_url(url).await.map_err(e)?,
         ))
     } else if url.starts_with("mysql://") {
@@ -72,9 +85,9 @@ async fn store(url: &str, migrate: bool) -> Result<Box<dyn LeaseStore>, String> 
         if migrate {
             store.migrate().await.map_err(e)?;
         }
-        Ok(Box::new(store))
+        Ok(Arc::new(store))
     } else if url.starts_with("mongodb://") {
-        Ok(Box::new(
+        Ok(Arc::new(
             elect_mongo::MongoStore::connect_url(url).await.map_err(e)?,
         ))
     } else {
@@ -85,18 +98,32 @@ async fn store(url: &str, migrate: bool) -> Result<Box<dyn LeaseStore>, String> 
     }
 }
 
+/// What the candidate campaigns with.
+struct Campaign {
+    elector: Elector,
+    events: broadcast::Receiver<Event>,
+    store: Option<Arc<dyn LeaseStore>>,
+    transport: Option<Arc<elect_raft::TcpTransport>>,
+}
+
 /// The elector and its events, subscribed before anything can happen.
-async fn elector(args: &Args) -> Result<(Elector, broadcast::Receiver<Event>), String> {
+async fn campaign(args: &Args) -> Result<Campaign, String> {
     let e = |e: elect_core::Error| e.to_string();
     let election = ElectionName::new(args.election.as_deref().unwrap_or("bench")).map_err(e)?;
     if let Some(url) = &args.store {
-        let mut builder = Elector::builder_dyn(store(url, args.migrate).await?.into(), election)
-            .ttl(Duration::from_millis(args.ttl_ms));
+        let store = store(url, args.migrate).await?;
+        let mut builder =
+            Elector::builder_dyn(store.clone(), election).ttl(Duration::from_millis(args.ttl_ms));
         if let Some(id) = &args.id {
             builder = builder.candidate(CandidateId::new(id).map_err(e)?);
         }
         let events = builder.events();
-        return Ok((builder.start().map_err(e)?, events));
+        return Ok(Campaign {
+            elector: builder.start().map_err(e)?,
+            events,
+            store: Some(store),
+            transport: None,
+        });
     }
     let id = CandidateId::new(
         args.raft_id
@@ -131,18 +158,66 @@ async fn elector(args: &Args) -> Result<(Elector, broadcast::Receiver<Event>), S
     if let Some(dir) = &args.raft_state {
         config = config.state_dir(dir);
     }
-    let (elector, _transport) = elect_raft::start_tcp(config, listen, peers, key)
+    let (elector, transport) = elect_raft::start_tcp(config, listen, peers, key)
         .await
         .map_err(e)?;
     // No node can be elected before its first election timeout: subscribing now misses nothing.
     let events = elector.events();
-    Ok((elector, events))
+    Ok(Campaign {
+        elector,
+        events,
+        store: None,
+        transport: Some(transport),
+    })
 }
 
 fn line(clock: &MonoClock, at: std::time::Instant, what: std::fmt::Arguments<'_>) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{} {what}", clock.ns(at));
     let _ = out.flush();
+}
+
+fn now(clock: &MonoClock, what: std::fmt::Arguments<'_>) {
+    line(clock, std::time::Instant::now(), what)
+}
+
+/// Scale mode: one store, `n` elections `PREFIX.0` … `PREFIX.{n-1}`. Prints `baseline` once
+/// connected (before any elector exists), then `leading K` every second.
+async fn scale(args: &Args, n: usize, clock: MonoClock) -> Result<(), String> {
+    let e = |e: elect_core::Error| e.to_string();
+    let url = args.store.as_deref().ok_or("--elections needs --store")?;
+    let store = store(url, args.migrate).await?;
+    let prefix = args.election.as_deref().unwrap_or("bench");
+    now(&clock, format_args!("baseline"));
+    let mut electors = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = ElectionName::new(format!("{prefix}.{i}")).map_err(e)?;
+        let elector = Elector::builder_dyn(store.clone(), name)
+            .ttl(Duration::from_millis(args.ttl_ms))
+            .start()
+            .map_err(e)?;
+        electors.push(elector);
+    }
+    now(&clock, format_args!("ready"));
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let leading = electors.iter().filter(|e| e.is_leader()).count();
+                now(&clock, format_args!("leading {leading}"));
+            }
+            command = stdin.next_line() => match command {
+                Ok(Some(c)) if c.trim() != "exit" => {}
+                _ => break,
+            },
+        }
+    }
+    for elector in electors {
+        let _ = elector.shutdown().await;
+    }
+    now(&clock, format_args!("stopped"));
+    Ok(())
 }
 
 #[tokio::main]
@@ -155,7 +230,46 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (elector, mut events) = match elector(&args).await {
+    if let Some(url) = &args.counters {
+        return match counters(url).await {
+            Ok(n) => {
+                println!("{n}");
+                ExitCode::SUCCESS
+            }
+            Err(why) => {
+                eprintln!("candidate: {why}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(url) = &args.monitor {
+        let period = Duration::from_millis(args.ttl_ms);
+        return match elect_bench::monitor(url, period).await {
+            Ok((clients, scripts)) => {
+                println!("{clients} {scripts}");
+                ExitCode::SUCCESS
+            }
+            Err(why) => {
+                eprintln!("candidate: {why}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(n) = args.elections {
+        return match scale(&args, n, clock).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(why) => {
+                eprintln!("candidate: {why}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let Campaign {
+        elector,
+        mut events,
+        store,
+        transport,
+    } = match campaign(&args).await {
         Ok(started) => started,
         Err(why) => {
             eprintln!("candidate: {why}");
@@ -163,7 +277,7 @@ async fn main() -> ExitCode {
         }
     };
     // Before the printer starts: events wait in the receiver, so `ready` is always first.
-    line(&clock, std::time::Instant::now(), format_args!("ready"));
+    now(&clock, format_args!("ready"));
     let printer = tokio::spawn(async move {
         while let Ok(event) = events.recv().await {
             match event {
@@ -175,18 +289,31 @@ async fn main() -> ExitCode {
                     at.into_std(),
                     format_args!("lost {term} {reason:?}"),
                 ),
-                Event::Error(e) => line(
+                Event::Error(e) => now(
                     &clock,
-                    std::time::Instant::now(),
                     format_args!("error {}", e.to_string().replace('\n', " ")),
                 ),
                 Event::Stopped => {
-                    line(&clock, std::time::Instant::now(), format_args!("stopped"));
+                    now(&clock, format_args!("stopped"));
                     return;
                 }
                 _ => {}
             }
         }
+    });
+    // The leader's work: a write stamped with the term every `work_ms`, only while
+    // `is_leading()` holds (the guard checks the local deadline itself).
+    let worker = args.work_ms.map(|ms| {
+        let leadership = elector.watch();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(ms));
+            loop {
+                tick.tick().await;
+                if let Some(guard) = leadership.borrow().guard().filter(|g| g.is_leading()) {
+                    now(&clock, format_args!("work {}", guard.term()));
+                }
+            }
+        })
     });
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(command)) = stdin.next_line().await {
@@ -194,10 +321,29 @@ async fn main() -> ExitCode {
             "resign" => {
                 let _ = elector.resign().await;
             }
+            // The lease as the coordinator reports it right now.
+            "lease" => match &store {
+                Some(store) => match store.leader(elector.election()).await {
+                    Ok(Some(info)) => now(
+                        &clock,
+                        format_args!("lease {} {}", info.remaining.as_nanos(), info.term),
+                    ),
+                    Ok(None) => now(&clock, format_args!("lease none")),
+                    Err(e) => now(&clock, format_args!("error {e}")),
+                },
+                None => now(&clock, format_args!("lease none")),
+            },
+            "stats" => {
+                let sent = transport.as_ref().map_or(0, |t| t.sent_messages());
+                now(&clock, format_args!("stats {sent}"));
+            }
             "exit" => break,
             "" => {}
             other => eprintln!("candidate: unknown command {other:?}"),
         }
+    }
+    if let Some(worker) = worker {
+        worker.abort();
     }
     let _ = elector.shutdown().await;
     let _ = printer.await;

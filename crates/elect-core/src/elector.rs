@@ -947,9 +947,13 @@ impl Campaign {
     }
 
     /// A small random delay added to follower sleeps so followers do not stampede.
+    /// A follower's wake-up jitter: up to TTL/400, at most 5 ms. Enough to spread followers
+    /// that were told the same expiry over a few milliseconds; small enough that crash
+    /// failover stays within a few milliseconds of the expiry (acquire is atomic on every
+    /// store, so followers arriving together cost requests, never safety).
     fn jitter(&mut self) -> Duration {
         self.rng
-            .duration_up_to((self.ttl.get() / 20).min(Duration::from_millis(100)))
+            .duration_up_to((self.ttl.get() / 400).min(Duration::from_millis(5)))
     }
 
     /// Exponential backoff with equal jitter: 25 ms · 2ⁿ, capped at TTL/4.

@@ -9,14 +9,15 @@ use elect_core::{
     LeaseStore, Release, Renewal, Result, Term, Ttl,
 };
 use mysql_async::prelude::Queryable;
-use mysql_async::{
-    IsolationLevel, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts, Value,
-};
+use mysql_async::{IsolationLevel, Opts, OptsBuilder, Pool, PoolConstraints, TxOpts, Value};
 use tracing::debug;
 
 use crate::config::{redact, MysqlConfig};
 use crate::poll::Poller;
 use crate::schema::create_table_sql;
+
+/// How long an idle pooled connection is kept before it is closed.
+const IDLE_CONNECTION_TTL: Duration = Duration::from_secs(60);
 
 pub(crate) const STORE: &str = "mysql";
 
@@ -153,8 +154,23 @@ impl MysqlStore {
             PoolConstraints::new(0, config.pool_size).ok_or_else(|| Error::InvalidConfig {
                 message: "bad pool size".into(),
             })?;
-        let opts = OptsBuilder::from_opts(opts)
-            .pool_opts(PoolOpts::default().with_constraints(constraints));
+        // No COM_RESET_CONNECTION between requests: elect keeps no session state (every
+        // transaction sets its own isolation level; a transaction abandoned by a timeout is
+        // rolled back by mysql_async before the connection is reused), and a reset costs a
+        // round trip and the prepared-statement cache — measured, it tripled the queries an
+        // idle follower sends.
+        //
+        // An idle-connection TTL above zero keeps returned connections for reuse: with the
+        // default (zero) mysql_async keeps at most the pool's *minimum* idle (here 0), so every
+        // request closed its connection and opened a new one (a TCP and auth handshake per
+        // request; measured: 131 connections in 3 s for two candidates).
+        let pool_opts = opts
+            .pool_opts()
+            .clone()
+            .with_constraints(constraints)
+            .with_inactive_connection_ttl(IDLE_CONNECTION_TTL)
+            .with_reset_connection(false);
+        let opts = OptsBuilder::from_opts(opts).pool_opts(pool_opts);
         let pool = Pool::new(opts);
         let store = MysqlStore {
             inner: Arc::new(Inner {
@@ -351,6 +367,14 @@ impl LeaseStore for MysqlStore {
         candidate: &CandidateId,
         ttl: Ttl,
     ) -> Result<Acquire> {
+        // Read first: a follower that wakes into a renewed lease costs one plain SELECT, not
+        // a locking transaction (four statements). Only a vacant, expired or own lease goes
+        // on to the transaction, which decides again under the row lock.
+        if let Some(row) = self.read(election).await? {
+            if row.live() && &row.holder != candidate {
+                return Ok(Acquire::Held(row.info()));
+            }
+        }
         // Lost insert races and deadlocks resolve on the next attempt.
         for attempt in 0..5 {
             match self.acquire_once(election, candidate, ttl).await {

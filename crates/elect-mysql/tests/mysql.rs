@@ -288,3 +288,37 @@ async fn a_release_reaches_a_waiter_well_before_the_ttl() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// Requests reuse pooled connections and keep their prepared statements: a follower's polls
+/// must not cost a TCP + auth handshake each (mysql_async's default idle-connection TTL of
+/// zero closed every returned connection) nor a re-prepare (COM_RESET_CONNECTION drops the
+/// statement cache).
+#[tokio::test]
+async fn requests_reuse_one_connection_and_its_statements() {
+    let store = migrated(&fresh_database().await).await;
+    let session = async || -> (u64, u64) {
+        let mut conn = store.pool().get_conn().await.unwrap();
+        let id: Option<u64> = conn.query_first("SELECT CONNECTION_ID()").await.unwrap();
+        let prepared: Option<(String, u64)> = conn
+            .query_first("SHOW SESSION STATUS LIKE 'Com_stmt_prepare'")
+            .await
+            .unwrap();
+        (id.unwrap(), prepared.unwrap().1)
+    };
+    let e = election("reuse");
+    let mut ids = std::collections::BTreeSet::new();
+    let mut prepares = 0;
+    for _ in 0..10 {
+        for _ in 0..3 {
+            store.leader(&e).await.unwrap();
+        }
+        // Returned connections go back through the pool's recycler task.
+        sleep(Duration::from_millis(10)).await;
+        let (id, p) = session().await;
+        ids.insert(id);
+        prepares = prepares.max(p);
+        sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ids.len() <= 2, "{} connections for 10 sequential sessions", ids.len());
+    assert!(prepares <= 2, "{prepares} prepares on one connection for 30 identical reads");
+}

@@ -30,6 +30,7 @@ pub struct TcpTransport {
     key: Option<ClusterKey>,
     queues: BTreeMap<NodeId, mpsc::Sender<Vec<u8>>>,
     dropped: Arc<AtomicU64>,
+    sent: AtomicU64,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     local: SocketAddr,
 }
@@ -67,6 +68,7 @@ impl TcpTransport {
                 key,
                 queues,
                 dropped,
+                sent: AtomicU64::new(0),
                 tasks: Mutex::new(tasks),
                 local,
             }),
@@ -82,6 +84,11 @@ impl TcpTransport {
     /// Frames refused so far (malformed, oversized, unauthenticated, unknown sender).
     pub fn dropped_frames(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Messages queued for sending so far (to any peer; the benchmarks divide by time).
+    pub fn sent_messages(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     /// Stops listening and sending at once (a crash, as the peers see it).
@@ -107,6 +114,7 @@ impl Transport for TcpTransport {
     fn send(&self, to: &NodeId, message: Message) {
         if let Some(queue) = self.queues.get(to) {
             // Best effort: a full queue means the peer is unreachable; the engine retries.
+            self.sent.fetch_add(1, Ordering::Relaxed);
             let _ = queue.try_send(encode(&self.me, &message, self.key.as_ref()));
         }
     }
