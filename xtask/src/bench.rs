@@ -103,8 +103,8 @@ impl Contender {
 
     /// Whether the lease's remaining time can be read from the coordinator.
     fn lease_readable(&self) -> bool {
-        !matches!(self.coord, Coord::Raft(_))
-            && !(self.lib == Lib::Tooz && self.coord == Coord::Mysql)
+        let connection_bound = self.lib == Lib::Tooz && self.coord == Coord::Mysql;
+        !(self.is_raft() || connection_bound)
     }
 
     fn is_raft(&self) -> bool {
@@ -527,13 +527,11 @@ fn scale(ctx: &Ctx, n: usize, steady: u64) -> Result<Json, String> {
             .ok_or_else(|| format!("scale: not leading all {n} elections within 300 s"))?;
         g.collect(Duration::from_secs(2));
         let cpu0 = cpu_seconds(pid, ticks).ok_or("no /proc stat")?;
-        let a = ctx.counters(Coord::Redis)?;
         let t0 = Instant::now();
-        let b = ctx.counters(Coord::Redis)?;
-        g.collect(Duration::from_secs(steady));
+        let (clients, _) = ctx.monitor(Coord::Redis, steady)?;
         let cpu1 = cpu_seconds(pid, ticks).ok_or("no /proc stat")?;
         let wall = t0.elapsed().as_secs_f64();
-        let z = ctx.counters(Coord::Redis)?;
+        g.collect(Duration::ZERO);
         let rss1 = proc_field(pid, "status", "VmRSS:").ok_or("no VmRSS")? * 1024;
         let leading = g
             .log
@@ -542,7 +540,7 @@ fn scale(ctx: &Ctx, n: usize, steady: u64) -> Result<Json, String> {
             .find(|l| l.event == "leading")
             .and_then(|l| l.rest.first()?.parse::<f64>().ok())
             .unwrap_or(0.0);
-        let rps = z.saturating_sub(b).saturating_sub(b.saturating_sub(a)) as f64 / wall;
+        let rps = clients as f64 / steady as f64;
         Ok(Json::Obj(vec![
             ("elections".into(), Json::Num(n as f64)),
             ("ttl_ms".into(), Json::Num(10_000.0)),

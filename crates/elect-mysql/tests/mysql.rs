@@ -319,6 +319,13 @@ async fn requests_reuse_one_connection_and_its_statements() {
         prepares = prepares.max(p);
         sleep(Duration::from_millis(10)).await;
     }
-    assert!(ids.len() <= 2, "{} connections for 10 sequential sessions", ids.len());
-    assert!(prepares <= 2, "{prepares} prepares on one connection for 30 identical reads");
+    assert!(
+        ids.len() <= 2,
+        "{} connections for 10 sequential sessions",
+        ids.len()
+    );
+    assert!(
+        prepares <= 2,
+        "{prepares} prepares on one connection for 30 identical reads"
+    );
 }

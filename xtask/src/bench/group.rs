@@ -166,11 +166,7 @@ pub(crate) fn overlap(log: &[Line], members: usize, end_ns: u128) -> (f64, usize
     let mut work: Vec<(usize, u128)> = Vec::new();
     for line in log {
         match line.event.as_str() {
-            "elected" => {
-                if open[line.who].is_none() {
-                    open[line.who] = Some(line.ns);
-                }
-            }
+            "elected" if open[line.who].is_none() => open[line.who] = Some(line.ns),
             "lost" => {
                 if let Some(start) = open[line.who].take() {
                     intervals.push((start, line.ns.max(start), line.who));
