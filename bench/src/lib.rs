@@ -20,6 +20,10 @@
 
 use std::time::{Duration, Instant};
 
+pub mod chaos;
+pub mod group;
+pub mod report;
+
 /// Maps `Instant`s (CLOCK_MONOTONIC under the hood on Linux, but opaque) to raw
 /// `CLOCK_MONOTONIC` nanoseconds, from one reading of both clocks.
 #[derive(Debug, Clone, Copy)]

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("lint") => lint(),
         Some("bench") => bench::bench(&args[1..]),
+        Some("chaos") => chaos(&args[1..]),
         Some("doctor") => {
             provision::doctor();
             Ok(())
@@ -67,6 +68,10 @@ commands:
                   detection slack, hand-over, frozen leader with overlap, server load, scale;
                   writes bench/results/<date>.json and the table in bench/README.md
                   (--quick: a few rounds, writes target/bench-quick.json only)
+  chaos [--minutes N] [--seed S] [--only redis|mysql|mongo|raft]
+                  the process chaos tests (bench/tests/chaos.rs) for N minutes per coordinator
+                  (default 10) in release mode; prints faults per kind, leader changes,
+                  overlaps, term regressions, fenced writes and the worst recovery per fault
   lint            cargo fmt --check, clippy -D warnings, rustdoc -D warnings, cargo package
 ";
 
@@ -132,6 +137,35 @@ fn test(extra: &[String]) -> Result<(), String> {
         "xtask: test: {:.1}s in all",
         started.elapsed().as_secs_f64()
     );
+    result
+}
+
+/// Long chaos runs: the chaos tests with `ELECT_CHAOS_MINUTES` / `_SEED` / `_ONLY` set.
+fn chaos(args: &[String]) -> Result<(), String> {
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let minutes = value("--minutes").unwrap_or_else(|| "10".into());
+    minutes
+        .parse::<f64>()
+        .map_err(|_| format!("--minutes takes a number, not {minutes:?}"))?;
+    let servers = provision::servers()?;
+    let mut run = cargo();
+    run.args(["test", "--release", "-p", "elect-bench", "--test", "chaos"])
+        .args(["--", "--nocapture", "--test-threads", "1"])
+        .env("ELECT_CHAOS_MINUTES", &minutes)
+        .envs(servers.env());
+    if let Some(seed) = value("--seed") {
+        run.env("ELECT_CHAOS_SEED", seed);
+    }
+    if let Some(only) = value("--only") {
+        run.env("ELECT_CHAOS_ONLY", only);
+    }
+    let result = step("chaos", run);
+    servers.stop();
     result
 }
 

@@ -6,6 +6,9 @@
 //! candidate --store URL --election PREFIX --elections N [--ttl MS]     (scale mode)
 //! candidate --raft-id ID --raft-listen ADDR --raft-peer ID=ADDR... [--raft-key KEY]
 //!           [--raft-state DIR] [--election NAME] [--work-ms MS]
+//! (any of them: --fence ADDR to write the term to a fenced resource with each `work`;
+//!  --unsafe-ignore-deadline: a deliberately broken leader for the chaos checker;
+//!  --restart-quarantine: RedisConfig::restart_quarantine)
 //! candidate --counters URL                    (prints the server's request counter, exits)
 //! candidate --monitor redis://… --ttl MS     (prints commands from clients and from scripts
 //!                                              seen by MONITOR for MS milliseconds, exits)
@@ -30,6 +33,9 @@ struct Args {
     elections: Option<usize>,
     ttl_ms: u64,
     work_ms: Option<u64>,
+    fence: Option<String>,
+    unsafe_ignore_deadline: bool,
+    restart_quarantine: bool,
     id: Option<String>,
     migrate: bool,
     counters: Option<String>,
@@ -59,6 +65,9 @@ fn parse() -> Result<Args, String> {
             "--elections" => args.elections = Some(number(value()?, "a count")? as usize),
             "--ttl" => args.ttl_ms = number(value()?, "milliseconds")?,
             "--work-ms" => args.work_ms = Some(number(value()?, "milliseconds")?.max(1)),
+            "--fence" => args.fence = Some(value()?),
+            "--unsafe-ignore-deadline" => args.unsafe_ignore_deadline = true,
+            "--restart-quarantine" => args.restart_quarantine = true,
             "--id" => args.id = Some(value()?),
             "--migrate" => args.migrate = true,
             "--counters" => args.counters = Some(value()?),
@@ -74,11 +83,12 @@ fn parse() -> Result<Args, String> {
     Ok(args)
 }
 
-async fn store(url: &str, migrate: bool) -> Result<Arc<dyn LeaseStore>, String> {
-    let e = |e: elect_core::Error| e.to_string();
+async fn store(url: &str, args: &Args) -> Result<Arc<dyn LeaseStore>, String> {
+    let (e, migrate) = (|e: elect_core::Error| e.to_string(), args.migrate);
     if url.starts_with("redis://") || url.starts_with("rediss://") {
+        let config = elect_redis::RedisConfig::new(url).restart_quarantine(args.restart_quarantine);
         Ok(Arc::new(
-            elect_redis::RedisStore::connect_url(url).await.map_err(e)?,
+            elect_redis::RedisStore::connect(config).await.map_err(e)?,
         ))
     } else if url.starts_with("mysql://") {
         let store = elect_mysql::MysqlStore::connect_url(url).await.map_err(e)?;
@@ -111,7 +121,7 @@ async fn campaign(args: &Args) -> Result<Campaign, String> {
     let e = |e: elect_core::Error| e.to_string();
     let election = ElectionName::new(args.election.as_deref().unwrap_or("bench")).map_err(e)?;
     if let Some(url) = &args.store {
-        let store = store(url, args.migrate).await?;
+        let store = store(url, args).await?;
         let mut builder =
             Elector::builder_dyn(store.clone(), election).ttl(Duration::from_millis(args.ttl_ms));
         if let Some(id) = &args.id {
@@ -186,7 +196,7 @@ fn now(clock: &MonoClock, what: std::fmt::Arguments<'_>) {
 async fn scale(args: &Args, n: usize, clock: MonoClock) -> Result<(), String> {
     let e = |e: elect_core::Error| e.to_string();
     let url = args.store.as_deref().ok_or("--elections needs --store")?;
-    let store = store(url, args.migrate).await?;
+    let store = store(url, args).await?;
     let prefix = args.election.as_deref().unwrap_or("bench");
     now(&clock, format_args!("baseline"));
     let mut electors = Vec::with_capacity(n);
@@ -278,17 +288,32 @@ async fn main() -> ExitCode {
     };
     // Before the printer starts: events wait in the receiver, so `ready` is always first.
     now(&clock, format_args!("ready"));
+    // What the broken variant believes: the term from `elected` until a loss it cannot
+    // ignore. With --unsafe-ignore-deadline it ignores the local deadline (`DeadlinePassed`),
+    // like a client that trusts its lease until the coordinator says otherwise — the chaos
+    // checker must catch that.
+    let broken = args.unsafe_ignore_deadline;
+    let believed: Arc<std::sync::Mutex<Option<elect_core::Term>>> = Arc::default();
+    let belief = believed.clone();
     let printer = tokio::spawn(async move {
         while let Ok(event) = events.recv().await {
             match event {
                 Event::Elected { term, at } => {
+                    *belief.lock().unwrap_or_else(|p| p.into_inner()) = Some(term);
                     line(&clock, at.into_std(), format_args!("elected {term}"))
                 }
-                Event::SteppedDown { term, at, reason } => line(
-                    &clock,
-                    at.into_std(),
-                    format_args!("lost {term} {reason:?}"),
-                ),
+                Event::SteppedDown {
+                    reason: elect_core::StepDown::DeadlinePassed,
+                    ..
+                } if broken => {}
+                Event::SteppedDown { term, at, reason } => {
+                    *belief.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    line(
+                        &clock,
+                        at.into_std(),
+                        format_args!("lost {term} {reason:?}"),
+                    )
+                }
                 Event::Error(e) => now(
                     &clock,
                     format_args!("error {}", e.to_string().replace('\n', " ")),
@@ -301,16 +326,33 @@ async fn main() -> ExitCode {
             }
         }
     });
-    // The leader's work: a write stamped with the term every `work_ms`, only while
-    // `is_leading()` holds (the guard checks the local deadline itself).
+    // The leader's work every `work_ms`, only while it leads: a `work` line stamped with the
+    // instant leadership was checked (before the deadline, by `LeaderGuard::deadline`), then,
+    // with --fence, a write of the term to the fenced resource (`fenced <term> ok|stale`).
     let worker = args.work_ms.map(|ms| {
         let leadership = elector.watch();
+        let id = args.id.clone().or(args.raft_id.clone()).unwrap_or_default();
+        let fence = args.fence.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(ms));
+            let mut fence_conn = None;
             loop {
                 tick.tick().await;
-                if let Some(guard) = leadership.borrow().guard().filter(|g| g.is_leading()) {
-                    now(&clock, format_args!("work {}", guard.term()));
+                let checked = std::time::Instant::now();
+                let term = if broken {
+                    *believed.lock().unwrap_or_else(|p| p.into_inner())
+                } else {
+                    let state = leadership.borrow();
+                    state
+                        .guard()
+                        .filter(|g| !g.token().is_cancelled() && checked < g.deadline().into_std())
+                        .map(|g| g.term())
+                };
+                let Some(term) = term else { continue };
+                line(&clock, checked, format_args!("work {term}"));
+                if let Some(addr) = &fence {
+                    let verdict = fence_write(&mut fence_conn, addr, &id, term.0).await;
+                    now(&clock, format_args!("fenced {term} {verdict}"));
                 }
             }
         })
@@ -348,4 +390,41 @@ async fn main() -> ExitCode {
     let _ = elector.shutdown().await;
     let _ = printer.await;
     ExitCode::SUCCESS
+}
+
+/// Writes `<id> <term>` to the fenced resource and returns its verdict (`ok`, `stale`, or
+/// `unreachable`); reconnects on the next write after a failure.
+async fn fence_write(
+    conn: &mut Option<tokio::io::Lines<BufReader<tokio::net::TcpStream>>>,
+    addr: &str,
+    id: &str,
+    term: u64,
+) -> &'static str {
+    use tokio::io::AsyncWriteExt;
+    if conn.is_none() {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(stream) => *conn = Some(BufReader::new(stream).lines()),
+            Err(_) => return "unreachable",
+        }
+    }
+    let Some(lines) = conn.as_mut() else {
+        return "unreachable";
+    };
+    let sent = lines
+        .get_mut()
+        .get_mut()
+        .write_all(format!("{id} {term}\n").as_bytes())
+        .await;
+    let reply = match sent {
+        Ok(()) => lines.next_line().await,
+        Err(e) => Err(e),
+    };
+    match reply {
+        Ok(Some(r)) if r == "ok" => "ok",
+        Ok(Some(r)) if r == "stale" => "stale",
+        _ => {
+            *conn = None;
+            "unreachable"
+        }
+    }
 }

@@ -31,6 +31,16 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
     /// How long one command may take before it fails as unavailable (default 5 s).
     pub command_timeout: Duration,
+    /// Refuse to grant a vacant lease while the server has been up for less than the TTL
+    /// asked for (default off). Turn it on when Redis runs without persistence (or with
+    /// snapshots that may be older than the last grant): a restart forgets the lease, and
+    /// without the quarantine a candidate could be granted it while the previous leader still
+    /// believes, for up to one TTL. With it, candidates are told the election is held by
+    /// [`QUARANTINE_HOLDER`](crate::QUARANTINE_HOLDER) until the server's uptime reaches the
+    /// TTL (rounded up to whole seconds: Redis reports uptime in seconds) — Redlock's
+    /// "delayed restart", enforced by the clients. The cost: an election on a server that
+    /// started less than a TTL ago waits out the rest of it.
+    pub restart_quarantine: bool,
 }
 
 impl RedisConfig {
@@ -42,7 +52,14 @@ impl RedisConfig {
             pool_size: 2,
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(5),
+            restart_quarantine: false,
         }
+    }
+
+    /// Sets [`RedisConfig::restart_quarantine`].
+    pub fn restart_quarantine(mut self, on: bool) -> Self {
+        self.restart_quarantine = on;
+        self
     }
 
     /// Sets [`RedisConfig::key_prefix`].

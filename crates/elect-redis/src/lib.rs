@@ -9,6 +9,10 @@ mod scripts;
 mod store;
 
 pub use config::RedisConfig;
+
+/// The holder a follower is told of while [`RedisConfig::restart_quarantine`] keeps a vacant
+/// election closed after a server restart (with term 0: no lease exists).
+pub const QUARANTINE_HOLDER: &str = "elect:restart-quarantine";
 pub use store::RedisStore;
 
 /// Everything from `elect-core`, so that `elect-redis` alone is enough in `Cargo.toml`.

@@ -26,8 +26,13 @@ local function read_lease(key)
 end
 "#;
 
-/// KEYS: lease, term counter. ARGV: candidate, ttl ms.
-/// `{'granted', term}` | `{'held', holder, term, pttl}` | `{'corrupt', key, why}`.
+/// KEYS: lease, term counter. ARGV: candidate, ttl ms, quarantine ('1' or '0').
+/// `{'granted', term}` | `{'held', holder, term, pttl}` | `{'quarantined', ms}` |
+/// `{'corrupt', key, why}`.
+///
+/// With the quarantine on, a vacant lease is not granted while the server's uptime is below
+/// the TTL (whole seconds, rounded up): after a restart that lost the lease, its previous
+/// holder may still believe for up to one TTL.
 ///
 /// A missing counter (fresh election, or data lost: a restart without persistence, FLUSHALL)
 /// restarts from the server's clock in microseconds. Every earlier term was handed out by this
@@ -42,6 +47,11 @@ if l then
     return {'granted', l.term}
   end
   return {'held', l.holder, l.term, l.pttl}
+end
+if ARGV[3] == '1' then
+  local up = tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)'))
+  local need = math.ceil(tonumber(ARGV[2]) / 1000)
+  if up and up < need then return {'quarantined', (need - up) * 1000} end
 end
 local term
 local kind = redis.call('TYPE', KEYS[2])['ok']

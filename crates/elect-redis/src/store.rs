@@ -168,7 +168,16 @@ impl LeaseStore for RedisStore {
                 "try_acquire",
                 &self.inner.scripts.acquire,
                 vec![key.clone(), self.term_key(election)],
-                vec![candidate.to_string(), ttl.as_millis().to_string()],
+                vec![
+                    candidate.to_string(),
+                    ttl.as_millis().to_string(),
+                    if self.inner.config.restart_quarantine {
+                        "1"
+                    } else {
+                        "0"
+                    }
+                    .to_owned(),
+                ],
             )
             .await?;
         let reply = Reply::new(&key, reply);
@@ -180,6 +189,15 @@ impl LeaseStore for RedisStore {
                 ttl,
             })),
             "held" => Ok(Acquire::Held(reply.leader()?)),
+            "quarantined" => match reply.items.get(1) {
+                Some(Value::Integer(ms)) if *ms >= 0 => Ok(Acquire::Held(LeaderInfo {
+                    holder: CandidateId::new(crate::QUARANTINE_HOLDER)
+                        .expect("a valid candidate id"),
+                    term: Term(0),
+                    remaining: Duration::from_millis(*ms as u64),
+                })),
+                _ => Err(reply.malformed(1)),
+            },
             other => Err(reply.unexpected(other)),
         }
     }

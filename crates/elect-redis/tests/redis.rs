@@ -311,3 +311,61 @@ async fn connecting_to_nothing_is_a_retryable_error_and_bad_urls_are_config_erro
         }
     }
 }
+
+/// A restart without persistence forgets the lease. Without the quarantine a second candidate
+/// is granted it at once, while the first still believes (its deadline is up to a TTL away);
+/// with it, the second leads only after the first's deadline, in a higher term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_restart_quarantine_keeps_a_forgotten_lease_closed_until_the_old_deadline() {
+    let ttl = Duration::from_secs(2);
+    for quarantine in [false, true] {
+        let server = OwnedServer::start(Kind::Redis).await.unwrap();
+        let connect = async || {
+            let config = RedisConfig::new(server.url())
+                .key_prefix("q")
+                .restart_quarantine(quarantine);
+            RedisStore::connect(config).await.unwrap()
+        };
+        // Let the fresh server's own quarantine pass first.
+        tokio::time::sleep(ttl + Duration::from_millis(1100)).await;
+        let e = election("quarantine");
+        // a holds the lease and believes until its local deadline: sent + TTL·(1 − 1 %).
+        let sent = Instant::now();
+        let ttl_ = Ttl::new(ttl).unwrap();
+        let Acquire::Granted(first) = connect()
+            .await
+            .try_acquire(&e, &id("a"), ttl_)
+            .await
+            .unwrap()
+        else {
+            panic!("vacant election")
+        };
+        let a_deadline = sent + ttl.mul_f64(0.99);
+        server.restart().await.unwrap();
+        let b = Elector::builder(connect().await, e.clone())
+            .candidate(id("b"))
+            .ttl(ttl)
+            .start()
+            .unwrap();
+        let second = timeout(Duration::from_secs(10), b.leading())
+            .await
+            .unwrap()
+            .unwrap();
+        let elected = Instant::now();
+        assert!(second.term() > first.term, "terms must keep rising");
+        if quarantine {
+            assert!(
+                elected >= a_deadline,
+                "b was elected {:?} before a's deadline",
+                a_deadline - elected
+            );
+        } else {
+            // The control: the hazard is real (so the check above can fail).
+            assert!(
+                elected < a_deadline,
+                "without the quarantine b should have been elected while a still believed"
+            );
+        }
+        b.shutdown().await.unwrap();
+    }
+}

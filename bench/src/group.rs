@@ -10,15 +10,15 @@ use rustix::process::{kill_process, Pid, Signal};
 
 /// One event line: who printed it, its CLOCK_MONOTONIC stamp, the event word and the rest.
 #[derive(Debug, Clone)]
-pub(crate) struct Line {
-    pub(crate) who: usize,
-    pub(crate) ns: u128,
-    pub(crate) event: String,
-    pub(crate) rest: Vec<String>,
+pub struct Line {
+    pub who: usize,
+    pub ns: u128,
+    pub event: String,
+    pub rest: Vec<String>,
 }
 
 /// CLOCK_MONOTONIC now, in nanoseconds (the clock the candidates stamp their lines with).
-pub(crate) fn now_ns() -> u128 {
+pub fn now_ns() -> u128 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32).as_nanos()
 }
@@ -30,15 +30,16 @@ struct Member {
 
 /// Candidate processes started together; every line they print lands in `log`, in the order
 /// it arrived (per process, the order it was printed).
-pub(crate) struct Group {
+pub struct Group {
     members: Vec<Member>,
     lines: mpsc::Receiver<Line>,
     sender: mpsc::Sender<Line>,
-    pub(crate) log: Vec<Line>,
+    pub log: Vec<Line>,
 }
 
 impl Group {
-    pub(crate) fn new() -> Group {
+    /// An empty group.
+    pub fn new() -> Group {
         let (sender, lines) = mpsc::channel();
         Group {
             members: Vec::new(),
@@ -49,7 +50,7 @@ impl Group {
     }
 
     /// Starts one more member; returns its index.
-    pub(crate) fn spawn(&mut self, mut command: Command) -> Result<usize, String> {
+    pub fn spawn(&mut self, mut command: Command) -> Result<usize, String> {
         let who = self.members.len();
         let mut child = command
             .stdin(Stdio::piped())
@@ -87,16 +88,23 @@ impl Group {
         Ok(who)
     }
 
-    pub(crate) fn len(&self) -> usize {
+    /// How many members were started (killed ones included).
+    pub fn len(&self) -> usize {
         self.members.len()
     }
 
-    pub(crate) fn pid(&self, who: usize) -> u32 {
+    /// Whether no member was started.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// A member's process id.
+    pub fn pid(&self, who: usize) -> u32 {
         self.members[who].child.id()
     }
 
     /// Waits up to `within` for a line matching `want`, logging everything received.
-    pub(crate) fn wait(&mut self, within: Duration, want: impl Fn(&Line) -> bool) -> Option<Line> {
+    pub fn wait(&mut self, within: Duration, want: impl Fn(&Line) -> bool) -> Option<Line> {
         let until = Instant::now() + within;
         loop {
             let left = until.checked_duration_since(Instant::now())?;
@@ -109,12 +117,12 @@ impl Group {
     }
 
     /// Receives (and logs) lines for `period`.
-    pub(crate) fn collect(&mut self, period: Duration) {
+    pub fn collect(&mut self, period: Duration) {
         let _ = self.wait(period, |_| false);
     }
 
     /// Sends one command line to a member.
-    pub(crate) fn send(&mut self, who: usize, command: &str) {
+    pub fn send(&mut self, who: usize, command: &str) {
         if let Some(stdin) = &mut self.members[who].stdin {
             let _ = writeln!(stdin, "{command}");
             let _ = stdin.flush();
@@ -122,7 +130,7 @@ impl Group {
     }
 
     /// Sends a signal; returns CLOCK_MONOTONIC just after it was delivered to the kernel.
-    pub(crate) fn signal(&self, who: usize, signal: Signal) -> u128 {
+    pub fn signal(&self, who: usize, signal: Signal) -> u128 {
         if let Some(pid) = Pid::from_raw(self.pid(who) as i32) {
             let _ = kill_process(pid, signal);
         }
@@ -131,14 +139,14 @@ impl Group {
 
     /// Asks every member to exit (it hands over first), waits up to 10 s, kills stragglers,
     /// and logs what they printed on the way out.
-    pub(crate) fn stop(mut self) -> Vec<Line> {
+    pub fn stop(mut self) -> Vec<Line> {
         for who in 0..self.members.len() {
             let _ = self.signal(who, Signal::CONT);
             self.send(who, "exit");
             self.members[who].stdin = None;
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        for member in &mut self.members {
+        for member in std::mem::take(&mut self.members).iter_mut() {
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = member.child.try_wait() {
                     break;
@@ -148,11 +156,28 @@ impl Group {
             let _ = member.child.kill();
             let _ = member.child.wait();
         }
-        drop(self.sender);
+        let (quiet, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.sender, quiet));
         while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
             self.log.push(line);
         }
-        self.log
+        std::mem::take(&mut self.log)
+    }
+}
+
+impl Default for Group {
+    fn default() -> Self {
+        Group::new()
+    }
+}
+
+impl Drop for Group {
+    /// Kills members still running (a panicking test must not leave candidates behind).
+    fn drop(&mut self) {
+        for member in &mut self.members {
+            let _ = member.child.kill();
+            let _ = member.child.wait();
+        }
     }
 }
 
@@ -160,7 +185,7 @@ impl Group {
 /// it (at the instant the line states); `work` outside the member's own interval is work done
 /// without leading. Returns (milliseconds during which two or more members led, work lines
 /// printed at an instant another member led).
-pub(crate) fn overlap(log: &[Line], members: usize, end_ns: u128) -> (f64, usize) {
+pub fn overlap(log: &[Line], members: usize, end_ns: u128) -> (f64, usize) {
     let mut intervals: Vec<(u128, u128, usize)> = Vec::new();
     let mut open: Vec<Option<u128>> = vec![None; members];
     let mut work: Vec<(usize, u128)> = Vec::new();

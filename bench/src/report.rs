@@ -4,16 +4,16 @@ use std::fmt::Write as _;
 
 /// min / median / p99 / max of a set of samples (nearest rank).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Stats {
-    pub(crate) n: usize,
-    pub(crate) min: f64,
-    pub(crate) p50: f64,
-    pub(crate) p99: f64,
-    pub(crate) max: f64,
+pub struct Stats {
+    pub n: usize,
+    pub min: f64,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
 }
 
 impl Stats {
-    pub(crate) fn of(samples: &[f64]) -> Option<Stats> {
+    pub fn of(samples: &[f64]) -> Option<Stats> {
         if samples.is_empty() {
             return None;
         }
@@ -29,7 +29,7 @@ impl Stats {
         })
     }
 
-    pub(crate) fn json(&self) -> Json {
+    pub fn json(&self) -> Json {
         Json::Obj(vec![
             ("n".into(), Json::Num(self.n as f64)),
             ("min".into(), Json::Num(self.min)),
@@ -42,7 +42,7 @@ impl Stats {
 
 /// Enough JSON for a results file (xtask keeps to std).
 #[derive(Debug, Clone)]
-pub(crate) enum Json {
+pub enum Json {
     Null,
     Bool(bool),
     Num(f64),
@@ -52,11 +52,11 @@ pub(crate) enum Json {
 }
 
 impl Json {
-    pub(crate) fn stats(samples: &[f64]) -> Json {
+    pub fn stats(samples: &[f64]) -> Json {
         Stats::of(samples).map_or(Json::Null, |s| s.json())
     }
 
-    pub(crate) fn render(&self, indent: usize, out: &mut String) {
+    pub fn render(&self, indent: usize, out: &mut String) {
         let pad = "  ".repeat(indent + 1);
         match self {
             Json::Null => out.push_str("null"),
@@ -111,7 +111,7 @@ impl Json {
 }
 
 /// `p50 (p99)` of a distribution, or `–`.
-pub(crate) fn cell(samples: &[f64]) -> String {
+pub fn cell(samples: &[f64]) -> String {
     match Stats::of(samples) {
         Some(s) => format!("{} ({})", ms(s.p50), ms(s.p99)),
         None => "–".into(),
@@ -119,7 +119,7 @@ pub(crate) fn cell(samples: &[f64]) -> String {
 }
 
 /// A millisecond figure with sensible precision.
-pub(crate) fn ms(v: f64) -> String {
+pub fn ms(v: f64) -> String {
     if v.abs() >= 100.0 {
         format!("{v:.0}")
     } else if v.abs() >= 10.0 {
@@ -130,7 +130,7 @@ pub(crate) fn ms(v: f64) -> String {
 }
 
 /// elect / peer for two p50s (or two plain figures).
-pub(crate) fn ratio(elect: Option<f64>, peer: Option<f64>) -> String {
+pub fn ratio(elect: Option<f64>, peer: Option<f64>) -> String {
     match (elect, peer) {
         (Some(e), Some(p)) if p > 0.0 => format!("{:.2}", e / p),
         (Some(_), Some(_)) => "∞".into(),

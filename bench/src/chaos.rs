@@ -1,0 +1,450 @@
+//! The chaos checker and the fenced resource, for the process chaos tests
+//! (`bench/tests/chaos.rs`, `cargo xtask chaos`).
+//!
+//! The checker reads every candidate process's event lines (CLOCK_MONOTONIC, so lines of
+//! different processes compare) and finds:
+//! - two processes believing they lead at the same instant (`elected` … `lost` intervals;
+//!   a `lost` line states the instant leadership ended; a killed process's interval ends at
+//!   the kill);
+//! - `work` stamped outside the process's own leadership;
+//! - a process whose terms go back, and successive leaders whose terms do not increase;
+//! - a fault after which no leader works within the bound;
+//! - writes the fenced resource accepted from a term lower than one it had already seen.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+use crate::group::Line;
+
+/// One leadership as a process reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval {
+    /// The process (index in the log).
+    pub who: usize,
+    /// The candidate it runs as (restarts keep the slot).
+    pub slot: usize,
+    /// The term it led in.
+    pub term: u64,
+    /// `elected` stamp.
+    pub start: u128,
+    /// `lost` stamp, the kill, or the end of the run.
+    pub end: u128,
+}
+
+/// One injected fault.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// What it was (`kill`, `freeze`, `blackhole`, …).
+    pub kind: &'static str,
+    /// When it started and when it healed (CLOCK_MONOTONIC ns).
+    pub started: u128,
+    /// When it healed.
+    pub healed: u128,
+    /// The first `work` line at or after `healed`, if any within the bound.
+    pub recovered: Option<u128>,
+}
+
+/// What the fenced resource saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FenceStats {
+    /// Writes accepted.
+    pub accepted: u64,
+    /// Writes refused because a higher term had been seen (a stale leader, caught).
+    pub rejected: u64,
+    /// Writes accepted from a term lower than one already seen (must stay 0).
+    pub accepted_stale: u64,
+    /// The highest term seen.
+    pub highest: u64,
+}
+
+/// A fenced resource: every leader writes `<id> <term>\n` and reads `ok` or `stale`. It
+/// refuses a term lower than the highest it has seen.
+#[derive(Debug, Clone, Default)]
+pub struct Fence {
+    stats: Arc<Mutex<FenceStats>>,
+}
+
+impl Fence {
+    /// Listens on a loopback port; returns the fence and its address.
+    pub async fn start() -> std::io::Result<(Fence, std::net::SocketAddr)> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let fence = Fence::default();
+        let stats = fence.stats.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let stats = stats.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let term = line
+                            .split_whitespace()
+                            .nth(1)
+                            .and_then(|t| t.parse::<u64>().ok());
+                        let Some(term) = term else { return };
+                        let verdict = {
+                            let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
+                            if term < s.highest {
+                                s.rejected += 1;
+                                "stale\n"
+                            } else {
+                                s.accepted += 1;
+                                s.highest = term;
+                                "ok\n"
+                            }
+                        };
+                        if write.write_all(verdict.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok((fence, addr))
+    }
+
+    /// The counts so far.
+    pub fn stats(&self) -> FenceStats {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Every leadership in the log. `slot_of[who]` is the candidate a process ran as; `ended[who]`
+/// when it was killed (its open interval ends there); open intervals end at `end`.
+pub fn intervals(
+    log: &[Line],
+    slot_of: &[usize],
+    ended: &[Option<u128>],
+    end: u128,
+) -> Vec<Interval> {
+    let mut open: BTreeMap<usize, (u64, u128)> = BTreeMap::new();
+    let mut out = Vec::new();
+    let slot = |who: usize| slot_of.get(who).copied().unwrap_or(who);
+    for line in log {
+        let term = line.rest.first().and_then(|t| t.parse::<u64>().ok());
+        match (line.event.as_str(), term) {
+            ("elected", Some(term)) => {
+                if let Some((t, start)) = open.insert(line.who, (term, line.ns)) {
+                    // Elected twice without a loss in between: the first ended at the second.
+                    out.push(Interval {
+                        who: line.who,
+                        slot: slot(line.who),
+                        term: t,
+                        start,
+                        end: line.ns,
+                    });
+                }
+            }
+            ("lost", _) => {
+                if let Some((term, start)) = open.remove(&line.who) {
+                    out.push(Interval {
+                        who: line.who,
+                        slot: slot(line.who),
+                        term,
+                        start,
+                        end: line.ns.max(start),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    for (who, (term, start)) in open {
+        let stop = ended.get(who).copied().flatten().unwrap_or(end);
+        out.push(Interval {
+            who,
+            slot: slot(who),
+            term,
+            start,
+            end: stop.max(start),
+        });
+    }
+    out.sort_by_key(|i| (i.start, i.end));
+    out
+}
+
+/// What a run found.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// Leaderships in the run.
+    pub leaderships: usize,
+    /// Leaderships whose candidate differs from the previous one's.
+    pub leader_changes: usize,
+    /// Instants at which two believed they lead (each with its window).
+    pub overlaps: usize,
+    /// Processes whose terms went back, and successive leaders whose terms did not increase.
+    pub term_regressions: usize,
+    /// `work` outside the process's own leadership.
+    pub stray_work: usize,
+    /// Faults after which no leader worked within the bound.
+    pub slow_recoveries: usize,
+    /// Worst recovery per fault kind, in ms (from the heal to the first `work`).
+    pub worst_recovery_ms: BTreeMap<&'static str, f64>,
+    /// Faults injected per kind.
+    pub faults: BTreeMap<&'static str, usize>,
+    /// Every violation, with the window of lines around it.
+    pub violations: Vec<String>,
+}
+
+impl Findings {
+    /// One line per figure, for test output and the issue notes.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "faults {:?}; leaderships {}, leader changes {}, overlaps {}, term regressions {}, stray work {}, slow recoveries {}; worst recovery ms {:?}",
+            self.faults,
+            self.leaderships,
+            self.leader_changes,
+            self.overlaps,
+            self.term_regressions,
+            self.stray_work,
+            self.slow_recoveries,
+            self.worst_recovery_ms
+                .iter()
+                .map(|(k, v)| (k, (v * 10.0).round() / 10.0))
+                .collect::<BTreeMap<_, _>>()
+        );
+        if !self.violations.is_empty() {
+            let _ = write!(s, "; {} violations", self.violations.len());
+        }
+        s
+    }
+}
+
+fn window(log: &[Line], from: u128, to: u128) -> String {
+    let lo = from.saturating_sub(300_000_000);
+    let hi = to + 300_000_000;
+    let mut s = String::new();
+    for l in log
+        .iter()
+        .filter(|l| l.ns >= lo && l.ns <= hi && l.event != "fenced")
+    {
+        let _ = writeln!(
+            s,
+            "    {} #{} {} {}",
+            l.ns,
+            l.who,
+            l.event,
+            l.rest.join(" ")
+        );
+    }
+    s
+}
+
+/// Checks a run. `bound_ns`: how soon after a fault heals some leader must work.
+pub fn check(
+    log: &[Line],
+    slot_of: &[usize],
+    ended: &[Option<u128>],
+    end: u128,
+    faults: &[Fault],
+    bound_ns: u128,
+    fence: FenceStats,
+) -> Findings {
+    let mut f = Findings::default();
+    let all = intervals(log, slot_of, ended, end);
+    f.leaderships = all.len();
+    for pair in all.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        if a.slot != b.slot {
+            f.leader_changes += 1;
+        }
+        let regressed = if a.slot == b.slot {
+            b.term < a.term
+        } else {
+            b.term <= a.term
+        };
+        if regressed {
+            f.term_regressions += 1;
+            f.violations.push(format!(
+                "term regression: candidate {} led in term {} after candidate {} in term {}\n{}",
+                b.slot,
+                b.term,
+                a.slot,
+                a.term,
+                window(log, a.start, b.start)
+            ));
+        }
+    }
+    for (i, a) in all.iter().enumerate() {
+        for b in &all[i + 1..] {
+            if b.start >= a.end {
+                break;
+            }
+            if b.who != a.who && b.start < a.end && a.start < b.end {
+                f.overlaps += 1;
+                let (from, to) = (a.start.max(b.start), a.end.min(b.end));
+                f.violations.push(format!(
+                    "overlap: process {} (term {}) and process {} (term {}) both led for {:.1} ms\n{}",
+                    a.who,
+                    a.term,
+                    b.who,
+                    b.term,
+                    (to - from) as f64 / 1e6,
+                    window(log, from, to)
+                ));
+            }
+        }
+    }
+    let mut last_term: BTreeMap<usize, u64> = BTreeMap::new();
+    for line in log.iter().filter(|l| l.event == "elected") {
+        let Some(term) = line.rest.first().and_then(|t| t.parse::<u64>().ok()) else {
+            continue;
+        };
+        let slot = slot_of.get(line.who).copied().unwrap_or(line.who);
+        if let Some(&before) = last_term.get(&slot) {
+            if term < before {
+                f.term_regressions += 1;
+                f.violations.push(format!(
+                    "candidate {slot} went back from term {before} to {term}\n{}",
+                    window(log, line.ns, line.ns)
+                ));
+            }
+        }
+        last_term.insert(slot, term);
+    }
+    for line in log.iter().filter(|l| l.event == "work") {
+        let own = all
+            .iter()
+            .any(|i| i.who == line.who && i.start <= line.ns && line.ns <= i.end);
+        if !own {
+            f.stray_work += 1;
+            f.violations.push(format!(
+                "process {} worked outside its leadership\n{}",
+                line.who,
+                window(log, line.ns, line.ns)
+            ));
+        }
+    }
+    for fault in faults {
+        *f.faults.entry(fault.kind).or_default() += 1;
+        match fault.recovered {
+            Some(at) if at.saturating_sub(fault.healed) <= bound_ns => {
+                let ms = at.saturating_sub(fault.healed) as f64 / 1e6;
+                let worst = f.worst_recovery_ms.entry(fault.kind).or_insert(0.0);
+                *worst = worst.max(ms);
+            }
+            _ => {
+                f.slow_recoveries += 1;
+                f.violations.push(format!(
+                    "no leader worked within {} ms after a {} fault healed\n{}",
+                    bound_ns / 1_000_000,
+                    fault.kind,
+                    window(log, fault.healed, fault.healed + bound_ns)
+                ));
+            }
+        }
+    }
+    if fence.accepted_stale > 0 {
+        f.violations.push(format!(
+            "the fenced resource accepted {} stale writes",
+            fence.accepted_stale
+        ));
+    }
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(who: usize, ms: u128, event: &str, term: u64) -> Line {
+        Line {
+            who,
+            ns: ms * 1_000_000,
+            event: event.into(),
+            rest: vec![term.to_string()],
+        }
+    }
+
+    #[test]
+    fn a_clean_hand_over_passes() {
+        let log = [
+            l(0, 0, "elected", 5),
+            l(0, 10, "work", 5),
+            l(0, 100, "lost", 5),
+            l(1, 150, "elected", 6),
+            l(1, 160, "work", 6),
+        ];
+        let faults = [Fault {
+            kind: "kill",
+            started: 90_000_000,
+            healed: 100_000_000,
+            recovered: Some(160_000_000),
+        }];
+        let f = check(
+            &log,
+            &[0, 1],
+            &[None, None],
+            200_000_000,
+            &faults,
+            1_000_000_000,
+            FenceStats::default(),
+        );
+        assert!(f.violations.is_empty(), "{:?}", f.violations);
+        assert_eq!((f.leaderships, f.leader_changes), (2, 1));
+        assert_eq!(f.worst_recovery_ms.get("kill"), Some(&60.0));
+    }
+
+    #[test]
+    fn overlaps_regressions_stray_work_and_slow_recoveries_are_caught() {
+        let log = [
+            l(0, 0, "elected", 5),
+            l(1, 50, "elected", 6),
+            l(0, 80, "work", 5),
+            l(0, 100, "lost", 5),
+            l(1, 120, "lost", 6),
+            l(1, 130, "work", 6),
+            l(2, 140, "elected", 4),
+        ];
+        let faults = [Fault {
+            kind: "freeze",
+            started: 0,
+            healed: 10_000_000,
+            recovered: None,
+        }];
+        let fence = FenceStats {
+            accepted_stale: 1,
+            ..FenceStats::default()
+        };
+        let f = check(
+            &log,
+            &[0, 1, 2],
+            &[None, None, Some(150_000_000)],
+            200_000_000,
+            &faults,
+            1_000_000_000,
+            fence,
+        );
+        assert_eq!(f.overlaps, 1, "{:?}", f.violations);
+        assert_eq!(f.term_regressions, 1);
+        assert_eq!(f.stray_work, 1);
+        assert_eq!(f.slow_recoveries, 1);
+        assert_eq!(f.violations.len(), 5, "{:?}", f.violations);
+        assert!(
+            f.violations[0].contains("term regression")
+                || f.violations.iter().any(|v| v.contains("overlap"))
+        );
+    }
+
+    #[test]
+    fn a_killed_leader_leads_until_the_kill() {
+        let log = [l(0, 0, "elected", 5), l(1, 200, "elected", 6)];
+        let all = intervals(&log, &[0, 1], &[Some(100_000_000), None], 300_000_000);
+        assert_eq!(all[0].end, 100_000_000);
+        let f = check(
+            &log,
+            &[0, 1],
+            &[Some(100_000_000), None],
+            300_000_000,
+            &[],
+            1,
+            FenceStats::default(),
+        );
+        assert!(f.violations.is_empty(), "{:?}", f.violations);
+    }
+}

@@ -1,0 +1,535 @@
+//! Process chaos: five candidate processes campaign on one election while a seeded schedule
+//! kills, freezes and restarts them, cuts, delays and resets their connections through fault
+//! proxies, and restarts the server (raft: partitions and restarts from the state dir). Every
+//! leader writes its term to a fenced resource with each `work` tick. The checker
+//! (`elect_bench::chaos`) then looks for overlapping leaderships, term regressions, stray
+//! work, slow recoveries and accepted stale writes.
+//!
+//! Short mode (the default test run): 40 s of faults per coordinator. Long mode:
+//! `cargo xtask chaos --minutes N --seed S` (sets `ELECT_CHAOS_MINUTES` / `ELECT_CHAOS_SEED`;
+//! `ELECT_CHAOS_ONLY=redis|mysql|mongo|raft` picks one). A failure prints the seed.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use elect_bench::chaos::{check, Fault, Fence, Findings};
+use elect_bench::group::{now_ns, Group, Line};
+use elect_tests::proxy::{FaultProxy, Mode};
+use elect_tests::{Kind, OwnedServer};
+use rustix::process::Signal;
+use tokio::runtime::Handle;
+
+const TTL_MS: u64 = 2000;
+const CANDIDATES: usize = 5;
+/// Raft's default maximum election timeout.
+const RAFT_ELECTION_MAX_MS: u64 = 600;
+
+/// SplitMix64, seeded: the schedule replays from the seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % n.max(1)
+    }
+
+    fn ms(&mut self, from: u64, to: u64) -> Duration {
+        Duration::from_millis(from + self.below(to.saturating_sub(from).max(1)))
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("ELECT_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| now_ns() as u64)
+}
+
+fn duration() -> Duration {
+    let minutes: f64 = std::env::var("ELECT_CHAOS_MINUTES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40.0 / 60.0);
+    Duration::from_secs_f64(minutes * 60.0)
+}
+
+fn wanted(name: &str) -> bool {
+    std::env::var("ELECT_CHAOS_ONLY").map_or(true, |only| only == name)
+}
+
+/// The processes of one run, by candidate slot.
+struct Run {
+    group: Group,
+    args: Vec<Vec<String>>,
+    slot_of: Vec<usize>,
+    ended: Vec<Option<u128>>,
+    current: Vec<usize>,
+}
+
+impl Run {
+    fn start(args: Vec<Vec<String>>) -> Run {
+        let mut run = Run {
+            group: Group::new(),
+            args,
+            slot_of: Vec::new(),
+            ended: Vec::new(),
+            current: Vec::new(),
+        };
+        for slot in 0..run.args.len() {
+            let who = run.spawn(slot);
+            run.current.push(who);
+        }
+        run
+    }
+
+    fn spawn(&mut self, slot: usize) -> usize {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_candidate"));
+        command.args(&self.args[slot]);
+        let who = self.group.spawn(command).expect("start a candidate");
+        self.slot_of.push(slot);
+        self.ended.push(None);
+        who
+    }
+
+    fn signal(&self, slot: usize, signal: Signal) -> u128 {
+        self.group.signal(self.current[slot], signal)
+    }
+
+    fn kill_and_restart(&mut self, slot: usize, down: Duration) {
+        let who = self.current[slot];
+        self.ended[who] = Some(self.group.signal(who, Signal::KILL));
+        self.group.collect(down);
+        self.current[slot] = self.spawn(slot);
+    }
+
+    /// The slot whose process leads right now, as the lines tell it.
+    fn leader(&self) -> Option<usize> {
+        let mut leading = vec![false; self.slot_of.len()];
+        for l in &self.group.log {
+            match l.event.as_str() {
+                "elected" => leading[l.who] = true,
+                "lost" => leading[l.who] = false,
+                _ => {}
+            }
+        }
+        self.current
+            .iter()
+            .position(|&who| leading[who] && self.ended[who].is_none())
+    }
+
+    /// Waits for the first `work` stamped at or after `since`.
+    fn recovery(&mut self, since: u128, bound: Duration) -> Option<u128> {
+        self.group
+            .wait(bound, |l: &Line| l.event == "work" && l.ns >= since)
+            .map(|l| l.ns)
+    }
+
+    fn finish(self, faults: &[Fault], bound: Duration, fence: &Fence) -> (Findings, usize) {
+        let end = now_ns();
+        let Run {
+            group,
+            slot_of,
+            ended,
+            ..
+        } = self;
+        let log = group.stop();
+        let fenced = log.iter().filter(|l| l.event == "fenced").count();
+        let findings = check(
+            &log,
+            &slot_of,
+            &ended,
+            end,
+            faults,
+            bound.as_nanos(),
+            fence.stats(),
+        );
+        (findings, fenced)
+    }
+}
+
+fn report(name: &str, seed: u64, findings: &Findings, fence: &Fence, fenced: usize) {
+    let stats = fence.stats();
+    eprintln!(
+        "chaos {name} (seed {seed}): {}; fenced writes {fenced}: accepted {}, rejected {}, accepted stale {}",
+        findings.summary(),
+        stats.accepted,
+        stats.rejected,
+        stats.accepted_stale
+    );
+    assert!(
+        findings.violations.is_empty() && stats.accepted_stale == 0,
+        "chaos {name} failed; replay with ELECT_CHAOS_SEED={seed} ELECT_CHAOS_ONLY={name}:\n{}",
+        findings.violations.join("\n")
+    );
+    assert!(
+        findings.leaderships > 1,
+        "chaos {name}: nobody was ever elected twice"
+    );
+}
+
+/// Faults on lease-store candidates: each talks to the server through its own proxy.
+fn store_chaos(
+    name: &'static str,
+    server: &OwnedServer,
+    proxies: &[FaultProxy],
+    args: Vec<Vec<String>>,
+    fence: &Fence,
+    handle: &Handle,
+) {
+    let seed = seed();
+    let mut rng = Rng(seed);
+    let bound = Duration::from_millis(TTL_MS + 1000);
+    let deadline = Instant::now() + duration();
+    let mut run = Run::start(args);
+    run.group
+        .wait(Duration::from_secs(30), |l| l.event == "work")
+        .expect("a first leader");
+    let mut faults = Vec::new();
+    const KINDS: [&str; 6] = [
+        "kill",
+        "freeze",
+        "blackhole",
+        "delay",
+        "reset",
+        "server-restart",
+    ];
+    while Instant::now() < deadline {
+        run.group.collect(rng.ms(200, 1500));
+        let slot = match run.leader() {
+            Some(leader) if rng.below(3) > 0 => leader,
+            _ => rng.below(CANDIDATES as u64) as usize,
+        };
+        let kind = KINDS[rng.below(KINDS.len() as u64) as usize];
+        let started = now_ns();
+        match kind {
+            "kill" => run.kill_and_restart(slot, rng.ms(100, 2000)),
+            "freeze" => {
+                run.signal(slot, Signal::STOP);
+                run.group.collect(rng.ms(TTL_MS / 2, 3 * TTL_MS));
+                run.signal(slot, Signal::CONT);
+            }
+            "blackhole" => {
+                proxies[slot].set(Mode::Blackhole);
+                run.group.collect(rng.ms(TTL_MS / 2, 2 * TTL_MS));
+                proxies[slot].set(Mode::Pass);
+                // Bytes were dropped mid-stream: those connections cannot be trusted.
+                proxies[slot].reset_all();
+            }
+            "delay" => {
+                proxies[slot].set(Mode::Delay(rng.ms(20, TTL_MS / 2)));
+                run.group.collect(rng.ms(TTL_MS / 2, 2 * TTL_MS));
+                proxies[slot].set(Mode::Pass);
+            }
+            "reset" => proxies[slot].reset_all(),
+            _ => handle
+                .block_on(server.restart())
+                .expect("restart the server"),
+        }
+        let healed = now_ns();
+        let recovered = run.recovery(healed, bound);
+        faults.push(Fault {
+            kind,
+            started,
+            healed,
+            recovered,
+        });
+    }
+    let (findings, fenced) = run.finish(&faults, bound, fence);
+    report(name, seed, &findings, fence, fenced);
+}
+
+async fn lease_store(kind: Kind, name: &'static str, suffix: &str, extra: &[&str]) {
+    let server = OwnedServer::start(kind).await.unwrap();
+    let url = format!("{}{suffix}", server.url());
+    let (fence, fence_addr) = Fence::start().await.unwrap();
+    let mut proxies = Vec::new();
+    let mut args = Vec::new();
+    for k in 0..CANDIDATES {
+        let (proxy, via) = FaultProxy::in_front_of(&url).await.unwrap();
+        proxies.push(proxy);
+        args.push(
+            [
+                "--store",
+                &via,
+                "--election",
+                "chaos",
+                "--ttl",
+                &TTL_MS.to_string(),
+                "--id",
+                &format!("c{k}"),
+                "--work-ms",
+                "50",
+                "--fence",
+                &fence_addr.to_string(),
+                "--migrate",
+            ]
+            .map(String::from)
+            .into_iter()
+            .chain(extra.iter().map(|a| a.to_string()))
+            .collect(),
+        );
+    }
+    let handle = Handle::current();
+    tokio::task::spawn_blocking(move || {
+        store_chaos(name, &server, &proxies, args, &fence, &handle);
+        drop(server);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_redis() {
+    if wanted("redis") {
+        // The server runs without persistence: restarts forget the lease, and only the
+        // restart quarantine keeps a second leader out while the first still believes.
+        lease_store(Kind::Redis, "redis", "", &["--restart-quarantine"]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_mysql() {
+    if wanted("mysql") {
+        // The server's own `mysql` schema holds the table (the candidates migrate it).
+        lease_store(Kind::Mysql, "mysql", "mysql", &[]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_mongo() {
+    if wanted("mongo") {
+        lease_store(Kind::Mongo, "mongo", "", &[]).await;
+    }
+}
+
+fn free_port() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.to_string())
+        .unwrap()
+}
+
+/// Raft: node i sends to node j through proxy `links[i][j]`, so cuts can be one-way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_raft() {
+    if !wanted("raft") {
+        return;
+    }
+    let (fence, fence_addr) = Fence::start().await.unwrap();
+    let listen: Vec<String> = (0..CANDIDATES).map(|_| free_port()).collect();
+    let mut links: Vec<Vec<Option<FaultProxy>>> = Vec::new();
+    for i in 0..CANDIDATES {
+        let mut row = Vec::new();
+        for (j, addr) in listen.iter().enumerate() {
+            row.push(if i == j {
+                None
+            } else {
+                Some(FaultProxy::start(addr.parse().unwrap()).await.unwrap())
+            });
+        }
+        links.push(row);
+    }
+    let dirs: Vec<PathBuf> = (0..CANDIDATES)
+        .map(|k| std::env::temp_dir().join(format!("elect-chaos-raft-{}-{k}", std::process::id())))
+        .collect();
+    let args: Vec<Vec<String>> = (0..CANDIDATES)
+        .map(|i| {
+            let mut a = vec![
+                "--raft-id".to_string(),
+                format!("n{i}"),
+                "--raft-listen".into(),
+                listen[i].clone(),
+                "--raft-key".into(),
+                "chaos-cluster-key-0123".into(),
+                "--raft-state".into(),
+                dirs[i].display().to_string(),
+                "--election".into(),
+                "chaos".into(),
+                "--work-ms".into(),
+                "50".into(),
+                "--fence".into(),
+                fence_addr.to_string(),
+            ];
+            for (j, link) in links[i].iter().enumerate() {
+                let addr = match link {
+                    Some(p) => p.addr().to_string(),
+                    None => listen[i].clone(),
+                };
+                a.push("--raft-peer".into());
+                a.push(format!("n{j}={addr}"));
+            }
+            a
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        raft_chaos(&links, args, &fence);
+        for dir in dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    })
+    .await
+    .unwrap();
+}
+
+fn raft_chaos(links: &[Vec<Option<FaultProxy>>], args: Vec<Vec<String>>, fence: &Fence) {
+    let seed = seed();
+    let mut rng = Rng(seed);
+    let bound = Duration::from_millis(RAFT_ELECTION_MAX_MS + 1000);
+    let deadline = Instant::now() + duration();
+    let mut run = Run::start(args);
+    run.group
+        .wait(Duration::from_secs(30), |l| l.event == "work")
+        .expect("a first leader");
+    let cut = |from: usize, to: usize, mode: Mode| {
+        if let Some(p) = &links[from][to] {
+            p.set(mode);
+        }
+    };
+    let heal = || {
+        for p in links.iter().flatten().flatten() {
+            p.set(Mode::Pass);
+            p.reset_all();
+        }
+    };
+    let mut faults = Vec::new();
+    const KINDS: [&str; 5] = ["kill", "freeze", "partition", "one-way", "isolate-leader"];
+    while Instant::now() < deadline {
+        run.group.collect(rng.ms(200, 1500));
+        let leader = run.leader();
+        let slot = match leader {
+            Some(l) if rng.below(3) > 0 => l,
+            _ => rng.below(CANDIDATES as u64) as usize,
+        };
+        let kind = KINDS[rng.below(KINDS.len() as u64) as usize];
+        let hold = rng.ms(300, 2 * TTL_MS);
+        let started = now_ns();
+        match kind {
+            "kill" => run.kill_and_restart(slot, rng.ms(100, 1500)),
+            "freeze" => {
+                run.signal(slot, Signal::STOP);
+                run.group.collect(rng.ms(300, 3 * TTL_MS));
+                run.signal(slot, Signal::CONT);
+            }
+            "partition" => {
+                // A minority of one or two, cut off both ways.
+                let mut minority = vec![slot];
+                if rng.below(2) == 0 {
+                    minority
+                        .push((slot + 1 + rng.below(CANDIDATES as u64 - 1) as usize) % CANDIDATES);
+                }
+                for i in 0..CANDIDATES {
+                    for j in 0..CANDIDATES {
+                        if minority.contains(&i) != minority.contains(&j) {
+                            cut(i, j, Mode::Blackhole);
+                        }
+                    }
+                }
+                run.group.collect(hold);
+                heal();
+            }
+            "one-way" => {
+                // The node can hear but not speak, or speak but not hear.
+                let deaf = rng.below(2) == 0;
+                for j in (0..CANDIDATES).filter(|&j| j != slot) {
+                    if deaf {
+                        cut(j, slot, Mode::Blackhole);
+                    } else {
+                        cut(slot, j, Mode::Blackhole);
+                    }
+                }
+                run.group.collect(hold);
+                heal();
+            }
+            _ => {
+                let target = leader.unwrap_or(slot);
+                for j in (0..CANDIDATES).filter(|&j| j != target) {
+                    cut(j, target, Mode::Blackhole);
+                    cut(target, j, Mode::Blackhole);
+                }
+                run.group.collect(hold);
+                heal();
+            }
+        }
+        let healed = now_ns();
+        let recovered = run.recovery(healed, bound);
+        faults.push(Fault {
+            kind,
+            started,
+            healed,
+            recovered,
+        });
+    }
+    let (findings, fenced) = run.finish(&faults, bound, fence);
+    report("raft", seed, &findings, fence, fenced);
+}
+
+/// The checker can fail: candidates that ignore their local deadline (they trust the lease
+/// until the coordinator refuses a renewal) are caught when their leader is frozen past the
+/// TTL. The same scenario without the switch passes, so it is the switch that is caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_catches_a_leader_that_ignores_its_deadline() {
+    if !wanted("broken") {
+        return;
+    }
+    let url = elect_tests::redis().await.url().to_owned();
+    let frozen = |broken: bool, fence: &Fence, fence_addr: std::net::SocketAddr| {
+        let election = format!("chaos.broken.{}.{broken}", std::process::id());
+        let args: Vec<Vec<String>> = (0..3)
+            .map(|k| {
+                let mut a = [
+                    "--store",
+                    &url,
+                    "--election",
+                    &election,
+                    "--ttl",
+                    "1000",
+                    "--id",
+                    &format!("c{k}"),
+                    "--work-ms",
+                    "20",
+                    "--fence",
+                    &fence_addr.to_string(),
+                ]
+                .map(String::from)
+                .to_vec();
+                if broken {
+                    a.push("--unsafe-ignore-deadline".into());
+                }
+                a
+            })
+            .collect();
+        let mut run = Run::start(args);
+        run.group
+            .wait(Duration::from_secs(20), |l| l.event == "work")
+            .expect("a leader");
+        let leader = run.leader().expect("a leader");
+        let started = run.signal(leader, Signal::STOP);
+        run.group.collect(Duration::from_millis(2500));
+        run.signal(leader, Signal::CONT);
+        let healed = now_ns();
+        run.group.collect(Duration::from_millis(1000));
+        let fault = Fault {
+            kind: "freeze",
+            started,
+            healed,
+            recovered: Some(healed),
+        };
+        run.finish(&[fault], Duration::from_secs(2), fence).0
+    };
+    let (fence, addr) = Fence::start().await.unwrap();
+    let caught = tokio::task::block_in_place(|| frozen(true, &fence, addr));
+    eprintln!("broken variant: {}", caught.summary());
+    assert!(
+        caught.overlaps > 0 || caught.stray_work > 0,
+        "the checker missed a leader that ignores its deadline: {}",
+        caught.summary()
+    );
+    let (fence, addr) = Fence::start().await.unwrap();
+    let clean = tokio::task::block_in_place(|| frozen(false, &fence, addr));
+    eprintln!("same scenario, correct candidates: {}", clean.summary());
+    assert!(clean.violations.is_empty(), "{:?}", clean.violations);
+}
