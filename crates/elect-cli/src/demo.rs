@@ -1,9 +1,6 @@
-//! Three nodes on loopback TCP, in one process, with a cluster key and state directories: who
-//! leads, a crashed leader and the failover time, its restart, and a graceful transfer.
-//!
-//! ```text
-//! cargo run -p elect-raft --example cluster
-//! ```
+//! `elect demo`: three raft nodes on loopback TCP, in this process, with a cluster key and
+//! state directories: who leads, a crashed leader and the failover time, its restart, and a
+//! graceful transfer.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -11,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use elect_raft::{CandidateId, ClusterKey, Elector, RaftConfig, TcpTransport};
+
+use crate::{exit, Failure};
 use tokio::time::{sleep, Instant};
 
 struct Node {
@@ -53,8 +52,14 @@ async fn leader(nodes: &[Option<Node>], except: Option<usize>) -> Option<usize> 
     None
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) async fn demo() -> Result<u8, Failure> {
+    scenario().await.map(|()| 0).map_err(|e| Failure {
+        code: exit::UNAVAILABLE,
+        message: format!("demo: {e}"),
+    })
+}
+
+async fn scenario() -> Result<(), Box<dyn std::error::Error>> {
     let state = std::env::temp_dir().join(format!("elect-raft-demo-{}", std::process::id()));
     let key = ClusterKey::new(*b"demo-cluster-key-0123456789").ok_or("key")?;
     let mut addrs = BTreeMap::new();

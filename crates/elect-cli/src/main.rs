@@ -1,0 +1,174 @@
+//! `elect`: run any program only while this host leads an election, show who leads, and a
+//! demo. See the crate README for every flag and exit code.
+
+#![deny(unsafe_code)]
+
+mod backend;
+#[cfg(feature = "raft")]
+mod demo;
+mod duration;
+mod run;
+mod status;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit codes besides the program's own status (see the README).
+pub(crate) mod exit {
+    /// Bad flags or arguments.
+    pub(crate) const USAGE: u8 = 2;
+    /// A bad store URL or setting (an invalid name, TTL, raft peer list, …).
+    pub(crate) const CONFIG: u8 = 3;
+    /// The store could not be reached, or failed in a way elect could not ride out.
+    pub(crate) const UNAVAILABLE: u8 = 4;
+    /// Leadership was lost while the program ran; the program was stopped.
+    pub(crate) const LOST: u8 = 5;
+    /// `--once`: an earlier leader started the program but its outcome was never recorded.
+    pub(crate) const ONCE_UNKNOWN: u8 = 6;
+    /// The program could not be started (not found, not executable).
+    pub(crate) const SPAWN: u8 = 7;
+}
+
+const EXIT_CODES: &str = "Exit codes: the program's own status when it exits by itself (128+N when \
+signal N ended it); 0 when --once finds the work done; 2 bad flags; 3 bad store URL or setting; 4 \
+store unreachable or failing; 5 leadership lost while the program ran; 6 --once: an earlier run \
+never recorded its end; 7 the program could not be started; 130/143 elect was interrupted \
+(SIGINT/SIGTERM, passed on to the program first).";
+
+/// Leader election for scripts: run a program only while this host leads.
+#[derive(Parser, Debug)]
+#[command(name = "elect", version, about, long_about = None, propagate_version = true, after_help = EXIT_CODES)]
+struct Cli {
+    /// Log verbosity on stderr (`error`, `warn`, `info`, `debug`, `trace`, or a
+    /// tracing-subscriber filter such as `elect_core=debug`).
+    #[arg(long, global = true, env = "ELECT_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Campaign; while leading, run PROGRAM with ELECT_ELECTION, ELECT_CANDIDATE and
+    /// ELECT_TERM (the fencing token) in its environment.
+    Run(run::RunArgs),
+    /// Who leads an election, its term and the lease left.
+    Status(status::StatusArgs),
+    /// Three raft nodes in this process on loopback: an election, a leader crash and its
+    /// failover, a graceful transfer, with times.
+    Demo,
+}
+
+/// Where the election lives: a store URL, or raft peers.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct Where {
+    /// The coordinator: redis://, rediss://, mysql:// (with a database) or mongodb:// URL.
+    #[arg(long, env = "ELECT_STORE", required_unless_present = "raft_id")]
+    store: Option<String>,
+    /// The election's name: 1–128 characters of [A-Za-z0-9._:/-].
+    #[arg(long, env = "ELECT_ELECTION_NAME")]
+    election: String,
+    /// Raft instead of a store: this node's id (it must be among the --raft-peer ids).
+    #[arg(long, conflicts_with = "store", requires = "raft_listen")]
+    raft_id: Option<String>,
+    /// Raft: the address this node listens on for its peers (host:port).
+    #[arg(long)]
+    raft_listen: Option<String>,
+    /// Raft: a member as ID=HOST:PORT; repeat for every voter, this node included.
+    #[arg(long = "raft-peer", value_name = "ID=ADDR")]
+    raft_peers: Vec<String>,
+    /// Raft: a file holding the cluster key (at least 16 bytes) that authenticates peers.
+    #[arg(long)]
+    raft_key_file: Option<std::path::PathBuf>,
+    /// Raft: a directory for this node's persisted vote (so a restart cannot vote twice).
+    #[arg(long)]
+    raft_state: Option<std::path::PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line: clap's message up to its usage block, without the "error: " prefix.
+            let text = e.to_string();
+            let message = text.split("\n\nUsage").next().unwrap_or("bad arguments");
+            let line: Vec<&str> = message.split_whitespace().collect();
+            eprintln!("elect: {}", line.join(" ").trim_start_matches("error: "));
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    // One thread: the program is spawned from it, and PR_SET_PDEATHSIG (which ties the
+    // program's life to this process) follows the thread that forked.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("elect: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => run::run(args).await,
+            Command::Status(args) => status::status(args).await,
+            #[cfg(feature = "raft")]
+            Command::Demo => demo::demo().await,
+            #[cfg(not(feature = "raft"))]
+            Command::Demo => Err(Failure::config("elect was built without the raft feature")),
+        }
+    });
+    match code {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("elect: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// An error for the user: one line and an exit code.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    pub(crate) fn config(message: impl Into<String>) -> Failure {
+        Failure {
+            code: exit::CONFIG,
+            message: message.into(),
+        }
+    }
+
+    /// From an elect error: configuration problems are CONFIG, the rest UNAVAILABLE.
+    pub(crate) fn from_error(context: &str, e: &elect_core::Error) -> Failure {
+        let code = match e {
+            elect_core::Error::InvalidConfig { .. }
+            | elect_core::Error::InvalidName { .. }
+            | elect_core::Error::InvalidTtl { .. } => {
+                exit::CONFIG
+            }
+            _ => exit::UNAVAILABLE,
+        };
+        Failure {
+            code,
+            message: format!("{context}: {}", e.to_string().replace('\n', " ")),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! `elect status`: who leads an election on a store, its term and the lease left.
+
+use std::time::Duration;
+
+use clap::Args;
+use elect_core::{LeaderInfo, LeaseStore};
+
+use crate::backend;
+use crate::{exit, Failure};
+
+/// `elect status --store URL --election NAME [--watch] [--json]`
+#[derive(Args, Debug)]
+pub(crate) struct StatusArgs {
+    /// The coordinator: redis://, rediss://, mysql:// (with a database) or mongodb:// URL.
+    #[arg(long, env = "ELECT_STORE")]
+    store: String,
+    /// The election's name.
+    #[arg(long, env = "ELECT_ELECTION_NAME")]
+    election: String,
+    /// Keep watching and print a line at every change of leader or term (Ctrl-C to stop).
+    #[arg(long)]
+    watch: bool,
+    /// JSON, one object per line: {"election", "leader", "term", "remaining_ms"}.
+    #[arg(long)]
+    json: bool,
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+fn render(election: &str, info: Option<&LeaderInfo>, json: bool) -> String {
+    match (info, json) {
+        (Some(i), true) => format!(
+            "{{\"election\":\"{}\",\"leader\":\"{}\",\"term\":{},\"remaining_ms\":{}}}",
+            escape(election),
+            escape(i.holder.as_str()),
+            i.term.0,
+            i.remaining.as_millis()
+        ),
+        (None, true) => format!(
+            "{{\"election\":\"{}\",\"leader\":null,\"term\":null,\"remaining_ms\":null}}",
+            escape(election)
+        ),
+        (Some(i), false) => format!(
+            "{election}: {} leads in term {} ({:.3} s of lease left)",
+            i.holder,
+            i.term,
+            i.remaining.as_secs_f64()
+        ),
+        (None, false) => format!("{election}: nobody leads"),
+    }
+}
+
+pub(crate) async fn status(args: StatusArgs) -> Result<u8, Failure> {
+    let election = backend::election(&args.election)?;
+    let store = backend::connect(&args.store).await?;
+    let lease = store.lease_store();
+    let result = report(&args, &election, lease.as_ref()).await;
+    store.close().await;
+    result
+}
+
+async fn report(
+    args: &StatusArgs,
+    election: &elect_core::ElectionName,
+    store: &dyn LeaseStore,
+) -> Result<u8, Failure> {
+    let read = || async {
+        store.leader(election).await.map_err(|e| Failure {
+            code: exit::UNAVAILABLE,
+            message: format!("reading {election}: {}", e.to_string().replace('\n', " ")),
+        })
+    };
+    let mut last = read().await?;
+    println!("{}", render(election.as_str(), last.as_ref(), args.json));
+    if !args.watch {
+        return Ok(0);
+    }
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| Failure::config(e.to_string()))?;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = interrupt.recv() => return Ok(0),
+        }
+        let now = match read().await {
+            Ok(now) => now,
+            Err(failure) => {
+                eprintln!("elect: {}", failure.message);
+                continue;
+            }
+        };
+        let key = |i: &Option<LeaderInfo>| i.as_ref().map(|i| (i.holder.clone(), i.term));
+        if key(&now) != key(&last) {
+            println!("{}", render(election.as_str(), now.as_ref(), args.json));
+        }
+        last = now;
+    }
+}

@@ -1,0 +1,310 @@
+//! The real `elect` binary against real servers: one program at a time, failover after a
+//! SIGKILL within TTL + 1 s with a higher ELECT_TERM, `--once` across three processes,
+//! `status --json`; on Redis, MariaDB, the MongoDB-wire server and a 3-host raft group.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const TTL: Duration = Duration::from_secs(2);
+
+fn elect() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_elect"));
+    command.stdin(Stdio::null());
+    command
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("elect-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn epoch_ns() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+}
+
+/// A program that appends `<candidate> <term> <epoch ns>` to `file` every 50 ms until stopped.
+fn ticker(file: &Path) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "while true; do echo \"$ELECT_CANDIDATE $ELECT_TERM $(date +%s%N)\" >> {}; sleep 0.05; done",
+            file.display()
+        ),
+    ]
+}
+
+/// (candidate, term, epoch ns) per tick, in file order.
+fn ticks(file: &Path) -> Vec<(String, u64, u128)> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split(' ');
+            Some((w.next()?.to_owned(), w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let until = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Ticks from different leaderships never interleave: each (candidate, term) is one run.
+fn assert_one_at_a_time(ticks: &[(String, u64, u128)]) {
+    let mut sorted = ticks.to_vec();
+    sorted.sort_by_key(|t| t.2);
+    let mut seen: Vec<(String, u64)> = Vec::new();
+    for (who, term, _) in &sorted {
+        let key = (who.clone(), *term);
+        if seen.last() != Some(&key) {
+            assert!(!seen.contains(&key), "two programs ran at once: {sorted:?}");
+            seen.push(key);
+        }
+    }
+}
+
+struct Running(Vec<(String, Child)>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Two (raft: three) `elect run` processes with the ticker; SIGKILL the leader's `elect`.
+fn failover(name: &str, args_for: impl Fn(usize) -> Vec<String>, n: usize, bound: Duration) {
+    let dir = scratch(name);
+    let file = dir.join("ticks");
+    let mut running = Running(Vec::new());
+    for k in 0..n {
+        let id = format!("c{k}");
+        let child = elect()
+            .args(args_for(k))
+            .arg("--")
+            .args(ticker(&file))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        running.0.push((id, child));
+    }
+    wait_for("a first leader's program", Duration::from_secs(30), || ticks(&file).len() >= 5);
+    let (leader, term, _) = ticks(&file).last().cloned().unwrap();
+    let killed_at = epoch_ns();
+    let k = running.0.iter().position(|(id, _)| *id == leader).expect("the leader is ours");
+    running.0[k].1.kill().unwrap();
+    let _ = running.0[k].1.wait();
+    wait_for("the next leader's program", Duration::from_secs(30), || {
+        ticks(&file).iter().any(|(who, _, _)| *who != leader)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let all = ticks(&file);
+    assert_one_at_a_time(&all);
+    let (next, next_term, first) = all.iter().find(|(who, _, _)| *who != leader).cloned().unwrap();
+    let took = Duration::from_nanos((first - killed_at) as u64);
+    eprintln!("{name}: {leader} (term {term}) killed; {next} ran its program {took:?} later in term {next_term}");
+    assert!(took <= bound, "{name}: the next program started {took:?} after the kill");
+    assert!(next_term > term, "{name}: term {next_term} after {term}");
+    assert!(
+        all.iter().all(|(who, _, at)| *who != leader || *at < killed_at + 50_000_000),
+        "{name}: the killed elect's program kept running"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn store_args(url: &str, election: &str) -> impl Fn(usize) -> Vec<String> {
+    let (url, election) = (url.to_owned(), election.to_owned());
+    move |k| {
+        vec![
+            "run".into(),
+            "--store".into(),
+            url.clone(),
+            "--election".into(),
+            election.clone(),
+            "--ttl".into(),
+            format!("{}ms", TTL.as_millis()),
+            "--id".into(),
+            format!("c{k}"),
+        ]
+    }
+}
+
+/// Three `--once` processes: the program runs once, every process exits 0.
+fn once(name: &str, url: &str) {
+    let dir = scratch(&format!("{name}-once"));
+    let file = dir.join("ran");
+    let election = format!("once.{name}.{}", std::process::id());
+    let children: Vec<Child> = (0..3)
+        .map(|k| {
+            elect()
+                .args(["run", "--store", url, "--election", &election, "--once", "--id"])
+                .arg(format!("o{k}"))
+                .args(["--", "sh", "-c"])
+                .arg(format!("echo ran >> {}; sleep 0.2", file.display()))
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{name}: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    let runs = std::fs::read_to_string(&file).unwrap_or_default().lines().count();
+    assert_eq!(runs, 1, "{name}: the --once program ran {runs} times");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `status --json` names the program's candidate and term.
+fn status(name: &str, url: &str) {
+    let dir = scratch(&format!("{name}-status"));
+    let file = dir.join("ticks");
+    let election = format!("status.{name}.{}", std::process::id());
+    let mut running = Running(vec![(
+        "s0".into(),
+        elect()
+            .args(["run", "--store", url, "--election", &election, "--id", "s0", "--"])
+            .args(ticker(&file))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )]);
+    wait_for("the program", Duration::from_secs(30), || !ticks(&file).is_empty());
+    let term = ticks(&file)[0].1;
+    let out: Output = elect()
+        .args(["status", "--store", url, "--election", &election, "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(json.contains("\"leader\":\"s0\""), "{json}");
+    assert!(json.contains(&format!("\"term\":{term},")), "{json} (term {term})");
+    let (_, child) = &mut running.0[0];
+    // sh dies of the SIGTERM it is passed: 128 + 15.
+    assert_eq!(terminate(child).code(), Some(143));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// SIGTERM to `elect`: it passes it on, releases, and exits with the program's status.
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    child.wait().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis() {
+    let url = elect_tests::redis().await.url().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let election = format!("cli.redis.{}", std::process::id());
+        failover("redis", store_args(&url, &election), 2, TTL + Duration::from_secs(1));
+        once("redis", &url);
+        status("redis", &url);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_mariadb() {
+    let url = elect_tests::mysql().await.mysql_database().await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        failover("mysql", store_args(&url, "cli.mysql"), 2, TTL + Duration::from_secs(1));
+        once("mysql", &url);
+        status("mysql", &url);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_mongodb_wire_server() {
+    let url = elect_tests::mongo().await.url().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let election = format!("cli.mongo.{}", std::process::id());
+        failover("mongo", store_args(&url, &election), 2, TTL + Duration::from_secs(1));
+        once("mongo", &url);
+        status("mongo", &url);
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn on_a_three_host_raft_group() {
+    let ports: Vec<String> = (0..3)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let dir = scratch("raft-key");
+    let key = dir.join("key");
+    std::fs::write(&key, "cli-test-cluster-key-0123\n").unwrap();
+    let args = |k: usize| {
+        let mut a = vec![
+            "run".to_string(),
+            "--election".into(),
+            "cli.raft".into(),
+            "--raft-id".into(),
+            format!("c{k}"),
+            "--raft-listen".into(),
+            ports[k].clone(),
+            "--raft-key-file".into(),
+            key.display().to_string(),
+        ];
+        for (j, port) in ports.iter().enumerate() {
+            a.push("--raft-peer".into());
+            a.push(format!("c{j}={port}"));
+        }
+        a
+    };
+    // Raft's default election timeout is at most 600 ms.
+    failover("raft", args, 3, Duration::from_millis(600) + Duration::from_secs(1));
+    // No shared store, no --once.
+    let out = elect().args(args(0)).args(["--once", "--", "true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Bad input: one line on stderr, a distinct exit code, no panic.
+#[test]
+fn bad_flags_urls_and_unreachable_stores_are_one_line_and_a_code() {
+    let cases: [(&[&str], i32); 6] = [
+        (&["run", "--election", "e", "--", "true"], 2),
+        (&["run", "--store", "redis://x", "--election", "e", "--ttl", "5x", "--", "true"], 2),
+        (&["run", "--store", "nonsense", "--election", "e", "--", "true"], 3),
+        (&["run", "--store", "postgres://h/db", "--election", "e", "--", "true"], 3),
+        (&["run", "--store", "redis://127.0.0.1:1", "--election", "bad name", "--", "true"], 3),
+        (&["status", "--store", "redis://127.0.0.1:1", "--election", "e"], 4),
+    ];
+    for (args, code) in cases {
+        let out = elect().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("elect: "), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn the_demo_prints_failover_and_transfer_times() {
+    let out = elect().arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("failover took"), "{stdout}");
+    assert!(stdout.contains("transfer took"), "{stdout}");
+}
