@@ -95,7 +95,7 @@ impl Contender {
                 "TTL {TTL_MS} ms, defaults (renew every TTL/3, release notices over pub/sub)"
             ),
             (Lib::Elect, Coord::Mongo) => format!(
-                "TTL {TTL_MS} ms, defaults (renew every TTL/3; the wire server is standalone: no change streams, followers sleep until the expiry)"
+                "TTL {TTL_MS} ms, defaults (renew every TTL/3, release notices over a change stream, which the wire server offers)"
             ),
             (Lib::Tooz, Coord::Redis) => format!(
                 "leader election (join_group + watch_elected_as_leader), lock_timeout = membership_timeout = {} s, run_watchers every {PEER_POLL_MS} ms, heart thread on (re-arms every lock_timeout/2); no loss notice exists, so `lost` is only reported on resign (= coordinator stop)",
