@@ -112,7 +112,13 @@ pub async fn counters(url: &str) -> Result<u64, String> {
             .map_err(|e| e.to_string());
         // Shut the driver down while the runtime still runs: mongodb 3.x panics in a worker
         // ("SendError") when a client's background tasks are dropped by runtime teardown.
-        store.collection().client().clone().shutdown().immediate(true).await;
+        store
+            .collection()
+            .client()
+            .clone()
+            .shutdown()
+            .immediate(true)
+            .await;
         let status = status?;
         let ops = status
             .get_document("opcounters")

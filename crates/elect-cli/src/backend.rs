@@ -1,6 +1,8 @@
 //! From `--store URL` or `--raft-*` flags to an elector, and the `--once` records.
 
+#[cfg(feature = "raft")]
 use std::collections::BTreeMap;
+#[cfg(feature = "raft")]
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,9 @@ pub(crate) enum Store {
     Mysql(elect_mysql::MysqlStore),
     #[cfg(feature = "mongo")]
     Mongo(elect_mongo::MongoStore),
+    /// Keeps every `match` exhaustive when a build has no store feature at all.
+    #[allow(dead_code)]
+    Never(std::convert::Infallible),
 }
 
 impl Store {
@@ -28,6 +33,7 @@ impl Store {
             Store::Mysql(s) => Arc::new(s.clone()),
             #[cfg(feature = "mongo")]
             Store::Mongo(s) => Arc::new(s.clone()),
+            Store::Never(never) => match *never {},
         }
     }
 
@@ -40,7 +46,12 @@ impl Store {
             Store::Mongo(s) => {
                 // Immediate: the store's change-stream watcher holds a cursor that a plain
                 // shutdown would wait for forever.
-                s.collection().client().clone().shutdown().immediate(true).await
+                s.collection()
+                    .client()
+                    .clone()
+                    .shutdown()
+                    .immediate(true)
+                    .await
             }
             #[allow(unreachable_patterns)]
             _ => {}
@@ -51,6 +62,10 @@ impl Store {
 /// Connects to the store a URL names (and creates the MySQL table if missing).
 pub(crate) async fn connect(url: &str) -> Result<Store, Failure> {
     let shown = elect_core::redact_url(url);
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "mysql", feature = "mongo")),
+        allow(unused_variables)
+    )]
     let fail = |e: elect_core::Error| Failure::from_error(&format!("store {shown}"), &e);
     let scheme = url.split("://").next().unwrap_or("");
     match scheme {
@@ -167,14 +182,16 @@ impl Store {
         term: Term,
     ) -> Result<Once, Failure> {
         let work = async {
-            match self {
+            let claimed: Result<Once, String> = match self {
                 #[cfg(feature = "redis")]
                 Store::Redis(s) => once_redis::claim(s, election, candidate, term).await,
                 #[cfg(feature = "mysql")]
                 Store::Mysql(s) => once_mysql::claim(s, election, candidate, term).await,
                 #[cfg(feature = "mongo")]
                 Store::Mongo(s) => once_mongo::claim(s, election, candidate, term).await,
-            }
+                Store::Never(never) => match *never {},
+            };
+            claimed
         };
         match tokio::time::timeout(ONCE_TIMEOUT, work).await {
             Ok(result) => result.map_err(|e| Failure {
@@ -196,14 +213,16 @@ impl Store {
         status: i64,
     ) -> Result<(), Failure> {
         let work = async {
-            match self {
+            let recorded: Result<(), String> = match self {
                 #[cfg(feature = "redis")]
                 Store::Redis(s) => once_redis::done(s, election, term, status).await,
                 #[cfg(feature = "mysql")]
                 Store::Mysql(s) => once_mysql::done(s, election, term, status).await,
                 #[cfg(feature = "mongo")]
                 Store::Mongo(s) => once_mongo::done(s, election, term, status).await,
-            }
+                Store::Never(never) => match *never {},
+            };
+            recorded
         };
         match tokio::time::timeout(ONCE_TIMEOUT, work).await {
             Ok(result) => result.map_err(|e| Failure {
@@ -257,13 +276,20 @@ mod once_redis {
         let client = store.pool().next();
         let value = format!("started {term} {candidate}");
         let set: Option<String> = client
-            .set(key(election), value, None::<Expiration>, Some(SetOptions::NX), false)
+            .set(
+                key(election),
+                value,
+                None::<Expiration>,
+                Some(SetOptions::NX),
+                false,
+            )
             .await
             .map_err(|e| e.to_string())?;
         if set.is_some() {
             return Ok(Once::Claimed);
         }
-        let existing: Option<String> = client.get(key(election)).await.map_err(|e| e.to_string())?;
+        let existing: Option<String> =
+            client.get(key(election)).await.map_err(|e| e.to_string())?;
         parse_record(&existing.unwrap_or_default())
     }
 
@@ -275,7 +301,13 @@ mod once_redis {
     ) -> Result<(), String> {
         let client = store.pool().next();
         let _: Option<String> = client
-            .set(key(election), format!("done {term} {status}"), None::<Expiration>, Some(SetOptions::XX), false)
+            .set(
+                key(election),
+                format!("done {term} {status}"),
+                None::<Expiration>,
+                Some(SetOptions::XX),
+                false,
+            )
             .await
             .map_err(|e| e.to_string())?;
         Ok(())
@@ -315,7 +347,10 @@ mod once_mysql {
             return Ok(Once::Claimed);
         }
         let record: Option<String> = conn
-            .exec_first("SELECT record FROM elect_once WHERE election = ?", (election.as_str(),))
+            .exec_first(
+                "SELECT record FROM elect_once WHERE election = ?",
+                (election.as_str(),),
+            )
             .await
             .map_err(|e| e.to_string())?;
         parse_record(&record.unwrap_or_default())
@@ -348,7 +383,10 @@ mod once_mongo {
 
     fn collection(store: &elect_mongo::MongoStore) -> elect_mongo::mongodb::Collection<Document> {
         let leases = store.collection();
-        leases.client().database(leases.namespace().db.as_str()).collection("elect_once")
+        leases
+            .client()
+            .database(leases.namespace().db.as_str())
+            .collection("elect_once")
     }
 
     pub(super) async fn claim(
@@ -359,7 +397,10 @@ mod once_mongo {
     ) -> Result<Once, String> {
         let once = collection(store);
         let record = format!("started {term} {candidate}");
-        match once.insert_one(doc! { "_id": election.as_str(), "record": &record }).await {
+        match once
+            .insert_one(doc! { "_id": election.as_str(), "record": &record })
+            .await
+        {
             Ok(_) => return Ok(Once::Claimed),
             Err(e) if e.to_string().contains("E11000") || e.to_string().contains("duplicate") => {}
             Err(e) => return Err(e.to_string()),
@@ -400,9 +441,15 @@ mod tests {
     fn records_parse() {
         assert_eq!(
             parse_record("started 7 host-1"),
-            Ok(Once::Started { term: 7, candidate: "host-1".into() })
+            Ok(Once::Started {
+                term: 7,
+                candidate: "host-1".into()
+            })
         );
-        assert_eq!(parse_record("done 7 0"), Ok(Once::Done { term: 7, status: 0 }));
+        assert_eq!(
+            parse_record("done 7 0"),
+            Ok(Once::Done { term: 7, status: 0 })
+        );
         assert!(parse_record("").is_err());
         assert!(parse_record("done x").is_err());
     }

@@ -2,6 +2,16 @@
 //! demo. See the crate README for every flag and exit code.
 
 #![deny(unsafe_code)]
+// Builds without some backends leave parts of the store plumbing unused.
+#![cfg_attr(
+    not(all(
+        feature = "redis",
+        feature = "mysql",
+        feature = "mongo",
+        feature = "raft"
+    )),
+    allow(unused, unreachable_code)
+)]
 
 mod backend;
 #[cfg(feature = "raft")]
@@ -30,7 +40,8 @@ pub(crate) mod exit {
     pub(crate) const SPAWN: u8 = 7;
 }
 
-const EXIT_CODES: &str = "Exit codes: the program's own status when it exits by itself (128+N when \
+const EXIT_CODES: &str =
+    "Exit codes: the program's own status when it exits by itself (128+N when \
 signal N ended it); 0 when --once finds the work done; 2 bad flags; 3 bad store URL or setting; 4 \
 store unreachable or failing; 5 leadership lost while the program ran; 6 --once: an earlier run \
 never recorded its end; 7 the program could not be started; 130/143 elect was interrupted \
@@ -161,9 +172,7 @@ impl Failure {
         let code = match e {
             elect_core::Error::InvalidConfig { .. }
             | elect_core::Error::InvalidName { .. }
-            | elect_core::Error::InvalidTtl { .. } => {
-                exit::CONFIG
-            }
+            | elect_core::Error::InvalidTtl { .. } => exit::CONFIG,
             _ => exit::UNAVAILABLE,
         };
         Failure {

@@ -38,7 +38,12 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     once: bool,
     /// The program and its arguments.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "PROGRAM"
+    )]
     program: Vec<String>,
 }
 
@@ -79,7 +84,12 @@ async fn stop(child: &mut Child, grace: Duration) -> u8 {
     }
 }
 
-fn spawn(args: &RunArgs, election: &str, candidate: &str, guard: &LeaderGuard) -> Result<Child, Failure> {
+fn spawn(
+    args: &RunArgs,
+    election: &str,
+    candidate: &str,
+    guard: &LeaderGuard,
+) -> Result<Child, Failure> {
     let mut command = Command::new(&args.program[0]);
     command
         .args(&args.program[1..])
@@ -111,8 +121,10 @@ mod pdeathsig {
         // SAFETY: the closure only makes one async-signal-safe syscall and allocates nothing.
         unsafe {
             command.pre_exec(|| {
-                rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-                    .map_err(std::io::Error::from)
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))
+                .map_err(std::io::Error::from)
             });
         }
     }
@@ -160,7 +172,8 @@ async fn campaign(
 ) -> Result<u8, Failure> {
     let election = elector.election().to_string();
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Failure::config(e.to_string()))?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| Failure::config(e.to_string()))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| Failure::config(e.to_string()))?;
     loop {
         let guard = tokio::select! {
             guard = elector.leading() => guard.map_err(|e| Failure::from_error("campaign", &e))?,
@@ -170,7 +183,10 @@ async fn campaign(
         info!(term = %guard.term(), "elected");
         if args.once {
             let store = store.ok_or_else(|| Failure::config("--once needs a store"))?;
-            match store.once_claim(elector.election(), candidate, guard.term()).await? {
+            match store
+                .once_claim(elector.election(), candidate, guard.term())
+                .await?
+            {
                 Once::Claimed => {}
                 Once::Done { term, status } => {
                     eprintln!("elect: {election}: already ran in term {term} (exit status {status}); nothing to do");
@@ -208,7 +224,9 @@ async fn campaign(
                 info!(status, "the program exited");
                 if args.once {
                     if let Some(store) = store {
-                        store.once_done(elector.election(), guard.term(), status.into()).await?;
+                        store
+                            .once_done(elector.election(), guard.term(), status.into())
+                            .await?;
                     }
                     return Ok(status);
                 }

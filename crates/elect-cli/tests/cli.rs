@@ -22,7 +22,10 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn epoch_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 /// A program that appends `<candidate> <term> <epoch ns>` to `file` every 50 ms until stopped.
@@ -44,7 +47,11 @@ fn ticks(file: &Path) -> Vec<(String, u64, u128)> {
         .lines()
         .filter_map(|l| {
             let mut w = l.split(' ');
-            Some((w.next()?.to_owned(), w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+            Some((
+                w.next()?.to_owned(),
+                w.next()?.parse().ok()?,
+                w.next()?.parse().ok()?,
+            ))
         })
         .collect()
 }
@@ -98,10 +105,16 @@ fn failover(name: &str, args_for: impl Fn(usize) -> Vec<String>, n: usize, bound
             .unwrap();
         running.0.push((id, child));
     }
-    wait_for("a first leader's program", Duration::from_secs(30), || ticks(&file).len() >= 5);
+    wait_for("a first leader's program", Duration::from_secs(30), || {
+        ticks(&file).len() >= 5
+    });
     let (leader, term, _) = ticks(&file).last().cloned().unwrap();
     let killed_at = epoch_ns();
-    let k = running.0.iter().position(|(id, _)| *id == leader).expect("the leader is ours");
+    let k = running
+        .0
+        .iter()
+        .position(|(id, _)| *id == leader)
+        .expect("the leader is ours");
     running.0[k].1.kill().unwrap();
     let _ = running.0[k].1.wait();
     wait_for("the next leader's program", Duration::from_secs(30), || {
@@ -110,13 +123,21 @@ fn failover(name: &str, args_for: impl Fn(usize) -> Vec<String>, n: usize, bound
     std::thread::sleep(Duration::from_millis(300));
     let all = ticks(&file);
     assert_one_at_a_time(&all);
-    let (next, next_term, first) = all.iter().find(|(who, _, _)| *who != leader).cloned().unwrap();
+    let (next, next_term, first) = all
+        .iter()
+        .find(|(who, _, _)| *who != leader)
+        .cloned()
+        .unwrap();
     let took = Duration::from_nanos((first - killed_at) as u64);
     eprintln!("{name}: {leader} (term {term}) killed; {next} ran its program {took:?} later in term {next_term}");
-    assert!(took <= bound, "{name}: the next program started {took:?} after the kill");
+    assert!(
+        took <= bound,
+        "{name}: the next program started {took:?} after the kill"
+    );
     assert!(next_term > term, "{name}: term {next_term} after {term}");
     assert!(
-        all.iter().all(|(who, _, at)| *who != leader || *at < killed_at + 50_000_000),
+        all.iter()
+            .all(|(who, _, at)| *who != leader || *at < killed_at + 50_000_000),
         "{name}: the killed elect's program kept running"
     );
     let _ = std::fs::remove_dir_all(dir);
@@ -147,7 +168,15 @@ fn once(name: &str, url: &str) {
     let children: Vec<Child> = (0..3)
         .map(|k| {
             elect()
-                .args(["run", "--store", url, "--election", &election, "--once", "--id"])
+                .args([
+                    "run",
+                    "--store",
+                    url,
+                    "--election",
+                    &election,
+                    "--once",
+                    "--id",
+                ])
                 .arg(format!("o{k}"))
                 .args(["--", "sh", "-c"])
                 .arg(format!("echo ran >> {}; sleep 0.2", file.display()))
@@ -158,9 +187,17 @@ fn once(name: &str, url: &str) {
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{name}: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{name}: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let runs = std::fs::read_to_string(&file).unwrap_or_default().lines().count();
+    let runs = std::fs::read_to_string(&file)
+        .unwrap_or_default()
+        .lines()
+        .count();
     assert_eq!(runs, 1, "{name}: the --once program ran {runs} times");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -173,22 +210,40 @@ fn status(name: &str, url: &str) {
     let mut running = Running(vec![(
         "s0".into(),
         elect()
-            .args(["run", "--store", url, "--election", &election, "--id", "s0", "--"])
+            .args([
+                "run",
+                "--store",
+                url,
+                "--election",
+                &election,
+                "--id",
+                "s0",
+                "--",
+            ])
             .args(ticker(&file))
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     )]);
-    wait_for("the program", Duration::from_secs(30), || !ticks(&file).is_empty());
+    wait_for("the program", Duration::from_secs(30), || {
+        !ticks(&file).is_empty()
+    });
     let term = ticks(&file)[0].1;
     let out: Output = elect()
         .args(["status", "--store", url, "--election", &election, "--json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json = String::from_utf8_lossy(&out.stdout);
     assert!(json.contains("\"leader\":\"s0\""), "{json}");
-    assert!(json.contains(&format!("\"term\":{term},")), "{json} (term {term})");
+    assert!(
+        json.contains(&format!("\"term\":{term},")),
+        "{json} (term {term})"
+    );
     let (_, child) = &mut running.0[0];
     // sh dies of the SIGTERM it is passed: 128 + 15.
     assert_eq!(terminate(child).code(), Some(143));
@@ -197,7 +252,9 @@ fn status(name: &str, url: &str) {
 
 /// SIGTERM to `elect`: it passes it on, releases, and exits with the program's status.
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     child.wait().unwrap()
 }
 
@@ -206,7 +263,12 @@ async fn on_redis() {
     let url = elect_tests::redis().await.url().to_owned();
     tokio::task::spawn_blocking(move || {
         let election = format!("cli.redis.{}", std::process::id());
-        failover("redis", store_args(&url, &election), 2, TTL + Duration::from_secs(1));
+        failover(
+            "redis",
+            store_args(&url, &election),
+            2,
+            TTL + Duration::from_secs(1),
+        );
         once("redis", &url);
         status("redis", &url);
     })
@@ -218,7 +280,12 @@ async fn on_redis() {
 async fn on_mariadb() {
     let url = elect_tests::mysql().await.mysql_database().await.unwrap();
     tokio::task::spawn_blocking(move || {
-        failover("mysql", store_args(&url, "cli.mysql"), 2, TTL + Duration::from_secs(1));
+        failover(
+            "mysql",
+            store_args(&url, "cli.mysql"),
+            2,
+            TTL + Duration::from_secs(1),
+        );
         once("mysql", &url);
         status("mysql", &url);
     })
@@ -231,7 +298,12 @@ async fn on_the_mongodb_wire_server() {
     let url = elect_tests::mongo().await.url().to_owned();
     tokio::task::spawn_blocking(move || {
         let election = format!("cli.mongo.{}", std::process::id());
-        failover("mongo", store_args(&url, &election), 2, TTL + Duration::from_secs(1));
+        failover(
+            "mongo",
+            store_args(&url, &election),
+            2,
+            TTL + Duration::from_secs(1),
+        );
         once("mongo", &url);
         status("mongo", &url);
     })
@@ -272,10 +344,24 @@ fn on_a_three_host_raft_group() {
         a
     };
     // Raft's default election timeout is at most 600 ms.
-    failover("raft", args, 3, Duration::from_millis(600) + Duration::from_secs(1));
+    failover(
+        "raft",
+        args,
+        3,
+        Duration::from_millis(600) + Duration::from_secs(1),
+    );
     // No shared store, no --once.
-    let out = elect().args(args(0)).args(["--once", "--", "true"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = elect()
+        .args(args(0))
+        .args(["--once", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -284,11 +370,66 @@ fn on_a_three_host_raft_group() {
 fn bad_flags_urls_and_unreachable_stores_are_one_line_and_a_code() {
     let cases: [(&[&str], i32); 6] = [
         (&["run", "--election", "e", "--", "true"], 2),
-        (&["run", "--store", "redis://x", "--election", "e", "--ttl", "5x", "--", "true"], 2),
-        (&["run", "--store", "nonsense", "--election", "e", "--", "true"], 3),
-        (&["run", "--store", "postgres://h/db", "--election", "e", "--", "true"], 3),
-        (&["run", "--store", "redis://127.0.0.1:1", "--election", "bad name", "--", "true"], 3),
-        (&["status", "--store", "redis://127.0.0.1:1", "--election", "e"], 4),
+        (
+            &[
+                "run",
+                "--store",
+                "redis://x",
+                "--election",
+                "e",
+                "--ttl",
+                "5x",
+                "--",
+                "true",
+            ],
+            2,
+        ),
+        (
+            &[
+                "run",
+                "--store",
+                "nonsense",
+                "--election",
+                "e",
+                "--",
+                "true",
+            ],
+            3,
+        ),
+        (
+            &[
+                "run",
+                "--store",
+                "postgres://h/db",
+                "--election",
+                "e",
+                "--",
+                "true",
+            ],
+            3,
+        ),
+        (
+            &[
+                "run",
+                "--store",
+                "redis://127.0.0.1:1",
+                "--election",
+                "bad name",
+                "--",
+                "true",
+            ],
+            3,
+        ),
+        (
+            &[
+                "status",
+                "--store",
+                "redis://127.0.0.1:1",
+                "--election",
+                "e",
+            ],
+            4,
+        ),
     ];
     for (args, code) in cases {
         let out = elect().args(args).output().unwrap();
@@ -304,7 +445,11 @@ fn bad_flags_urls_and_unreachable_stores_are_one_line_and_a_code() {
 fn the_demo_prints_failover_and_transfer_times() {
     let out = elect().arg("demo").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("failover took"), "{stdout}");
     assert!(stdout.contains("transfer took"), "{stdout}");
 }
