@@ -25,16 +25,16 @@ const CANDIDATES: usize = 5;
 /// Raft's default maximum election timeout.
 const RAFT_ELECTION_MAX_MS: u64 = 600;
 
-/// SplitMix64, seeded: the schedule replays from the seed.
-struct Rng(u64);
+/// The seeded generator: the schedule replays from the seed.
+struct Rng(elect_core::rand::Rng);
 
 impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(elect_core::rand::Rng::seeded(seed))
+    }
+
     fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n.max(1)
+        self.0.next_u64() % n.max(1)
     }
 
     fn ms(&mut self, from: u64, to: u64) -> Duration {
@@ -121,11 +121,19 @@ impl Run {
             .position(|&who| leading[who] && self.ended[who].is_none())
     }
 
-    /// Waits for the first `work` stamped at or after `since`.
-    fn recovery(&mut self, since: u128, bound: Duration) -> Option<u128> {
-        self.group
-            .wait(bound, |l: &Line| l.event == "work" && l.ns >= since)
-            .map(|l| l.ns)
+    /// The fault healed now: waits up to `bound` for the first `work` stamped from now on.
+    fn healed(&mut self, kind: &'static str, started: u128, bound: Duration) -> Fault {
+        let healed = now_ns();
+        let recovered = self
+            .group
+            .wait(bound, |l: &Line| l.event == "work" && l.ns >= healed)
+            .map(|l| l.ns);
+        Fault {
+            kind,
+            started,
+            healed,
+            recovered,
+        }
     }
 
     fn finish(self, faults: &[Fault], bound: Duration, fence: &Fence) -> (Findings, usize) {
@@ -181,7 +189,7 @@ fn store_chaos(
     handle: &Handle,
 ) {
     let seed = seed();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let bound = Duration::from_millis(TTL_MS + 1000);
     let deadline = Instant::now() + duration();
     let mut run = Run::start(args);
@@ -229,14 +237,7 @@ fn store_chaos(
                 .block_on(server.restart())
                 .expect("restart the server"),
         }
-        let healed = now_ns();
-        let recovered = run.recovery(healed, bound);
-        faults.push(Fault {
-            kind,
-            started,
-            healed,
-            recovered,
-        });
+        faults.push(run.healed(kind, started, bound));
     }
     let (findings, fenced) = run.finish(&faults, bound, fence);
     report(name, seed, &findings, fence, fenced);
@@ -377,7 +378,7 @@ async fn chaos_raft() {
 
 fn raft_chaos(links: &[Vec<Option<FaultProxy>>], args: Vec<Vec<String>>, fence: &Fence) {
     let seed = seed();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let bound = Duration::from_millis(RAFT_ELECTION_MAX_MS + 1000);
     let deadline = Instant::now() + duration();
     let mut run = Run::start(args);
@@ -454,14 +455,7 @@ fn raft_chaos(links: &[Vec<Option<FaultProxy>>], args: Vec<Vec<String>>, fence: 
                 heal();
             }
         }
-        let healed = now_ns();
-        let recovered = run.recovery(healed, bound);
-        faults.push(Fault {
-            kind,
-            started,
-            healed,
-            recovered,
-        });
+        faults.push(run.healed(kind, started, bound));
     }
     let (findings, fenced) = run.finish(&faults, bound, fence);
     report("raft", seed, &findings, fence, fenced);

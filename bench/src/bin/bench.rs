@@ -290,16 +290,16 @@ impl Ctx {
     }
 }
 
-/// SplitMix64: the random kill points, reproducible from `--seed`.
-struct Rng(u64);
+/// The random kill points, reproducible from `--seed`.
+struct Rng(elect_core::rand::Rng);
 
 impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(elect_core::rand::Rng::seeded(seed))
+    }
+
     fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n.max(1)
+        self.0.next_u64() % n.max(1)
     }
 }
 
@@ -974,7 +974,7 @@ fn bench(args: &[String]) -> Result<(), String> {
         python: path("--python")?,
         tooz: root().join("bench/peers/tooz_candidate.py"),
     };
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut results = Vec::new();
     for c in CONTENDERS {
         if only
