@@ -31,15 +31,16 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
     /// How long one command may take before it fails as unavailable (default 5 s).
     pub command_timeout: Duration,
-    /// Refuse to grant a vacant lease while the server has been up for less than the TTL
-    /// asked for (default off). Turn it on when Redis runs without persistence (or with
-    /// snapshots that may be older than the last grant): a restart forgets the lease, and
-    /// without the quarantine a candidate could be granted it while the previous leader still
-    /// believes, for up to one TTL. With it, candidates are told the election is held by
-    /// [`QUARANTINE_HOLDER`](crate::QUARANTINE_HOLDER) until the server's uptime reaches the
-    /// TTL (rounded up to whole seconds: Redis reports uptime in seconds) — Redlock's
-    /// "delayed restart", enforced by the clients. The cost: an election on a server that
-    /// started less than a TTL ago waits out the rest of it.
+    /// Refuse to grant a vacant lease until a TTL has passed since the server (re)started
+    /// (default off). Turn it on when Redis runs without persistence (or with snapshots that
+    /// may be older than the last grant): a restart forgets the lease, and without the
+    /// quarantine a candidate could be granted it while the previous leader still believes,
+    /// for up to one TTL. With it, while `INFO`'s uptime is within a TTL, the first request
+    /// of an election marks the time in memory (`{prefix}:{E}:started`, lost with the lease on
+    /// a restart) and candidates are told the election is held by
+    /// [`QUARANTINE_HOLDER`](crate::QUARANTINE_HOLDER) until a TTL after that mark —
+    /// Redlock's "delayed restart", enforced by the clients. The cost: an election first used
+    /// within a TTL of the server's start waits out a TTL.
     pub restart_quarantine: bool,
 }
 

@@ -26,13 +26,13 @@ local function read_lease(key)
 end
 "#;
 
-/// KEYS: lease, term counter. ARGV: candidate, ttl ms, quarantine ('1' or '0').
+/// KEYS: lease, term counter, quarantine mark. ARGV: candidate, ttl ms, quarantine ('1' or '0').
 /// `{'granted', term}` | `{'held', holder, term, pttl}` | `{'quarantined', ms}` |
 /// `{'corrupt', key, why}`.
 ///
-/// With the quarantine on, a vacant lease is not granted while the server's uptime is below
-/// the TTL (whole seconds, rounded up): after a restart that lost the lease, its previous
-/// holder may still believe for up to one TTL.
+/// With the quarantine on, a vacant lease is not granted until a TTL has passed since the
+/// first request after the server (re)started (a mark kept in memory, so a restart loses it
+/// with the lease): its previous holder may still believe for up to one TTL.
 ///
 /// A missing counter (fresh election, or data lost: a restart without persistence, FLUSHALL)
 /// restarts from the server's clock in microseconds. Every earlier term was handed out by this
@@ -49,9 +49,24 @@ if l then
   return {'held', l.holder, l.term, l.pttl}
 end
 if ARGV[3] == '1' then
+  -- INFO's uptime counts whole seconds of a cached clock: the true uptime is above up - 1.
+  -- Past ceil(TTL) + 1 on that counter the server has surely been up for a TTL.
   local up = tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)'))
-  local need = math.ceil(tonumber(ARGV[2]) / 1000)
-  if up and up < need then return {'quarantined', (need - up) * 1000} end
+  local ttl = tonumber(ARGV[2])
+  if up == nil or up <= math.ceil(ttl / 1000) then
+    -- The first request after the (re)start marks the time, in memory only: a restart loses
+    -- the mark with the lease. The mark is no earlier than the restart, so waiting a TTL
+    -- from it is safe, and it is precise to the microsecond.
+    local now = redis.call('TIME')
+    local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+    local mark = tonumber(redis.call('GET', KEYS[3]))
+    if mark == nil then
+      mark = now_us
+      redis.call('SET', KEYS[3], string.format('%.0f', now_us))
+    end
+    local left = math.ceil((mark + ttl * 1000 - now_us) / 1000)
+    if left > 0 then return {'quarantined', left} end
+  end
 end
 local term
 local kind = redis.call('TYPE', KEYS[2])['ok']
