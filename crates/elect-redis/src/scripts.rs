@@ -61,8 +61,12 @@ if ARGV[3] == '1' then
     local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
     local mark = tonumber(redis.call('GET', KEYS[3]))
     if mark == nil then
-      mark = now_us
-      redis.call('SET', KEYS[3], string.format('%.0f', now_us))
+      -- The start was before now - (up - 1) s: moving the mark back that far keeps it after
+      -- the start and spares candidates that reconnect late most of their wait.
+      local back = 0
+      if up then back = math.max(0, up - 1) end
+      mark = now_us - back * 1000000
+      redis.call('SET', KEYS[3], string.format('%.0f', mark))
     end
     local left = math.ceil((mark + ttl * 1000 - now_us) / 1000)
     if left > 0 then return {'quarantined', left} end
