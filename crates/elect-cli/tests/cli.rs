@@ -258,57 +258,37 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
     child.wait().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_redis() {
-    let url = elect_tests::redis().await.url().to_owned();
+/// Failover, `--once` and `status` on one store (blocking: the processes are waited for).
+async fn on_store(name: &'static str, url: String) {
     tokio::task::spawn_blocking(move || {
-        let election = format!("cli.redis.{}", std::process::id());
+        let election = format!("cli.{name}.{}", std::process::id());
         failover(
-            "redis",
+            name,
             store_args(&url, &election),
             2,
             TTL + Duration::from_secs(1),
         );
-        once("redis", &url);
-        status("redis", &url);
+        once(name, &url);
+        status(name, &url);
     })
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis() {
+    on_store("redis", elect_tests::redis().await.url().to_owned()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_mariadb() {
     let url = elect_tests::mysql().await.mysql_database().await.unwrap();
-    tokio::task::spawn_blocking(move || {
-        failover(
-            "mysql",
-            store_args(&url, "cli.mysql"),
-            2,
-            TTL + Duration::from_secs(1),
-        );
-        once("mysql", &url);
-        status("mysql", &url);
-    })
-    .await
-    .unwrap();
+    on_store("mysql", url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_the_mongodb_wire_server() {
-    let url = elect_tests::mongo().await.url().to_owned();
-    tokio::task::spawn_blocking(move || {
-        let election = format!("cli.mongo.{}", std::process::id());
-        failover(
-            "mongo",
-            store_args(&url, &election),
-            2,
-            TTL + Duration::from_secs(1),
-        );
-        once("mongo", &url);
-        status("mongo", &url);
-    })
-    .await
-    .unwrap();
+    on_store("mongo", elect_tests::mongo().await.url().to_owned()).await;
 }
 
 #[test]
