@@ -1,16 +1,16 @@
 //! [`Elector`]: the campaign loop, written once against [`LeaseStore`].
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::error::{Error, Result};
-use crate::lease::{Acquire, LeaderInfo, Lease, Release, Renewal, Ttl};
+use crate::lease::{Acquire, Claim, LeaderInfo, Lease, Nonce, Release, Renewal, Ttl};
 use crate::name::{CandidateId, ElectionName};
 use crate::rand::Rng;
 use crate::store::{ChangeFeed, LeaseStore};
@@ -22,6 +22,9 @@ pub const DEFAULT_CLOCK_DRIFT: f64 = 0.01;
 pub const DEFAULT_SAFETY_MARGIN: Duration = Duration::from_millis(2);
 /// Default lease TTL.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+/// How long dropping the handle of a driven elector ([`Elector::with_driver`]) waits for its
+/// hand-over.
+const DRIVER_RELEASE_WAIT: Duration = Duration::from_secs(5);
 
 /// What this candidate currently believes, as published by [`Elector::watch`].
 #[derive(Debug, Clone)]
@@ -74,8 +77,9 @@ impl Leadership {
 #[derive(Clone)]
 pub struct LeaderGuard {
     lease: Lease,
-    deadline: Arc<Mutex<Instant>>,
+    deadline: watch::Receiver<Instant>,
     token: CancellationToken,
+    reason: Arc<OnceLock<StepDown>>,
 }
 
 impl LeaderGuard {
@@ -96,7 +100,14 @@ impl LeaderGuard {
 
     /// The current local safety deadline; renewals move it forward.
     pub fn deadline(&self) -> Instant {
-        *self.deadline.lock().unwrap_or_else(|p| p.into_inner())
+        *self.deadline.borrow()
+    }
+
+    /// A watch of the deadline: it changes at every renewal. For supervisors that must act
+    /// before the deadline passes (`elect run` stops its program a grace period before it, and
+    /// hands each new deadline to a watchdog process).
+    pub fn deadline_watch(&self) -> watch::Receiver<Instant> {
+        self.deadline.clone()
     }
 
     /// Resolves when this leadership ends, no later than its deadline. Cancellation safe.
@@ -108,20 +119,32 @@ impl LeaderGuard {
     pub fn token(&self) -> CancellationToken {
         self.token.clone()
     }
+
+    /// Why this leadership ended, once it has (`None` while it lasts). A leadership whose driver
+    /// vanished without saying why reads [`StepDown::Aborted`].
+    pub fn reason(&self) -> Option<StepDown> {
+        if !self.token.is_cancelled() {
+            return None;
+        }
+        Some(self.reason.get().copied().unwrap_or(StepDown::Aborted))
+    }
 }
 
 impl LeaderGuard {
     /// For drivers ([`ElectorDriver`]): a guard for `lease`, believed until `deadline`, and the
     /// control that extends or ends it.
     pub fn new(lease: Lease, deadline: Instant) -> (LeaderGuard, GuardControl) {
+        let (deadline_tx, deadline_rx) = watch::channel(deadline);
         let control = GuardControl {
-            deadline: Arc::new(Mutex::new(deadline)),
+            deadline: Arc::new(deadline_tx),
             token: CancellationToken::new(),
+            reason: Arc::default(),
         };
         let guard = LeaderGuard {
             lease,
-            deadline: control.deadline.clone(),
+            deadline: deadline_rx,
             token: control.token.clone(),
+            reason: control.reason.clone(),
         };
         (guard, control)
     }
@@ -195,8 +218,12 @@ pub enum OnError {
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub enum ErrorPolicy {
-    /// Retry [retryable](Error::is_retryable) errors (unreachable coordinator), abort on the
-    /// others (corrupt record, missing table): those need a person. The default.
+    /// Retry errors that can pass without anyone changing this candidate's setup, after a
+    /// jittered backoff, reporting each one ([`Event::Error`], a warning in the log): an
+    /// unreachable coordinator ([retryable](Error::is_retryable)) and a lease record it cannot
+    /// read ([`Error::CorruptRecord`]: a foreign write may expire or be repaired, and nothing is
+    /// granted over it meanwhile — one junk write must not stop a whole group for good). Abort on
+    /// the others (missing table, rights, bad configuration): those need a person. The default.
     #[default]
     RetryTransient,
     /// Retry every error, forever (the seed's `ContinueOnError`).
@@ -215,7 +242,11 @@ impl ErrorPolicy {
 
     fn decide(&self, error: &Error) -> OnError {
         match self {
-            ErrorPolicy::RetryTransient if error.is_retryable() => OnError::Retry,
+            ErrorPolicy::RetryTransient
+                if error.is_retryable() || matches!(error, Error::CorruptRecord { .. }) =>
+            {
+                OnError::Retry
+            }
             ErrorPolicy::RetryTransient | ErrorPolicy::Abort => OnError::Abort,
             ErrorPolicy::RetryAll => OnError::Retry,
             ErrorPolicy::Custom(decide) => decide(error),
@@ -283,15 +314,16 @@ impl ElectorBuilder {
         self
     }
 
-    /// How long one request may take before it counts as failed (default TTL / 3). A renewal is
-    /// also abandoned at the safety deadline, whichever comes first.
+    /// How long one request may take before it counts as failed (default TTL / 3; above zero,
+    /// at most one day). A renewal is also abandoned at the safety deadline, whichever comes
+    /// first.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = Some(timeout);
         self
     }
 
     /// How long a candidate that resigned stays out of the race, so another can take over
-    /// (default: one TTL).
+    /// (default: one TTL; at most one day).
     pub fn resign_pause(mut self, pause: Duration) -> Self {
         self.resign_pause = Some(pause);
         self
@@ -321,41 +353,81 @@ impl ElectorBuilder {
             ));
         }
         let request_timeout = self.request_timeout.unwrap_or(ttl.get() / 3);
-        if request_timeout.is_zero() {
-            return invalid("request timeout must not be zero".into());
+        if request_timeout.is_zero() || request_timeout > Ttl::MAX {
+            return invalid(format!(
+                "request timeout {request_timeout:?} must be above zero and at most one day"
+            ));
+        }
+        let resign_pause = self.resign_pause.unwrap_or(ttl.get());
+        if resign_pause > Ttl::MAX {
+            return invalid(format!(
+                "resign pause {resign_pause:?} must be at most one day"
+            ));
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::InvalidConfig {
             message: "Elector::start must be called inside a tokio runtime".into(),
         })?;
         let candidate = self.candidate.unwrap_or_else(CandidateId::generate);
         let (state_tx, state_rx) = watch::channel(Leadership::Follower { leader: None });
+        let state = Arc::new(state_tx);
         let events = self.events;
         let (commands, command_rx) = mpsc::channel(8);
         let campaign = Campaign {
             store: self.store,
-            election: self.election.clone(),
-            candidate: candidate.clone(),
-            ttl,
+            claim: Claim::new(self.election.clone(), candidate.clone(), ttl),
+            last_term: None,
+            warned_duplicate: None,
             believe: ttl.get().mul_f64(1.0 - self.clock_drift) - self.safety_margin,
             request_timeout,
-            resign_pause: self.resign_pause.unwrap_or(ttl.get()),
+            resign_pause,
             policy: self.policy,
-            state: state_tx,
+            state: state.clone(),
             events: events.clone(),
             commands: command_rx,
             feed: FeedState::Unknown,
             rng: Rng::from_entropy(),
         };
         let span = info_span!("elector", election = %self.election, candidate = %candidate);
-        runtime.spawn(campaign.run().instrument(span));
+        let task = runtime.spawn(campaign.run().instrument(span.clone()));
+        runtime.spawn(supervise(task, state, events.clone()).instrument(span));
         Ok(Elector {
             election: self.election,
             candidate,
             state: state_rx,
             events,
             commands,
+            // The release is one request: give it its timeout (at most a TTL) and a little more.
+            release_wait: request_timeout.min(ttl.get()) + Duration::from_millis(100),
         })
     }
+}
+
+/// Waits for a campaign task and reports a panic as the elector's end, so that no campaign can
+/// die unseen: `leading()` returns the error and the state reads `Stopped`.
+async fn supervise(
+    task: tokio::task::JoinHandle<()>,
+    state: Arc<watch::Sender<Leadership>>,
+    events: broadcast::Sender<Event>,
+) {
+    let Err(failure) = task.await else {
+        return;
+    };
+    if !failure.is_panic() {
+        return; // Cancelled: the runtime is shutting down.
+    }
+    let payload = failure.into_panic();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    error!(%message, "the campaign task panicked; the elector has stopped");
+    let error = Error::Internal {
+        message: format!("the campaign task panicked: {message}"),
+    };
+    let _ = events.send(Event::Error(error.clone()));
+    state.send_replace(Leadership::Stopped(Some(error)));
+    let _ = events.send(Event::Stopped);
 }
 
 /// A candidate campaigning in one election: the campaign loop runs as a tokio task.
@@ -367,8 +439,11 @@ impl ElectorBuilder {
 /// it sleeps until the lease it was told about expires, or until the coordinator's change feed
 /// says the lease was released.
 ///
-/// Dropping the handle releases the lease (in the background) and stops the campaign; call
-/// [`shutdown`](Self::shutdown) to wait for that.
+/// Call [`shutdown`](Self::shutdown) to hand over and stop. Dropping the handle stops the
+/// campaign too, and a leader releases its lease: on a multi-thread runtime the drop waits (up
+/// to the request timeout) until the release is answered, so an elector dropped at the end of
+/// `#[tokio::main]` hands over at once; on a current-thread runtime the release is sent in the
+/// background and is lost if the runtime stops first (the lease then expires after its TTL).
 ///
 /// ```
 /// use std::time::Duration;
@@ -396,6 +471,35 @@ pub struct Elector {
     state: watch::Receiver<Leadership>,
     events: broadcast::Sender<Event>,
     commands: mpsc::Sender<ElectorCommand>,
+    /// How long a drop waits for the release.
+    release_wait: Duration,
+}
+
+impl Drop for Elector {
+    fn drop(&mut self) {
+        let leading = matches!(&*self.state.borrow(), Leadership::Leader(_));
+        // Closing the command channel tells the campaign to step down, release and stop.
+        drop(std::mem::replace(&mut self.commands, mpsc::channel(1).0));
+        if !leading {
+            return;
+        }
+        // Waiting is possible only where blocking this thread does not stop the tasks that do
+        // the release: on a multi-thread runtime, after handing this thread's work to others.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            debug!("elector dropped on a current-thread runtime; releasing in the background");
+            return;
+        }
+        let (mut state, wait) = (self.state.clone(), self.release_wait);
+        tokio::task::block_in_place(|| {
+            runtime.block_on(async {
+                let stopped = state.wait_for(|s| matches!(s, Leadership::Stopped(_)));
+                let _ = timeout(wait, stopped).await;
+            })
+        });
+    }
 }
 
 impl Elector {
@@ -444,6 +548,7 @@ impl Elector {
             state: state_rx,
             events: events.clone(),
             commands,
+            release_wait: DRIVER_RELEASE_WAIT,
         };
         let driver = ElectorDriver {
             state,
@@ -611,24 +716,39 @@ fn publish(sender: &watch::Sender<Leadership>, state: Leadership) {
 /// The driver's side of a [`LeaderGuard`]: moves its deadline and ends it.
 #[derive(Debug, Clone)]
 pub struct GuardControl {
-    deadline: Arc<Mutex<Instant>>,
+    deadline: Arc<watch::Sender<Instant>>,
     token: CancellationToken,
+    reason: Arc<OnceLock<StepDown>>,
 }
 
 impl GuardControl {
     /// Moves the guard's deadline (renewals).
     pub fn extend(&self, deadline: Instant) {
-        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) = deadline;
+        self.deadline.send_replace(deadline);
     }
 
-    /// Ends the leadership: `lost()` resolves and `is_leading()` turns false.
-    pub fn end(&self) {
+    /// Ends the leadership for `reason`: `lost()` resolves, `is_leading()` turns false and
+    /// `reason()` says why. Later calls change nothing.
+    pub fn end(&self, reason: StepDown) {
+        let _ = self.reason.set(reason);
         self.token.cancel();
     }
 
     /// The current deadline.
     pub fn deadline(&self) -> Instant {
-        *self.deadline.lock().unwrap_or_else(|p| p.into_inner())
+        *self.deadline.borrow()
+    }
+
+    /// Ends the leadership (as [`StepDown::Aborted`]) when dropped, unless it already ended:
+    /// hold it across code that might panic, so a guard never outlives its driver unended.
+    pub fn end_on_drop(&self) -> impl Drop + '_ {
+        struct EndOnDrop<'a>(&'a GuardControl);
+        impl Drop for EndOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.end(StepDown::Aborted);
+            }
+        }
+        EndOnDrop(self)
     }
 }
 
@@ -649,15 +769,20 @@ enum Next {
 
 struct Campaign {
     store: Arc<dyn LeaseStore>,
-    election: ElectionName,
-    candidate: CandidateId,
-    ttl: Ttl,
+    /// What this candidate asks for; its nonce is replaced after every leadership, so a
+    /// leadership that ended is never re-entered (a new one takes a new term).
+    claim: Claim,
+    /// The term of this candidate's last leadership: a lease held under its own id in that term
+    /// is its own old claim, any other is a duplicate id.
+    last_term: Option<Term>,
+    /// The term a duplicate-id warning was last given for.
+    warned_duplicate: Option<Term>,
     /// `TTL·(1 − ρ) − ε`: how long after sending a successful request leadership is believed.
     believe: Duration,
     request_timeout: Duration,
     resign_pause: Duration,
     policy: ErrorPolicy,
-    state: watch::Sender<Leadership>,
+    state: Arc<watch::Sender<Leadership>>,
     events: broadcast::Sender<Event>,
     commands: mpsc::Receiver<ElectorCommand>,
     feed: FeedState,
@@ -666,7 +791,7 @@ struct Campaign {
 
 impl Campaign {
     async fn run(mut self) {
-        debug!(ttl = ?self.ttl.get(), "campaign started");
+        debug!(ttl = ?self.claim.ttl.get(), "campaign started");
         let mut next = Next::Campaign;
         let error = loop {
             next = match next {
@@ -694,17 +819,30 @@ impl Campaign {
             }
             let sent = Instant::now();
             let answer = self
-                .request("try_acquire", async {
-                    self.store
-                        .try_acquire(&self.election, &self.candidate, self.ttl)
-                        .await
-                })
+                .request("try_acquire", self.store.try_acquire(&self.claim))
                 .await;
             let wait = match answer {
-                Ok(Acquire::Granted(lease)) => return Next::Lead(lease, sent),
+                Ok(Acquire::Granted(lease)) if self.claim.owns(&lease) => {
+                    return Next::Lead(lease, sent)
+                }
+                Ok(Acquire::Granted(lease)) => {
+                    // A store bug; believing it could make two leaders.
+                    failures += 1;
+                    let error = Error::Internal {
+                        message: format!(
+                            "the store granted {lease:?} in answer to {:?}",
+                            self.claim
+                        ),
+                    };
+                    if let Some(next) = self.on_error(error) {
+                        return next;
+                    }
+                    self.backoff(failures)
+                }
                 Ok(Acquire::Held(info)) => {
                     failures = 0;
                     debug!(holder = %info.holder, term = %info.term, remaining = ?info.remaining, "held");
+                    self.warn_if_duplicate(&info);
                     let wait = info.remaining + self.jitter();
                     self.publish(Leadership::Follower { leader: Some(info) });
                     wait
@@ -742,6 +880,8 @@ impl Campaign {
             return Next::Campaign;
         }
         let (guard, control) = LeaderGuard::new(lease.clone(), deadline);
+        // Should anything below panic, the guard still ends (the supervisor reports the rest).
+        let _end_on_panic = control.end_on_drop();
         let term = lease.term;
         info!(%term, "elected");
         self.publish(Leadership::Leader(guard.clone()));
@@ -749,7 +889,8 @@ impl Campaign {
             term,
             at: Instant::now(),
         });
-        let mut next_renew = sent + self.ttl.get() / 3;
+        let renew_every = self.claim.ttl.get() / 3;
+        let mut next_renew = sent + renew_every;
         let mut failures = 0u32;
         let mut pending_error = None;
         let (reason, command) = loop {
@@ -775,7 +916,7 @@ impl Campaign {
                     lease = renewed;
                     deadline = sent + self.believe;
                     control.extend(deadline);
-                    next_renew = sent + self.ttl.get() / 3;
+                    next_renew = sent + renew_every;
                 }
                 Ok(Renewal::Lost) => break (StepDown::Lost, None),
                 Err(error) => {
@@ -792,7 +933,12 @@ impl Campaign {
         };
         // Stop believing *before* anything else is sent, so the release below can never let
         // another candidate lead while this one still thinks it does.
-        control.end();
+        control.end(reason);
+        // This leadership is over for good: the next one is a new claim, so it can only be a
+        // new grant with a new term, never a re-entry into this lease (whose record a foreign
+        // write may have changed, or whose renewal may still land).
+        self.claim.nonce = Nonce::random();
+        self.last_term = Some(term);
         let at = Instant::now().min(deadline);
         info!(%term, ?reason, "stepped down");
         self.publish(Leadership::Follower { leader: None });
@@ -817,7 +963,7 @@ impl Campaign {
                         let pause = if released.is_ok() {
                             self.resign_pause
                         } else {
-                            self.resign_pause.max(self.ttl.get())
+                            self.resign_pause.max(self.claim.ttl.get())
                         };
                         reply.send(released);
                         self.sit_out(pause).await
@@ -898,7 +1044,7 @@ impl Campaign {
             return;
         }
         self.feed = match self
-            .request("subscribe", self.store.subscribe(&self.election))
+            .request("subscribe", self.store.subscribe(&self.claim.election))
             .await
         {
             Ok(Some(feed)) => FeedState::Live(feed),
@@ -946,6 +1092,23 @@ impl Campaign {
         publish(&self.state, state);
     }
 
+    /// Warns once per term when the lease is held under this candidate's own id by a claim
+    /// that is not its own last one: another elector was started with the same id.
+    fn warn_if_duplicate(&mut self, info: &LeaderInfo) {
+        if info.holder != self.claim.candidate
+            || Some(info.term) == self.last_term
+            || Some(info.term) == self.warned_duplicate
+        {
+            return;
+        }
+        self.warned_duplicate = Some(info.term);
+        warn!(
+            term = %info.term,
+            "another elector with this candidate id holds the lease (ids must be unique); \
+             following it until its lease ends"
+        );
+    }
+
     /// A small random delay added to follower sleeps so followers do not stampede.
     /// A follower's wake-up jitter: up to TTL/400, at most 5 ms. Enough to spread followers
     /// that were told the same expiry over a few milliseconds; small enough that crash
@@ -953,12 +1116,12 @@ impl Campaign {
     /// store, so followers arriving together cost requests, never safety).
     fn jitter(&mut self) -> Duration {
         self.rng
-            .duration_up_to((self.ttl.get() / 400).min(Duration::from_millis(5)))
+            .duration_up_to((self.claim.ttl.get() / 400).min(Duration::from_millis(5)))
     }
 
     /// Exponential backoff with equal jitter: 25 ms · 2ⁿ, capped at TTL/4.
     fn backoff(&mut self, failures: u32) -> Duration {
-        let cap = self.ttl.get() / 4;
+        let cap = self.claim.ttl.get() / 4;
         let full = Duration::from_millis(25)
             .saturating_mul(1u32 << failures.min(16))
             .min(cap);

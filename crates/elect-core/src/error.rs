@@ -89,6 +89,14 @@ pub enum Error {
         election: String,
     },
 
+    /// A bug, in elect or in a store: a task panicked, or a store broke the
+    /// [`LeaseStore`](crate::LeaseStore) contract. The elector stops rather than guess.
+    #[error("internal error: {message}")]
+    Internal {
+        /// What went wrong.
+        message: String,
+    },
+
     /// Any other persistent failure reported by a coordinator.
     #[error("{store}: {message}")]
     Other {

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::lease::{Acquire, LeaderInfo, Lease, Release, Renewal, Ttl};
-use crate::name::{CandidateId, ElectionName};
+use crate::lease::{Acquire, Claim, LeaderInfo, Lease, Release, Renewal};
+use crate::name::ElectionName;
 use crate::rand::Rng;
 use crate::store::{ChangeFeed, LeaseStore};
 
@@ -223,15 +223,10 @@ impl<S: fmt::Debug> fmt::Debug for FaultyStore<S> {
 
 #[async_trait]
 impl<S: LeaseStore + Clone> LeaseStore for FaultyStore<S> {
-    async fn try_acquire(
-        &self,
-        election: &ElectionName,
-        candidate: &CandidateId,
-        ttl: Ttl,
-    ) -> Result<Acquire> {
-        let (election, candidate) = (election.clone(), candidate.clone());
+    async fn try_acquire(&self, claim: &Claim) -> Result<Acquire> {
+        let claim = claim.clone();
         self.run("try_acquire", move |s| async move {
-            s.try_acquire(&election, &candidate, ttl).await
+            s.try_acquire(&claim).await
         })
         .await
     }

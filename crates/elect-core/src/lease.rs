@@ -1,5 +1,6 @@
 //! Leases and the answers a [`LeaseStore`](crate::LeaseStore) gives.
 
+use std::fmt;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -72,6 +73,124 @@ impl From<Ttl> for Duration {
     }
 }
 
+/// Tells apart the claims of candidates that share a [`CandidateId`], and the successive claims
+/// of one candidate.
+///
+/// A coordinator stores the nonce with the lease, and treats a request as coming from the live
+/// holder only when both the id *and* the nonce match. An [`Elector`](crate::Elector) draws a
+/// new nonce when it starts and after every leadership ends, and keeps it while it retries, so:
+///
+/// - a grant whose reply was lost is retried into the same lease (same nonce, same term);
+/// - two processes started with the same candidate id (`elect run --id same` on two hosts) are
+///   two holders: one leads, the other is told the election is held;
+/// - a candidate that stepped down (a refused renewal, its deadline passed) never re-enters the
+///   lease it gave up: it waits like anyone else and is granted a new term.
+///
+/// Values are in `1..2^63`, so that every coordinator can store them as a signed 64-bit integer.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Nonce(u64);
+
+impl Nonce {
+    /// A fresh random nonce.
+    ///
+    /// ```
+    /// use elect_core::Nonce;
+    /// assert_ne!(Nonce::random(), Nonce::random());
+    /// ```
+    pub fn random() -> Nonce {
+        let mut rng = crate::rand::Rng::from_entropy();
+        loop {
+            if let Some(nonce) = Nonce::new(rng.next_u64() >> 1) {
+                return nonce;
+            }
+        }
+    }
+
+    /// A given nonce (tests, replays), or `None` for 0 and values from 2^63 up.
+    pub const fn new(value: u64) -> Option<Nonce> {
+        if value == 0 || value > i64::MAX as u64 {
+            None
+        } else {
+            Some(Nonce(value))
+        }
+    }
+
+    /// The value, in `1..2^63`.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Debug for Nonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Nonce({:016x})", self.0)
+    }
+}
+
+impl fmt::Display for Nonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// A request for a lease: which election, who asks (id and [`Nonce`]), and for how long. The
+/// argument of [`LeaseStore::try_acquire`](crate::LeaseStore::try_acquire).
+///
+/// ```
+/// use std::time::Duration;
+/// use elect_core::{CandidateId, Claim, ElectionName, Term, Ttl};
+///
+/// let claim = Claim::new(
+///     ElectionName::new("jobs")?,
+///     CandidateId::new("host-1")?,
+///     Ttl::new(Duration::from_secs(10))?,
+/// );
+/// let lease = claim.granted(Term(7));
+/// assert_eq!((lease.holder, lease.nonce, lease.term), (claim.candidate, claim.nonce, Term(7)));
+/// # Ok::<(), elect_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Claim {
+    /// The election.
+    pub election: ElectionName,
+    /// Who asks.
+    pub candidate: CandidateId,
+    /// Which claim of that candidate this is.
+    pub nonce: Nonce,
+    /// The duration to grant (or renew) the lease for.
+    pub ttl: Ttl,
+}
+
+impl Claim {
+    /// A claim with a fresh random [`Nonce`].
+    pub fn new(election: ElectionName, candidate: CandidateId, ttl: Ttl) -> Claim {
+        Claim {
+            election,
+            candidate,
+            nonce: Nonce::random(),
+            ttl,
+        }
+    }
+
+    /// The lease this claim becomes when granted in `term`.
+    pub fn granted(&self, term: Term) -> Lease {
+        Lease {
+            election: self.election.clone(),
+            holder: self.candidate.clone(),
+            nonce: self.nonce,
+            term,
+            ttl: self.ttl,
+        }
+    }
+
+    /// Whether `lease` is what this claim was granted (same election, holder and nonce).
+    pub fn owns(&self, lease: &Lease) -> bool {
+        lease.election == self.election
+            && lease.holder == self.candidate
+            && lease.nonce == self.nonce
+    }
+}
+
 /// The right of one candidate to lead one election until it expires at the coordinator.
 ///
 /// A `Lease` is a plain description: holding one proves nothing by itself. Whether it is still
@@ -83,6 +202,8 @@ pub struct Lease {
     pub election: ElectionName,
     /// Who holds it.
     pub holder: CandidateId,
+    /// The holder's claim it was granted to (see [`Nonce`]).
+    pub nonce: Nonce,
     /// Its fencing token.
     pub term: Term,
     /// The duration it was granted (and is renewed) for.
@@ -105,10 +226,11 @@ pub struct LeaderInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub enum Acquire {
-    /// The lease is the caller's: newly granted (a new term), or renewed because the caller
-    /// already held it live (same term).
+    /// The lease is the caller's: newly granted (a new term), or renewed because the caller's
+    /// claim (same id and nonce) already held it live (same term).
     Granted(Lease),
-    /// Someone else holds a live lease.
+    /// Someone else holds a live lease (possibly a candidate with the same id and another
+    /// nonce).
     Held(LeaderInfo),
 }
 
@@ -118,8 +240,8 @@ pub enum Acquire {
 pub enum Renewal {
     /// The lease was extended by its TTL from the coordinator's now; same term.
     Renewed(Lease),
-    /// The lease is no longer the caller's (expired, released, or another holder or term):
-    /// nothing was changed.
+    /// The lease is no longer the caller's (expired, released, or another holder, nonce or
+    /// term): nothing was changed.
     Lost,
 }
 
@@ -129,8 +251,8 @@ pub enum Renewal {
 pub enum Release {
     /// The lease ended now; the election can be acquired by anyone at once.
     Released,
-    /// The lease was not the caller's live lease (stale term, other holder, already expired or
-    /// released): nothing was changed.
+    /// The lease was not the caller's live lease (stale term, other holder or nonce, already
+    /// expired or released): nothing was changed.
     NotHeld,
 }
 
@@ -152,6 +274,20 @@ mod tests {
                 matches!(Ttl::new(bad), Err(Error::InvalidTtl { .. })),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn nonces_fit_a_signed_64_bit_integer() {
+        assert_eq!(Nonce::new(0), None);
+        assert_eq!(Nonce::new(1 << 63), None);
+        assert_eq!(
+            Nonce::new(i64::MAX as u64).map(Nonce::get),
+            Some(i64::MAX as u64)
+        );
+        for _ in 0..1000 {
+            let n = Nonce::random().get();
+            assert!(n >= 1 && n <= i64::MAX as u64, "{n}");
         }
     }
 }

@@ -26,7 +26,7 @@ pub use elector::{
     DEFAULT_TTL,
 };
 pub use error::{Error, Result, Source};
-pub use lease::{Acquire, LeaderInfo, Lease, Release, Renewal, Ttl};
+pub use lease::{Acquire, Claim, LeaderInfo, Lease, Nonce, Release, Renewal, Ttl};
 pub use memory::MemoryStore;
 pub use name::{CandidateId, ElectionName, MAX_NAME_LEN};
 pub use observer::Observer;

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::lease::{Acquire, LeaderInfo, Lease, Release, Renewal, Ttl};
+use crate::lease::{Acquire, Claim, LeaderInfo, Lease, Nonce, Release, Renewal};
 use crate::name::{CandidateId, ElectionName};
 use crate::store::{ChangeFeed, ChangeNotifier, LeaseStore};
 use crate::term::Term;
@@ -21,17 +21,17 @@ use crate::term::Term;
 ///
 /// ```
 /// use std::time::Duration;
-/// use elect_core::{Acquire, CandidateId, ElectionName, LeaseStore, MemoryStore, Ttl};
+/// use elect_core::{Acquire, CandidateId, Claim, ElectionName, LeaseStore, MemoryStore, Ttl};
 ///
 /// # tokio_test_block_on(async {
 /// let store = MemoryStore::new();
 /// let election = ElectionName::new("jobs")?;
 /// let ttl = Ttl::new(Duration::from_secs(5))?;
-/// let a = CandidateId::new("a")?;
-/// let b = CandidateId::new("b")?;
-/// let Acquire::Granted(lease) = store.try_acquire(&election, &a, ttl).await? else { panic!() };
-/// assert!(matches!(store.try_acquire(&election, &b, ttl).await?, Acquire::Held(_)));
-/// assert_eq!(store.leader(&election).await?.unwrap().holder, a);
+/// let a = Claim::new(election.clone(), CandidateId::new("a")?, ttl);
+/// let b = Claim::new(election.clone(), CandidateId::new("b")?, ttl);
+/// let Acquire::Granted(lease) = store.try_acquire(&a).await? else { panic!() };
+/// assert!(matches!(store.try_acquire(&b).await?, Acquire::Held(_)));
+/// assert_eq!(store.leader(&election).await?.unwrap().holder, a.candidate);
 /// # drop(lease);
 /// # Ok::<(), elect_core::Error>(())
 /// # });
@@ -46,7 +46,7 @@ pub struct MemoryStore {
 
 #[derive(Debug)]
 struct Slot {
-    holder: Option<CandidateId>,
+    holder: Option<(CandidateId, Nonce)>,
     term: Term,
     expires: Instant,
     notifier: ChangeNotifier,
@@ -62,12 +62,21 @@ impl Slot {
         }
     }
 
-    fn live_holder(&self, now: Instant) -> Option<&CandidateId> {
+    fn live_holder(&self, now: Instant) -> Option<&(CandidateId, Nonce)> {
         self.holder.as_ref().filter(|_| now < self.expires)
     }
 
     fn holds(&self, lease: &Lease, now: Instant) -> bool {
-        self.live_holder(now) == Some(&lease.holder) && self.term == lease.term
+        self.live_holder(now) == Some(&(lease.holder.clone(), lease.nonce))
+            && self.term == lease.term
+    }
+
+    fn info(&self, now: Instant) -> Option<LeaderInfo> {
+        self.live_holder(now).map(|(holder, _)| LeaderInfo {
+            holder: holder.clone(),
+            term: self.term,
+            remaining: self.expires - now,
+        })
     }
 }
 
@@ -86,41 +95,25 @@ impl MemoryStore {
 
 #[async_trait]
 impl LeaseStore for MemoryStore {
-    async fn try_acquire(
-        &self,
-        election: &ElectionName,
-        candidate: &CandidateId,
-        ttl: Ttl,
-    ) -> Result<Acquire> {
+    async fn try_acquire(&self, claim: &Claim) -> Result<Acquire> {
         let now = Instant::now();
         let mut elections = self.lock();
         let slot = elections
-            .entry(election.clone())
+            .entry(claim.election.clone())
             .or_insert_with(Slot::vacant);
         match slot.live_holder(now) {
-            Some(holder) if holder == candidate => {}
-            Some(holder) => {
-                return Ok(Acquire::Held(LeaderInfo {
-                    holder: holder.clone(),
-                    term: slot.term,
-                    remaining: slot.expires - now,
-                }))
-            }
+            Some((holder, nonce)) if *holder == claim.candidate && *nonce == claim.nonce => {}
+            Some(_) => return Ok(Acquire::Held(slot.info(now).expect("live"))),
             None => {
                 slot.term = slot.term.next().ok_or_else(|| {
-                    Error::corrupt("memory", election.as_str(), "term counter exhausted")
+                    Error::corrupt("memory", claim.election.as_str(), "term counter exhausted")
                 })?;
-                slot.holder = Some(candidate.clone());
+                slot.holder = Some((claim.candidate.clone(), claim.nonce));
                 slot.notifier.notify();
             }
         }
-        slot.expires = now + ttl.get();
-        Ok(Acquire::Granted(Lease {
-            election: election.clone(),
-            holder: candidate.clone(),
-            term: slot.term,
-            ttl,
-        }))
+        slot.expires = now + claim.ttl.get();
+        Ok(Acquire::Granted(claim.granted(slot.term)))
     }
 
     async fn renew(&self, lease: &Lease) -> Result<Renewal> {
@@ -152,13 +145,7 @@ impl LeaseStore for MemoryStore {
     async fn leader(&self, election: &ElectionName) -> Result<Option<LeaderInfo>> {
         let now = Instant::now();
         let elections = self.lock();
-        Ok(elections.get(election).and_then(|slot| {
-            slot.live_holder(now).map(|holder| LeaderInfo {
-                holder: holder.clone(),
-                term: slot.term,
-                remaining: slot.expires - now,
-            })
-        }))
+        Ok(elections.get(election).and_then(|slot| slot.info(now)))
     }
 
     async fn subscribe(&self, election: &ElectionName) -> Result<Option<ChangeFeed>> {

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::error::Result;
-use crate::lease::{Acquire, LeaderInfo, Lease, Release, Renewal, Ttl};
-use crate::name::{CandidateId, ElectionName};
+use crate::lease::{Acquire, Claim, LeaderInfo, Lease, Release, Renewal};
+use crate::name::ElectionName;
 
 /// A coordinator that grants leases: Redis, MySQL, MongoDB, the in-memory store, or yours.
 ///
@@ -26,34 +26,36 @@ use crate::name::{CandidateId, ElectionName};
 /// - **Coordinator time**: expiry is decided by the coordinator's own clock (`PX`, `NOW(6)`,
 ///   `$$NOW`), measured from when it *applied* the request, never from a client's wall clock.
 /// - **Terms** ([`Term`](crate::Term)): strictly increasing per election and never reused, even
-///   across a restart that lost the coordinator's data. A grant to a candidate that does not hold a
-///   live lease takes the next term; renewals and re-acquires by the live holder keep it.
-/// - **Idempotence**: [`try_acquire`](Self::try_acquire) by the live holder renews (same term),
-///   so a request whose reply was lost can be retried safely.
+///   across a restart that lost the coordinator's data and after a foreign write lowered the
+///   stored counter. A grant to a claim that does not hold the live lease takes a new term above
+///   every term granted before (the built-in coordinators take `max(stored + 1, server clock in
+///   µs)`); renewals and re-acquires by the live holder keep it.
+/// - **Holders are claims**: the live holder is the [`Claim`] it was granted to, candidate id
+///   *and* [`Nonce`](crate::Nonce). A claim with the same id and another nonce is told the
+///   election is held, like anyone else.
+/// - **Idempotence**: [`try_acquire`](Self::try_acquire) by the live holder's claim renews (same
+///   term), so a request whose reply was lost can be retried safely.
 /// - **Stale leases change nothing**: [`renew`](Self::renew) and [`release`](Self::release) act
-///   only when holder *and* term match the live lease, and otherwise say so
+///   only when holder, nonce *and* term match the live lease, and otherwise say so
 ///   ([`Renewal::Lost`], [`Release::NotHeld`]).
 /// - **Release** ends the lease at once (anyone may acquire without waiting) and keeps the term
 ///   counter.
 /// - **Errors**: an unreachable coordinator is [`Error::Unavailable`](crate::Error::Unavailable)
 ///   (retryable); a record elect did not write is
-///   [`Error::CorruptRecord`](crate::Error::CorruptRecord). Nothing panics on bad data.
+///   [`Error::CorruptRecord`](crate::Error::CorruptRecord), and nothing is granted over it.
+///   Nothing panics on bad data.
 ///
 /// Requests may be abandoned at any `.await` (the elector times them out): an implementation
 /// must leave the coordinator consistent whether or not the reply is read.
 #[async_trait]
 pub trait LeaseStore: fmt::Debug + Send + Sync + 'static {
-    /// Grants the lease to `candidate` if the election is vacant or expired (next term), renews
-    /// it if `candidate` already holds it live (same term), and otherwise reports the holder.
-    async fn try_acquire(
-        &self,
-        election: &ElectionName,
-        candidate: &CandidateId,
-        ttl: Ttl,
-    ) -> Result<Acquire>;
+    /// Grants the lease of `claim.election` to `claim` if the election is vacant or expired (a
+    /// new term), renews it if `claim` (same candidate *and* nonce) already holds it live (same
+    /// term), and otherwise reports the holder.
+    async fn try_acquire(&self, claim: &Claim) -> Result<Acquire>;
 
     /// Extends `lease` by its TTL from the coordinator's now, if it is still the live lease
-    /// (same holder and term, not expired).
+    /// (same holder, nonce and term, not expired).
     async fn renew(&self, lease: &Lease) -> Result<Renewal>;
 
     /// Ends `lease` now if it is still the live lease, keeping the term counter.
@@ -77,13 +79,8 @@ pub trait LeaseStore: fmt::Debug + Send + Sync + 'static {
 
 #[async_trait]
 impl<S: LeaseStore + ?Sized> LeaseStore for Arc<S> {
-    async fn try_acquire(
-        &self,
-        election: &ElectionName,
-        candidate: &CandidateId,
-        ttl: Ttl,
-    ) -> Result<Acquire> {
-        (**self).try_acquire(election, candidate, ttl).await
+    async fn try_acquire(&self, claim: &Claim) -> Result<Acquire> {
+        (**self).try_acquire(claim).await
     }
 
     async fn renew(&self, lease: &Lease) -> Result<Renewal> {

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use elect_core::conformance::{Faults, FaultyStore};
 use elect_core::{
-    async_trait, Acquire, CandidateId, ChangeFeed, ElectionName, Elector, Error, ErrorPolicy,
-    Event, LeaderInfo, Leadership, Lease, LeaseStore, MemoryStore, OnError, Release, Renewal, Term,
-    Ttl,
+    async_trait, Acquire, CandidateId, ChangeFeed, Claim, ElectionName, Elector, Error,
+    ErrorPolicy, Event, LeaderInfo, Leadership, Lease, LeaseStore, MemoryStore, OnError, Release,
+    Renewal, StepDown, Term,
 };
 use tokio::time::{sleep, timeout, Instant};
 
@@ -173,13 +173,8 @@ struct Corrupt;
 
 #[async_trait]
 impl LeaseStore for Corrupt {
-    async fn try_acquire(
-        &self,
-        e: &ElectionName,
-        _: &CandidateId,
-        _: Ttl,
-    ) -> elect_core::Result<Acquire> {
-        Err(Error::corrupt("test", e.as_str(), "junk"))
+    async fn try_acquire(&self, claim: &Claim) -> elect_core::Result<Acquire> {
+        Err(Error::corrupt("test", claim.election.as_str(), "junk"))
     }
     async fn renew(&self, l: &Lease) -> elect_core::Result<Renewal> {
         Err(Error::corrupt("test", l.election.as_str(), "junk"))
@@ -192,15 +187,42 @@ impl LeaseStore for Corrupt {
     }
 }
 
+/// A store that is not set up (no table, no rights).
+#[derive(Debug)]
+struct NotSetUp;
+
+#[async_trait]
+impl LeaseStore for NotSetUp {
+    async fn try_acquire(&self, _: &Claim) -> elect_core::Result<Acquire> {
+        Err(not_set_up())
+    }
+    async fn renew(&self, _: &Lease) -> elect_core::Result<Renewal> {
+        Err(not_set_up())
+    }
+    async fn release(&self, _: &Lease) -> elect_core::Result<Release> {
+        Err(not_set_up())
+    }
+    async fn leader(&self, _: &ElectionName) -> elect_core::Result<Option<LeaderInfo>> {
+        Err(not_set_up())
+    }
+}
+
+fn not_set_up() -> Error {
+    Error::NotSetUp {
+        store: "test",
+        message: "no table".into(),
+    }
+}
+
 #[tokio::test(start_paused = true)]
-async fn default_policy_aborts_on_persistent_errors_and_retry_all_does_not() {
-    let elector = start(Corrupt, "a");
+async fn default_policy_aborts_when_the_store_is_not_set_up_and_retry_all_does_not() {
+    let elector = start(NotSetUp, "a");
     match elector.leading().await {
-        Err(Error::CorruptRecord { key, .. }) => assert_eq!(key, "e"),
-        other => panic!("expected the corrupt record error, got {other:?}"),
+        Err(Error::NotSetUp { .. }) => {}
+        other => panic!("expected the not-set-up error, got {other:?}"),
     }
 
-    let retrying = Elector::builder(Corrupt, election("e"))
+    let retrying = Elector::builder(NotSetUp, election("e"))
         .ttl(TTL)
         .on_error(ErrorPolicy::RetryAll)
         .start()
@@ -210,7 +232,7 @@ async fn default_policy_aborts_on_persistent_errors_and_retry_all_does_not() {
     assert!(matches!(retrying.leadership(), Leadership::Follower { .. }));
     assert!(matches!(
         events.recv().await.unwrap(),
-        Event::Error(Error::CorruptRecord { .. })
+        Event::Error(Error::NotSetUp { .. })
     ));
 
     let custom = Elector::builder(Corrupt, election("e"))
@@ -225,6 +247,234 @@ async fn default_policy_aborts_on_persistent_errors_and_retry_all_does_not() {
         .start()
         .unwrap();
     assert!(custom.leading().await.is_err());
+}
+
+/// A store whose records are junk until `until`, then a memory store's.
+#[derive(Debug, Clone)]
+struct JunkUntil {
+    until: Instant,
+    inner: MemoryStore,
+}
+
+impl JunkUntil {
+    fn junk(&self, key: &str) -> Option<Error> {
+        (Instant::now() < self.until).then(|| Error::corrupt("test", key, "junk"))
+    }
+}
+
+#[async_trait]
+impl LeaseStore for JunkUntil {
+    async fn try_acquire(&self, claim: &Claim) -> elect_core::Result<Acquire> {
+        match self.junk(claim.election.as_str()) {
+            Some(e) => Err(e),
+            None => self.inner.try_acquire(claim).await,
+        }
+    }
+    async fn renew(&self, l: &Lease) -> elect_core::Result<Renewal> {
+        match self.junk(l.election.as_str()) {
+            Some(e) => Err(e),
+            None => self.inner.renew(l).await,
+        }
+    }
+    async fn release(&self, l: &Lease) -> elect_core::Result<Release> {
+        match self.junk(l.election.as_str()) {
+            Some(e) => Err(e),
+            None => self.inner.release(l).await,
+        }
+    }
+    async fn leader(&self, e: &ElectionName) -> elect_core::Result<Option<LeaderInfo>> {
+        match self.junk(e.as_str()) {
+            Some(err) => Err(err),
+            None => self.inner.leader(e).await,
+        }
+    }
+}
+
+/// Issue 14, item 16: one junk write used to stop every candidate for good. The default policy
+/// now retries a record it cannot read (reporting it), grants nothing over it, and leads once
+/// the junk is gone.
+#[tokio::test(start_paused = true)]
+async fn a_corrupt_record_is_retried_with_backoff_and_reported_not_fatal() {
+    let junk_for = TTL * 3;
+    let store = JunkUntil {
+        until: Instant::now() + junk_for,
+        inner: MemoryStore::new(),
+    };
+    let builder = Elector::builder(store.clone(), election("e"))
+        .candidate(id("a"))
+        .ttl(TTL);
+    let mut events = builder.events();
+    let elector = builder.start().unwrap();
+    sleep(junk_for - Duration::from_millis(1)).await;
+    assert!(!elector.is_leader(), "nothing is granted over junk");
+    let errors = drain(&mut events, Duration::from_millis(1))
+        .await
+        .into_iter()
+        .filter(|e| matches!(e, Event::Error(Error::CorruptRecord { .. })))
+        .count();
+    // Backoff 25 ms · 2ⁿ, capped at TTL/4: a handful of reports, not a busy loop.
+    assert!(
+        (4..=20).contains(&errors),
+        "{errors} reports of the corrupt record in {junk_for:?}"
+    );
+    let guard = lead(&elector).await;
+    assert!(
+        Instant::now() <= store.until + TTL / 4 + Duration::from_millis(10),
+        "led {:?} after the junk was gone",
+        Instant::now() - store.until
+    );
+    assert!(guard.is_leading());
+}
+
+/// Issue 14, item 9: after a leadership ends the elector makes a new claim, so it never re-enters
+/// the lease it gave up — here a renewal landed but its reply was lost until the deadline passed
+/// — and leads again only with a new term, once that lease has expired.
+#[tokio::test(start_paused = true)]
+async fn a_leadership_that_ended_is_never_re_entered() {
+    let memory = MemoryStore::new();
+    let net = FaultyStore::new(memory.clone());
+    let elector = start(net.clone(), "a");
+    let first = lead(&elector).await;
+    net.set(Faults::LoseReplies);
+    first.lost().await;
+    assert_eq!(first.reason(), Some(StepDown::DeadlinePassed));
+    let stepped_down = Instant::now();
+    // The last renewal landed: the lease is live at the store, under the old claim.
+    let at_store = memory.leader(&election("e")).await.unwrap().expect("live");
+    assert_eq!(at_store.term, first.term());
+    net.set(Faults::None);
+    let second = lead(&elector).await;
+    assert!(
+        second.term() > first.term(),
+        "term {} after {}",
+        second.term(),
+        first.term()
+    );
+    assert!(
+        Instant::now() >= stepped_down + at_store.remaining,
+        "re-entered the old lease {:?} before it expired",
+        stepped_down + at_store.remaining - Instant::now()
+    );
+    assert_ne!(second.lease().nonce, first.lease().nonce);
+}
+
+/// Issue 14, item 3: two electors with one candidate id are two holders.
+#[tokio::test(start_paused = true)]
+async fn two_electors_with_one_id_never_both_lead() {
+    let memory = MemoryStore::new();
+    let a = start(memory.clone(), "same");
+    let first = lead(&a).await;
+    let b = start(memory.clone(), "same");
+    for _ in 0..30 {
+        sleep(TTL / 10).await;
+        assert!(
+            a.is_leader() && !b.is_leader(),
+            "one leads, the twin follows"
+        );
+    }
+    match b.leadership() {
+        Leadership::Follower { leader: Some(info) } => {
+            assert_eq!((info.holder.as_str(), info.term), ("same", first.term()))
+        }
+        other => panic!("the twin should know who leads: {other:?}"),
+    }
+    a.shutdown().await.unwrap();
+    let second = lead(&b).await;
+    assert!(second.term() > first.term());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_guard_says_why_leadership_ended() {
+    let memory = MemoryStore::new();
+    let elector = start(memory.clone(), "a");
+    let guard = lead(&elector).await;
+    assert_eq!(guard.reason(), None);
+    elector.resign().await.unwrap();
+    assert_eq!(guard.reason(), Some(StepDown::Resigned));
+
+    let net = FaultyStore::new(memory.clone());
+    let b = start(net.clone(), "b");
+    let guard = lead(&b).await;
+    let mut deadlines = guard.deadline_watch();
+    let before = *deadlines.borrow_and_update();
+    deadlines.changed().await.unwrap();
+    assert!(*deadlines.borrow() > before, "a renewal moves the deadline");
+    // Another candidate takes the lease behind b's back: its next renewal is refused.
+    assert_eq!(
+        memory.release(guard.lease()).await.unwrap(),
+        Release::Released
+    );
+    let _ = start(memory.clone(), "c");
+    guard.lost().await;
+    assert_eq!(guard.reason(), Some(StepDown::Lost));
+}
+
+/// A store that panics in the middle of a request.
+#[derive(Debug, Clone)]
+struct Panics {
+    inner: MemoryStore,
+    on_renew: bool,
+}
+
+#[async_trait]
+impl LeaseStore for Panics {
+    async fn try_acquire(&self, claim: &Claim) -> elect_core::Result<Acquire> {
+        if !self.on_renew {
+            panic!("bug in try_acquire");
+        }
+        self.inner.try_acquire(claim).await
+    }
+    async fn renew(&self, _: &Lease) -> elect_core::Result<Renewal> {
+        panic!("bug in renew");
+    }
+    async fn release(&self, l: &Lease) -> elect_core::Result<Release> {
+        self.inner.release(l).await
+    }
+    async fn leader(&self, e: &ElectionName) -> elect_core::Result<Option<LeaderInfo>> {
+        self.inner.leader(e).await
+    }
+}
+
+/// Issue 14, item 11: no task may panic unseen.
+#[tokio::test(start_paused = true)]
+async fn a_panic_in_the_campaign_stops_the_elector_visibly() {
+    let follower = start(
+        Panics {
+            inner: MemoryStore::new(),
+            on_renew: false,
+        },
+        "a",
+    );
+    match timeout(TTL, follower.leading()).await {
+        Ok(Err(Error::Internal { message })) => {
+            assert!(message.contains("bug in try_acquire"), "{message}")
+        }
+        other => panic!("expected the panic as an error, got {other:?}"),
+    }
+    assert!(matches!(
+        follower.leadership(),
+        Leadership::Stopped(Some(_))
+    ));
+    assert!(follower.resign().await.is_err(), "resign says it stopped");
+
+    let leader = start(
+        Panics {
+            inner: MemoryStore::new(),
+            on_renew: true,
+        },
+        "b",
+    );
+    let guard = lead(&leader).await;
+    let started = Instant::now();
+    timeout(TTL, guard.lost())
+        .await
+        .expect("the guard ends with the task that drove it");
+    assert!(Instant::now() - started <= TTL / 3 + Duration::from_millis(1));
+    assert_eq!(guard.reason(), Some(StepDown::Aborted));
+    assert!(matches!(
+        leader.leading().await,
+        Err(Error::Internal { .. })
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -261,13 +511,8 @@ struct NoFeed(MemoryStore);
 
 #[async_trait]
 impl LeaseStore for NoFeed {
-    async fn try_acquire(
-        &self,
-        e: &ElectionName,
-        c: &CandidateId,
-        t: Ttl,
-    ) -> elect_core::Result<Acquire> {
-        self.0.try_acquire(e, c, t).await
+    async fn try_acquire(&self, claim: &Claim) -> elect_core::Result<Acquire> {
+        self.0.try_acquire(claim).await
     }
     async fn renew(&self, l: &Lease) -> elect_core::Result<Renewal> {
         self.0.renew(l).await
@@ -391,6 +636,23 @@ async fn bad_configuration_is_a_typed_error() {
             Elector::builder(store.clone(), election("e")).request_timeout(Duration::ZERO),
             "timeout",
         ),
+        (
+            Elector::builder(store.clone(), election("e")).request_timeout(Duration::MAX),
+            "huge timeout",
+        ),
+        (
+            // Issue 14, item 11: this was accepted, and resign() then panicked the campaign.
+            Elector::builder(store.clone(), election("e")).resign_pause(Duration::MAX),
+            "huge resign pause",
+        ),
+        (
+            Elector::builder(store.clone(), election("e")).safety_margin(Duration::MAX),
+            "huge margin",
+        ),
+        (
+            Elector::builder(store.clone(), election("e")).ttl(Duration::MAX),
+            "huge ttl",
+        ),
     ];
     for (builder, what) in cases {
         match builder.start() {
@@ -406,4 +668,33 @@ fn starting_outside_a_runtime_is_an_error_not_a_panic() {
         .start()
         .unwrap_err();
     assert!(err.to_string().contains("tokio runtime"), "{err}");
+}
+
+/// Issue 14, item 12: an elector dropped at the end of `main` (a multi-thread runtime that is
+/// then shut down) used to leave its lease for the whole TTL. The drop now waits for the
+/// release.
+#[test]
+fn dropping_a_leader_at_the_end_of_main_releases_its_lease() {
+    let memory = MemoryStore::new();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let elector = Elector::builder(memory.clone(), election("e"))
+            .candidate(id("main"))
+            .ttl(Duration::from_secs(20))
+            .start()
+            .unwrap();
+        elector.leading().await.unwrap();
+        // `elector` is dropped here, at the end of "main".
+    });
+    drop(runtime);
+    let check = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let leader = check.block_on(memory.leader(&election("e"))).unwrap();
+    assert_eq!(leader, None, "the dropped leader released its lease");
 }

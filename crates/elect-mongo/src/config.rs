@@ -21,7 +21,7 @@ use mongodb::options::WriteConcern;
 pub struct MongoConfig {
     /// A `mongodb://` or `mongodb+srv://` connection string.
     pub url: String,
-    /// The database (default `elect`).
+    /// The database: the one the URL names (`mongodb://host/app` → `app`), else `elect`.
     pub database: String,
     /// The collection (default `leases`): one document per election.
     pub collection: String,
@@ -32,11 +32,19 @@ pub struct MongoConfig {
 }
 
 impl MongoConfig {
-    /// A configuration for `url` with the defaults.
+    /// A configuration for `url` with the defaults; the database is the one the URL names, if
+    /// any.
+    ///
+    /// ```
+    /// use elect_mongo::MongoConfig;
+    /// assert_eq!(MongoConfig::new("mongodb://db1,db2/app?replicaSet=rs0").database, "app");
+    /// assert_eq!(MongoConfig::new("mongodb://db1:27017/?directConnection=true").database, "elect");
+    /// ```
     pub fn new(url: impl Into<String>) -> MongoConfig {
+        let url = url.into();
         MongoConfig {
-            url: url.into(),
-            database: "elect".into(),
+            database: database_in(&url).unwrap_or_else(|| "elect".into()),
+            url,
             collection: "leases".into(),
             write_concern: WriteConcern::majority(),
             timeout: Duration::from_secs(5),
@@ -96,6 +104,41 @@ impl MongoConfig {
     }
 }
 
+/// The database a connection string names: the path after the host list, before the options
+/// (`mongodb://[user:pass@]hosts/DATABASE?options`), percent-decoded.
+fn database_in(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let rest = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
+    // The user part may hold a `/` (an unescaped password); the host list holds none.
+    let hosts_start = rest.rfind('@').map_or(0, |at| at + 1);
+    let path = &rest[hosts_start..];
+    let name = &path[path.find('/')? + 1..];
+    if name.is_empty() {
+        return None;
+    }
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 impl fmt::Debug for MongoConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MongoConfig")
@@ -132,5 +175,28 @@ mod tests {
             );
         }
         assert!(MongoConfig::new("mongodb://h").validate().is_ok());
+    }
+
+    #[test]
+    fn the_database_comes_from_the_url() {
+        // Issue 14, item 15: `mongodb://h/app` wrote to `elect.leases`.
+        for (url, db) in [
+            ("mongodb://h/app", "app"),
+            ("mongodb://h:1,h2:2/app?replicaSet=rs", "app"),
+            ("mongodb://u:p/w@h/app", "app"),
+            ("mongodb+srv://u:pw@cluster.example/prod", "prod"),
+            ("mongodb://h/my%2Ddb", "my-db"),
+            ("mongodb://h", "elect"),
+            ("mongodb://h/", "elect"),
+            ("mongodb://h/?directConnection=true", "elect"),
+        ] {
+            assert_eq!(MongoConfig::new(url).database, db, "{url}");
+        }
+        assert_eq!(
+            MongoConfig::new("mongodb://h/app")
+                .database("other")
+                .database,
+            "other"
+        );
     }
 }

@@ -79,7 +79,11 @@ impl Feeds {
         store: &MongoStore,
     ) -> Result<Option<ChangeStream<ChangeStreamEvent<Document>>>> {
         let pipeline = vec![doc! { "$match": {
-            "operationType": { "$in": ["update", "replace", "delete"] },
+            "operationType": { "$in": [
+                "update", "replace", "delete",
+                // The collection or database went away: the stream is about to end.
+                "drop", "rename", "dropDatabase", "invalidate",
+            ] },
         } }];
         let opened =
             tokio::time::timeout(self.timeout, store.collection().watch().pipeline(pipeline))
@@ -107,16 +111,46 @@ fn no_change_streams(e: &mongodb::error::Error) -> bool {
     }
 }
 
+/// How long to pause after an empty batch that came back at once. A live change stream's
+/// `getMore` waits on the server for events; one that answers at once with nothing, again and
+/// again, would otherwise turn this task into a busy loop.
+const EMPTY_BATCH_PAUSE: Duration = Duration::from_millis(100);
+
 async fn run(mut stream: ChangeStream<ChangeStreamEvent<Document>>, notifiers: Notifiers) {
     let lock = || notifiers.lock().unwrap_or_else(|p| p.into_inner());
+    // Every feed ends with this task, however it ends: waiters then fall back to the expiry
+    // they were told of and subscribe again (a new stream).
+    let end_feeds = || {
+        for (_, n) in lock().drain() {
+            n.notify();
+        }
+    };
+    let mut quick_empties = 0u32;
     loop {
+        // A stream that can no longer deliver (its collection was dropped or renamed, the
+        // cursor was killed) answers `Ok(None)` at once and forever: end it, never spin on it.
+        if !stream.is_alive() {
+            debug!("change stream is no longer alive; ending feeds");
+            end_feeds();
+            return;
+        }
+        let asked = tokio::time::Instant::now();
         match stream.next_if_any().await {
             Ok(Some(event)) => {
+                quick_empties = 0;
                 let released = match event.operation_type {
                     OperationType::Update => event.update_description.as_ref().is_some_and(|u| {
                         matches!(u.updated_fields.get("released"), Some(Bson::Boolean(true)))
                     }),
                     OperationType::Replace | OperationType::Delete => true,
+                    OperationType::Drop
+                    | OperationType::Rename
+                    | OperationType::DropDatabase
+                    | OperationType::Invalidate => {
+                        debug!(operation = ?event.operation_type, "leases collection went away; ending feeds");
+                        end_feeds();
+                        return;
+                    }
                     _ => false,
                 };
                 let id = event
@@ -133,12 +167,18 @@ async fn run(mut stream: ChangeStream<ChangeStreamEvent<Document>>, notifiers: N
                     }
                 }
             }
-            Ok(None) => {}
+            Ok(None) if asked.elapsed() < Duration::from_millis(5) => {
+                quick_empties += 1;
+                if quick_empties >= 3 {
+                    tokio::time::sleep(EMPTY_BATCH_PAUSE).await;
+                } else {
+                    tokio::task::yield_now().await;
+                }
+            }
+            Ok(None) => quick_empties = 0,
             Err(error) => {
                 debug!(%error, "change stream failed; ending feeds");
-                for (_, n) in lock().drain() {
-                    n.notify();
-                }
+                end_feeds();
                 return;
             }
         }

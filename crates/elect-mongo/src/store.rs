@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use elect_core::{
-    async_trait, Acquire, CandidateId, ChangeFeed, ElectionName, Error, LeaderInfo, Lease,
-    LeaseStore, Release, Renewal, Result, Term, Ttl,
+    async_trait, Acquire, CandidateId, ChangeFeed, Claim, ElectionName, Error, LeaderInfo, Lease,
+    LeaseStore, Release, Renewal, Result, Term,
 };
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::{ClientOptions, ReturnDocument};
@@ -18,7 +18,9 @@ use crate::feed::Feeds;
 pub(crate) const STORE: &str = "mongo";
 
 /// A [`LeaseStore`] on MongoDB 4.4+: one document per election,
-/// `{_id: <election>, holder, term, expires, released, version}`.
+/// `{_id: <election>, holder, nonce, term, expires, released, version}` (`nonce`: which claim of
+/// the holder it was granted to, see [`Nonce`](elect_core::Nonce); a document without one is
+/// nobody's claim).
 ///
 /// Every decision is one atomic update with an aggregation pipeline evaluated on the server
 /// against `$$NOW`. Dates are compared through `$toLong` (milliseconds), which real MongoDB
@@ -72,10 +74,12 @@ fn remaining() -> Bson {
     })
 }
 
-/// The acquire pipeline: take a vacant or expired lease with the next term, extend the
-/// candidate's own live lease, or leave someone else's (and anything elect did not write)
-/// untouched, so that losing attempts write nothing.
-fn acquire_pipeline(candidate: &str, ttl_ms: i64) -> Vec<Document> {
+/// The acquire pipeline: take a vacant or expired lease with a new term, extend the claim's
+/// own live lease, or leave someone else's (and anything elect did not write) untouched, so
+/// that losing attempts write nothing.
+fn acquire_pipeline(claim: &Claim) -> Vec<Document> {
+    let (candidate, nonce) = (claim.candidate.as_str(), claim.nonce.get() as i64);
+    let ttl_ms = claim.ttl.as_millis() as i64;
     // A valid document, or none yet.
     let ok = doc! { "$or": [
         { "$eq": [{ "$type": "$holder" }, "missing"] },
@@ -86,20 +90,25 @@ fn acquire_pipeline(candidate: &str, ttl_ms: i64) -> Vec<Document> {
             { "$eq": [{ "$type": "$expires" }, "date"] },
         ] },
     ] };
-    let keep = doc! { "$or": [{ "$not": ["$_ok"] }, { "$and": ["$_live", { "$ne": ["$holder", candidate] }] }] };
-    // A missing term (new election, or the document was lost) starts from the server's clock
-    // in microseconds, one millisecond ahead, so terms never go back.
-    let first_term = doc! { "$multiply": [{ "$add": [{ "$toLong": "$$NOW" }, 1_i64] }, 1000_i64] };
+    let mine = doc! { "$and": [{ "$eq": ["$holder", candidate] }, { "$eq": ["$nonce", nonce] }] };
+    let keep = doc! { "$or": [{ "$not": ["$_ok"] }, { "$and": ["$_live", { "$not": [mine] }] }] };
+    // Every new grant takes a term above the stored one and above the server's clock in
+    // microseconds (one millisecond ahead), so neither a lost document nor a foreign write that
+    // lowered the stored term can take terms back.
+    let floor = doc! { "$multiply": [{ "$add": [{ "$toLong": "$$NOW" }, 1_i64] }, 1000_i64] };
+    let next_term = doc! { "$cond": [
+        { "$eq": [{ "$type": "$term" }, "missing"] },
+        floor.clone(),
+        { "$max": [{ "$add": ["$term", 1_i64] }, floor] },
+    ] };
+    let unchanged = doc! { "$or": [{ "$not": ["$_ok"] }, "$_live"] };
     vec![
         doc! { "$set": { "_ok": ok } },
         doc! { "$set": { "_live": { "$cond": ["$_ok", live(), false] } } },
         doc! { "$set": {
-            "term": { "$cond": [
-                { "$or": [{ "$not": ["$_ok"] }, "$_live"] },
-                "$term",
-                { "$cond": [{ "$eq": [{ "$type": "$term" }, "missing"] }, first_term, { "$add": ["$term", 1_i64] }] },
-            ] },
-            "holder": { "$cond": [{ "$or": [{ "$not": ["$_ok"] }, "$_live"] }, "$holder", candidate] },
+            "term": { "$cond": [unchanged.clone(), "$term", next_term] },
+            "holder": { "$cond": [unchanged.clone(), "$holder", candidate] },
+            "nonce": { "$cond": [unchanged, "$nonce", nonce] },
             "expires": { "$cond": [keep.clone(), "$expires", { "$add": ["$$NOW", ttl_ms] }] },
             "released": { "$cond": [keep.clone(), "$released", false] },
             "version": { "$cond": [keep, "$version", { "$add": [{ "$ifNull": ["$version", 0_i64] }, 1_i64] }] },
@@ -111,7 +120,15 @@ fn acquire_pipeline(candidate: &str, ttl_ms: i64) -> Vec<Document> {
 /// A validated lease document.
 struct Record {
     holder: CandidateId,
+    /// 0 when the document has none (written by elect 0.1.0): nobody's claim.
+    nonce: i64,
     term: Term,
+}
+
+impl Record {
+    fn granted_to(&self, claim: &Claim) -> bool {
+        self.holder == claim.candidate && self.nonce == claim.nonce.get() as i64
+    }
 }
 
 impl MongoStore {
@@ -207,7 +224,16 @@ impl MongoStore {
             Some(Bson::DateTime(_)) => {}
             other => return Err(corrupt(format!("expires {other:?} is not a date"))),
         }
-        Ok(Record { holder, term })
+        let nonce = match d.get("nonce") {
+            Some(Bson::Int64(n)) => *n,
+            Some(Bson::Int32(n)) => *n as i64,
+            _ => 0,
+        };
+        Ok(Record {
+            holder,
+            nonce,
+            term,
+        })
     }
 
     /// The lease document with the server's remaining time, read without writing.
@@ -258,6 +284,7 @@ impl MongoStore {
         let filter = doc! {
             "_id": lease.election.as_str(),
             "holder": lease.holder.as_str(),
+            "nonce": lease.nonce.get() as i64,
             "term": lease.term.get() as i64,
             "$expr": { "$gt": [{ "$toLong": "$expires" }, { "$toLong": "$$NOW" }] },
         };
@@ -271,30 +298,22 @@ impl MongoStore {
 
 #[async_trait]
 impl LeaseStore for MongoStore {
-    async fn try_acquire(
-        &self,
-        election: &ElectionName,
-        candidate: &CandidateId,
-        ttl: Ttl,
-    ) -> Result<Acquire> {
+    async fn try_acquire(&self, claim: &Claim) -> Result<Acquire> {
+        let election = &claim.election;
         // Read first: a follower finding the lease held costs one read and writes nothing.
         if let Some((record, remaining)) = self.read(election).await? {
-            if remaining > 0 && &record.holder != candidate {
+            if remaining > 0 && !record.granted_to(claim) {
                 return Ok(Acquire::Held(Self::held(record, remaining)));
             }
         }
         let e = election.as_str();
-        let ttl_ms = ttl.as_millis() as i64;
         let mut attempt = 0;
         let d = loop {
             attempt += 1;
             let update = self
                 .inner
                 .leases
-                .find_one_and_update(
-                    doc! { "_id": e },
-                    acquire_pipeline(candidate.as_str(), ttl_ms),
-                )
+                .find_one_and_update(doc! { "_id": e }, acquire_pipeline(claim))
                 .upsert(true)
                 .return_document(ReturnDocument::After);
             match self.request("try_acquire", update).await {
@@ -304,8 +323,7 @@ impl LeaseStore for MongoStore {
                 // way the document exists now, so the next attempt updates it and finds it
                 // held.
                 Ok(None) if attempt < 3 => {}
-                Err(Error::Other { message, .. })
-                    if attempt < 3 && message.contains(DUPLICATE_KEY) => {}
+                Err(e) if attempt < 3 && is_duplicate_key(&e) => {}
                 Ok(None) => {
                     return Err(Error::Unavailable {
                         store: STORE,
@@ -318,13 +336,8 @@ impl LeaseStore for MongoStore {
             }
         };
         let record = self.record(e, &d)?;
-        if &record.holder == candidate {
-            return Ok(Acquire::Granted(Lease {
-                election: election.clone(),
-                holder: candidate.clone(),
-                term: record.term,
-                ttl,
-            }));
+        if record.granted_to(claim) {
+            return Ok(Acquire::Granted(claim.granted(record.term)));
         }
         // Someone else took it between the read and the update: ask how long it has left.
         match self.read(election).await? {
@@ -371,8 +384,22 @@ impl LeaseStore for MongoStore {
     }
 }
 
-/// How [`map_err`] marks a duplicate-key error (11000) in its message.
-pub(crate) const DUPLICATE_KEY: &str = "E11000";
+/// The server's error code, where the driver error carries one.
+fn code(e: &mongodb::error::Error) -> Option<i32> {
+    use mongodb::error::{ErrorKind as K, WriteFailure};
+    match &*e.kind {
+        K::Command(c) => Some(c.code),
+        K::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        _ => None,
+    }
+}
+
+/// Whether `e` came from a duplicate-key error (code 11000), by the driver error's code.
+pub(crate) fn is_duplicate_key(e: &Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<mongodb::error::Error>())
+        .is_some_and(|e| code(e) == Some(11000))
+}
 
 /// Maps a driver error by what it means for the caller. (The driver keeps `Error::code()`
 /// private, so the code is read from the error kind.)
@@ -381,18 +408,7 @@ pub(crate) fn map_err(operation: &'static str, e: mongodb::error::Error) -> Erro
     const TRANSIENT: &[i32] = &[
         6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
     ];
-    let code = match &*e.kind {
-        K::Command(c) => Some(c.code),
-        K::Write(WriteFailure::WriteError(w)) => Some(w.code),
-        _ => None,
-    };
-    if code == Some(11000) {
-        return Error::Other {
-            store: STORE,
-            message: format!("{DUPLICATE_KEY} duplicate key: {e}"),
-            source: Some(Arc::new(e)),
-        };
-    }
+    let code = code(&e);
     let transient = e.contains_label("RetryableWriteError")
         || e.contains_label("TransientTransactionError")
         || code.is_some_and(|c| TRANSIENT.contains(&c))

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use elect_mongo::mongodb::bson::{doc, DateTime};
 use elect_mongo::{
-    Acquire, CandidateId, ElectionName, Elector, Error, LeaseStore, MongoConfig, MongoStore, Ttl,
+    Acquire, CandidateId, Claim, ElectionName, Elector, Error, LeaseStore, MongoConfig, MongoStore,
+    Ttl,
 };
 use elect_tests::{unique_name, Kind, OwnedServer};
 use tokio::time::{sleep, timeout, Instant};
@@ -16,6 +17,10 @@ fn id(s: &str) -> CandidateId {
 
 fn election(s: &str) -> ElectionName {
     ElectionName::new(s).unwrap()
+}
+
+fn claim(e: &ElectionName, who: &str, ttl: Ttl) -> Claim {
+    Claim::new(e.clone(), id(who), ttl)
 }
 
 async fn store_at(url: &str) -> MongoStore {
@@ -36,7 +41,7 @@ async fn racing_upserts_of_a_new_election_grant_exactly_once() {
     let tasks: Vec<_> = (0..16)
         .map(|n| {
             let (store, e) = (store.clone(), e.clone());
-            tokio::spawn(async move { store.try_acquire(&e, &id(&format!("c{n}")), ttl).await })
+            tokio::spawn(async move { store.try_acquire(&claim(&e, &format!("c{n}"), ttl)).await })
         })
         .collect();
     let mut granted = Vec::new();
@@ -166,14 +171,19 @@ async fn nonsense_documents_are_typed_errors_and_left_alone() {
         let e = election(&name);
         for result in [
             store
-                .try_acquire(&e, &id("b"), Ttl::new(Duration::from_secs(5)).unwrap())
+                .try_acquire(&claim(&e, "b", Ttl::new(Duration::from_secs(5)).unwrap()))
                 .await
                 .map(drop),
             store.leader(&e).await.map(drop),
         ] {
             match result {
-                Err(Error::CorruptRecord { key, .. }) => {
-                    assert!(key.ends_with(&format!("[{name}]")), "{key}")
+                Err(Error::CorruptRecord { key, message, .. }) => {
+                    assert!(key.ends_with(&format!("[{name}]")), "{key}");
+                    // Issue 14, item 17: readable, not a dump of raw document bytes.
+                    assert!(
+                        message.len() < 200 && !message.contains("RawDocument"),
+                        "{name}: {message}"
+                    );
                 }
                 other => panic!("{name}: expected a corrupt-record error, got {other:?}"),
             }
@@ -210,4 +220,129 @@ async fn unreachable_servers_and_bad_settings_are_typed_errors() {
             other => panic!("{config:?}: {other:?}"),
         }
     }
+}
+
+/// Issue 14, item 1: a foreign `drop()` of the leases collection made the change-stream task
+/// loop on a dead stream without yielding: on a one-thread runtime nothing else ran (no
+/// renewal, no step-down, no signal handling). The feed must end and the runtime stay live.
+#[test]
+fn dropping_the_collection_ends_the_feed_without_starving_the_runtime() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let outcome = runtime.block_on(async {
+            let store = shared_store().await;
+            let e = election("dropped");
+            let ttl = Ttl::new(Duration::from_secs(5)).unwrap();
+            let Acquire::Granted(_) = store.try_acquire(&claim(&e, "a", ttl)).await.unwrap() else {
+                panic!("vacant")
+            };
+            let mut feed = store.subscribe(&e).await.unwrap().expect("change streams");
+            feed.mark_seen();
+            // A timer on the same thread: it only fires if the feed task yields.
+            let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let counter = ticks.clone();
+            tokio::spawn(async move {
+                loop {
+                    sleep(Duration::from_millis(50)).await;
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+            store.collection().drop().await.unwrap();
+            let dropped = Instant::now();
+            let ended = timeout(Duration::from_secs(10), async {
+                while feed.changed().await {}
+            })
+            .await;
+            let ended_after = dropped.elapsed();
+            sleep(Duration::from_millis(500)).await;
+            let ticks = ticks.load(std::sync::atomic::Ordering::Relaxed);
+            // A new feed works again (a new stream on the recreated collection).
+            let again = store.subscribe(&e).await.unwrap().is_some();
+            (ended.is_ok(), ended_after, ticks, again)
+        });
+        let _ = done.send(outcome);
+    });
+    let (ended, after, ticks, again) = finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the runtime thread is stuck: a task busy-loops after the drop");
+    assert!(
+        ended,
+        "the feed never ended after the collection was dropped"
+    );
+    eprintln!("feed ended {after:?} after the drop; timer ticks {ticks}");
+    assert!(
+        ticks >= 5,
+        "the timer ran {ticks} times: the runtime was starved"
+    );
+    assert!(again, "subscribing again after the drop gives a feed");
+}
+
+/// Issue 14, items 5 and 9, with a client of its own (`$set` updates).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_writes_never_take_terms_back_and_end_leases_within_a_renewal() {
+    use elect_core::conformance::{foreign_writes_are_bounded, ForeignWrite, Settings};
+    let store = shared_store().await;
+    let leases = store.collection().clone();
+    foreign_writes_are_bounded(
+        std::sync::Arc::new(store),
+        Settings::real_server(),
+        |e, what| {
+            let leases = leases.clone();
+            async move {
+                let update = match what {
+                    ForeignWrite::LowerLiveTerm | ForeignWrite::LowerStoredTerm => {
+                        doc! { "$set": { "term": 1_i64 } }
+                    }
+                    ForeignWrite::RewriteHolder(who) => doc! { "$set": { "holder": who.as_str() } },
+                    ForeignWrite::EndLease => {
+                        leases.delete_one(doc! { "_id": e.as_str() }).await.unwrap();
+                        return;
+                    }
+                    other => panic!("{other:?}"),
+                };
+                let result = leases
+                    .update_one(doc! { "_id": e.as_str() }, update)
+                    .await
+                    .unwrap();
+                assert_eq!(result.matched_count, 1);
+            }
+        },
+    )
+    .await;
+}
+
+/// Issue 14, item 15: `mongodb://host/app` used to write to `elect.leases`.
+#[tokio::test]
+async fn the_url_names_the_database() {
+    let server = elect_tests::mongo().await;
+    let db = unique_name("urldb");
+    let url = server.url().replacen("/?", &format!("/{db}?"), 1);
+    assert!(url.contains(&format!("/{db}?")), "{url}");
+    let store = MongoStore::connect_url(&url).await.unwrap();
+    let e = election("where");
+    let Acquire::Granted(_) = store
+        .try_acquire(&claim(&e, "a", Ttl::new(Duration::from_secs(5)).unwrap()))
+        .await
+        .unwrap()
+    else {
+        panic!("vacant")
+    };
+    let namespace = store.collection().namespace();
+    assert_eq!(
+        (namespace.db.as_str(), namespace.coll.as_str()),
+        (db.as_str(), "leases")
+    );
+    let found = store
+        .collection()
+        .client()
+        .database(&db)
+        .collection::<elect_mongo::mongodb::bson::Document>("leases")
+        .find_one(doc! { "_id": "where" })
+        .await
+        .unwrap();
+    assert!(found.is_some(), "the lease is in {db}.leases");
 }

@@ -9,7 +9,7 @@ mod schema;
 mod store;
 
 pub use config::MysqlConfig;
-pub use schema::{create_table_sql, CREATE_TABLE_SQL, DEFAULT_TABLE};
+pub use schema::{add_nonce_sql, create_table_sql, ADD_NONCE_SQL, CREATE_TABLE_SQL, DEFAULT_TABLE};
 pub use store::MysqlStore;
 
 /// Everything from `elect-core`, so that `elect-mysql` alone is enough in `Cargo.toml`.

@@ -1,4 +1,8 @@
-//! The table, published so it can go into your migrations.
+//! The table, published so it can go into your migrations, and the check that an existing
+//! table is one elect can trust.
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Row, Value};
 
 /// The default table name.
 pub const DEFAULT_TABLE: &str = "elect_leases";
@@ -14,19 +18,40 @@ pub const DEFAULT_TABLE: &str = "elect_leases";
 /// - `version`: bumped by every write, so a statement always changes the row it matches and
 ///   affected-row counts mean the same with or without `CLIENT_FOUND_ROWS`; waiting candidates
 ///   poll it to learn of releases.
+/// - `nonce`: which claim of the holder the lease was granted to (`elect_core::Nonce`), so two
+///   processes started with the same candidate id are two holders. Added in 0.2.0:
+///   [`MysqlStore::migrate`](crate::MysqlStore::migrate) adds it to an older table
+///   ([`ADD_NONCE_SQL`]).
+///
+/// Before its first request a store checks that the table has these columns with these types
+/// (a `DATETIME` without fractional seconds would cut every expiry by up to a second) and a
+/// unique key on `election` alone, and refuses anything else with
+/// [`Error::NotSetUp`](elect_core::Error::NotSetUp) naming what differs.
 pub const CREATE_TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS `elect_leases` (
   `election` VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
   `holder` VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
   `term` BIGINT UNSIGNED NOT NULL,
   `expires_at` DATETIME(6) NOT NULL,
   `version` BIGINT UNSIGNED NOT NULL DEFAULT 0,
+  `nonce` BIGINT UNSIGNED NOT NULL DEFAULT 0,
   PRIMARY KEY (`election`)
 ) ENGINE=InnoDB";
+
+/// Adds the `nonce` column (elect-mysql 0.2.0) to a table made from 0.1.0's DDL, for the
+/// default table name; [`add_nonce_sql`] for another. Rows written before it read as nobody's
+/// claim, so their holders are followed until the lease expires.
+pub const ADD_NONCE_SQL: &str =
+    "ALTER TABLE `elect_leases` ADD COLUMN `nonce` BIGINT UNSIGNED NOT NULL DEFAULT 0";
 
 /// [`CREATE_TABLE_SQL`] for a table named `table` (validated by
 /// [`MysqlConfig`](crate::MysqlConfig); pass only validated names).
 pub fn create_table_sql(table: &str) -> String {
     CREATE_TABLE_SQL.replacen(DEFAULT_TABLE, table, 1)
+}
+
+/// [`ADD_NONCE_SQL`] for a table named `table`.
+pub fn add_nonce_sql(table: &str) -> String {
+    ADD_NONCE_SQL.replacen(DEFAULT_TABLE, table, 1)
 }
 
 /// Whether `name` is a safe table name: 1–64 bytes of `[A-Za-z0-9_]`, not starting with a
@@ -36,6 +61,172 @@ pub(crate) fn valid_table_name(name: &str) -> bool {
         && name.len() <= 64
         && !name.as_bytes()[0].is_ascii_digit()
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// What is wrong with the table, for [`Error::NotSetUp`](elect_core::Error::NotSetUp).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Mismatch {
+    /// No such table in the connection's database.
+    Missing,
+    /// Only the `nonce` column is missing: a table from elect-mysql 0.1.0.
+    NoNonce,
+    /// Anything else, said in words.
+    Other(Vec<String>),
+}
+
+/// One column as `information_schema.COLUMNS` describes it.
+#[derive(Debug, Clone)]
+pub(crate) struct Column {
+    pub(crate) name: String,
+    pub(crate) data_type: String,
+    pub(crate) max_length: Option<u64>,
+    pub(crate) datetime_precision: Option<u64>,
+    pub(crate) collation: Option<String>,
+    pub(crate) nullable: bool,
+    pub(crate) has_default: bool,
+}
+
+/// Reads the table's columns and unique single-column keys, and says what (if anything) makes
+/// it unfit for elect.
+pub(crate) async fn inspect(conn: &mut Conn, table: &str) -> mysql_async::Result<Option<Mismatch>> {
+    // Plain queries, not prepared statements: they run once per store, and would otherwise sit
+    // in a pooled connection's statement cache. `table` is a validated name.
+    debug_assert!(valid_table_name(table));
+    let columns: Vec<Row> = conn
+        .query(format!(
+            "SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_MAXIMUM_LENGTH, DATETIME_PRECISION, \
+             COLLATION_NAME, IS_NULLABLE, COLUMN_DEFAULT IS NOT NULL OR EXTRA LIKE '%auto_increment%' \
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table}'"
+        ))
+        .await?;
+    let columns: Vec<Column> = columns.into_iter().map(column).collect();
+    if columns.is_empty() {
+        return Ok(Some(Mismatch::Missing));
+    }
+    // Unique indexes made of `election` alone.
+    let unique: Vec<Row> = conn
+        .query(format!(
+            "SELECT INDEX_NAME FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table}' AND NON_UNIQUE = 0 \
+             GROUP BY INDEX_NAME HAVING COUNT(*) = 1 AND MAX(COLUMN_NAME) = 'election'"
+        ))
+        .await?;
+    Ok(check(&columns, !unique.is_empty()))
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}
+
+fn number(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        Value::UInt(u) => Some(*u),
+        Value::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn column(row: Row) -> Column {
+    let v = row.unwrap();
+    let get = |n: usize| v.get(n).cloned().unwrap_or(Value::NULL);
+    Column {
+        name: text(&get(0)).unwrap_or_default().to_ascii_lowercase(),
+        data_type: text(&get(1)).unwrap_or_default().to_ascii_lowercase(),
+        max_length: number(&get(2)),
+        datetime_precision: number(&get(3)),
+        collation: text(&get(4)),
+        nullable: text(&get(5)).is_some_and(|n| n == "YES"),
+        has_default: number(&get(6)).is_some_and(|d| d == 1),
+    }
+}
+
+/// The verdict on a table's columns; `unique_election` says whether a unique key is made of
+/// `election` alone (one row per election: the exclusion rests on it).
+pub(crate) fn check(columns: &[Column], unique_election: bool) -> Option<Mismatch> {
+    let mut wrong = Vec::new();
+    let find = |name: &str| columns.iter().find(|c| c.name == name);
+    let name_column = |name: &str, wrong: &mut Vec<String>| match find(name) {
+        None => wrong.push(format!("column `{name}` is missing")),
+        Some(c) => {
+            let text_type = matches!(c.data_type.as_str(), "varchar" | "char");
+            let binary_type = matches!(c.data_type.as_str(), "varbinary" | "binary");
+            if !text_type && !binary_type {
+                wrong.push(format!("`{name}` is {}, not VARCHAR(128)", c.data_type));
+            } else if c.max_length.unwrap_or(0) < 128 {
+                wrong.push(format!(
+                    "`{name}` holds {} characters, not 128",
+                    c.max_length.unwrap_or(0)
+                ));
+            }
+            // A case-insensitive collation makes `A` and `a` one election or one holder.
+            if text_type && !c.collation.as_deref().is_some_and(|c| c.ends_with("_bin")) {
+                wrong.push(format!(
+                    "`{name}` has collation {}, not a binary (_bin) one: names are case-sensitive",
+                    c.collation.as_deref().unwrap_or("none")
+                ));
+            }
+        }
+    };
+    name_column("election", &mut wrong);
+    name_column("holder", &mut wrong);
+    for name in ["term", "version"] {
+        match find(name) {
+            None => wrong.push(format!("column `{name}` is missing")),
+            Some(c) if c.data_type != "bigint" => {
+                wrong.push(format!("`{name}` is {}, not BIGINT UNSIGNED", c.data_type))
+            }
+            Some(_) => {}
+        }
+    }
+    match find("expires_at") {
+        None => wrong.push("column `expires_at` is missing".into()),
+        Some(c) if c.data_type != "datetime" => wrong.push(format!(
+            "`expires_at` is {}, not DATETIME(6)",
+            c.data_type.to_uppercase()
+        )),
+        Some(c) if c.datetime_precision != Some(6) => wrong.push(format!(
+            "`expires_at` keeps {} fractional digits, not 6 (DATETIME(6)): every expiry would be cut short",
+            c.datetime_precision.unwrap_or(0)
+        )),
+        Some(_) => {}
+    }
+    let nonce = find("nonce");
+    if let Some(c) = nonce {
+        if c.data_type != "bigint" {
+            wrong.push(format!("`nonce` is {}, not BIGINT UNSIGNED", c.data_type));
+        }
+    }
+    if !unique_election {
+        wrong.push(
+            "no primary or unique key on `election` alone: two rows could lead one election".into(),
+        );
+    }
+    const OURS: [&str; 7] = [
+        "election",
+        "holder",
+        "term",
+        "expires_at",
+        "version",
+        "nonce",
+        "",
+    ];
+    for c in columns {
+        if !OURS.contains(&c.name.as_str()) && !c.nullable && !c.has_default {
+            wrong.push(format!(
+                "extra column `{}` is NOT NULL without a default: elect's inserts would fail",
+                c.name
+            ));
+        }
+    }
+    match (wrong.is_empty(), nonce.is_none()) {
+        (true, true) => Some(Mismatch::NoNonce),
+        (true, false) => None,
+        (false, _) => Some(Mismatch::Other(wrong)),
+    }
 }
 
 #[cfg(test)]
@@ -60,5 +251,91 @@ mod tests {
             assert!(!valid_table_name(bad), "{bad}");
         }
         assert!(create_table_sql("other").starts_with("CREATE TABLE IF NOT EXISTS `other` ("));
+        assert!(add_nonce_sql("other").starts_with("ALTER TABLE `other` ADD COLUMN `nonce`"));
+    }
+
+    fn ours() -> Vec<Column> {
+        let col = |name: &str, data_type: &str| Column {
+            name: name.into(),
+            data_type: data_type.into(),
+            max_length: None,
+            datetime_precision: None,
+            collation: None,
+            nullable: false,
+            has_default: false,
+        };
+        let name = |n: &str| Column {
+            max_length: Some(128),
+            collation: Some("ascii_bin".into()),
+            ..col(n, "varchar")
+        };
+        vec![
+            name("election"),
+            name("holder"),
+            col("term", "bigint"),
+            Column {
+                datetime_precision: Some(6),
+                ..col("expires_at", "datetime")
+            },
+            col("version", "bigint"),
+            col("nonce", "bigint"),
+        ]
+    }
+
+    #[test]
+    fn only_elects_own_shape_passes() {
+        assert_eq!(check(&ours(), true), None);
+        let without_nonce: Vec<Column> = ours().into_iter().filter(|c| c.name != "nonce").collect();
+        assert_eq!(check(&without_nonce, true), Some(Mismatch::NoNonce));
+        let with = |change: &dyn Fn(&mut Column), name: &str| {
+            let mut columns = ours();
+            change(columns.iter_mut().find(|c| c.name == name).unwrap());
+            check(&columns, true)
+        };
+        for (what, verdict) in [
+            (
+                "DATETIME",
+                with(&|c| c.datetime_precision = Some(0), "expires_at"),
+            ),
+            (
+                "DATETIME(3)",
+                with(&|c| c.datetime_precision = Some(3), "expires_at"),
+            ),
+            ("DATE", with(&|c| c.data_type = "date".into(), "expires_at")),
+            (
+                "TIMESTAMP(6)",
+                with(&|c| c.data_type = "timestamp".into(), "expires_at"),
+            ),
+            ("INT term", with(&|c| c.data_type = "int".into(), "term")),
+            (
+                "ci holder",
+                with(
+                    &|c| c.collation = Some("utf8mb4_general_ci".into()),
+                    "holder",
+                ),
+            ),
+            (
+                "short election",
+                with(&|c| c.max_length = Some(64), "election"),
+            ),
+            (
+                "text nonce",
+                with(&|c| c.data_type = "varchar".into(), "nonce"),
+            ),
+        ] {
+            assert!(
+                matches!(verdict, Some(Mismatch::Other(_))),
+                "{what}: {verdict:?}"
+            );
+        }
+        assert!(matches!(check(&ours(), false), Some(Mismatch::Other(_))));
+        let mut extra = ours();
+        extra.push(Column {
+            name: "owner".into(),
+            ..ours()[2].clone()
+        });
+        assert!(matches!(check(&extra, true), Some(Mismatch::Other(_))));
+        extra.last_mut().unwrap().nullable = true;
+        assert_eq!(check(&extra, true), None);
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use elect_core::rand::Rng;
 use elect_core::{
     ElectionName, Elector, ElectorCommand, ElectorDriver, Error, Event, GuardControl, LeaderGuard,
-    LeaderInfo, Leadership, Lease, Result, StepDown, Term, Ttl,
+    LeaderInfo, Leadership, Lease, Nonce, Result, StepDown, Term, Ttl,
 };
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -298,6 +298,8 @@ impl Node {
                     let lease = Lease {
                         election: self.config.election.clone(),
                         holder: self.config.id.clone(),
+                        // Raft terms are already one per leadership; the nonce only names it.
+                        nonce: Nonce::random(),
                         term,
                         ttl: self.lease_ttl,
                     };
@@ -317,14 +319,14 @@ impl Node {
                 }
                 Command::SteppedDown { term, reason } => {
                     if let Some((control, _)) = self.guard.take() {
-                        control.end();
-                        let at = Instant::now().min(control.deadline());
                         let reason = match reason {
                             StepDownReason::Resigned if shutting_down => StepDown::Shutdown,
                             StepDownReason::Resigned => StepDown::Resigned,
                             StepDownReason::HigherTerm => StepDown::Lost,
                             StepDownReason::LeaseExpired => StepDown::DeadlinePassed,
                         };
+                        control.end(reason);
+                        let at = Instant::now().min(control.deadline());
                         info!(%term, ?reason, "stepped down");
                         self.driver.emit(Event::SteppedDown { term, at, reason });
                     }

@@ -3,8 +3,9 @@
 //! Layout per election `E` with prefix `P` (all keys share the hash tag `{E}`, so every script
 //! touches one Redis Cluster slot; election names cannot contain braces):
 //!
-//! - `P:{E}:lease`: a hash `{holder, term}` with a `PX` expiry: the live lease. Expiry is the
-//!   server's own clock.
+//! - `P:{E}:lease`: a hash `{holder, nonce, term}` with a `PX` expiry: the live lease. Expiry
+//!   is the server's own clock. `nonce` tells apart claims with the same holder id (see
+//!   `elect_core::Nonce`); a hash without one (written by elect 0.1.0) is nobody's claim.
 //! - `P:{E}:term`: the term counter, a string integer without expiry, kept across releases.
 //! - `P:{E}:released`: the pub/sub channel a release publishes on.
 
@@ -14,51 +15,55 @@ const READ_LEASE: &str = r#"
 local function read_lease(key)
   local kind = redis.call('TYPE', key)['ok']
   if kind == 'none' then return nil end
-  if kind ~= 'hash' then return {bad = 'holds a ' .. kind .. ', not a lease hash'} end
-  local f = redis.call('HMGET', key, 'holder', 'term')
-  if not f[1] then return {bad = 'has no holder field'} end
+  if kind ~= 'hash' then return {bad = 'it holds a ' .. kind .. ', not a lease hash'} end
+  local f = redis.call('HMGET', key, 'holder', 'term', 'nonce')
+  if not f[1] then return {bad = 'the lease hash has no holder field'} end
   if not f[2] or not string.match(f[2], '^[1-9][0-9]*$') then
-    return {bad = 'has no valid term field'}
+    return {bad = 'the lease hash has no valid term field'}
   end
   local pttl = redis.call('PTTL', key)
-  if pttl < 0 then return {bad = 'has no expiry'} end
-  return {holder = f[1], term = f[2], pttl = pttl}
+  if pttl < 0 then return {bad = 'the lease hash has no expiry'} end
+  return {holder = f[1], term = f[2], nonce = f[3] or '', pttl = pttl}
+end
+local function holds(l, holder, nonce)
+  return l.holder == holder and l.nonce == nonce
 end
 "#;
 
-/// KEYS: lease, term counter, quarantine mark. ARGV: candidate, ttl ms, quarantine ('1' or '0').
-/// `{'granted', term}` | `{'held', holder, term, pttl}` | `{'quarantined', ms}` |
+/// KEYS: lease, term counter, quarantine mark. ARGV: candidate, nonce, ttl ms, quarantine ('1'
+/// or '0'). `{'granted', term}` | `{'held', holder, term, pttl}` | `{'quarantined', ms}` |
 /// `{'corrupt', key, why}`.
 ///
 /// With the quarantine on, a vacant lease is not granted until a TTL has passed since the
 /// first request after the server (re)started (a mark kept in memory, so a restart loses it
 /// with the lease): its previous holder may still believe for up to one TTL.
 ///
-/// A missing counter (fresh election, or data lost: a restart without persistence, FLUSHALL)
-/// restarts from the server's clock in microseconds. Every earlier term was handed out by this
-/// server at least a microsecond apart and no later than its clock said, so the floor is above
-/// all of them — as long as the server's clock does not go back across the loss.
+/// Every new grant takes `max(counter + 1, server clock in µs)` and stores it in the counter.
+/// The floor keeps terms rising when the counter is gone (a fresh election, or data lost: a
+/// restart without persistence, FLUSHALL) or was lowered by a foreign write: every earlier
+/// term was handed out by this server at least a microsecond apart and no later than its clock
+/// said, so the floor is above all of them — as long as the server's clock does not go back.
 const ACQUIRE: &str = r#"
 local l = read_lease(KEYS[1])
 if l then
   if l.bad then return {'corrupt', KEYS[1], l.bad} end
-  if l.holder == ARGV[1] then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  if holds(l, ARGV[1], ARGV[2]) then
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
     return {'granted', l.term}
   end
   return {'held', l.holder, l.term, l.pttl}
 end
-if ARGV[3] == '1' then
+local now = redis.call('TIME')
+local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+if ARGV[4] == '1' then
   -- INFO's uptime counts whole seconds of a cached clock: the true uptime is above up - 1.
   -- Past ceil(TTL) + 1 on that counter the server has surely been up for a TTL.
   local up = tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)'))
-  local ttl = tonumber(ARGV[2])
+  local ttl = tonumber(ARGV[3])
   if up == nil or up <= math.ceil(ttl / 1000) then
     -- The first request after the (re)start marks the time, in memory only: a restart loses
     -- the mark with the lease. The mark is no earlier than the restart, so waiting a TTL
     -- from it is safe, and it is precise to the microsecond.
-    local now = redis.call('TIME')
-    local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
     local mark = tonumber(redis.call('GET', KEYS[3]))
     if mark == nil then
       -- The start was before now - (up - 1) s: moving the mark back that far keeps it after
@@ -72,43 +77,41 @@ if ARGV[3] == '1' then
     if left > 0 then return {'quarantined', left} end
   end
 end
-local term
-local kind = redis.call('TYPE', KEYS[2])['ok']
-if kind == 'none' then
-  local now = redis.call('TIME')
-  term = string.format('%.0f', tonumber(now[1]) * 1000000 + tonumber(now[2]))
-  redis.call('SET', KEYS[2], term)
-else
+local term = string.format('%.0f', now_us)
+if redis.call('TYPE', KEYS[2])['ok'] ~= 'none' then
   local n = redis.pcall('INCR', KEYS[2])
   if type(n) ~= 'number' then
     return {'corrupt', KEYS[2], 'the term counter is not an integer below 2^63'}
   end
-  term = redis.call('GET', KEYS[2])
+  -- n is exact below 2^53; above it, it is far above any clock floor, and GET is exact.
+  if n > now_us then term = redis.call('GET', KEYS[2]) end
 end
-redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'term', term)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], term)
+redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'nonce', ARGV[2], 'term', term)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {'granted', term}
 "#;
 
-/// KEYS: lease. ARGV: holder, term, ttl ms. `{'renewed'}` | `{'lost'}` | `{'corrupt', key, why}`.
+/// KEYS: lease. ARGV: holder, nonce, term, ttl ms. `{'renewed'}` | `{'lost'}` |
+/// `{'corrupt', key, why}`.
 const RENEW: &str = r#"
 local l = read_lease(KEYS[1])
 if not l then return {'lost'} end
 if l.bad then return {'corrupt', KEYS[1], l.bad} end
-if l.holder ~= ARGV[1] or l.term ~= ARGV[2] then return {'lost'} end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if not holds(l, ARGV[1], ARGV[2]) or l.term ~= ARGV[3] then return {'lost'} end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {'renewed'}
 "#;
 
-/// KEYS: lease. ARGV: holder, term, channel. `{'released'}` | `{'not_held'}` |
+/// KEYS: lease. ARGV: holder, nonce, term, channel. `{'released'}` | `{'not_held'}` |
 /// `{'corrupt', key, why}`. Publishes on the channel when it releases.
 const RELEASE: &str = r#"
 local l = read_lease(KEYS[1])
 if not l then return {'not_held'} end
 if l.bad then return {'corrupt', KEYS[1], l.bad} end
-if l.holder ~= ARGV[1] or l.term ~= ARGV[2] then return {'not_held'} end
+if not holds(l, ARGV[1], ARGV[2]) or l.term ~= ARGV[3] then return {'not_held'} end
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[3], 'released')
+redis.call('PUBLISH', ARGV[4], 'released')
 return {'released'}
 "#;
 

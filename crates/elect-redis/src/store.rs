@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use elect_core::{
-    async_trait, Acquire, CandidateId, ChangeFeed, ElectionName, Error, LeaderInfo, Lease,
-    LeaseStore, Release, Renewal, Result, Term, Ttl,
+    async_trait, Acquire, CandidateId, ChangeFeed, Claim, ElectionName, Error, LeaderInfo, Lease,
+    LeaseStore, Release, Renewal, Result, Term,
 };
 use fred::prelude::*;
 use fred::types::Value;
@@ -156,12 +156,8 @@ impl RedisStore {
 
 #[async_trait]
 impl LeaseStore for RedisStore {
-    async fn try_acquire(
-        &self,
-        election: &ElectionName,
-        candidate: &CandidateId,
-        ttl: Ttl,
-    ) -> Result<Acquire> {
+    async fn try_acquire(&self, claim: &Claim) -> Result<Acquire> {
+        let election = &claim.election;
         let key = self.lease_key(election);
         let reply = self
             .run(
@@ -173,8 +169,9 @@ impl LeaseStore for RedisStore {
                     format!("{}:{{{election}}}:started", self.inner.config.key_prefix),
                 ],
                 vec![
-                    candidate.to_string(),
-                    ttl.as_millis().to_string(),
+                    claim.candidate.to_string(),
+                    claim.nonce.to_string(),
+                    claim.ttl.as_millis().to_string(),
                     if self.inner.config.restart_quarantine {
                         "1"
                     } else {
@@ -186,12 +183,7 @@ impl LeaseStore for RedisStore {
             .await?;
         let reply = Reply::new(&key, reply);
         match reply.status()? {
-            "granted" => Ok(Acquire::Granted(Lease {
-                election: election.clone(),
-                holder: candidate.clone(),
-                term: reply.term(1)?,
-                ttl,
-            })),
+            "granted" => Ok(Acquire::Granted(claim.granted(reply.term(1)?))),
             "held" => Ok(Acquire::Held(reply.leader()?)),
             "quarantined" => match reply.items.get(1) {
                 Some(Value::Integer(ms)) if *ms >= 0 => Ok(Acquire::Held(LeaderInfo {
@@ -215,6 +207,7 @@ impl LeaseStore for RedisStore {
                 vec![key.clone()],
                 vec![
                     lease.holder.to_string(),
+                    lease.nonce.to_string(),
                     lease.term.to_string(),
                     lease.ttl.as_millis().to_string(),
                 ],
@@ -237,6 +230,7 @@ impl LeaseStore for RedisStore {
                 vec![key.clone()],
                 vec![
                     lease.holder.to_string(),
+                    lease.nonce.to_string(),
                     lease.term.to_string(),
                     self.channel(&lease.election),
                 ],
@@ -295,7 +289,7 @@ impl<'a> Reply<'a> {
         if status == "corrupt" {
             let key = self.string(1)?;
             let why = self.string(2)?;
-            return Err(Error::corrupt(STORE, key, format!("the key {why}")));
+            return Err(Error::corrupt(STORE, key, why));
         }
         Ok(status)
     }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use elect_redis::fred::prelude::*;
 use elect_redis::{
-    Acquire, CandidateId, ElectionName, Elector, Error, LeaseStore, RedisConfig, RedisStore,
-    Release, Term, Ttl,
+    Acquire, CandidateId, Claim, ElectionName, Elector, Error, LeaseStore, RedisConfig, RedisStore,
+    Release, Renewal, Term, Ttl,
 };
 use elect_tests::proxy::{FaultProxy, Mode};
 use elect_tests::{unique_name, Kind, OwnedServer};
@@ -18,6 +18,10 @@ fn id(s: &str) -> CandidateId {
 
 fn election(s: &str) -> ElectionName {
     ElectionName::new(s).unwrap()
+}
+
+fn claim(e: &ElectionName, who: &str, ttl: Ttl) -> Claim {
+    Claim::new(e.clone(), id(who), ttl)
 }
 
 async fn connect(url: &str) -> RedisStore {
@@ -46,14 +50,20 @@ async fn terms_keep_rising_across_a_restart_without_persistence() {
         .set(store.term_key(&e), 6, None, None, false)
         .await
         .unwrap();
-    let Acquire::Granted(lease) = store.try_acquire(&e, &id("a"), ttl).await.unwrap() else {
+    let a = claim(&e, "a", ttl);
+    let Acquire::Granted(lease) = store.try_acquire(&a).await.unwrap() else {
         panic!("vacant election")
     };
-    assert_eq!(lease.term, Term(7));
+    assert!(
+        lease.term > Term(7),
+        "term {} above the counter 6",
+        lease.term
+    );
     server.restart().await.unwrap();
     // The store's connections come back by themselves; the data did not.
+    let b = claim(&e, "b", ttl);
     let granted = loop {
-        match store.try_acquire(&e, &id("b"), ttl).await {
+        match store.try_acquire(&b).await {
             Ok(Acquire::Granted(l)) => break l,
             Ok(other) => panic!("the lease should be gone after the restart: {other:?}"),
             Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -61,22 +71,16 @@ async fn terms_keep_rising_across_a_restart_without_persistence() {
         }
     };
     assert!(
-        granted.term > Term(7),
-        "term {} after a restart",
-        granted.term
+        granted.term > lease.term,
+        "term {} after {} and a restart",
+        granted.term,
+        lease.term
     );
-    let again = {
-        assert_eq!(store.release(&granted).await.unwrap(), Release::Released);
-        match store.try_acquire(&e, &id("a"), ttl).await.unwrap() {
-            Acquire::Granted(l) => l,
-            other => panic!("{other:?}"),
-        }
+    assert_eq!(store.release(&granted).await.unwrap(), Release::Released);
+    let Acquire::Granted(again) = store.try_acquire(&a).await.unwrap() else {
+        panic!("released")
     };
-    assert_eq!(
-        again.term,
-        Term(granted.term.0 + 1),
-        "back to +1 once the counter exists"
-    );
+    assert!(again.term > granted.term);
 }
 
 #[tokio::test]
@@ -124,12 +128,7 @@ async fn foreign_data_at_the_keys_is_a_typed_error_naming_the_key() {
     let store = connect(&url).await;
     let admin = raw(&url).await;
     let ttl = Ttl::new(Duration::from_secs(5)).unwrap();
-    let lease_of = |e: &ElectionName, term| elect_redis::Lease {
-        election: e.clone(),
-        holder: id("a"),
-        term: Term(term),
-        ttl,
-    };
+    let lease_of = |e: &ElectionName, term| claim(e, "a", ttl).granted(Term(term));
     let cases = [
         "a string",
         "no expiry",
@@ -184,7 +183,7 @@ async fn foreign_data_at_the_keys_is_a_typed_error_naming_the_key() {
         };
         expect_corrupt(
             store
-                .try_acquire(&e, &id("b"), ttl)
+                .try_acquire(&claim(&e, "b", ttl))
                 .await
                 .map(|a| format!("{a:?}")),
         );
@@ -280,7 +279,7 @@ async fn feeds_end_when_the_subscriber_connection_is_killed() {
     let mut again = store.subscribe(&e).await.unwrap().unwrap();
     again.mark_seen();
     let Acquire::Granted(lease) = store
-        .try_acquire(&e, &id("a"), Ttl::new(Duration::from_secs(5)).unwrap())
+        .try_acquire(&claim(&e, "a", Ttl::new(Duration::from_secs(5)).unwrap()))
         .await
         .unwrap()
     else {
@@ -334,7 +333,7 @@ async fn the_restart_quarantine_keeps_a_forgotten_lease_closed_until_the_old_dea
         let ttl_ = Ttl::new(ttl).unwrap();
         let Acquire::Granted(first) = connect()
             .await
-            .try_acquire(&e, &id("a"), ttl_)
+            .try_acquire(&claim(&e, "a", ttl_))
             .await
             .unwrap()
         else {
@@ -368,4 +367,62 @@ async fn the_restart_quarantine_keeps_a_forgotten_lease_closed_until_the_old_dea
         }
         b.shutdown().await.unwrap();
     }
+}
+
+/// Issue 14, items 5 and 9: `HSET … term 1`, a holder rewritten to a follower, a counter set to
+/// 1 and a deleted lease, each written by a client of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_writes_never_take_terms_back_and_end_leases_within_a_renewal() {
+    use elect_core::conformance::{foreign_writes_are_bounded, ForeignWrite, Settings};
+    let url = elect_tests::redis().await.url().to_owned();
+    let store = connect(&url).await;
+    let admin = raw(&url).await;
+    let keys = store.clone();
+    foreign_writes_are_bounded(
+        std::sync::Arc::new(store),
+        Settings::real_server(),
+        |e, what| {
+            let (admin, lease, counter) = (admin.clone(), keys.lease_key(&e), keys.term_key(&e));
+            async move {
+                let _: () = match what {
+                    ForeignWrite::LowerLiveTerm => admin.hset(lease, ("term", "1")).await,
+                    ForeignWrite::RewriteHolder(who) => {
+                        admin.hset(lease, ("holder", who.as_str())).await
+                    }
+                    ForeignWrite::LowerStoredTerm => admin.set(counter, 1, None, None, false).await,
+                    ForeignWrite::EndLease => admin.del(lease).await,
+                    other => panic!("{other:?}"),
+                }
+                .unwrap();
+            }
+        },
+    )
+    .await;
+}
+
+/// Issue 14, item 3, at the store: a second claim with the same id is told the lease is held,
+/// and a lease hash written by elect 0.1.0 (no nonce) is nobody's claim.
+#[tokio::test]
+async fn the_nonce_tells_apart_two_claims_with_one_id() {
+    let url = elect_tests::redis().await.url().to_owned();
+    let store = connect(&url).await;
+    let e = election("twins");
+    let ttl = Ttl::new(Duration::from_secs(5)).unwrap();
+    let one = claim(&e, "same", ttl);
+    let two = claim(&e, "same", ttl);
+    let Acquire::Granted(lease) = store.try_acquire(&one).await.unwrap() else {
+        panic!("vacant")
+    };
+    match store.try_acquire(&two).await.unwrap() {
+        Acquire::Held(info) => assert_eq!((info.holder, info.term), (id("same"), lease.term)),
+        other => panic!("the second claim must find it held: {other:?}"),
+    }
+    // Written by an older elect: holder and term, no nonce.
+    let admin = raw(&url).await;
+    let _: () = admin.hdel(store.lease_key(&e), "nonce").await.unwrap();
+    assert!(matches!(
+        store.try_acquire(&one).await.unwrap(),
+        Acquire::Held(_)
+    ));
+    assert_eq!(store.renew(&lease).await.unwrap(), Renewal::Lost);
 }

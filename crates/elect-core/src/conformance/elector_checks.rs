@@ -154,6 +154,63 @@ pub async fn one_leader_among_five(store: Store, settings: Settings) {
     cluster::one_leader_among_five(harness, settings).await;
 }
 
+/// Two electors started with the same candidate id (two hosts given the same `--id`): never
+/// both leaders, one leads, and after it crashes or shuts down the other takes over in a higher
+/// term.
+pub async fn electors_sharing_an_id_never_both_lead(store: Store, settings: Settings) {
+    let ttl = settings.ttl_duration();
+    let election = fresh_election("electors_sharing_an_id_never_both_lead");
+    let recorder = Recorder::new();
+    let twins: Vec<(FaultyStore<Store>, Elector)> = (0..2)
+        .map(|k| {
+            let net = FaultyStore::new(store.clone());
+            let builder = Elector::builder(net.clone(), election.clone())
+                .candidate(id("twin"))
+                .ttl(ttl);
+            // Recorded under distinct names: they are two processes.
+            recorder.track(id(&format!("twin.{k}")), builder.events());
+            (net, builder.start().expect("a valid elector configuration"))
+        })
+        .collect();
+    let leaders = || twins.iter().filter(|(_, e)| e.is_leader()).count();
+    recorder
+        .elected_since(0, None, ttl * 3)
+        .await
+        .expect("one of the twins leads");
+    for _ in 0..20 {
+        assert_eq!(
+            leaders(),
+            1,
+            "exactly one of two electors with one id leads"
+        );
+        sleep(ttl / 10).await;
+    }
+    // The leader crashes (cut off): the twin takes over after the lease expires.
+    let first = twins
+        .iter()
+        .position(|(_, e)| e.is_leader())
+        .expect("one leads");
+    let mark = recorder.mark();
+    twins[first].0.set(Faults::Blackhole);
+    let next = recorder
+        .elected_since(mark, None, ttl + settings.failover_bound)
+        .await
+        .expect("the twin leads after the leader's lease expired");
+    assert_eq!(
+        next.candidate,
+        id(&format!("twin.{}", 1 - first)),
+        "the crashed twin is cut off; the other must lead"
+    );
+    twins[first].0.set(Faults::None);
+    sleep(ttl).await;
+    assert_eq!(leaders(), 1, "after the crashed twin came back");
+    for (_, elector) in twins {
+        let _ = elector.shutdown().await;
+    }
+    sleep(Duration::from_millis(20)).await;
+    recorder.check();
+}
+
 /// The leader's process dies without releasing (it never reaches the store again): it stops
 /// believing by its deadline, and another candidate leads within TTL + the failover bound.
 pub async fn failover_after_leader_crash(store: Store, settings: Settings) {

@@ -29,6 +29,7 @@ pub mod cluster {
 }
 mod cluster_checks;
 mod elector_checks;
+mod foreign;
 mod harness;
 mod record;
 mod store_checks;
@@ -37,6 +38,7 @@ use std::time::Duration;
 
 pub use crate::faults::{Faults, FaultyStore};
 pub use elector_checks::*;
+pub use foreign::{foreign_writes_are_bounded, ForeignWrite};
 pub use harness::{Harness, StoreHarness};
 pub use record::{Interval, Recorder};
 pub use store_checks::*;
@@ -158,6 +160,7 @@ macro_rules! conformance_tests {
             first_acquire_is_granted
             exclusion_under_concurrent_acquirers
             reacquire_by_holder_keeps_term
+            same_id_with_another_nonce_is_held
             renew_extends_and_keeps_term
             new_grant_increments_term
             stale_renew_is_refused
@@ -171,6 +174,7 @@ macro_rules! conformance_tests {
             names_and_ttls_are_validated
             release_wakes_subscribers
             one_leader_among_five
+            electors_sharing_an_id_never_both_lead
             failover_after_leader_crash
             handover_on_resign
             shutdown_releases_and_stops

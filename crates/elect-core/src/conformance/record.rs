@@ -32,6 +32,8 @@ pub struct Interval {
 pub struct Recorder {
     inner: Arc<Mutex<Record>>,
     changes: watch::Sender<u64>,
+    /// Times in reports are shown relative to this instant.
+    origin: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +54,7 @@ impl Recorder {
         Recorder {
             inner: Arc::default(),
             changes: watch::channel(0).0,
+            origin: Instant::now(),
         }
     }
 
@@ -174,9 +177,39 @@ impl Recorder {
         }
     }
 
-    /// Panics unless the record is complete and no two candidates believed they led at the same
-    /// instant, and unless, between successive leaders, terms strictly increased (the same
-    /// candidate may lead again in the same term only if no one led in between).
+    /// `at` as milliseconds since the recorder was made, for reports.
+    fn ms(&self, at: Instant) -> String {
+        format!(
+            "{:.3} ms",
+            at.duration_since(self.origin).as_secs_f64() * 1e3
+        )
+    }
+
+    /// One line per interval, for reports.
+    fn describe(&self, intervals: &[Interval]) -> String {
+        let mut out = String::new();
+        for i in intervals {
+            let end = match i.end {
+                Some(end) => self.ms(end),
+                None => "still leading".into(),
+            };
+            let _ = writeln!(
+                out,
+                "  {} term {}: {} .. {} ({:?})",
+                i.candidate,
+                i.term,
+                self.ms(i.start),
+                end,
+                i.reason
+            );
+        }
+        out
+    }
+
+    /// Panics unless the record is complete, no two candidates believed they led at the same
+    /// instant, and every leadership's term is above the term of the leadership before it
+    /// (a leadership never re-enters a term; an elector takes a new term every time it leads).
+    /// Times are reported in milliseconds since the recorder was made.
     pub fn check(&self) {
         let record = self.lock();
         assert!(
@@ -193,28 +226,37 @@ impl Recorder {
                 if end > i.start {
                     let _ = writeln!(
                         report,
-                        "OVERLAP: {} (term {}) believed it led until {:?} after {} (term {}) began at {:?}",
+                        "OVERLAP of {:.3} ms: {} (term {}) believed it led until {} while {} (term {}) led from {}",
+                        (end - i.start).as_secs_f64() * 1e3,
                         intervals[m].candidate,
                         intervals[m].term,
-                        end,
+                        self.ms(end),
                         i.candidate,
                         i.term,
-                        i.start
+                        self.ms(i.start)
                     );
                 }
             }
             if n > 0 {
                 let prev = &intervals[n - 1];
-                let ok = if prev.candidate == i.candidate {
-                    i.term >= prev.term
-                } else {
-                    i.term > prev.term
-                };
-                if !ok {
+                if i.term == prev.term {
                     let _ = writeln!(
                         report,
-                        "TERM REGRESSION: {} led in term {} after {} led in term {}",
-                        i.candidate, i.term, prev.candidate, prev.term
+                        "TERM REUSED: {} led in term {} from {}, the term {} led in before",
+                        i.candidate,
+                        i.term,
+                        self.ms(i.start),
+                        prev.candidate
+                    );
+                } else if i.term < prev.term {
+                    let _ = writeln!(
+                        report,
+                        "TERM REGRESSION: {} led in term {} from {}, after {} led in term {}",
+                        i.candidate,
+                        i.term,
+                        self.ms(i.start),
+                        prev.candidate,
+                        prev.term
                     );
                 }
             }
@@ -225,7 +267,8 @@ impl Recorder {
         }
         assert!(
             report.is_empty(),
-            "leadership invariants broken:\n{report}\nfull record: {intervals:#?}"
+            "leadership invariants broken:\n{report}\nall leaderships (ms since the check began):\n{}",
+            self.describe(&intervals)
         );
     }
 }

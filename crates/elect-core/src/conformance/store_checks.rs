@@ -7,12 +7,74 @@ use tokio::time::sleep;
 
 use super::{fresh_election, id, Settings};
 use crate::error::Error;
-use crate::lease::{Acquire, LeaderInfo, Lease, Release, Renewal, Ttl};
+use crate::lease::{Acquire, Claim, LeaderInfo, Lease, Nonce, Release, Renewal, Ttl};
 use crate::name::{CandidateId, ElectionName};
 use crate::store::LeaseStore;
 use crate::term::Term;
 
 type Store = Arc<dyn LeaseStore>;
+
+/// How often a request that failed with a transient error ([`Error::Unavailable`]) is tried in
+/// all before the check fails: a coordinator on the network may refuse a request now and then
+/// (a reconnect, a failover), which the contract allows.
+const ATTEMPTS: u32 = 5;
+
+/// Runs `request` until it succeeds or fails with a persistent error, at most [`ATTEMPTS`]
+/// times with a growing pause; returns the answer and whether an attempt failed before (its
+/// outcome unknown: it may have landed). Panics with `what` and the last error otherwise.
+async fn retried<T, F>(what: &str, mut request: impl FnMut() -> F) -> (T, bool)
+where
+    F: std::future::Future<Output = crate::Result<T>>,
+{
+    let mut failed = None;
+    for attempt in 0..ATTEMPTS {
+        match request().await {
+            Ok(answer) => return (answer, failed.is_some()),
+            Err(e) if e.is_retryable() && attempt + 1 < ATTEMPTS => {
+                sleep(Duration::from_millis(50 << attempt)).await;
+                failed = Some(e);
+            }
+            Err(e) => {
+                let tries = attempt + 1;
+                panic!("{what} failed (attempt {tries} of {ATTEMPTS}): {e}")
+            }
+        }
+    }
+    unreachable!("the last attempt returns or panics")
+}
+
+/// A claim of `who` on `election`. The nonce is derived from the name, so every call for the
+/// same name is the same claimant (as one elector retrying); [`other_claim`] makes a second
+/// claimant with the same id.
+pub(super) fn claim(election: &ElectionName, who: &CandidateId, ttl: Ttl) -> Claim {
+    // FNV-1a: any fixed function of the name will do.
+    let hash = who
+        .as_str()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+        });
+    Claim {
+        election: election.clone(),
+        candidate: who.clone(),
+        nonce: Nonce::new((hash >> 1).max(1)).expect("in range"),
+        ttl,
+    }
+}
+
+/// A claim with the same candidate id as `of` and another nonce: a second process started with
+/// the same id.
+fn other_claim(of: &Claim) -> Claim {
+    let nonce = if of.nonce.get() == 1 {
+        2
+    } else {
+        of.nonce.get() - 1
+    };
+    Claim {
+        nonce: Nonce::new(nonce).expect("in range"),
+        ..of.clone()
+    }
+}
 
 /// Acquires and insists on a grant.
 pub(super) async fn grant(
@@ -21,47 +83,73 @@ pub(super) async fn grant(
     who: &CandidateId,
     ttl: Ttl,
 ) -> Lease {
-    match store.try_acquire(election, who, ttl).await {
-        Ok(Acquire::Granted(lease)) => {
+    grant_claim(store, &claim(election, who, ttl)).await
+}
+
+async fn grant_claim(store: &Store, claim: &Claim) -> Lease {
+    let what = format!("try_acquire({} by {})", claim.election, claim.candidate);
+    match retried(&what, || store.try_acquire(claim)).await.0 {
+        Acquire::Granted(lease) => {
+            let expected = claim.granted(lease.term);
             assert_eq!(
-                &lease.election, election,
-                "granted lease names another election"
+                lease, expected,
+                "{what}: the granted lease must name the claim's election, holder, nonce and TTL"
             );
-            assert_eq!(&lease.holder, who, "granted lease names another holder");
-            assert_eq!(lease.ttl, ttl, "granted lease carries another TTL");
+            assert!(lease.term > Term::ZERO, "{what}: granted term 0");
             lease
         }
-        other => panic!("{who} should have been granted {election}, got {other:?}"),
+        Acquire::Held(info) => panic!(
+            "{} should have been granted {}, but was told {} holds it in term {}",
+            claim.candidate, claim.election, info.holder, info.term
+        ),
     }
 }
 
 /// Acquires and insists on being told the election is held.
 async fn held(store: &Store, election: &ElectionName, who: &CandidateId, ttl: Ttl) -> LeaderInfo {
-    match store.try_acquire(election, who, ttl).await {
-        Ok(Acquire::Held(info)) => info,
-        other => panic!("{who} should have found {election} held, got {other:?}"),
+    held_claim(store, &claim(election, who, ttl)).await
+}
+
+async fn held_claim(store: &Store, claim: &Claim) -> LeaderInfo {
+    let what = format!("try_acquire({} by {})", claim.election, claim.candidate);
+    match retried(&what, || store.try_acquire(claim)).await.0 {
+        Acquire::Held(info) => info,
+        Acquire::Granted(lease) => panic!(
+            "{} should have found {} held, but was granted term {}",
+            claim.candidate, claim.election, lease.term
+        ),
     }
 }
 
 async fn leader(store: &Store, election: &ElectionName) -> Option<LeaderInfo> {
-    store
-        .leader(election)
+    retried(&format!("leader({election})"), || store.leader(election))
         .await
-        .unwrap_or_else(|e| panic!("leader({election}) failed: {e}"))
+        .0
 }
 
 async fn renew(store: &Store, lease: &Lease) -> Renewal {
-    store
-        .renew(lease)
-        .await
-        .unwrap_or_else(|e| panic!("renew({lease:?}) failed: {e}"))
+    let what = format!("renew({} term {})", lease.election, lease.term);
+    retried(&what, || store.renew(lease)).await.0
 }
 
+/// Releases; a `NotHeld` after an attempt whose outcome is unknown counts as `Released` (that
+/// attempt may have released it).
 async fn release(store: &Store, lease: &Lease) -> Release {
-    store
-        .release(lease)
-        .await
-        .unwrap_or_else(|e| panic!("release({lease:?}) failed: {e}"))
+    let what = format!("release({} term {})", lease.election, lease.term);
+    match retried(&what, || store.release(lease)).await {
+        (Release::NotHeld, true) => Release::Released,
+        (answer, _) => answer,
+    }
+}
+
+/// Panics unless `later` is a new term above `earlier`.
+fn assert_above(later: &Lease, earlier: &Lease, what: &str) {
+    assert!(
+        later.term > earlier.term,
+        "{what}: granted term {} is not above the earlier term {}",
+        later.term,
+        earlier.term
+    );
 }
 
 fn assert_leads(info: Option<LeaderInfo>, lease: &Lease, context: &str) {
@@ -112,9 +200,10 @@ pub async fn exclusion_under_concurrent_acquirers(store: Store, settings: Settin
         .map(|n| {
             let (store, election) = (store.clone(), election.clone());
             tokio::spawn(async move {
-                store
-                    .try_acquire(&election, &id(&format!("c{n}")), settings.ttl)
+                let claim = claim(&election, &id(&format!("c{n}")), settings.ttl);
+                retried("a concurrent try_acquire", || store.try_acquire(&claim))
                     .await
+                    .0
             })
         })
         .collect();
@@ -122,9 +211,8 @@ pub async fn exclusion_under_concurrent_acquirers(store: Store, settings: Settin
     let mut held = Vec::new();
     for task in tasks {
         match task.await.expect("acquire task panicked") {
-            Ok(Acquire::Granted(lease)) => granted.push(lease),
-            Ok(Acquire::Held(info)) => held.push(info),
-            Err(e) => panic!("concurrent acquire failed: {e}"),
+            Acquire::Granted(lease) => granted.push(lease),
+            Acquire::Held(info) => held.push(info),
         }
     }
     assert_eq!(
@@ -185,13 +273,56 @@ pub async fn new_grant_increments_term(store: Store, settings: Settings) {
     for who in ["b", "a", "a", "c"] {
         assert_eq!(release(&store, &previous).await, Release::Released);
         let lease = grant(&store, &election, &id(who), settings.ttl).await;
-        assert_eq!(
-            lease.term,
-            Term(previous.term.0 + 1),
-            "grant to {who} after a release must take the next term"
+        assert_above(
+            &lease,
+            &previous,
+            &format!("grant to {who} after a release"),
         );
         previous = lease;
     }
+}
+
+/// A second claimant with the same candidate id (another nonce: a second process started with
+/// the same id) is told the election is held, cannot renew or release the live lease with its
+/// own nonce, and is granted a new term only once the lease ends.
+pub async fn same_id_with_another_nonce_is_held(store: Store, settings: Settings) {
+    let election = fresh_election("same_id_with_another_nonce_is_held");
+    let first = claim(&election, &id("twin"), settings.ttl);
+    let lease = grant_claim(&store, &first).await;
+    let second = other_claim(&first);
+    let info = held_claim(&store, &second).await;
+    assert_eq!(
+        (&info.holder, info.term),
+        (&lease.holder, lease.term),
+        "the twin is told of the first claim's lease"
+    );
+    let twin_lease = Lease {
+        nonce: second.nonce,
+        ..lease.clone()
+    };
+    assert_eq!(
+        renew(&store, &twin_lease).await,
+        Renewal::Lost,
+        "renew with the holder's id and term but another nonce"
+    );
+    assert_eq!(
+        release(&store, &twin_lease).await,
+        Release::NotHeld,
+        "release with the holder's id and term but another nonce"
+    );
+    assert_leads(
+        leader(&store, &election).await,
+        &lease,
+        "after the twin's requests",
+    );
+    assert_eq!(
+        grant_claim(&store, &first).await.term,
+        lease.term,
+        "the first claim still re-acquires its own lease"
+    );
+    assert_eq!(release(&store, &lease).await, Release::Released);
+    let next = grant_claim(&store, &second).await;
+    assert_above(&next, &lease, "the twin's grant after the release");
 }
 
 /// Renewing a lease that is no longer the live one (other term, other holder) is refused and
@@ -321,11 +452,7 @@ pub async fn expiry_makes_election_acquirable(store: Store, settings: Settings) 
         "an expired lease still has a leader"
     );
     let next = grant(&store, &election, &id("b"), settings.ttl).await;
-    assert_eq!(
-        next.term,
-        Term(lease.term.0 + 1),
-        "grant after expiry takes the next term"
-    );
+    assert_above(&next, &lease, "grant after expiry");
 }
 
 /// A lease that expired cannot be renewed, even if nobody took it; its holder re-acquiring
@@ -345,11 +472,7 @@ pub async fn renew_after_expiry_is_refused(store: Store, settings: Settings) {
         "release after expiry"
     );
     let again = grant(&store, &election, &id("a"), settings.ttl).await;
-    assert_eq!(
-        again.term,
-        Term(lease.term.0 + 1),
-        "the same holder after expiry gets a new term"
-    );
+    assert_above(&again, &lease, "the same holder after expiry");
 }
 
 /// Release ends the lease at once (no TTL wait) and keeps the term counter.
@@ -363,11 +486,7 @@ pub async fn release_frees_at_once_and_keeps_term(store: Store, settings: Settin
         "renew after release"
     );
     let next = grant(&store, &election, &id("b"), settings.ttl).await;
-    assert_eq!(
-        next.term,
-        Term(lease.term.0 + 1),
-        "release must keep the term counter"
-    );
+    assert_above(&next, &lease, "grant after a release (the counter is kept)");
 }
 
 /// `leader()` follows the lease through grant, renew, release and expiry.
