@@ -72,7 +72,9 @@ commands:
   chaos [--minutes N] [--seed S] [--only redis|mysql|mongo|raft]
                   the process chaos tests (bench/tests/chaos.rs) for N minutes per coordinator
                   (default 10) in release mode; prints faults per kind, leader changes,
-                  overlaps, term regressions, fenced writes and the worst recovery per fault
+                  overlaps, term regressions, fenced writes and the worst recovery per fault;
+                  then the same time per coordinator for three `elect run` hosts
+                  (crates/elect-cli/tests/supervision.rs: heartbeats of the programs' workers)
   lint            cargo fmt --check, clippy -D warnings, rustdoc -D warnings, cargo package
 ";
 
@@ -165,7 +167,35 @@ fn chaos(args: &[String]) -> Result<(), String> {
     if let Some(only) = value("--only") {
         run.env("ELECT_CHAOS_ONLY", only);
     }
-    let result = step("chaos", run);
+    let result = step("chaos", run).and_then(|()| {
+        // The same faults on `elect run` hosts: the heartbeats of their programs' workers,
+        // checked for overlap, rising terms and workers outliving their elect.
+        let test = match value("--only").as_deref() {
+            None => "process_chaos",
+            Some("redis") => "process_chaos_on_redis",
+            Some("mysql") => "process_chaos_on_mariadb",
+            Some("mongo") => "process_chaos_on_the_mongodb_wire_server",
+            Some("raft") => "process_chaos_on_a_three_host_raft_group",
+            Some(other) => return Err(format!("--only {other:?}: redis, mysql, mongo or raft")),
+        };
+        let seconds = minutes.parse::<f64>().unwrap_or(10.0) * 60.0;
+        let mut cli = cargo();
+        cli.args([
+            "test",
+            "--release",
+            "-p",
+            "elect-cli",
+            "--test",
+            "supervision",
+        ])
+        .args(["--", test, "--nocapture", "--test-threads", "1"])
+        .env("ELECT_CLI_CHAOS_SECS", seconds.to_string())
+        .envs(servers.env());
+        if let Some(seed) = value("--seed") {
+            cli.env("ELECT_CLI_CHAOS_SEED", seed);
+        }
+        step("chaos (elect run hosts)", cli)
+    });
     servers.stop();
     result
 }

@@ -59,8 +59,22 @@ impl Store {
     }
 }
 
-/// Connects to the store a URL names (and creates the MySQL table if missing).
-pub(crate) async fn connect(url: &str) -> Result<Store, Failure> {
+/// How `elect run`'s raft nodes lead: the leader lease is raft's minimum election timeout
+/// (elect-raft's default, which the CLI keeps).
+pub(crate) const RAFT_LEASE: Duration = Duration::from_millis(300);
+
+/// What [`connect`] may do besides connecting.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Connect {
+    /// Redis: [`elect_redis::RedisConfig::restart_quarantine`].
+    pub(crate) restart_quarantine: bool,
+    /// MySQL: create the lease table when it does not exist (never touch one that does), so
+    /// a user with only SELECT/INSERT/UPDATE/DELETE works once the table is there.
+    pub(crate) create_missing_table: bool,
+}
+
+/// Connects to the store a URL names.
+pub(crate) async fn connect(url: &str, options: Connect) -> Result<Store, Failure> {
     let shown = elect_core::redact_url(url);
     #[cfg_attr(
         not(any(feature = "redis", feature = "mysql", feature = "mongo")),
@@ -70,13 +84,21 @@ pub(crate) async fn connect(url: &str) -> Result<Store, Failure> {
     let scheme = url.split("://").next().unwrap_or("");
     match scheme {
         #[cfg(feature = "redis")]
-        "redis" | "rediss" => Ok(Store::Redis(
-            elect_redis::RedisStore::connect_url(url).await.map_err(fail)?,
-        )),
+        "redis" | "rediss" => {
+            let config = elect_redis::RedisConfig::new(url)
+                .restart_quarantine(options.restart_quarantine);
+            Ok(Store::Redis(
+                elect_redis::RedisStore::connect(config)
+                    .await
+                    .map_err(fail)?,
+            ))
+        }
         #[cfg(feature = "mysql")]
         "mysql" => {
             let store = elect_mysql::MysqlStore::connect_url(url).await.map_err(fail)?;
-            store.migrate().await.map_err(fail)?;
+            if options.create_missing_table && !store.table_exists().await.map_err(fail)? {
+                store.migrate().await.map_err(fail)?;
+            }
             Ok(Store::Mysql(store))
         }
         #[cfg(feature = "mongo")]
@@ -205,6 +227,40 @@ impl Store {
         }
     }
 
+    /// Takes back this leader's claim of `term` when the program could not even be started,
+    /// so that a later leader runs it. Only a record that is still exactly this claim is
+    /// removed.
+    pub(crate) async fn once_unclaim(
+        &self,
+        election: &ElectionName,
+        candidate: &CandidateId,
+        term: Term,
+    ) -> Result<(), Failure> {
+        let record = format!("started {term} {candidate}");
+        let work = async {
+            let removed: Result<(), String> = match self {
+                #[cfg(feature = "redis")]
+                Store::Redis(s) => once_redis::unclaim(s, election, &record).await,
+                #[cfg(feature = "mysql")]
+                Store::Mysql(s) => once_mysql::unclaim(s, election, &record).await,
+                #[cfg(feature = "mongo")]
+                Store::Mongo(s) => once_mongo::unclaim(s, election, &record).await,
+                Store::Never(never) => match *never {},
+            };
+            removed
+        };
+        match tokio::time::timeout(ONCE_TIMEOUT, work).await {
+            Ok(result) => result.map_err(|e| Failure {
+                code: exit::UNAVAILABLE,
+                message: format!("taking back the --once claim of {election}: {e}"),
+            }),
+            Err(_) => Err(Failure {
+                code: exit::UNAVAILABLE,
+                message: format!("taking back the --once claim of {election}: timed out"),
+            }),
+        }
+    }
+
     /// Records that the claimed run ended with `status`.
     pub(crate) async fn once_done(
         &self,
@@ -293,6 +349,22 @@ mod once_redis {
         parse_record(&existing.unwrap_or_default())
     }
 
+    pub(super) async fn unclaim(
+        store: &elect_redis::RedisStore,
+        election: &ElectionName,
+        record: &str,
+    ) -> Result<(), String> {
+        const UNLESS_CHANGED: &str =
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+        let _: i64 = store
+            .pool()
+            .next()
+            .eval(UNLESS_CHANGED, vec![key(election)], vec![record])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
     pub(super) async fn done(
         store: &elect_redis::RedisStore,
         election: &ElectionName,
@@ -319,8 +391,12 @@ mod once_redis {
 mod once_mysql {
     use elect_core::{CandidateId, ElectionName, Term};
     use elect_mysql::mysql_async::prelude::*;
+    use elect_mysql::mysql_async::Error;
 
     use super::{parse_record, Once};
+
+    /// The server's "table does not exist".
+    const NO_SUCH_TABLE: u16 = 1146;
 
     const CREATE: &str = "CREATE TABLE IF NOT EXISTS elect_once (\
         election VARCHAR(128) NOT NULL PRIMARY KEY, \
@@ -334,15 +410,19 @@ mod once_mysql {
         term: Term,
     ) -> Result<Once, String> {
         let mut conn = store.pool().get_conn().await.map_err(|e| e.to_string())?;
-        conn.query_drop(CREATE).await.map_err(|e| e.to_string())?;
-        let inserted = conn
-            .exec_drop(
-                "INSERT IGNORE INTO elect_once (election, record, updated_at) VALUES (?, ?, UTC_TIMESTAMP(6))",
-                (election.as_str(), format!("started {term} {candidate}")),
-            )
-            .await
-            .map(|()| conn.affected_rows() == 1)
-            .map_err(|e| e.to_string())?;
+        let record = format!("started {term} {candidate}");
+        let insert = "INSERT IGNORE INTO elect_once (election, record, updated_at) VALUES (?, ?, UTC_TIMESTAMP(6))";
+        let params = (election.as_str(), record.as_str());
+        let inserted = match conn.exec_drop(insert, params).await {
+            // Created on first use only: a user without CREATE works once the table exists.
+            Err(Error::Server(e)) if e.code == NO_SUCH_TABLE => {
+                conn.query_drop(CREATE).await.map_err(|e| e.to_string())?;
+                conn.exec_drop(insert, params).await
+            }
+            other => other,
+        }
+        .map(|()| conn.affected_rows() == 1)
+        .map_err(|e| e.to_string())?;
         if inserted {
             return Ok(Once::Claimed);
         }
@@ -354,6 +434,20 @@ mod once_mysql {
             .await
             .map_err(|e| e.to_string())?;
         parse_record(&record.unwrap_or_default())
+    }
+
+    pub(super) async fn unclaim(
+        store: &elect_mysql::MysqlStore,
+        election: &ElectionName,
+        record: &str,
+    ) -> Result<(), String> {
+        let mut conn = store.pool().get_conn().await.map_err(|e| e.to_string())?;
+        conn.exec_drop(
+            "DELETE FROM elect_once WHERE election = ? AND record = ?",
+            (election.as_str(), record),
+        )
+        .await
+        .map_err(|e| e.to_string())
     }
 
     pub(super) async fn done(
@@ -402,7 +496,8 @@ mod once_mongo {
             .await
         {
             Ok(_) => return Ok(Once::Claimed),
-            Err(e) if e.to_string().contains("E11000") || e.to_string().contains("duplicate") => {}
+            // Another leader's claim is there already.
+            Err(e) if is_duplicate_key(&e) => {}
             Err(e) => return Err(e.to_string()),
         }
         let found = once
@@ -414,6 +509,25 @@ mod once_mongo {
             .and_then(|d| d.get_str("record").ok())
             .unwrap_or_default();
         parse_record(text)
+    }
+
+    /// Duplicate key (11000), by the server's code.
+    fn is_duplicate_key(e: &elect_mongo::mongodb::error::Error) -> bool {
+        use elect_mongo::mongodb::error::{ErrorKind, WriteFailure};
+        matches!(&*e.kind, ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == 11000)
+            || matches!(&*e.kind, ErrorKind::Command(c) if c.code == 11000)
+    }
+
+    pub(super) async fn unclaim(
+        store: &elect_mongo::MongoStore,
+        election: &ElectionName,
+        record: &str,
+    ) -> Result<(), String> {
+        collection(store)
+            .delete_one(doc! { "_id": election.as_str(), "record": record })
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     pub(super) async fn done(

@@ -19,6 +19,7 @@ mod demo;
 mod duration;
 mod run;
 mod status;
+mod watchdog;
 
 use std::process::ExitCode;
 
@@ -49,7 +50,15 @@ never recorded its end; 7 the program could not be started; 130/143 elect was in
 
 /// Leader election for scripts: run a program only while this host leads.
 #[derive(Parser, Debug)]
-#[command(name = "elect", version, about, long_about = None, propagate_version = true, after_help = EXIT_CODES)]
+#[command(
+    name = "elect",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    arg_required_else_help = true,
+    after_help = EXIT_CODES
+)]
 struct Cli {
     /// Log verbosity on stderr (`error`, `warn`, `info`, `debug`, `trace`, or a
     /// tracing-subscriber filter such as `elect_core=debug`).
@@ -75,7 +84,13 @@ enum Command {
 #[derive(Args, Debug, Clone)]
 pub(crate) struct Where {
     /// The coordinator: redis://, rediss://, mysql:// (with a database) or mongodb:// URL.
-    #[arg(long, env = "ELECT_STORE", required_unless_present = "raft_id")]
+    /// Its value is never printed (a password in it is hidden everywhere).
+    #[arg(
+        long,
+        env = "ELECT_STORE",
+        hide_env_values = true,
+        required_unless_present = "raft_id"
+    )]
     store: Option<String>,
     /// The election's name: 1–128 characters of [A-Za-z0-9._:/-].
     #[arg(long, env = "ELECT_ELECTION_NAME")]
@@ -97,7 +112,21 @@ pub(crate) struct Where {
     raft_state: Option<std::path::PathBuf>,
 }
 
+impl Where {
+    /// Whether the store is Redis.
+    pub(crate) fn is_redis(&self) -> bool {
+        self.store
+            .as_deref()
+            .is_some_and(|url| url.starts_with("redis://") || url.starts_with("rediss://"))
+    }
+}
+
 fn main() -> ExitCode {
+    // elect's own watchdog process (see `watchdog`), started by `elect run`; not a command.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__watchdog") {
+        return watchdog::main(&args[2..]);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -105,6 +134,11 @@ fn main() -> ExitCode {
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
+            }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                // `elect` alone: the whole help, on stderr, as a usage error.
+                let _ = e.print();
+                return ExitCode::from(exit::USAGE);
             }
             // One line: clap's message up to its usage block, without the "error: " prefix.
             let text = e.to_string();
@@ -114,11 +148,21 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log) {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("elect: --log {:?} is not a log filter: {e}", cli.log);
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    // Through a worker thread that drops lines when stderr is full (its reader stalled): a
+    // blocked write must never stall the supervision of the program.
+    let (stderr, _flush_at_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(stderr)
         .with_target(false)
         .init();
     // One thread: the program is spawned from it, and PR_SET_PDEATHSIG (which ties the

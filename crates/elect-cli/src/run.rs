@@ -1,16 +1,25 @@
 //! `elect run`: campaign, run the program while leading, stop it when leadership ends.
+//!
+//! The program runs in a process group of its own, led by a watchdog process
+//! ([`crate::watchdog`]) that stops the whole group at the local safety deadline unless this
+//! process keeps handing it later deadlines. Whatever ends a run — the program's exit, a lost
+//! leadership, a signal — the whole group is killed before leadership is released, so nothing
+//! the program started outlives the run.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use clap::Args;
-use elect_core::{Elector, LeaderGuard};
+use elect_core::{CandidateId, Elector, LeaderGuard};
 use rustix::process::{Pid, Signal};
-use tokio::process::{Child, Command};
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, ChildStdin, Command};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{info, warn};
 
-use crate::backend::{self, Once, Store};
+use crate::backend::{self, Connect, Once, Store};
+use crate::watchdog::{signal_group, to_monotonic_ns};
 use crate::{duration, exit, Failure, Where};
 
 /// `elect run [OPTIONS] -- PROGRAM [ARGS]...`
@@ -22,12 +31,16 @@ pub(crate) struct RunArgs {
     /// election before another can lead. 100ms to 1 day.
     #[arg(long, default_value = "10s", value_parser = duration::parse)]
     ttl: Duration,
-    /// This candidate's id (default: hostname-pid-random).
+    /// This candidate's id (default: hostname-pid-random). Two hosts given the same id are still
+    /// two candidates: one leads, the other waits.
     #[arg(long)]
     id: Option<String>,
-    /// How long the program may take to exit after SIGTERM before it gets SIGKILL.
-    #[arg(long, default_value = "1s", value_parser = duration::parse)]
-    grace: Duration,
+    /// How long the program gets between SIGTERM and SIGKILL when it must stop. When renewals
+    /// fail, SIGTERM comes this long before the local safety deadline, so that SIGKILL lands by
+    /// the deadline: at most a third of the lease (--ttl; 300ms with raft). Default: 1s, or a
+    /// quarter of the lease when that is shorter.
+    #[arg(long, value_parser = duration::parse)]
+    grace: Option<Duration>,
     /// When the program exits by itself, release leadership, keep campaigning and run it
     /// again the next time this candidate leads (default: exit with its status).
     #[arg(long, conflicts_with = "once")]
@@ -37,13 +50,13 @@ pub(crate) struct RunArgs {
     /// and exit 0 (or 6 when the earlier run never recorded its end). Stores only.
     #[arg(long)]
     once: bool,
-    /// The program and its arguments.
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "PROGRAM"
-    )]
+    /// Redis without persistence (or with snapshots older than the last grant): after a
+    /// restart of the server, grant nothing vacant until a TTL has passed, so a leader that
+    /// the restart forgot stops believing first. Redis only.
+    #[arg(long)]
+    restart_quarantine: bool,
+    /// The program and its arguments, after `--`.
+    #[arg(required = true, last = true, value_name = "PROGRAM")]
     program: Vec<String>,
 }
 
@@ -51,9 +64,9 @@ pub(crate) struct RunArgs {
 enum Ended {
     /// It exited by itself, with this status (128 + signal when a signal ended it).
     Exited(u8),
-    /// Leadership ended first; the program was stopped.
+    /// Leadership ended first, or renewals were overdue; the program was stopped.
     Lost,
-    /// elect got this signal; it was passed to the program, which then ended with the status.
+    /// elect got a signal; it was passed on, and the program then ended with this status.
     Signalled(u8),
 }
 
@@ -66,29 +79,116 @@ fn status_code(status: std::process::ExitStatus) -> u8 {
     }
 }
 
-fn send(child: &Child, sig: Signal) {
-    if let Some(pid) = child.id().and_then(|id| Pid::from_raw(id as i32)) {
-        let _ = rustix::process::kill_process(pid, sig);
+/// The grace period for a lease of `lease` (see `--grace`).
+fn grace(asked: Option<Duration>, lease: Duration) -> Result<Duration, Failure> {
+    let most = lease / 3;
+    match asked {
+        None => Ok(Duration::from_secs(1).min(lease / 4)),
+        Some(grace) if grace <= most => Ok(grace),
+        Some(grace) => Err(Failure::config(format!(
+            "--grace {}ms is more than a third of the lease ({}ms): with renewals failing, SIGTERM \
+             must come early enough for SIGKILL to land by the local deadline; use at most {}ms",
+            grace.as_millis(),
+            lease.as_millis(),
+            most.as_millis()
+        ))),
     }
 }
 
-/// SIGTERM, then SIGKILL after `grace`; returns the exit status.
-async fn stop(child: &mut Child, grace: Duration) -> u8 {
-    send(child, Signal::TERM);
-    match tokio::time::timeout(grace, child.wait()).await {
-        Ok(Ok(status)) => status_code(status),
-        _ => {
-            let _ = child.start_kill();
-            child.wait().await.map(status_code).unwrap_or(137)
+/// The signals elect handles: each is passed on to the program, then elect releases and exits.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals, Failure> {
+        let on = |kind| signal(kind).map_err(|e| Failure::config(format!("signals: {e}")));
+        Ok(Signals {
+            interrupt: on(SignalKind::interrupt())?,
+            terminate: on(SignalKind::terminate())?,
+            // A closed terminal or ssh session: handled like SIGTERM, so the lease is released
+            // and nothing is orphaned.
+            hangup: on(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next signal: what to pass on to the program, and the status elect exits with when
+    /// no program runs. Cancellation safe.
+    async fn recv(&mut self) -> (Signal, u8) {
+        tokio::select! {
+            _ = self.interrupt.recv() => (Signal::INT, 128 + 2),
+            _ = self.terminate.recv() => (Signal::TERM, 128 + 15),
+            _ = self.hangup.recv() => (Signal::TERM, 128 + 1),
         }
     }
 }
 
-fn spawn(
+/// The watchdog process of one run, and the pipe that keeps it from stopping the program.
+struct Watchdog {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// Its pid, which is also the process group it leads and the program joins.
+    group: Pid,
+}
+
+impl Watchdog {
+    /// Starts a watchdog armed with `deadline`: it leads a new process group.
+    fn start(deadline: Instant, grace: Duration) -> Result<Watchdog, Failure> {
+        let failed = |e: &dyn std::fmt::Display| Failure {
+            code: exit::SPAWN,
+            message: format!("cannot start the watchdog: {e}"),
+        };
+        // This very binary, whatever its path (it may have been replaced on disk since).
+        let mut child = Command::new("/proc/self/exe")
+            .arg("__watchdog")
+            .arg(to_monotonic_ns(deadline).to_string())
+            .arg(grace.as_nanos().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| failed(&e))?;
+        let group = child
+            .id()
+            .and_then(|id| Pid::from_raw(id as i32))
+            .ok_or_else(|| failed(&"it exited at once"))?;
+        Ok(Watchdog {
+            stdin: child.stdin.take(),
+            child,
+            group,
+        })
+    }
+
+    /// Moves the watchdog's deadline (after a renewal).
+    async fn arm(&mut self, deadline: Instant) {
+        if let Some(stdin) = &mut self.stdin {
+            let line = format!("deadline {}\n", to_monotonic_ns(deadline));
+            if !matches!(
+                timeout(Duration::from_millis(100), stdin.write_all(line.as_bytes())).await,
+                Ok(Ok(()))
+            ) {
+                // It keeps the old deadline: the program is stopped early, never late.
+                warn!("could not hand the watchdog a new deadline");
+            }
+        }
+    }
+
+    /// Ends the watchdog: with its pipe closed it kills what is left of the group and exits.
+    async fn finish(mut self) {
+        drop(self.stdin.take());
+        let _ = timeout(Duration::from_secs(1), self.child.wait()).await;
+    }
+}
+
+fn spawn_program(
     args: &RunArgs,
     election: &str,
     candidate: &str,
     guard: &LeaderGuard,
+    group: Pid,
 ) -> Result<Child, Failure> {
     let mut command = Command::new(&args.program[0]);
     command
@@ -96,20 +196,20 @@ fn spawn(
         .env("ELECT_ELECTION", election)
         .env("ELECT_CANDIDATE", candidate)
         .env("ELECT_TERM", guard.term().to_string())
+        // The store URL may hold a password; the program has no use for it.
+        .env_remove("ELECT_STORE")
         .stdin(Stdio::null())
+        .process_group(group.as_raw_nonzero().get())
         .kill_on_drop(true);
     // If elect dies (even by SIGKILL) the program must not outlive it as a leader nobody
     // watches: the kernel sends it SIGKILL (PR_SET_PDEATHSIG; the runtime has one thread,
-    // the one that forks, so "parent thread exits" means elect exits).
-    set_parent_death_signal(&mut command);
+    // the one that forks, so "parent thread exits" means elect exits). The watchdog kills the
+    // rest of the group.
+    pdeathsig::install(&mut command);
     command.spawn().map_err(|e| Failure {
         code: exit::SPAWN,
         message: format!("cannot start {:?}: {e}", args.program[0]),
     })
-}
-
-fn set_parent_death_signal(command: &mut Command) {
-    pdeathsig::install(command);
 }
 
 mod pdeathsig {
@@ -132,9 +232,24 @@ mod pdeathsig {
 
 pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
     let election = backend::election(&args.where_.election)?;
+    if args.restart_quarantine && !args.where_.is_redis() {
+        return Err(Failure::config(
+            "--restart-quarantine is for redis:// and rediss:// stores",
+        ));
+    }
+    // Checked before anything connects: a bad flag fails at once.
+    let lease = match &args.where_.store {
+        Some(_) => args.ttl,
+        None => backend::RAFT_LEASE,
+    };
+    let grace = grace(args.grace, lease)?;
     let (elector, store, candidate) = match &args.where_.store {
         Some(url) => {
-            let store = backend::connect(url).await?;
+            let options = Connect {
+                restart_quarantine: args.restart_quarantine,
+                create_missing_table: true,
+            };
+            let store = backend::connect(url, options).await?;
             let candidate = backend::candidate(args.id.as_deref())?;
             let elector = Elector::builder_dyn(store.lease_store(), election.clone())
                 .candidate(candidate.clone())
@@ -153,7 +268,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
             (elector, None, id)
         }
     };
-    let result = campaign(&args, &elector, store.as_ref(), &candidate).await;
+    let result = campaign(&args, grace, &elector, store.as_ref(), &candidate).await;
     // Hand over (release) and stop; then let the drivers close while the runtime runs.
     if let Err(e) = elector.shutdown().await {
         warn!(error = %e, "releasing the lease failed; it expires by itself");
@@ -166,19 +281,17 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
 
 async fn campaign(
     args: &RunArgs,
+    grace: Duration,
     elector: &Elector,
     store: Option<&Store>,
-    candidate: &elect_core::CandidateId,
+    candidate: &CandidateId,
 ) -> Result<u8, Failure> {
     let election = elector.election().to_string();
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Failure::config(e.to_string()))?;
-    let mut sigterm =
-        signal(SignalKind::terminate()).map_err(|e| Failure::config(e.to_string()))?;
+    let mut signals = Signals::new()?;
     loop {
         let guard = tokio::select! {
             guard = elector.leading() => guard.map_err(|e| Failure::from_error("campaign", &e))?,
-            _ = sigint.recv() => return Ok(128 + 2),
-            _ = sigterm.recv() => return Ok(128 + 15),
+            (_, status) = signals.recv() => return Ok(status),
         };
         info!(term = %guard.term(), "elected");
         if args.once {
@@ -200,28 +313,20 @@ async fn campaign(
                 }
             }
         }
-        let ended = {
-            let mut child = spawn(args, &election, candidate.as_str(), &guard)?;
-            tokio::select! {
-                status = child.wait() => Ended::Exited(status.map(status_code).unwrap_or(1)),
-                _ = guard.lost() => {
-                    warn!(term = %guard.term(), "leadership lost; stopping the program");
-                    stop(&mut child, args.grace).await;
-                    Ended::Lost
+        let ended = match supervise(args, grace, &guard, &election, candidate, &mut signals).await {
+            Ok(ended) => ended,
+            Err(failure) => {
+                if let (true, Some(store), exit::SPAWN) = (args.once, store, failure.code) {
+                    // Nothing ran: the claim must not keep every later leader from running it.
+                    store
+                        .once_unclaim(elector.election(), candidate, guard.term())
+                        .await?;
                 }
-                _ = sigint.recv() => {
-                    send(&child, Signal::INT);
-                    Ended::Signalled(wait_or_kill(&mut child, args.grace).await)
-                }
-                _ = sigterm.recv() => {
-                    send(&child, Signal::TERM);
-                    Ended::Signalled(wait_or_kill(&mut child, args.grace).await)
-                }
+                return Err(failure);
             }
         };
         match ended {
             Ended::Exited(status) => {
-                info!(status, "the program exited");
                 if args.once {
                     if let Some(store) = store {
                         store
@@ -231,28 +336,139 @@ async fn campaign(
                     return Ok(status);
                 }
                 if !args.restart {
+                    info!(status, "the program exited");
                     return Ok(status);
                 }
+                warn!(
+                    status,
+                    "the program exited; releasing and campaigning again (--restart)"
+                );
                 elector
                     .resign()
                     .await
                     .map_err(|e| Failure::from_error("resign", &e))?;
             }
-            Ended::Lost if args.restart => continue,
+            Ended::Lost if args.restart => {
+                if guard.is_leading() {
+                    // Stopped for overdue renewals that then came back: start afresh.
+                    let _ = elector.resign().await;
+                }
+                warn!("leadership lost; campaigning again (--restart)");
+            }
             Ended::Lost => return Ok(exit::LOST),
             Ended::Signalled(status) => return Ok(status),
         }
     }
 }
 
-/// After passing a signal on: waits for the program, at most `grace` longer than it takes to
-/// be polite, then kills it.
-async fn wait_or_kill(child: &mut Child, grace: Duration) -> u8 {
-    match tokio::time::timeout(grace, child.wait()).await {
-        Ok(Ok(status)) => status_code(status),
-        _ => {
-            let _ = child.start_kill();
-            child.wait().await.map(status_code).unwrap_or(137)
+/// Runs the program for one leadership: spawns the watchdog and the program in its group,
+/// keeps the watchdog's deadline current, stops the group when leadership ends (at once) or
+/// renewals are overdue (SIGTERM `grace` before the deadline, SIGKILL by it), passes signals
+/// on, and kills the whole group before returning.
+async fn supervise(
+    args: &RunArgs,
+    grace: Duration,
+    guard: &LeaderGuard,
+    election: &str,
+    candidate: &CandidateId,
+    signals: &mut Signals,
+) -> Result<Ended, Failure> {
+    let mut deadlines = guard.deadline_watch();
+    let mut deadline = *deadlines.borrow_and_update();
+    let mut watchdog = Watchdog::start(deadline, grace)?;
+    let group = watchdog.group;
+    let mut child = match spawn_program(args, election, candidate.as_str(), guard, group) {
+        Ok(child) => child,
+        Err(failure) => {
+            watchdog.finish().await;
+            return Err(failure);
         }
+    };
+    let mut renewing = true;
+    let mut overdue: Option<Instant> = None;
+    let ended = loop {
+        // SIGTERM `grace` before the deadline if no renewal moves it; SIGKILL `grace` after
+        // that, and by the deadline at the latest (where `lost` fires).
+        let term_at = deadline.checked_sub(grace).unwrap_or(deadline);
+        let kill_at = overdue.map_or(deadline, |at| (at + grace).min(deadline));
+        tokio::select! {
+            biased;
+            _ = guard.lost() => {
+                // Another host may lead already (a refused renewal), or will at the deadline.
+                signal_group(group, Signal::KILL);
+                warn!(term = %guard.term(), reason = ?guard.reason(), "leadership lost; the program was killed");
+                break Ended::Lost;
+            }
+            status = child.wait() => {
+                let status = status.map(status_code).unwrap_or(1);
+                break if overdue.is_some() { Ended::Lost } else { Ended::Exited(status) };
+            }
+            changed = deadlines.changed(), if renewing => match changed {
+                Ok(()) => {
+                    deadline = *deadlines.borrow_and_update();
+                    watchdog.arm(deadline).await;
+                }
+                Err(_) => renewing = false,
+            },
+            _ = sleep_until(term_at), if overdue.is_none() => {
+                warn!(?grace, "renewals are overdue; stopping the program before the local deadline");
+                signal_group(group, Signal::TERM);
+                overdue = Some(Instant::now());
+            }
+            _ = sleep_until(kill_at), if overdue.is_some() => {
+                signal_group(group, Signal::KILL);
+            }
+            _ = watchdog.child.wait() => {
+                // Only the group's SIGKILL ends it early; if anything else did, nobody would
+                // stop the program at the deadline: stop it now.
+                signal_group(group, Signal::KILL);
+                warn!("the watchdog died; the program was killed");
+                break Ended::Lost;
+            }
+            (pass_on, _) = signals.recv() => {
+                signal_group(group, pass_on);
+                let status = tokio::select! {
+                    biased;
+                    _ = guard.lost() => None,
+                    status = timeout(grace, child.wait()) => status.ok().and_then(Result::ok),
+                };
+                signal_group(group, Signal::KILL);
+                let status = match status {
+                    Some(status) => status_code(status),
+                    None => child.wait().await.map(status_code).unwrap_or(137),
+                };
+                break Ended::Signalled(status);
+            }
+        }
+    };
+    // Whatever ended the run, nothing it started survives: the program's children too.
+    signal_group(group, Signal::KILL);
+    let _ = child.wait().await;
+    watchdog.finish().await;
+    Ok(ended)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grace_fits_in_a_third_of_the_lease() {
+        let s = Duration::from_secs;
+        assert_eq!(grace(None, s(10)).unwrap(), s(1));
+        assert_eq!(grace(None, s(2)).unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            grace(None, Duration::from_millis(300)).unwrap(),
+            Duration::from_millis(75)
+        );
+        assert_eq!(grace(Some(s(3)), s(10)).unwrap(), s(3));
+        assert_eq!(grace(Some(Duration::ZERO), s(10)).unwrap(), Duration::ZERO);
+        let refused = grace(Some(s(1)), s(2)).unwrap_err();
+        assert_eq!(refused.code, exit::CONFIG);
+        assert!(
+            refused.message.contains("at most 666ms"),
+            "{}",
+            refused.message
+        );
     }
 }

@@ -12,7 +12,8 @@ use crate::{exit, Failure};
 #[derive(Args, Debug)]
 pub(crate) struct StatusArgs {
     /// The coordinator: redis://, rediss://, mysql:// (with a database) or mongodb:// URL.
-    #[arg(long, env = "ELECT_STORE")]
+    /// Its value is never printed (a password in it is hidden everywhere).
+    #[arg(long, env = "ELECT_STORE", hide_env_values = true)]
     store: String,
     /// The election's name.
     #[arg(long, env = "ELECT_ELECTION_NAME")]
@@ -54,7 +55,8 @@ fn render(election: &str, info: Option<&LeaderInfo>, json: bool) -> String {
 
 pub(crate) async fn status(args: StatusArgs) -> Result<u8, Failure> {
     let election = backend::election(&args.election)?;
-    let store = backend::connect(&args.store).await?;
+    // Reads only: never creates anything, so a SELECT-only user can ask.
+    let store = backend::connect(&args.store, backend::Connect::default()).await?;
     let lease = store.lease_store();
     let result = report(&args, &election, lease.as_ref()).await;
     store.close().await;

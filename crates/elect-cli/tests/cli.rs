@@ -2,24 +2,14 @@
 //! SIGKILL within TTL + 1 s with a higher ELECT_TERM, `--once` across three processes,
 //! `status --json`; on Redis, MariaDB, the MongoDB-wire server and a 3-host raft group.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+mod support;
+use support::{elect, scratch, wait_for, Running};
 
 const TTL: Duration = Duration::from_secs(2);
-
-fn elect() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_elect"));
-    command.stdin(Stdio::null());
-    command
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("elect-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn epoch_ns() -> u128 {
     SystemTime::now()
@@ -56,14 +46,6 @@ fn ticks(file: &Path) -> Vec<(String, u64, u128)> {
         .collect()
 }
 
-fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
-    let until = Instant::now() + within;
-    while !ok() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Ticks from different leaderships never interleave: each (candidate, term) is one run.
 fn assert_one_at_a_time(ticks: &[(String, u64, u128)]) {
     let mut sorted = ticks.to_vec();
@@ -74,17 +56,6 @@ fn assert_one_at_a_time(ticks: &[(String, u64, u128)]) {
         if seen.last() != Some(&key) {
             assert!(!seen.contains(&key), "two programs ran at once: {sorted:?}");
             seen.push(key);
-        }
-    }
-}
-
-struct Running(Vec<(String, Child)>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }
@@ -432,4 +403,356 @@ fn the_demo_prints_failover_and_transfer_times() {
     );
     assert!(stdout.contains("failover took"), "{stdout}");
     assert!(stdout.contains("transfer took"), "{stdout}");
+}
+
+/// Issue 14, item 17: messages a new user meets first.
+#[test]
+fn first_contact_messages_say_what_is_wrong() {
+    // `elect` alone: the help, not just the tagline.
+    let out = elect().output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text.contains("Usage: elect") && text.contains("run"),
+        "{text}"
+    );
+    let one_line = |args: &[&str], code: i32, needle: &str| {
+        let out = elect().args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {text}");
+        assert_eq!(text.lines().count(), 1, "{args:?}: {text}");
+        assert!(text.contains(needle), "{args:?}: {text}");
+    };
+    // An unknown flag is named, before and after the required ones, and never becomes the
+    // program (it used to run as one, after winning the election).
+    one_line(&["run", "--bogus"], 2, "'--bogus'");
+    one_line(
+        &[
+            "run",
+            "--store",
+            "redis://127.0.0.1:1",
+            "--election",
+            "e",
+            "--bogus",
+            "--",
+            "true",
+        ],
+        2,
+        "'--bogus'",
+    );
+    one_line(
+        &[
+            "run",
+            "--store",
+            "redis://127.0.0.1:1",
+            "--election",
+            "e",
+            "true",
+        ],
+        2,
+        "unexpected argument",
+    );
+    one_line(
+        &[
+            "--log",
+            "elect=[",
+            "status",
+            "--store",
+            "redis://127.0.0.1:1",
+            "--election",
+            "e",
+        ],
+        2,
+        "--log",
+    );
+    one_line(
+        &[
+            "run",
+            "--store",
+            "redis://127.0.0.1:1",
+            "--election",
+            "e",
+            "--ttl",
+            "2s",
+            "--grace",
+            "1s",
+            "--",
+            "true",
+        ],
+        3,
+        "--grace",
+    );
+    one_line(
+        &[
+            "run",
+            "--store",
+            "mysql://root@127.0.0.1:1/db",
+            "--election",
+            "e",
+            "--restart-quarantine",
+            "--",
+            "true",
+        ],
+        3,
+        "--restart-quarantine",
+    );
+}
+
+/// Issue 14, item 17: a MySQL URL without a database is a configuration error (3), not 4.
+#[tokio::test]
+async fn a_mysql_url_without_a_database_exits_3() {
+    let url = elect_tests::mysql().await.url().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let out = elect()
+            .args(["status", "--store", &url, "--election", "e"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{text}");
+        assert!(text.contains("names no database"), "{text}");
+    })
+    .await
+    .unwrap();
+}
+
+/// Issue 14, item 10: the store URL (with its password) is in no help text, no message, and
+/// not in the program's environment.
+#[tokio::test]
+async fn the_store_password_is_never_shown_nor_passed_on() {
+    let secret = "s3cret/with?marks";
+    let help = elect()
+        .args(["run", "--help"])
+        .env("ELECT_STORE", format!("redis://:{secret}@127.0.0.1:1"))
+        .output()
+        .unwrap();
+    let status_help = elect()
+        .args(["status", "--help"])
+        .env("ELECT_STORE", format!("redis://:{secret}@127.0.0.1:1"))
+        .output()
+        .unwrap();
+    for out in [&help, &status_help] {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("ELECT_STORE"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+    let unreachable = elect()
+        .args(["status", "--election", "e"])
+        .env("ELECT_STORE", format!("redis://:{secret}@127.0.0.1:1"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(
+        !text.contains("s3cret") && !text.contains("marks@"),
+        "{text}"
+    );
+
+    let url = elect_tests::redis().await.url().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let dir = scratch("env");
+        let seen = dir.join("env");
+        let out = elect()
+            .args([
+                "run",
+                "--election",
+                &format!("env.{}", std::process::id()),
+                "--",
+                "sh",
+                "-c",
+            ])
+            .arg(format!("env > {}", seen.display()))
+            .env("ELECT_STORE", &url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = std::fs::read_to_string(&seen).unwrap();
+        assert!(env.contains("ELECT_TERM="), "{env}");
+        assert!(
+            !env.contains("ELECT_STORE"),
+            "the program got the store URL: {env}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    })
+    .await
+    .unwrap();
+}
+
+/// Issue 14, item 14: a program that cannot start must not poison `--once` for good.
+#[tokio::test]
+async fn a_program_that_cannot_start_does_not_use_up_once() {
+    for url in [
+        elect_tests::redis().await.url().to_owned(),
+        elect_tests::mysql().await.mysql_database().await.unwrap(),
+        elect_tests::mongo().await.url().to_owned(),
+    ] {
+        tokio::task::spawn_blocking(move || {
+            let dir = scratch("once-spawn");
+            let file = dir.join("ran");
+            let election = format!("once.spawn.{}", std::process::id());
+            let run = |program: &[&str]| {
+                elect()
+                    .args([
+                        "run",
+                        "--store",
+                        &url,
+                        "--election",
+                        &election,
+                        "--once",
+                        "--",
+                    ])
+                    .args(program)
+                    .output()
+                    .unwrap()
+            };
+            let failed = run(&["/nonexistent/program"]);
+            assert_eq!(
+                failed.status.code(),
+                Some(7),
+                "{url}: {}",
+                String::from_utf8_lossy(&failed.stderr)
+            );
+            let script = format!("echo ran >> {}", file.display());
+            let ok = run(&["sh", "-c", &script]);
+            assert!(
+                ok.status.success(),
+                "{url}: {}",
+                String::from_utf8_lossy(&ok.stderr)
+            );
+            assert_eq!(
+                std::fs::read_to_string(&file).unwrap_or_default(),
+                "ran\n",
+                "{url}"
+            );
+            let again = run(&["sh", "-c", &script]);
+            assert!(again.status.success(), "{url}: done, nothing to do");
+            assert_eq!(
+                std::fs::read_to_string(&file).unwrap(),
+                "ran\n",
+                "{url}: ran twice"
+            );
+            let _ = std::fs::remove_dir_all(dir);
+        })
+        .await
+        .unwrap();
+    }
+}
+
+/// Issue 14, item 13: `elect run` and `elect status` used to need CREATE (a migration on every
+/// connect). With the tables there, a user with only SELECT/INSERT/UPDATE/DELETE runs, and a
+/// SELECT-only user asks who leads.
+#[tokio::test]
+async fn mysql_users_without_ddl_rights_run_and_ask() {
+    use elect_mysql::mysql_async::prelude::Queryable;
+    let server = elect_tests::mysql().await;
+    let url = server.mysql_database().await.unwrap();
+    let (_, database) = url.rsplit_once('/').unwrap();
+    let database = database.split('?').next().unwrap().to_owned();
+    // The tables, made once by an admin (the lease table by migrate; elect_once by a first
+    // --once run).
+    let admin = elect_mysql::MysqlStore::connect_url(&url).await.unwrap();
+    admin.migrate().await.unwrap();
+    let user = |name: &str| {
+        let rest = server.url().split_once('@').unwrap().1;
+        format!(
+            "mysql://{name}:pw@{}{database}",
+            rest.trim_end_matches('/').to_owned() + "/"
+        )
+    };
+    let mut conn = admin.pool().get_conn().await.unwrap();
+    for (name, grants) in [
+        ("dml_only", "SELECT, INSERT, UPDATE, DELETE"),
+        ("select_only", "SELECT"),
+    ] {
+        let name = format!("{name}_{}", std::process::id());
+        conn.query_drop(format!(
+            "CREATE USER IF NOT EXISTS '{name}'@'%' IDENTIFIED BY 'pw'"
+        ))
+        .await
+        .unwrap();
+        conn.query_drop(format!("GRANT {grants} ON `{database}`.* TO '{name}'@'%'"))
+            .await
+            .unwrap();
+    }
+    let empty = format!("{database}_empty");
+    conn.query_drop(format!("CREATE DATABASE `{empty}`"))
+        .await
+        .unwrap();
+    conn.query_drop(format!(
+        "GRANT SELECT ON `{empty}`.* TO 'select_only_{}'@'%'",
+        std::process::id()
+    ))
+    .await
+    .unwrap();
+    let (root, dml, select) = (
+        url.clone(),
+        user(&format!("dml_only_{}", std::process::id())),
+        user(&format!("select_only_{}", std::process::id())),
+    );
+    let empty = tokio::task::spawn_blocking(move || {
+        let run = |url: &str, election: &str| {
+            elect()
+                .args([
+                    "run",
+                    "--store",
+                    url,
+                    "--election",
+                    election,
+                    "--once",
+                    "--",
+                    "true",
+                ])
+                .output()
+                .unwrap()
+        };
+        assert!(
+            run(&root, "first").status.success(),
+            "the admin's first --once run"
+        );
+        let out = run(&dml, "second");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = elect()
+            .args([
+                "status",
+                "--store",
+                &select,
+                "--election",
+                "second",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("\"leader\":null"));
+        // Without the tables, the SELECT-only user is told what is missing.
+        let empty_url = select.replace(&database, &empty);
+        let out = elect()
+            .args(["status", "--store", &empty_url, "--election", "x"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{text}");
+        assert!(
+            text.contains("does not exist") && text.contains("migrate()"),
+            "{text}"
+        );
+        empty
+    })
+    .await
+    .unwrap();
+    let tables: Vec<String> = conn
+        .query(format!("SHOW TABLES FROM `{empty}`"))
+        .await
+        .unwrap();
+    assert!(tables.is_empty(), "status created {tables:?}");
 }
