@@ -164,6 +164,8 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(stderr)
         .with_target(false)
+        // Colours only for a terminal: log files and journals get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // One thread: the program is spawned from it, and PR_SET_PDEATHSIG (which ties the
     // program's life to this process) follows the thread that forked.

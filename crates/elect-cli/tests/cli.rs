@@ -756,3 +756,29 @@ async fn mysql_users_without_ddl_rights_run_and_ask() {
         .unwrap();
     assert!(tables.is_empty(), "status created {tables:?}");
 }
+
+/// Issue 14, item 17: a `--restart` crash loop logged nothing at the default level.
+#[tokio::test]
+async fn a_restart_loop_says_each_exit() {
+    let url = elect_tests::redis().await.url().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut child = elect()
+            .args(["run", "--store", &url, "--election"])
+            .arg(format!("loop.{}", std::process::id()))
+            .args(["--ttl", "500ms", "--restart", "--", "false"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2500));
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        let exits = text.matches("the program exited").count();
+        assert!(exits >= 2, "{exits} exits reported: {text}");
+        assert!(text.contains("status=1"), "{text}");
+    })
+    .await
+    .unwrap();
+}

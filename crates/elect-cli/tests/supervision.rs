@@ -14,6 +14,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use elect_redis::fred::prelude::*;
+use elect_redis::fred::types::Expiration;
 use elect_tests::proxy::{FaultProxy, Mode};
 use elect_tests::{Kind, OwnedServer};
 
@@ -387,6 +388,92 @@ async fn a_refused_renewal_kills_the_program_at_once() {
         "the worker beat {after:.1} ms after the takeover: not killed at the refusal"
     );
     assert_eq!(host.exit_code(Duration::from_secs(5)), Some(5));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Issue 14, item 3: `elect run --id same` on two hosts used to give two leaders in one term
+/// for the whole run. They are two candidates: one program at a time, and after the leader's
+/// elect is killed the twin leads in a higher term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_with_one_id_run_one_program_at_a_time() {
+    let url = elect_tests::redis().await.url().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let dir = scratch("twins");
+        let election = format!("twins.{}", std::process::id());
+        let mut hosts: Vec<Host> = (0..2)
+            .map(|k| {
+                Host::new(
+                    &dir,
+                    &format!("t{k}"),
+                    store_args(&url, &election, "same", &[]),
+                )
+            })
+            .collect();
+        for h in &mut hosts {
+            h.start();
+        }
+        support::wait_for("a worker", Duration::from_secs(20), || {
+            beating(&hosts).is_some()
+        });
+        std::thread::sleep(TTL * 2);
+        let leader = beating(&hosts).unwrap();
+        assert_eq!(
+            hosts[1 - leader].last_beat(),
+            None,
+            "the twin ran its program beside the leader's"
+        );
+        hosts[leader].kill();
+        wait_beats(&hosts[1 - leader], TTL * 3);
+        assert_clean(&hosts, "twins");
+        let _ = std::fs::remove_dir_all(dir);
+    })
+    .await
+    .unwrap();
+}
+
+/// Issue 14, item 16: one junk write to the lease record stopped every candidate for good
+/// (exit 4, even with --restart). Now they wait, report it, and lead once the junk is gone
+/// (here it expires).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_junk_record_holds_the_group_back_only_while_it_lasts() {
+    let url = elect_tests::redis().await.url().to_owned();
+    let admin = Builder::from_config(Config::from_url(&url).unwrap())
+        .build()
+        .unwrap();
+    admin.init().await.unwrap();
+    let dir = scratch("junk");
+    let election = format!("junk.{}", std::process::id());
+    let _: () = admin
+        .set(
+            format!("elect:{{{election}}}:lease"),
+            "junk",
+            Some(Expiration::PX(3000)),
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+    let junk_until = mono_ns() + 3000 * MS;
+    let mut host = Host::new(&dir, "j0", store_args(&url, &election, "j0", &[]));
+    host.start();
+    tokio::task::block_in_place(|| {
+        assert_eq!(
+            host.exit_code(Duration::from_secs(2)),
+            None,
+            "elect gave up on junk"
+        );
+        wait_beats(&host, Duration::from_secs(10));
+    });
+    let first = beats(std::slice::from_ref(&host.beats))[0].at;
+    assert!(
+        first >= junk_until,
+        "ran its program over a record it could not read"
+    );
+    let log = std::fs::read_to_string(&host.log).unwrap();
+    assert!(
+        log.contains("corrupt lease record"),
+        "the junk is reported: {log}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -211,18 +211,27 @@ impl MongoStore {
     fn record(&self, election: &str, d: &Document) -> Result<Record> {
         let corrupt = |why: String| Error::corrupt(STORE, self.key(election), why);
         let holder = match d.get("holder") {
-            Some(Bson::String(h)) => CandidateId::new(h)
-                .map_err(|_| corrupt(format!("holder {h:?} is not a valid candidate id")))?,
-            other => return Err(corrupt(format!("holder is {other:?}"))),
+            Some(Bson::String(h)) => CandidateId::new(h).map_err(|_| {
+                corrupt(format!(
+                    "holder is {}, not a valid candidate id",
+                    shown(d.get("holder"))
+                ))
+            })?,
+            other => return Err(corrupt(format!("holder is {}, not a string", shown(other)))),
         };
         let term = match d.get("term") {
             Some(Bson::Int64(t)) if *t > 0 => Term(*t as u64),
             Some(Bson::Int32(t)) if *t > 0 => Term(*t as u64),
-            other => return Err(corrupt(format!("term {other:?} is not a positive integer"))),
+            other => {
+                return Err(corrupt(format!(
+                    "term is {}, not a positive integer",
+                    shown(other)
+                )))
+            }
         };
         match d.get("expires") {
             Some(Bson::DateTime(_)) => {}
-            other => return Err(corrupt(format!("expires {other:?} is not a date"))),
+            other => return Err(corrupt(format!("expires is {}, not a date", shown(other)))),
         }
         let nonce = match d.get("nonce") {
             Some(Bson::Int64(n)) => *n,
@@ -264,7 +273,7 @@ impl MongoStore {
                 return Err(Error::corrupt(
                     STORE,
                     self.key(e),
-                    format!("cannot tell the remaining time: {other:?}"),
+                    format!("cannot tell the remaining time: {}", shown(other)),
                 ))
             }
         };
@@ -381,6 +390,27 @@ impl LeaseStore for MongoStore {
 
     async fn subscribe(&self, election: &ElectionName) -> Result<Option<ChangeFeed>> {
         self.inner.feeds.subscribe(self, election).await
+    }
+}
+
+/// A field's value as an error message shows it: short, and never a dump of raw bytes.
+fn shown(value: Option<&Bson>) -> String {
+    const LONGEST: usize = 40;
+    match value {
+        None => "missing".into(),
+        Some(Bson::String(s)) if s.chars().count() > LONGEST => {
+            format!(
+                "the string {:?}…",
+                s.chars().take(LONGEST).collect::<String>()
+            )
+        }
+        Some(Bson::String(s)) => format!("the string {s:?}"),
+        Some(Bson::Int32(n)) => format!("the integer {n}"),
+        Some(Bson::Int64(n)) => format!("the integer {n}"),
+        Some(Bson::Double(n)) => format!("the number {n}"),
+        Some(Bson::Boolean(b)) => format!("{b}"),
+        Some(Bson::Null) => "null".into(),
+        Some(other) => format!("a BSON {:?}", other.element_type()),
     }
 }
 

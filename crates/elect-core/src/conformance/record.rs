@@ -272,3 +272,50 @@ impl Recorder {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::name::CandidateId;
+
+    fn recorded(intervals: &[(&str, u64, u64, u64)]) -> Recorder {
+        let recorder = Recorder::new();
+        let origin = recorder.origin;
+        let ms = |n: u64| origin + Duration::from_millis(n);
+        recorder.lock().intervals = intervals
+            .iter()
+            .map(|&(who, term, start, end)| Interval {
+                candidate: CandidateId::new(who).unwrap(),
+                term: Term(term),
+                start: ms(start),
+                end: Some(ms(end)),
+                reason: Some(StepDown::Resigned),
+            })
+            .collect();
+        recorder
+    }
+
+    fn verdict(recorder: &Recorder) -> String {
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| recorder.check()))
+            .expect_err("the check must fail");
+        panic.downcast_ref::<String>().cloned().unwrap_or_default()
+    }
+
+    /// Issue 14, item 18: equal terms were labelled "TERM REGRESSION" and times were printed
+    /// as raw `Instant { tv_sec … }`.
+    #[test]
+    fn verdicts_name_the_fault_and_show_milliseconds() {
+        recorded(&[("a", 1, 0, 10), ("b", 2, 20, 30)]).check();
+        let reused = verdict(&recorded(&[("a", 5, 0, 10), ("b", 5, 20, 30)]));
+        assert!(reused.contains("TERM REUSED"), "{reused}");
+        assert!(!reused.contains("REGRESSION"), "{reused}");
+        let back = verdict(&recorded(&[("a", 5, 0, 10), ("b", 4, 20, 30)]));
+        assert!(back.contains("TERM REGRESSION"), "{back}");
+        let overlap = verdict(&recorded(&[("a", 1, 0, 25), ("b", 2, 20, 30)]));
+        assert!(overlap.contains("OVERLAP of 5.000 ms"), "{overlap}");
+        assert!(overlap.contains("20.000 ms"), "{overlap}");
+        for text in [reused, back, overlap] {
+            assert!(!text.contains("tv_sec"), "{text}");
+        }
+    }
+}

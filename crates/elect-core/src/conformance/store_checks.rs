@@ -17,10 +17,10 @@ type Store = Arc<dyn LeaseStore>;
 /// How often a request that failed with a transient error ([`Error::Unavailable`]) is tried in
 /// all before the check fails: a coordinator on the network may refuse a request now and then
 /// (a reconnect, a failover), which the contract allows.
-const ATTEMPTS: u32 = 5;
+const ATTEMPTS: u32 = 8;
 
 /// Runs `request` until it succeeds or fails with a persistent error, at most [`ATTEMPTS`]
-/// times with a growing pause; returns the answer and whether an attempt failed before (its
+/// times with a growing pause (20 ms doubling, at most 200 ms); returns the answer and whether an attempt failed before (its
 /// outcome unknown: it may have landed). Panics with `what` and the last error otherwise.
 async fn retried<T, F>(what: &str, mut request: impl FnMut() -> F) -> (T, bool)
 where
@@ -31,7 +31,7 @@ where
         match request().await {
             Ok(answer) => return (answer, failed.is_some()),
             Err(e) if e.is_retryable() && attempt + 1 < ATTEMPTS => {
-                sleep(Duration::from_millis(50 << attempt)).await;
+                sleep(Duration::from_millis((20 << attempt).min(200))).await;
                 failed = Some(e);
             }
             Err(e) => {
@@ -132,13 +132,19 @@ async fn renew(store: &Store, lease: &Lease) -> Renewal {
     retried(&what, || store.renew(lease)).await.0
 }
 
-/// Releases; a `NotHeld` after an attempt whose outcome is unknown counts as `Released` (that
-/// attempt may have released it).
+/// Releases, and returns the answer.
 async fn release(store: &Store, lease: &Lease) -> Release {
     let what = format!("release({} term {})", lease.election, lease.term);
+    retried(&what, || store.release(lease)).await.0
+}
+
+/// Releases the live `lease` and insists on it: `Released`, or `NotHeld` after an attempt whose
+/// outcome is unknown (that attempt may have released it).
+pub(super) async fn released(store: &Store, lease: &Lease) {
+    let what = format!("release({} term {})", lease.election, lease.term);
     match retried(&what, || store.release(lease)).await {
-        (Release::NotHeld, true) => Release::Released,
-        (answer, _) => answer,
+        (Release::Released, _) | (Release::NotHeld, true) => {}
+        (Release::NotHeld, false) => panic!("{what}: the live lease was not released (NotHeld)"),
     }
 }
 
@@ -271,7 +277,7 @@ pub async fn new_grant_increments_term(store: Store, settings: Settings) {
     let election = fresh_election("new_grant_increments_term");
     let mut previous = grant(&store, &election, &id("a"), settings.ttl).await;
     for who in ["b", "a", "a", "c"] {
-        assert_eq!(release(&store, &previous).await, Release::Released);
+        released(&store, &previous).await;
         let lease = grant(&store, &election, &id(who), settings.ttl).await;
         assert_above(
             &lease,
@@ -320,7 +326,7 @@ pub async fn same_id_with_another_nonce_is_held(store: Store, settings: Settings
         lease.term,
         "the first claim still re-acquires its own lease"
     );
-    assert_eq!(release(&store, &lease).await, Release::Released);
+    released(&store, &lease).await;
     let next = grant_claim(&store, &second).await;
     assert_above(&next, &lease, "the twin's grant after the release");
 }
@@ -330,7 +336,7 @@ pub async fn same_id_with_another_nonce_is_held(store: Store, settings: Settings
 pub async fn stale_renew_is_refused(store: Store, settings: Settings) {
     let election = fresh_election("stale_renew_is_refused");
     let old = grant(&store, &election, &id("a"), settings.ttl).await;
-    assert_eq!(release(&store, &old).await, Release::Released);
+    released(&store, &old).await;
     let current = grant(&store, &election, &id("b"), settings.ttl).await;
     assert_eq!(
         renew(&store, &old).await,
@@ -358,7 +364,7 @@ pub async fn stale_renew_is_refused(store: Store, settings: Settings) {
 pub async fn stale_release_is_refused(store: Store, settings: Settings) {
     let election = fresh_election("stale_release_is_refused");
     let old = grant(&store, &election, &id("a"), settings.ttl).await;
-    assert_eq!(release(&store, &old).await, Release::Released);
+    released(&store, &old).await;
     assert_eq!(
         release(&store, &old).await,
         Release::NotHeld,
@@ -479,7 +485,7 @@ pub async fn renew_after_expiry_is_refused(store: Store, settings: Settings) {
 pub async fn release_frees_at_once_and_keeps_term(store: Store, settings: Settings) {
     let election = fresh_election("release_frees_at_once_and_keeps_term");
     let lease = grant(&store, &election, &id("a"), settings.ttl).await;
-    assert_eq!(release(&store, &lease).await, Release::Released);
+    released(&store, &lease).await;
     assert_eq!(
         renew(&store, &lease).await,
         Renewal::Lost,
@@ -495,7 +501,7 @@ pub async fn leader_reports_the_truth(store: Store, settings: Settings) {
     assert_eq!(leader(&store, &election).await, None, "vacant");
     let lease = grant(&store, &election, &id("a"), settings.ttl).await;
     assert_leads(leader(&store, &election).await, &lease, "after grant");
-    assert_eq!(release(&store, &lease).await, Release::Released);
+    released(&store, &lease).await;
     assert_eq!(leader(&store, &election).await, None, "after release");
     let lease = grant(&store, &election, &id("b"), settings.ttl).await;
     assert_leads(
@@ -513,7 +519,7 @@ pub async fn elections_are_independent(store: Store, settings: Settings) {
     let two = fresh_election("elections_are_independent.two");
     let a = grant(&store, &one, &id("a"), settings.ttl).await;
     let b = grant(&store, &two, &id("b"), settings.ttl).await;
-    assert_eq!(release(&store, &a).await, Release::Released);
+    released(&store, &a).await;
     assert_eq!(leader(&store, &one).await, None);
     assert_leads(leader(&store, &two).await, &b, "the other election");
     let lease_in_two = Lease {
@@ -578,7 +584,7 @@ pub async fn names_and_ttls_are_validated(store: Store, settings: Settings) {
         &lease,
         "with maximal names",
     );
-    assert_eq!(release(&store, &lease).await, Release::Released);
+    released(&store, &lease).await;
 }
 
 /// When the store offers a change feed, a release wakes it within the handover bound.
@@ -597,7 +603,7 @@ pub async fn release_wakes_subscribers(store: Store, settings: Settings) {
     };
     let lease = grant(&store, &election, &id("a"), settings.ttl).await;
     feed.mark_seen();
-    assert_eq!(release(&store, &lease).await, Release::Released);
+    released(&store, &lease).await;
     match tokio::time::timeout(settings.handover_bound, feed.changed()).await {
         Ok(true) => {}
         Ok(false) => panic!("the change feed ended instead of reporting the release"),
