@@ -762,7 +762,7 @@ async fn mysql_users_without_ddl_rights_run_and_ask() {
 async fn a_restart_loop_says_each_exit() {
     let url = elect_tests::redis().await.url().to_owned();
     tokio::task::spawn_blocking(move || {
-        let mut child = elect()
+        let child = elect()
             .args(["run", "--store", &url, "--election"])
             .arg(format!("loop.{}", std::process::id()))
             .args(["--ttl", "500ms", "--restart", "--", "false"])
