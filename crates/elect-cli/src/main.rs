@@ -48,6 +48,19 @@ store unreachable or failing; 5 leadership lost while the program ran; 6 --once:
 never recorded its end; 7 the program could not be started; 130/143 elect was interrupted \
 (SIGINT/SIGTERM, passed on to the program first).";
 
+const RUN_GUARANTEES: &str = "\
+Guarantees: one program at a time across the group (clock rates within 1 %). The program runs \
+in its own process group, led by a watchdog process; the whole group is stopped by the local \
+safety deadline (before the store can give the lease to another host): SIGKILL at once when a \
+renewal is refused; SIGTERM --grace before the deadline and SIGKILL at it when renewals fail; \
+and the same by the watchdog when elect is frozen, blocked or dead (kill -9 of elect kills the \
+group at once). Whatever ends a run, nothing left in the group survives it. Two hosts given \
+the same --id are two candidates. ELECT_TERM only rises.
+Not guaranteed: children that leave the process group (setsid, daemons) are out of reach; when \
+someone else writes the store (deletes the lease), another host may lead for up to a third of \
+the TTL before this one learns it — so have the program's writes carry ELECT_TERM and their \
+target refuse lower terms. SIGHUP is handled like SIGTERM. The program does not get ELECT_STORE.";
+
 /// Leader election for scripts: run a program only while this host leads.
 #[derive(Parser, Debug)]
 #[command(
@@ -72,6 +85,7 @@ struct Cli {
 enum Command {
     /// Campaign; while leading, run PROGRAM with ELECT_ELECTION, ELECT_CANDIDATE and
     /// ELECT_TERM (the fencing token) in its environment.
+    #[command(after_help = RUN_GUARANTEES)]
     Run(run::RunArgs),
     /// Who leads an election, its term and the lease left.
     Status(status::StatusArgs),
