@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod support;
-use support::{elect, scratch, wait_for, Running};
+use support::{elect, scratch, wait_for, RaftGroup, Running};
 
 const TTL: Duration = Duration::from_secs(2);
 
@@ -264,35 +264,11 @@ async fn on_the_mongodb_wire_server() {
 
 #[test]
 fn on_a_three_host_raft_group() {
-    let ports: Vec<String> = (0..3)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
     let dir = scratch("raft-key");
-    let key = dir.join("key");
-    std::fs::write(&key, "cli-test-cluster-key-0123\n").unwrap();
+    let group = RaftGroup::new(&dir);
     let args = |k: usize| {
-        let mut a = vec![
-            "run".to_string(),
-            "--election".into(),
-            "cli.raft".into(),
-            "--raft-id".into(),
-            format!("c{k}"),
-            "--raft-listen".into(),
-            ports[k].clone(),
-            "--raft-key-file".into(),
-            key.display().to_string(),
-        ];
-        for (j, port) in ports.iter().enumerate() {
-            a.push("--raft-peer".into());
-            a.push(format!("c{j}={port}"));
-        }
-        a
+        let run = ["run", "--election", "cli.raft"].map(String::from);
+        [run.to_vec(), group.args("c", k)].concat()
     };
     // Raft's default election timeout is at most 600 ms.
     failover(

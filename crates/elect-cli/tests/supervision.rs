@@ -722,41 +722,21 @@ async fn process_chaos_on_the_mongodb_wire_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_chaos_on_a_three_host_raft_group() {
     let dir = scratch("chaos-raft");
-    let ports: Vec<String> = (0..3)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    let key = dir.join("key");
-    std::fs::write(&key, "cli-chaos-cluster-key-0123\n").unwrap();
+    let group = support::RaftGroup::new(&dir);
     let hosts = (0..3)
         .map(|k| {
-            let mut args: Vec<String> = [
+            let state = dir.join(format!("state{k}")).display().to_string();
+            let run = [
                 "--log",
                 "info",
                 "run",
                 "--election",
                 "chaos.raft",
-                "--raft-id",
-                &format!("raft{k}"),
-                "--raft-listen",
-                &ports[k],
-                "--raft-key-file",
-                &key.display().to_string(),
-                "--raft-state",
-                &dir.join(format!("state{k}")).display().to_string(),
                 "--restart",
-            ]
-            .map(String::from)
-            .to_vec();
-            for (j, port) in ports.iter().enumerate() {
-                args.push("--raft-peer".into());
-                args.push(format!("raft{j}={port}"));
-            }
+            ];
+            let mut args: Vec<String> = run.map(String::from).to_vec();
+            args.extend(group.args("raft", k));
+            args.extend(["--raft-state".to_string(), state]);
             Host::new(&dir, &format!("raft{k}"), args)
         })
         .collect();

@@ -45,6 +45,46 @@ impl Drop for Running {
     }
 }
 
+/// Three raft hosts on free loopback ports, sharing a cluster key file in `dir`.
+pub struct RaftGroup {
+    pub ports: Vec<String>,
+    pub key: PathBuf,
+}
+
+impl RaftGroup {
+    pub fn new(dir: &Path) -> RaftGroup {
+        let ports = (0..3)
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        let key = dir.join("key");
+        std::fs::write(&key, "cli-test-cluster-key-0123\n").unwrap();
+        RaftGroup { ports, key }
+    }
+
+    /// `--raft-id {prefix}{k} --raft-listen … --raft-key-file … --raft-peer …` for host `k`.
+    pub fn args(&self, prefix: &str, k: usize) -> Vec<String> {
+        let mut args = vec![
+            "--raft-id".to_string(),
+            format!("{prefix}{k}"),
+            "--raft-listen".into(),
+            self.ports[k].clone(),
+            "--raft-key-file".into(),
+            self.key.display().to_string(),
+        ];
+        for (j, port) in self.ports.iter().enumerate() {
+            args.push("--raft-peer".into());
+            args.push(format!("{prefix}{j}={port}"));
+        }
+        args
+    }
+}
+
 /// Sends `signal` (`TERM`, `KILL`, `STOP`, …) to a process, or with `-` prefixed pid, a group.
 pub fn kill(signal: &str, target: &str) {
     let _ = Command::new("kill")
