@@ -70,71 +70,65 @@ pub fn now_ns() -> u128 {
 /// opcounters (the MongoDB-wire server used here offers the same fields). Each reading costs
 /// a few requests itself; callers measure that with two back-to-back readings.
 pub async fn counters(url: &str) -> Result<u64, String> {
-    let e = |e: elect_core::Error| e.to_string();
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
-        use fred::prelude::*;
-        let store = elect_redis::RedisStore::connect_url(url).await.map_err(e)?;
-        let info: String = store
-            .pool()
-            .next()
-            .info(Some(fred::types::InfoKind::CommandStats))
-            .await
-            .map_err(|e| e.to_string())?;
-        // cmdstat_get:calls=12,usec=…
-        Ok(info
-            .lines()
-            .filter_map(|l| {
-                l.split_once("calls=")?
-                    .1
-                    .split(',')
-                    .next()?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .sum())
-    } else if url.starts_with("mysql://") {
-        use mysql_async::prelude::*;
-        let store = elect_mysql::MysqlStore::connect_url(url).await.map_err(e)?;
-        let mut conn = store.pool().get_conn().await.map_err(|e| e.to_string())?;
-        let row: Option<(String, u64)> = conn
-            .query_first("SHOW GLOBAL STATUS LIKE 'Questions'")
-            .await
-            .map_err(|e| e.to_string())?;
-        row.map(|(_, n)| n).ok_or("no Questions status".into())
-    } else if url.starts_with("mongodb://") {
-        let store = elect_mongo::MongoStore::connect_url(url).await.map_err(e)?;
-        let status = store
-            .collection()
-            .client()
-            .database("admin")
-            .run_command(mongodb::bson::doc! { "serverStatus": 1 })
-            .await
-            .map_err(|e| e.to_string());
-        // Shut the driver down while the runtime still runs: mongodb 3.x panics in a worker
-        // ("SendError") when a client's background tasks are dropped by runtime teardown.
-        store
-            .collection()
-            .client()
-            .clone()
-            .shutdown()
-            .immediate(true)
-            .await;
-        let status = status?;
-        let ops = status
-            .get_document("opcounters")
-            .map_err(|e| format!("serverStatus has no opcounters: {e}"))?;
-        Ok(ops
-            .values()
-            .filter_map(|v| match v {
-                mongodb::bson::Bson::Int32(n) => Some(*n as u64),
-                mongodb::bson::Bson::Int64(n) => Some(*n as u64),
-                mongodb::bson::Bson::Double(n) => Some(*n as u64),
-                _ => None,
-            })
-            .sum())
-    } else {
-        Err(format!("unsupported URL {}", elect_core::redact_url(url)))
-    }
+    let store = elect::open(url, &elect::Options::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let count = match &store {
+        elect::Coordinator::Redis(store) => {
+            use fred::prelude::*;
+            let info: String = store
+                .pool()
+                .next()
+                .info(Some(fred::types::InfoKind::CommandStats))
+                .await
+                .map_err(|e| e.to_string())?;
+            // cmdstat_get:calls=12,usec=…
+            Ok(info
+                .lines()
+                .filter_map(|l| {
+                    l.split_once("calls=")?
+                        .1
+                        .split(',')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .sum())
+        }
+        elect::Coordinator::Mysql(store) => {
+            use mysql_async::prelude::*;
+            let mut conn = store.pool().get_conn().await.map_err(|e| e.to_string())?;
+            let row: Option<(String, u64)> = conn
+                .query_first("SHOW GLOBAL STATUS LIKE 'Questions'")
+                .await
+                .map_err(|e| e.to_string())?;
+            row.map(|(_, n)| n).ok_or("no Questions status".into())
+        }
+        elect::Coordinator::Mongo(store) => {
+            let status = store
+                .collection()
+                .client()
+                .database("admin")
+                .run_command(mongodb::bson::doc! { "serverStatus": 1 })
+                .await
+                .map_err(|e| e.to_string())?;
+            let ops = status
+                .get_document("opcounters")
+                .map_err(|e| format!("serverStatus has no opcounters: {e}"))?;
+            Ok(ops
+                .values()
+                .filter_map(|v| match v {
+                    mongodb::bson::Bson::Int32(n) => Some(*n as u64),
+                    mongodb::bson::Bson::Int64(n) => Some(*n as u64),
+                    mongodb::bson::Bson::Double(n) => Some(*n as u64),
+                    _ => None,
+                })
+                .sum())
+        }
+        _ => Err(format!("unsupported URL {}", elect::redact_url(url))),
+    };
+    store.close().await;
+    count
 }
 
 /// Counts the commands a Redis server receives for `period` through `MONITOR`: (sent by

@@ -8,6 +8,7 @@
 //! - `lint`: rustfmt, clippy, rustdoc and `cargo package` checks, as CI runs them.
 
 mod bench;
+mod circles;
 mod provision;
 
 use std::env;
@@ -21,6 +22,7 @@ use std::time::Instant;
 /// (cargo's temporary local registry) instead of failing to find it on crates.io.
 const PUBLISHED: &[&str] = &[
     "elect-core",
+    "elect",
     "elect-redis",
     "elect-mysql",
     "elect-mongo",
@@ -35,6 +37,19 @@ fn main() -> ExitCode {
         Some("lint") => lint(),
         Some("bench") => bench::bench(&args[1..]),
         Some("chaos") => chaos(&args[1..]),
+        Some("circles") => {
+            let root = args.get(1).map(PathBuf::from).unwrap_or_else(root);
+            let found = circles::circles(&root);
+            for circle in &found {
+                println!("{circle}");
+            }
+            println!("{} circles", found.len());
+            if found.is_empty() {
+                Ok(())
+            } else {
+                Err("import circles found".into())
+            }
+        }
         Some("doctor") => {
             provision::doctor();
             Ok(())
@@ -63,6 +78,7 @@ commands:
                   ELECT_REDIS_URL / ELECT_MYSQL_URL / ELECT_MONGO_URL name one, run every
                   test of the workspace (nextest if installed, else cargo test) and the
                   doctests, then stop the servers; ARGS go to the test runner
+  circles [DIR]   list files of one crate that import each other in a circle (lint fails on any)
   doctor          report which servers, binaries and tools are present
   bench [--quick] [--rounds N] [--seed S] [--only NAME]
                   elect and its peers (tooz, rslock) on the same servers: crash failover with
@@ -75,7 +91,8 @@ commands:
                   overlaps, term regressions, fenced writes and the worst recovery per fault;
                   then the same time per coordinator for three `elect run` hosts
                   (crates/elect-cli/tests/supervision.rs: heartbeats of the programs' workers)
-  lint            cargo fmt --check, clippy -D warnings, rustdoc -D warnings, cargo package
+  lint            cargo fmt --check, no import circles between a crate's files, clippy -D
+                  warnings, rustdoc -D warnings, cargo package
 ";
 
 pub(crate) fn root() -> PathBuf {
@@ -204,6 +221,14 @@ fn lint() -> Result<(), String> {
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
     step("rustfmt", fmt)?;
+    let circles = circles::circles(&root());
+    if !circles.is_empty() {
+        return Err(format!(
+            "files of one crate import each other in a circle:\n  {}",
+            circles.join("\n  ")
+        ));
+    }
+    eprintln!("xtask: import circles: none");
     let mut clippy = cargo();
     clippy.args([
         "clippy",

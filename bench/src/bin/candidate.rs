@@ -84,28 +84,14 @@ fn parse() -> Result<Args, String> {
 }
 
 async fn store(url: &str, args: &Args) -> Result<Arc<dyn LeaseStore>, String> {
-    let (e, migrate) = (|e: elect_core::Error| e.to_string(), args.migrate);
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
-        let config = elect_redis::RedisConfig::new(url).restart_quarantine(args.restart_quarantine);
-        Ok(Arc::new(
-            elect_redis::RedisStore::connect(config).await.map_err(e)?,
-        ))
-    } else if url.starts_with("mysql://") {
-        let store = elect_mysql::MysqlStore::connect_url(url).await.map_err(e)?;
-        if migrate {
-            store.migrate().await.map_err(e)?;
-        }
-        Ok(Arc::new(store))
-    } else if url.starts_with("mongodb://") {
-        Ok(Arc::new(
-            elect_mongo::MongoStore::connect_url(url).await.map_err(e)?,
-        ))
-    } else {
-        Err(format!(
-            "unsupported store URL {}",
-            elect_core::redact_url(url)
-        ))
+    let options = elect::Options::default().restart_quarantine(args.restart_quarantine);
+    let store = elect::open(url, &options)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let (elect::Coordinator::Mysql(mysql), true) = (&store, args.migrate) {
+        mysql.migrate().await.map_err(|e| e.to_string())?;
     }
+    Ok(store.lease_store())
 }
 
 /// What the candidate campaigns with.
@@ -113,7 +99,7 @@ struct Campaign {
     elector: Elector,
     events: broadcast::Receiver<Event>,
     store: Option<Arc<dyn LeaseStore>>,
-    transport: Option<Arc<elect_raft::TcpTransport>>,
+    transport: Option<Arc<elect::raft::TcpTransport>>,
 }
 
 /// The elector and its events, subscribed before anything can happen.
@@ -159,16 +145,16 @@ async fn campaign(args: &Args) -> Result<Campaign, String> {
     }
     let key = match &args.raft_key {
         Some(k) => Some(
-            elect_raft::ClusterKey::new(k.as_bytes().to_vec())
+            elect::raft::ClusterKey::new(k.as_bytes().to_vec())
                 .ok_or("--raft-key needs at least 16 bytes")?,
         ),
         None => None,
     };
-    let mut config = elect_raft::RaftConfig::new(id, peers.keys().cloned()).election(election);
+    let mut config = elect::raft::RaftConfig::new(id, peers.keys().cloned()).election(election);
     if let Some(dir) = &args.raft_state {
         config = config.state_dir(dir);
     }
-    let (elector, transport) = elect_raft::start_tcp(config, listen, peers, key)
+    let (elector, transport) = elect::raft::start_tcp(config, listen, peers, key)
         .await
         .map_err(e)?;
     // No node can be elected before its first election timeout: subscribing now misses nothing.

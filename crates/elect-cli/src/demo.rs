@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use elect_raft::{CandidateId, ClusterKey, Elector, RaftConfig, TcpTransport};
+use elect::raft::{CandidateId, ClusterKey, Elector, RaftConfig, TcpTransport};
 
 use crate::{exit, Failure};
 use tokio::time::{sleep, Instant};
@@ -28,7 +28,7 @@ async fn start(
         TcpTransport::start(id.clone(), addrs[id], addrs.clone(), Some(key.clone())).await?;
     let config =
         RaftConfig::new(id.clone(), addrs.keys().cloned()).state_dir(state.join(id.as_str()));
-    let elector = elect_raft::start(config, transport.clone(), inbox)?;
+    let elector = elect::raft::start(config, transport.clone(), inbox)?;
     Ok(Node {
         id: id.clone(),
         elector,

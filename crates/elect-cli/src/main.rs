@@ -13,12 +13,14 @@
     allow(unused, unreachable_code)
 )]
 
-mod backend;
 #[cfg(feature = "raft")]
 mod demo;
 mod duration;
+mod once;
+mod raft;
 mod run;
 mod status;
+mod store;
 mod watchdog;
 
 use std::process::ExitCode;
@@ -228,11 +230,11 @@ impl Failure {
     }
 
     /// From an elect error: configuration problems are CONFIG, the rest UNAVAILABLE.
-    pub(crate) fn from_error(context: &str, e: &elect_core::Error) -> Failure {
+    pub(crate) fn from_error(context: &str, e: &elect::Error) -> Failure {
         let code = match e {
-            elect_core::Error::InvalidConfig { .. }
-            | elect_core::Error::InvalidName { .. }
-            | elect_core::Error::InvalidTtl { .. } => exit::CONFIG,
+            elect::Error::InvalidConfig { .. }
+            | elect::Error::InvalidName { .. }
+            | elect::Error::InvalidTtl { .. } => exit::CONFIG,
             _ => exit::UNAVAILABLE,
         };
         Failure {

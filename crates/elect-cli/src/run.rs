@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use clap::Args;
-use elect_core::{CandidateId, Elector, LeaderGuard};
+use elect::{CandidateId, Elector, LeaderGuard};
 use rustix::process::{Pid, Signal};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin, Command};
@@ -18,7 +18,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{info, warn};
 
-use crate::backend::{self, Connect, Once, Store};
+use crate::once::{self, Once};
+use crate::raft;
+use crate::store::{self, Connect, Store};
 use crate::watchdog::{signal_group, to_monotonic_ns};
 use crate::{duration, exit, Failure, Where};
 
@@ -231,7 +233,7 @@ mod pdeathsig {
 }
 
 pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
-    let election = backend::election(&args.where_.election)?;
+    let election = store::election(&args.where_.election)?;
     if args.restart_quarantine && !args.where_.is_redis() {
         return Err(Failure::config(
             "--restart-quarantine is for redis:// and rediss:// stores",
@@ -240,7 +242,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
     // Checked before anything connects: a bad flag fails at once.
     let lease = match &args.where_.store {
         Some(_) => args.ttl,
-        None => backend::RAFT_LEASE,
+        None => raft::RAFT_LEASE,
     };
     let grace = grace(args.grace, lease)?;
     let (elector, store, candidate) = match &args.where_.store {
@@ -249,8 +251,8 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
                 restart_quarantine: args.restart_quarantine,
                 create_missing_table: true,
             };
-            let store = backend::connect(url, options).await?;
-            let candidate = backend::candidate(args.id.as_deref())?;
+            let store = store::connect(url, options).await?;
+            let candidate = store::candidate(args.id.as_deref())?;
             let elector = Elector::builder_dyn(store.lease_store(), election.clone())
                 .candidate(candidate.clone())
                 .ttl(args.ttl)
@@ -264,7 +266,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
                     "--once needs a shared store (redis://, mysql://, mongodb://): raft peers keep no record",
                 ));
             }
-            let (elector, id) = backend::raft(&args.where_).await?;
+            let (elector, id) = raft::raft(&args.where_).await?;
             (elector, None, id)
         }
     };
@@ -296,10 +298,7 @@ async fn campaign(
         info!(term = %guard.term(), "elected");
         if args.once {
             let store = store.ok_or_else(|| Failure::config("--once needs a store"))?;
-            match store
-                .once_claim(elector.election(), candidate, guard.term())
-                .await?
-            {
+            match once::claim(store, elector.election(), candidate, guard.term()).await? {
                 Once::Claimed => {}
                 Once::Done { term, status } => {
                     eprintln!("elect: {election}: already ran in term {term} (exit status {status}); nothing to do");
@@ -318,9 +317,7 @@ async fn campaign(
             Err(failure) => {
                 if let (true, Some(store), exit::SPAWN) = (args.once, store, failure.code) {
                     // Nothing ran: the claim must not keep every later leader from running it.
-                    store
-                        .once_unclaim(elector.election(), candidate, guard.term())
-                        .await?;
+                    once::unclaim(store, elector.election(), candidate, guard.term()).await?;
                 }
                 return Err(failure);
             }
@@ -329,9 +326,7 @@ async fn campaign(
             Ended::Exited(status) => {
                 if args.once {
                     if let Some(store) = store {
-                        store
-                            .once_done(elector.election(), guard.term(), status.into())
-                            .await?;
+                        once::done(store, elector.election(), guard.term(), status.into()).await?;
                     }
                     return Ok(status);
                 }

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use clap::Args;
-use elect_core::{LeaderInfo, LeaseStore};
+use elect::{LeaderInfo, LeaseStore};
 
-use crate::backend;
+use crate::store;
 use crate::{exit, Failure};
 
 /// `elect status --store URL --election NAME [--watch] [--json]`
@@ -54,9 +54,9 @@ fn render(election: &str, info: Option<&LeaderInfo>, json: bool) -> String {
 }
 
 pub(crate) async fn status(args: StatusArgs) -> Result<u8, Failure> {
-    let election = backend::election(&args.election)?;
+    let election = store::election(&args.election)?;
     // Reads only: never creates anything, so a SELECT-only user can ask.
-    let store = backend::connect(&args.store, backend::Connect::default()).await?;
+    let store = store::connect(&args.store, store::Connect::default()).await?;
     let lease = store.lease_store();
     let result = report(&args, &election, lease.as_ref()).await;
     store.close().await;
@@ -65,7 +65,7 @@ pub(crate) async fn status(args: StatusArgs) -> Result<u8, Failure> {
 
 async fn report(
     args: &StatusArgs,
-    election: &elect_core::ElectionName,
+    election: &elect::ElectionName,
     store: &dyn LeaseStore,
 ) -> Result<u8, Failure> {
     let read = || async {

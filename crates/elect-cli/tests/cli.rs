@@ -621,14 +621,14 @@ async fn a_program_that_cannot_start_does_not_use_up_once() {
 /// SELECT-only user asks who leads.
 #[tokio::test]
 async fn mysql_users_without_ddl_rights_run_and_ask() {
-    use elect_mysql::mysql_async::prelude::Queryable;
+    use elect::mysql::mysql_async::prelude::Queryable;
     let server = elect_tests::mysql().await;
     let url = server.mysql_database().await.unwrap();
     let (_, database) = url.rsplit_once('/').unwrap();
     let database = database.split('?').next().unwrap().to_owned();
     // The tables, made once by an admin (the lease table by migrate; elect_once by a first
     // --once run).
-    let admin = elect_mysql::MysqlStore::connect_url(&url).await.unwrap();
+    let admin = elect::mysql::MysqlStore::connect_url(&url).await.unwrap();
     admin.migrate().await.unwrap();
     let user = |name: &str| {
         let rest = server.url().split_once('@').unwrap().1;

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use elect_redis::fred::prelude::*;
-use elect_redis::fred::types::Expiration;
+use elect::redis::fred::prelude::*;
+use elect::redis::fred::types::Expiration;
 use elect_tests::proxy::{FaultProxy, Mode};
 use elect_tests::{Kind, OwnedServer};
 

@@ -117,6 +117,13 @@ impl Error {
         matches!(self, Error::Unavailable { .. })
     }
 
+    /// Builds an [`Error::InvalidConfig`].
+    pub fn config(message: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            message: message.into(),
+        }
+    }
+
     /// Builds an [`Error::Unavailable`] from a driver error.
     pub fn unavailable(
         store: &'static str,

@@ -1,9 +1,27 @@
 #![doc = include_str!("../README.md")]
+//!
+//! # Layout
+//!
+//! - `name`, `term`, `lease`: validated names, the fencing token, claims, leases and the answers
+//!   of a store.
+//! - `store`: [`LeaseStore`], the trait a coordinator implements, and its [`ChangeFeed`].
+//! - `error`: the one [`Error`].
+//! - `elector`: [`Elector`], its builder, guard, events, error policy and the campaign loop.
+//! - `observer`: [`Observer`], who leads without campaigning.
+//! - `memory`: [`MemoryStore`], in-process, for tests and demos.
+//! - [`backend`]: for coordinator authors — feed registry, timed requests, record parsers.
+//! - [`driver`]: for campaigns other than the lease loop (elect-raft) — a driven handle,
+//!   guards, commands.
+//! - [`rand`]: a small seedable generator.
+//! - `conformance` (feature `conformance`): the suite every store passes, the faulty store,
+//!   the recorder.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod backend;
+pub mod driver;
 mod elector;
 mod error;
 mod lease;
@@ -17,13 +35,10 @@ mod term;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
-#[cfg(any(test, feature = "conformance"))]
-mod faults;
 
 pub use elector::{
-    Elector, ElectorBuilder, ElectorCommand, ElectorDriver, ErrorPolicy, Event, GuardControl,
-    LeaderGuard, Leadership, OnError, Reply, StepDown, DEFAULT_CLOCK_DRIFT, DEFAULT_SAFETY_MARGIN,
-    DEFAULT_TTL,
+    Elector, ElectorBuilder, ErrorPolicy, Event, LeaderGuard, Leadership, OnError, StepDown,
+    DEFAULT_CLOCK_DRIFT, DEFAULT_SAFETY_MARGIN, DEFAULT_TTL,
 };
 pub use error::{Error, Result, Source};
 pub use lease::{Acquire, Claim, LeaderInfo, Lease, Nonce, Release, Renewal, Ttl};

@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+use crate::backend::FeedRegistry;
 use crate::error::{Error, Result};
 use crate::lease::{Acquire, Claim, LeaderInfo, Lease, Nonce, Release, Renewal};
 use crate::name::{CandidateId, ElectionName};
-use crate::store::{ChangeFeed, ChangeNotifier, LeaseStore};
+use crate::store::{ChangeFeed, LeaseStore};
 use crate::term::Term;
 
 /// An in-process [`LeaseStore`] that keeps every election in a map and measures time on tokio's
@@ -42,6 +43,7 @@ use crate::term::Term;
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     elections: Arc<Mutex<HashMap<ElectionName, Slot>>>,
+    feeds: Arc<FeedRegistry<ElectionName>>,
 }
 
 #[derive(Debug)]
@@ -49,7 +51,6 @@ struct Slot {
     holder: Option<(CandidateId, Nonce)>,
     term: Term,
     expires: Instant,
-    notifier: ChangeNotifier,
 }
 
 impl Slot {
@@ -58,7 +59,6 @@ impl Slot {
             holder: None,
             term: Term::ZERO,
             expires: Instant::now(),
-            notifier: ChangeNotifier::new(),
         }
     }
 
@@ -109,7 +109,7 @@ impl LeaseStore for MemoryStore {
                     Error::corrupt("memory", claim.election.as_str(), "term counter exhausted")
                 })?;
                 slot.holder = Some((claim.candidate.clone(), claim.nonce));
-                slot.notifier.notify();
+                self.feeds.notify(&claim.election);
             }
         }
         slot.expires = now + claim.ttl.get();
@@ -135,7 +135,7 @@ impl LeaseStore for MemoryStore {
             Some(slot) if slot.holds(lease, now) => {
                 slot.holder = None;
                 slot.expires = now;
-                slot.notifier.notify();
+                self.feeds.notify(&lease.election);
                 Ok(Release::Released)
             }
             _ => Ok(Release::NotHeld),
@@ -149,11 +149,7 @@ impl LeaseStore for MemoryStore {
     }
 
     async fn subscribe(&self, election: &ElectionName) -> Result<Option<ChangeFeed>> {
-        let mut elections = self.lock();
-        let slot = elections
-            .entry(election.clone())
-            .or_insert_with(Slot::vacant);
-        Ok(Some(slot.notifier.subscribe()))
+        Ok(Some(self.feeds.subscribe(election)))
     }
 }
 

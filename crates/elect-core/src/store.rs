@@ -75,6 +75,13 @@ pub trait LeaseStore: fmt::Debug + Send + Sync + 'static {
         let _ = election;
         Ok(None)
     }
+
+    /// Lets the driver close its connections while the runtime still runs (the default does
+    /// nothing). Call it once every elector on the store has shut down, before leaving `main`;
+    /// the store (and its clones) must not be used afterwards. elect-mongo needs it: mongodb 3.x
+    /// panics in a runtime worker when a client's background tasks are dropped by runtime
+    /// teardown.
+    async fn close(&self) {}
 }
 
 #[async_trait]
@@ -97,6 +104,10 @@ impl<S: LeaseStore + ?Sized> LeaseStore for Arc<S> {
 
     async fn subscribe(&self, election: &ElectionName) -> Result<Option<ChangeFeed>> {
         (**self).subscribe(election).await
+    }
+
+    async fn close(&self) {
+        (**self).close().await
     }
 }
 

@@ -76,7 +76,6 @@ impl MongoConfig {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        let invalid = |message: String| Err(Error::InvalidConfig { message });
         let db = &self.database;
         if db.is_empty()
             || db.len() > 63
@@ -84,7 +83,9 @@ impl MongoConfig {
                 '/', '\\', '.', ' ', '"', '$', '*', '<', '>', ':', '|', '?', '\0',
             ])
         {
-            return invalid(format!("database name {db:?} is not valid in MongoDB"));
+            return Err(Error::config(format!(
+                "database name {db:?} is not valid in MongoDB"
+            )));
         }
         let coll = &self.collection;
         if coll.is_empty()
@@ -92,13 +93,18 @@ impl MongoConfig {
             || coll.contains(['$', '\0'])
             || coll.starts_with("system.")
         {
-            return invalid(format!("collection name {coll:?} is not valid in MongoDB"));
+            return Err(Error::config(format!(
+                "collection name {coll:?} is not valid in MongoDB"
+            )));
         }
         if self.timeout.is_zero() {
-            return invalid("timeout must not be zero".into());
+            return Err(Error::config("timeout must not be zero"));
         }
         if !self.url.starts_with("mongodb://") && !self.url.starts_with("mongodb+srv://") {
-            return invalid(format!("{} is not a mongodb:// URL", redact(&self.url)));
+            return Err(Error::config(format!(
+                "{} is not a mongodb:// URL",
+                redact(&self.url)
+            )));
         }
         Ok(())
     }

@@ -7,19 +7,21 @@
 //! nobody. The stream is open once `watch` returns, so a release after `subscribe` returns is
 //! seen. When the stream fails, every feed ends and the next subscribe opens a new one.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use elect_core::{ChangeFeed, ChangeNotifier, ElectionName, Result};
+use elect_core::backend::FeedRegistry;
+use elect_core::{ChangeFeed, ElectionName, Result};
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType};
 use mongodb::change_stream::ChangeStream;
 use tracing::debug;
 
-use crate::store::{map_err, MongoStore, STORE};
+use crate::client::Client;
+use crate::error::STORE;
+use crate::error::{code, map_err};
 
-type Notifiers = Arc<Mutex<HashMap<String, ChangeNotifier>>>;
+type Notifiers = Arc<FeedRegistry<String>>;
 
 pub(crate) struct Feeds {
     timeout: Duration,
@@ -44,7 +46,7 @@ impl Feeds {
 
     pub(crate) async fn subscribe(
         &self,
-        store: &MongoStore,
+        client: &Client,
         election: &ElectionName,
     ) -> Result<Option<ChangeFeed>> {
         let mut state = self.state.lock().await;
@@ -54,7 +56,7 @@ impl Feeds {
         // A stream whose task ended has dropped its notifiers' map entries; reopen it.
         let notifiers = match &state.running {
             Some(n) if Arc::strong_count(n) > 1 => n.clone(),
-            _ => match self.open(store).await? {
+            _ => match self.open(client).await? {
                 Some(stream) => {
                     let notifiers = Notifiers::default();
                     tokio::spawn(run(stream, notifiers.clone()));
@@ -68,15 +70,13 @@ impl Feeds {
                 }
             },
         };
-        let mut map = notifiers.lock().unwrap_or_else(|p| p.into_inner());
-        let notifier = map.entry(election.to_string()).or_default();
-        Ok(Some(notifier.subscribe()))
+        Ok(Some(notifiers.subscribe(election.as_str())))
     }
 
     /// Opens the collection's stream; `None` when the deployment has no change streams.
     async fn open(
         &self,
-        store: &MongoStore,
+        client: &Client,
     ) -> Result<Option<ChangeStream<ChangeStreamEvent<Document>>>> {
         let pipeline = vec![doc! { "$match": {
             "operationType": { "$in": [
@@ -85,10 +85,9 @@ impl Feeds {
                 "drop", "rename", "dropDatabase", "invalidate",
             ] },
         } }];
-        let opened =
-            tokio::time::timeout(self.timeout, store.collection().watch().pipeline(pipeline))
-                .await
-                .map_err(|_| elect_core::Error::timeout(STORE, "subscribe", self.timeout))?;
+        let opened = tokio::time::timeout(self.timeout, client.leases.watch().pipeline(pipeline))
+            .await
+            .map_err(|_| elect_core::Error::timeout(STORE, "subscribe", self.timeout))?;
         match opened {
             Ok(stream) => Ok(Some(stream)),
             Err(e) if no_change_streams(&e) => {
@@ -102,13 +101,9 @@ impl Feeds {
 
 /// Whether the server said change streams are not available here (a standalone server).
 fn no_change_streams(e: &mongodb::error::Error) -> bool {
-    use mongodb::error::ErrorKind;
-    match &*e.kind {
-        ErrorKind::Command(c) => {
-            c.code == 40573 || c.message.contains("replica set") || c.message.contains("standalone")
-        }
-        _ => false,
-    }
+    // 40573: "The $changeStream stage is only supported on replica sets" (mongod, and the
+    // MongoDB-wire server started with --standalone).
+    code(e) == Some(40573)
 }
 
 /// How long to pause after an empty batch that came back at once. A live change stream's
@@ -117,14 +112,9 @@ fn no_change_streams(e: &mongodb::error::Error) -> bool {
 const EMPTY_BATCH_PAUSE: Duration = Duration::from_millis(100);
 
 async fn run(mut stream: ChangeStream<ChangeStreamEvent<Document>>, notifiers: Notifiers) {
-    let lock = || notifiers.lock().unwrap_or_else(|p| p.into_inner());
     // Every feed ends with this task, however it ends: waiters then fall back to the expiry
     // they were told of and subscribe again (a new stream).
-    let end_feeds = || {
-        for (_, n) in lock().drain() {
-            n.notify();
-        }
-    };
+    let end_feeds = || notifiers.end_all();
     let mut quick_empties = 0u32;
     loop {
         // A stream that can no longer deliver (its collection was dropped or renamed, the
@@ -158,13 +148,7 @@ async fn run(mut stream: ChangeStream<ChangeStreamEvent<Document>>, notifiers: N
                     .as_ref()
                     .and_then(|k| k.get_str("_id").ok());
                 if let (true, Some(id)) = (released, id) {
-                    let mut map = lock();
-                    if let Some(n) = map.get(id) {
-                        n.notify();
-                        if n.feeds() == 0 {
-                            map.remove(id);
-                        }
-                    }
+                    notifiers.notify(id);
                 }
             }
             Ok(None) if asked.elapsed() < Duration::from_millis(5) => {

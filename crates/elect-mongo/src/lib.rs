@@ -1,9 +1,20 @@
 #![doc = include_str!("../README.md")]
+//!
+//! # Layout
+//!
+//! - `config`: [`MongoConfig`], its validation (and the database from the URL), its redacted
+//!   `Debug`.
+//! - `error`: the driver's failures, classified by server codes and driver error kinds.
+//! - `client`: the driver's client and the leases collection; the one timed request helper.
+//! - `store`: [`MongoStore`], the `LeaseStore`, with its update pipelines.
+//! - `feed`: release notices from one change stream per store.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod client;
 mod config;
+mod error;
 mod feed;
 mod store;
 

@@ -4,18 +4,20 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use elect_core::backend;
 use elect_core::{
     async_trait, Acquire, CandidateId, ChangeFeed, Claim, ElectionName, Error, LeaderInfo, Lease,
     LeaseStore, Release, Renewal, Result, Term,
 };
 use mongodb::bson::{doc, Bson, Document};
-use mongodb::options::{ClientOptions, ReturnDocument};
-use mongodb::{Client, Collection};
+use mongodb::options::ReturnDocument;
+use mongodb::Collection;
 
+use crate::client::Client;
 use crate::config::{redact, MongoConfig};
+use crate::error::is_duplicate_key;
+use crate::error::STORE;
 use crate::feed::Feeds;
-
-pub(crate) const STORE: &str = "mongo";
 
 /// A [`LeaseStore`] on MongoDB 4.4+: one document per election,
 /// `{_id: <election>, holder, nonce, term, expires, released, version}` (`nonce`: which claim of
@@ -31,19 +33,17 @@ pub struct MongoStore {
     inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    config: MongoConfig,
+struct Inner {
     client: Client,
-    pub(crate) leases: Collection<Document>,
     feeds: Feeds,
 }
 
 impl fmt::Debug for MongoStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MongoStore")
-            .field("url", &redact(&self.inner.config.url))
-            .field("database", &self.inner.config.database)
-            .field("collection", &self.inner.config.collection)
+            .field("url", &redact(&self.inner.client.config.url))
+            .field("database", &self.inner.client.config.database)
+            .field("collection", &self.inner.client.config.collection)
             .finish()
     }
 }
@@ -139,96 +139,62 @@ impl MongoStore {
 
     /// Validates `config`, connects, and checks the server answers.
     pub async fn connect(config: MongoConfig) -> Result<MongoStore> {
-        config.validate()?;
-        let timeout = config.timeout;
-        let mut options = tokio::time::timeout(timeout, ClientOptions::parse(&config.url))
-            .await
-            .map_err(|_| Error::timeout(STORE, "connect", timeout))?
-            .map_err(|e| match map_err("connect", e) {
-                Error::Other { message, .. } => Error::InvalidConfig {
-                    message: format!("{}: {message}", redact(&config.url)),
-                },
-                other => other,
-            })?;
-        options.server_selection_timeout = Some(timeout);
-        options.connect_timeout = Some(timeout);
-        options.app_name.get_or_insert_with(|| "elect".into());
-        let client = Client::with_options(options).map_err(|e| map_err("connect", e))?;
-        let leases = client
-            .database(&config.database)
-            .collection_with_options::<Document>(
-                &config.collection,
-                mongodb::options::CollectionOptions::builder()
-                    .write_concern(config.write_concern.clone())
-                    .build(),
-            );
-        let store = MongoStore {
+        let client = Client::connect(config).await?;
+        Ok(MongoStore {
             inner: Arc::new(Inner {
-                feeds: Feeds::new(timeout),
-                config,
+                feeds: Feeds::new(client.config.timeout),
                 client,
-                leases,
             }),
-        };
-        store
-            .request("connect", async {
-                store
-                    .inner
-                    .client
-                    .database("admin")
-                    .run_command(doc! { "ping": 1 })
-                    .await
-            })
-            .await?;
-        Ok(store)
+        })
+    }
+
+    /// Shuts the driver's client down, so that its connections close while the runtime still
+    /// runs. Call it before leaving `main`: mongodb 3.x panics in a runtime worker
+    /// ("SendError") when a client's background tasks are dropped by the runtime's teardown.
+    /// The shutdown is immediate, because the store's change-stream watcher holds a cursor that
+    /// a plain `shutdown()` would wait for forever. The store (and its clones) must not be used
+    /// afterwards.
+    pub async fn close(&self) {
+        self.inner.client.close().await
     }
 
     /// The collection holding the leases.
     pub fn collection(&self) -> &Collection<Document> {
-        &self.inner.leases
+        &self.inner.client.leases
+    }
+
+    /// One request through the client (see [`Client::request`]).
+    async fn request<T>(
+        &self,
+        operation: &'static str,
+        work: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> Result<T> {
+        self.inner.client.request(operation, work).await
     }
 
     /// How errors name a document: `database.collection[election]`.
     fn key(&self, election: &str) -> String {
         format!(
             "{}.{}[{election}]",
-            self.inner.config.database, self.inner.config.collection
+            self.inner.client.config.database, self.inner.client.config.collection
         )
-    }
-
-    pub(crate) async fn request<T>(
-        &self,
-        operation: &'static str,
-        work: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>,
-    ) -> Result<T> {
-        let timeout = self.inner.config.timeout;
-        match tokio::time::timeout(timeout, work).await {
-            Ok(result) => result.map_err(|e| map_err(operation, e)),
-            Err(_) => Err(Error::timeout(STORE, operation, timeout)),
-        }
     }
 
     fn record(&self, election: &str, d: &Document) -> Result<Record> {
         let corrupt = |why: String| Error::corrupt(STORE, self.key(election), why);
-        let holder = match d.get("holder") {
-            Some(Bson::String(h)) => CandidateId::new(h).map_err(|_| {
-                corrupt(format!(
-                    "holder is {}, not a valid candidate id",
-                    shown(d.get("holder"))
-                ))
-            })?,
-            other => return Err(corrupt(format!("holder is {}, not a string", shown(other)))),
+        let key = self.key(election);
+        let holder = backend::holder(
+            STORE,
+            &key,
+            d.get_str("holder").ok(),
+            &shown(d.get("holder")),
+        )?;
+        let number = match d.get("term") {
+            Some(Bson::Int64(t)) => Some(*t as i128),
+            Some(Bson::Int32(t)) => Some(*t as i128),
+            _ => None,
         };
-        let term = match d.get("term") {
-            Some(Bson::Int64(t)) if *t > 0 => Term(*t as u64),
-            Some(Bson::Int32(t)) if *t > 0 => Term(*t as u64),
-            other => {
-                return Err(corrupt(format!(
-                    "term is {}, not a positive integer",
-                    shown(other)
-                )))
-            }
-        };
+        let term = backend::term(STORE, &key, number, &shown(d.get("term")))?;
         match d.get("expires") {
             Some(Bson::DateTime(_)) => {}
             other => return Err(corrupt(format!("expires is {}, not a date", shown(other)))),
@@ -254,7 +220,7 @@ impl MongoStore {
         ];
         let found = self
             .request("leader", async {
-                let mut cursor = self.inner.leases.aggregate(pipeline).await?;
+                let mut cursor = self.inner.client.leases.aggregate(pipeline).await?;
                 if cursor.advance().await? {
                     Ok(Some(cursor.deserialize_current()?))
                 } else {
@@ -299,7 +265,10 @@ impl MongoStore {
         };
         let pipeline = vec![doc! { "$set": set }];
         let result = self
-            .request(operation, self.inner.leases.update_one(filter, pipeline))
+            .request(
+                operation,
+                self.inner.client.leases.update_one(filter, pipeline),
+            )
             .await?;
         Ok(result.matched_count == 1)
     }
@@ -321,6 +290,7 @@ impl LeaseStore for MongoStore {
             attempt += 1;
             let update = self
                 .inner
+                .client
                 .leases
                 .find_one_and_update(doc! { "_id": e }, acquire_pipeline(claim))
                 .upsert(true)
@@ -389,7 +359,14 @@ impl LeaseStore for MongoStore {
     }
 
     async fn subscribe(&self, election: &ElectionName) -> Result<Option<ChangeFeed>> {
-        self.inner.feeds.subscribe(self, election).await
+        self.inner
+            .feeds
+            .subscribe(&self.inner.client, election)
+            .await
+    }
+
+    async fn close(&self) {
+        self.inner.client.close().await
     }
 }
 
@@ -411,63 +388,5 @@ fn shown(value: Option<&Bson>) -> String {
         Some(Bson::Boolean(b)) => format!("{b}"),
         Some(Bson::Null) => "null".into(),
         Some(other) => format!("a BSON {:?}", other.element_type()),
-    }
-}
-
-/// The server's error code, where the driver error carries one.
-fn code(e: &mongodb::error::Error) -> Option<i32> {
-    use mongodb::error::{ErrorKind as K, WriteFailure};
-    match &*e.kind {
-        K::Command(c) => Some(c.code),
-        K::Write(WriteFailure::WriteError(w)) => Some(w.code),
-        _ => None,
-    }
-}
-
-/// Whether `e` came from a duplicate-key error (code 11000), by the driver error's code.
-pub(crate) fn is_duplicate_key(e: &Error) -> bool {
-    std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<mongodb::error::Error>())
-        .is_some_and(|e| code(e) == Some(11000))
-}
-
-/// Maps a driver error by what it means for the caller. (The driver keeps `Error::code()`
-/// private, so the code is read from the error kind.)
-pub(crate) fn map_err(operation: &'static str, e: mongodb::error::Error) -> Error {
-    use mongodb::error::{ErrorKind as K, WriteFailure};
-    const TRANSIENT: &[i32] = &[
-        6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
-    ];
-    let code = code(&e);
-    let transient = e.contains_label("RetryableWriteError")
-        || e.contains_label("TransientTransactionError")
-        || code.is_some_and(|c| TRANSIENT.contains(&c))
-        || matches!(
-            &*e.kind,
-            K::Io(_)
-                | K::ServerSelection { .. }
-                | K::ConnectionPoolCleared { .. }
-                | K::DnsResolve { .. }
-                | K::Write(WriteFailure::WriteConcernError(_))
-                | K::Shutdown
-        );
-    if transient {
-        return Error::unavailable(STORE, operation, e);
-    }
-    match &*e.kind {
-        K::Authentication { message, .. } => Error::NotSetUp {
-            store: STORE,
-            message: format!("authentication failed: {message}"),
-        },
-        K::Command(c) if c.code == 13 => Error::NotSetUp {
-            store: STORE,
-            message: format!("not authorized: {}", c.message),
-        },
-        K::InvalidArgument { message, .. } | K::InvalidTlsConfig { message, .. } => {
-            Error::InvalidConfig {
-                message: format!("mongo: {message}"),
-            }
-        }
-        _ => Error::other(STORE, e),
     }
 }

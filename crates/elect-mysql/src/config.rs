@@ -73,24 +73,28 @@ impl MysqlConfig {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        let invalid = |message: String| Err(Error::InvalidConfig { message });
         if !valid_table_name(&self.table) {
-            return invalid(format!(
+            return Err(Error::config(format!(
                 "table name {:?} must be 1 to 64 bytes of [A-Za-z0-9_], not starting with a digit",
                 self.table
-            ));
+            )));
         }
         if !(1..=256).contains(&self.pool_size) {
-            return invalid(format!("pool size {} must be 1 to 256", self.pool_size));
+            return Err(Error::config(format!(
+                "pool size {} must be 1 to 256",
+                self.pool_size
+            )));
         }
         if self.timeout.is_zero() {
-            return invalid("timeout must not be zero".into());
+            return Err(Error::config("timeout must not be zero"));
         }
         if self
             .release_poll
             .is_some_and(|p| p < Duration::from_millis(10))
         {
-            return invalid("release poll interval must be at least 10 ms".into());
+            return Err(Error::config(
+                "release poll interval must be at least 10 ms",
+            ));
         }
         Ok(())
     }

@@ -1,10 +1,21 @@
 #![doc = include_str!("../README.md")]
+//!
+//! # Layout
+//!
+//! - `config`: [`MysqlConfig`], its validation and its redacted `Debug`.
+//! - `error`: mysql_async's failures, classified by the server's error codes.
+//! - `client`: the connection pool and the one timed request helper.
+//! - `schema`: the published DDL, the check of an existing table, the statements.
+//! - `store`: [`MysqlStore`], the `LeaseStore`.
+//! - `feed`: release notices by polling the versions of watched elections.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod client;
 mod config;
-mod poll;
+mod error;
+mod feed;
 mod schema;
 mod store;
 

@@ -1,5 +1,5 @@
-//! The table, published so it can go into your migrations, and the check that an existing
-//! table is one elect can trust.
+//! The table: its DDL (published so it can go into your migrations), the check that an
+//! existing table is one elect can trust, and the statements elect runs on it.
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
@@ -226,6 +226,77 @@ pub(crate) fn check(columns: &[Column], unique_election: bool) -> Option<Mismatc
         (true, true) => Some(Mismatch::NoNonce),
         (true, false) => None,
         (false, _) => Some(Mismatch::Other(wrong)),
+    }
+}
+
+/// The statements, with the (validated) table name filled in once.
+pub(crate) struct Sql {
+    pub(crate) lock: String,
+    pub(crate) insert: String,
+    pub(crate) take: String,
+    pub(crate) extend: String,
+    pub(crate) renew: String,
+    pub(crate) release: String,
+    pub(crate) leader: String,
+    pub(crate) versions: String,
+}
+
+/// The server's clock in microseconds since the epoch, from UTC and without time zone
+/// conversions (`UNIX_TIMESTAMP(NOW(6))` converts through the session's zone, which can run
+/// backwards across a daylight-saving change).
+const CLOCK_US: &str = "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6))";
+
+impl Sql {
+    pub(crate) fn new(table: &str) -> Sql {
+        const NOW: &str = "UTC_TIMESTAMP(6)";
+        let read = format!(
+            "SELECT `holder`, `term`, TIMESTAMPDIFF(MICROSECOND, {NOW}, `expires_at`), `nonce` \
+             FROM `{table}` WHERE `election` = ?"
+        );
+        let expiry = format!("`expires_at` = {NOW} + INTERVAL ? MICROSECOND");
+        let guard = format!(
+            "WHERE `election` = ? AND `holder` = ? AND `nonce` = ? AND `term` = ? AND `expires_at` > {NOW}"
+        );
+        Sql {
+            // With the clock floor for the next term, read under the same lock.
+            lock: format!(
+                "SELECT `holder`, `term`, TIMESTAMPDIFF(MICROSECOND, {NOW}, `expires_at`), `nonce`, \
+                 {CLOCK_US} FROM `{table}` WHERE `election` = ? FOR UPDATE"
+            ),
+            // A new row starts from the server's clock in microseconds, not from 1: if the row
+            // was deleted, terms still do not go back.
+            insert: format!(
+                "INSERT INTO `{table}` (`election`, `holder`, `nonce`, `term`, `expires_at`, `version`) \
+                 VALUES (?, ?, ?, {CLOCK_US}, {NOW} + INTERVAL ? MICROSECOND, 1)"
+            ),
+            take: format!(
+                "UPDATE `{table}` SET `holder` = ?, `nonce` = ?, `term` = ?, {expiry}, \
+                 `version` = `version` + 1 WHERE `election` = ?"
+            ),
+            extend: format!(
+                "UPDATE `{table}` SET {expiry}, `version` = `version` + 1 WHERE `election` = ?"
+            ),
+            renew: format!(
+                "UPDATE `{table}` SET {expiry}, `version` = `version` + 1 {guard}"
+            ),
+            release: format!(
+                "UPDATE `{table}` SET `expires_at` = {NOW}, `version` = `version` + 1 {guard}"
+            ),
+            leader: read,
+            versions: format!(
+                "SELECT `election`, `version`, `expires_at` > {NOW} FROM `{table}` WHERE `election` IN "
+            ),
+        }
+    }
+}
+
+/// An integer column, whatever the protocol made of it.
+pub(crate) fn int(v: &Value) -> Option<i128> {
+    match v {
+        Value::Int(i) => Some(*i as i128),
+        Value::UInt(u) => Some(*u as i128),
+        Value::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
     }
 }
 

@@ -4,22 +4,21 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use elect_core::backend;
 use elect_core::{
     async_trait, Acquire, CandidateId, ChangeFeed, Claim, ElectionName, Error, LeaderInfo, Lease,
     LeaseStore, Release, Renewal, Result, Term,
 };
 use mysql_async::prelude::Queryable;
-use mysql_async::{IsolationLevel, Opts, OptsBuilder, Pool, PoolConstraints, TxOpts, Value};
+use mysql_async::{IsolationLevel, Pool, TxOpts, Value};
 use tracing::debug;
 
+use crate::client::Client;
 use crate::config::{redact, MysqlConfig};
-use crate::poll::Poller;
-use crate::schema::{self, add_nonce_sql, create_table_sql, Mismatch};
-
-/// How long an idle pooled connection is kept before it is closed.
-const IDLE_CONNECTION_TTL: Duration = Duration::from_secs(60);
-
-pub(crate) const STORE: &str = "mysql";
+use crate::error::STORE;
+use crate::error::{is_deadlock, not_set_up};
+use crate::feed::Poller;
+use crate::schema::{self, add_nonce_sql, create_table_sql, int, Mismatch};
 
 /// A [`LeaseStore`] on MySQL 8 or MariaDB 10.6+, in one table (see
 /// [`CREATE_TABLE_SQL`](crate::CREATE_TABLE_SQL)).
@@ -32,11 +31,9 @@ pub struct MysqlStore {
     inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) config: MysqlConfig,
-    pub(crate) pool: Pool,
-    pub(crate) sql: Sql,
-    poller: Poller,
+struct Inner {
+    client: Arc<Client>,
+    feed: Poller,
     /// Set once the table was found fit (see [`schema::inspect`]).
     schema_checked: tokio::sync::OnceCell<()>,
 }
@@ -44,70 +41,9 @@ pub(crate) struct Inner {
 impl fmt::Debug for MysqlStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MysqlStore")
-            .field("url", &redact(&self.inner.config.url))
-            .field("table", &self.inner.config.table)
+            .field("url", &redact(&self.inner.client.config.url))
+            .field("table", &self.inner.client.config.table)
             .finish()
-    }
-}
-
-/// The statements, with the (validated) table name filled in once.
-pub(crate) struct Sql {
-    lock: String,
-    insert: String,
-    take: String,
-    extend: String,
-    renew: String,
-    release: String,
-    leader: String,
-    pub(crate) versions: String,
-}
-
-/// The server's clock in microseconds since the epoch, from UTC and without time zone
-/// conversions (`UNIX_TIMESTAMP(NOW(6))` converts through the session's zone, which can run
-/// backwards across a daylight-saving change).
-const CLOCK_US: &str = "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6))";
-
-impl Sql {
-    fn new(table: &str) -> Sql {
-        const NOW: &str = "UTC_TIMESTAMP(6)";
-        let read = format!(
-            "SELECT `holder`, `term`, TIMESTAMPDIFF(MICROSECOND, {NOW}, `expires_at`), `nonce` \
-             FROM `{table}` WHERE `election` = ?"
-        );
-        let expiry = format!("`expires_at` = {NOW} + INTERVAL ? MICROSECOND");
-        let guard = format!(
-            "WHERE `election` = ? AND `holder` = ? AND `nonce` = ? AND `term` = ? AND `expires_at` > {NOW}"
-        );
-        Sql {
-            // With the clock floor for the next term, read under the same lock.
-            lock: format!(
-                "SELECT `holder`, `term`, TIMESTAMPDIFF(MICROSECOND, {NOW}, `expires_at`), `nonce`, \
-                 {CLOCK_US} FROM `{table}` WHERE `election` = ? FOR UPDATE"
-            ),
-            // A new row starts from the server's clock in microseconds, not from 1: if the row
-            // was deleted, terms still do not go back.
-            insert: format!(
-                "INSERT INTO `{table}` (`election`, `holder`, `nonce`, `term`, `expires_at`, `version`) \
-                 VALUES (?, ?, ?, {CLOCK_US}, {NOW} + INTERVAL ? MICROSECOND, 1)"
-            ),
-            take: format!(
-                "UPDATE `{table}` SET `holder` = ?, `nonce` = ?, `term` = ?, {expiry}, \
-                 `version` = `version` + 1 WHERE `election` = ?"
-            ),
-            extend: format!(
-                "UPDATE `{table}` SET {expiry}, `version` = `version` + 1 WHERE `election` = ?"
-            ),
-            renew: format!(
-                "UPDATE `{table}` SET {expiry}, `version` = `version` + 1 {guard}"
-            ),
-            release: format!(
-                "UPDATE `{table}` SET `expires_at` = {NOW}, `version` = `version` + 1 {guard}"
-            ),
-            leader: read,
-            versions: format!(
-                "SELECT `election`, `version`, `expires_at` > {NOW} FROM `{table}` WHERE `election` IN "
-            ),
-        }
     }
 }
 
@@ -148,14 +84,6 @@ impl Row {
 }
 
 impl MysqlStore {
-    pub(crate) fn inner_arc(&self) -> Arc<Inner> {
-        self.inner.clone()
-    }
-
-    pub(crate) fn from_inner(inner: Arc<Inner>) -> MysqlStore {
-        MysqlStore { inner }
-    }
-
     /// Connects to the server `url` names, with the default configuration.
     pub async fn connect_url(url: &str) -> Result<MysqlStore> {
         Self::connect(MysqlConfig::new(url)).await
@@ -164,53 +92,14 @@ impl MysqlStore {
     /// Validates `config` and connects (one round trip to check the server answers). It does
     /// not create the table: see [`migrate`](Self::migrate).
     pub async fn connect(config: MysqlConfig) -> Result<MysqlStore> {
-        config.validate()?;
-        let opts = Opts::from_url(&config.url).map_err(|e| Error::InvalidConfig {
-            message: format!("{}: {e}", redact(&config.url)),
-        })?;
-        if opts.db_name().is_none_or(str::is_empty) {
-            return Err(Error::InvalidConfig {
-                message: format!(
-                    "{} names no database: add it as the URL's path (mysql://host/DATABASE)",
-                    redact(&config.url)
-                ),
-            });
-        }
-        let constraints =
-            PoolConstraints::new(0, config.pool_size).ok_or_else(|| Error::InvalidConfig {
-                message: "bad pool size".into(),
-            })?;
-        // No COM_RESET_CONNECTION between requests: elect keeps no session state (every
-        // transaction sets its own isolation level; a transaction abandoned by a timeout is
-        // rolled back by mysql_async before the connection is reused), and a reset costs a
-        // round trip and the prepared-statement cache — measured, it tripled the queries an
-        // idle follower sends.
-        //
-        // An idle-connection TTL above zero keeps returned connections for reuse: with the
-        // default (zero) mysql_async keeps at most the pool's *minimum* idle (here 0), so every
-        // request closed its connection and opened a new one (a TCP and auth handshake per
-        // request; measured: 131 connections in 3 s for two candidates).
-        let pool_opts = opts
-            .pool_opts()
-            .clone()
-            .with_constraints(constraints)
-            .with_inactive_connection_ttl(IDLE_CONNECTION_TTL)
-            .with_reset_connection(false);
-        let opts = OptsBuilder::from_opts(opts).pool_opts(pool_opts);
-        let pool = Pool::new(opts);
-        let store = MysqlStore {
+        let client = Client::connect(config).await?;
+        Ok(MysqlStore {
             inner: Arc::new(Inner {
-                sql: Sql::new(&config.table),
-                poller: Poller::new(config.release_poll),
+                feed: Poller::new(client.config.release_poll),
+                client: Arc::new(client),
                 schema_checked: tokio::sync::OnceCell::new(),
-                config,
-                pool,
             }),
-        };
-        store
-            .request("connect", async |conn| conn.ping().await)
-            .await?;
-        Ok(store)
+        })
     }
 
     /// Creates the table if it does not exist (`CREATE TABLE IF NOT EXISTS`), adds the `nonce`
@@ -218,7 +107,7 @@ impl MysqlStore {
     /// checks the result like every store does before its first request. Call it from a
     /// migration step or a tool with DDL rights; elect never calls it by itself.
     pub async fn migrate(&self) -> Result<()> {
-        let table = self.inner.config.table.clone();
+        let table = self.inner.client.config.table.clone();
         let ddl = create_table_sql(&table);
         self.request("migrate", async move |conn| conn.query_drop(ddl).await)
             .await?;
@@ -237,7 +126,7 @@ impl MysqlStore {
     }
 
     async fn inspect(&self) -> Result<Option<Mismatch>> {
-        let table = &self.inner.config.table;
+        let table = &self.inner.client.config.table;
         self.request("check table", async |conn| {
             schema::inspect(conn, table).await
         })
@@ -252,7 +141,7 @@ impl MysqlStore {
             .get_or_try_init(|| async {
                 match self.inspect().await? {
                     None => Ok(()),
-                    Some(mismatch) => Err(not_set_up(&self.inner.config.table, mismatch)),
+                    Some(mismatch) => Err(not_set_up(&self.inner.client.config.table, mismatch)),
                 }
             })
             .await
@@ -261,24 +150,16 @@ impl MysqlStore {
 
     /// The pool, for callers that want to share it.
     pub fn pool(&self) -> &Pool {
-        &self.inner.pool
+        &self.inner.client.pool
     }
 
-    /// Runs `f` on a pooled connection under the configured timeout, mapping errors.
-    pub(crate) async fn request<T>(
+    /// One request through the client (see [`Client::request`]).
+    async fn request<T>(
         &self,
         operation: &'static str,
         f: impl AsyncFnOnce(&mut mysql_async::Conn) -> mysql_async::Result<T>,
     ) -> Result<T> {
-        let timeout = self.inner.config.timeout;
-        let work = async {
-            let mut conn = self.inner.pool.get_conn().await?;
-            f(&mut conn).await
-        };
-        match tokio::time::timeout(timeout, work).await {
-            Ok(result) => result.map_err(|e| map_err(operation, &self.inner.config.table, e)),
-            Err(_) => Err(Error::timeout(STORE, operation, timeout)),
-        }
+        self.inner.client.request(operation, f).await
     }
 
     /// Validates the first four columns of a lease row (holder, term, remaining µs, nonce).
@@ -287,22 +168,22 @@ impl MysqlStore {
         let [holder, term, remaining, nonce] = values else {
             return Err(corrupt(format!("unexpected row shape {values:?}")));
         };
-        let holder = match holder {
-            Value::Bytes(b) => std::str::from_utf8(b)
-                .ok()
-                .and_then(|s| CandidateId::new(s).ok())
-                .ok_or_else(|| {
-                    corrupt(format!(
-                        "holder {:?} is not a valid candidate id",
-                        String::from_utf8_lossy(b)
-                    ))
-                })?,
-            other => return Err(corrupt(format!("holder is {other:?}"))),
+        let text = match holder {
+            Value::Bytes(b) => std::str::from_utf8(b).ok(),
+            _ => None,
         };
-        let term = match int(term) {
-            Some(t) if t >= 1 && t <= u64::MAX as i128 => Term(t as u64),
-            _ => return Err(corrupt(format!("term {term:?} is not a positive integer"))),
-        };
+        let holder = backend::holder(
+            STORE,
+            &self.key(election),
+            text,
+            &format_args!("{holder:?}"),
+        )?;
+        let term = backend::term(
+            STORE,
+            &self.key(election),
+            int(term),
+            &format_args!("{term:?}"),
+        )?;
         let remaining_us = int(remaining)
             .and_then(|r| i64::try_from(r).ok())
             .ok_or_else(|| corrupt(format!("expires_at gives remaining time {remaining:?}")))?;
@@ -319,13 +200,13 @@ impl MysqlStore {
 
     /// How errors name a row: `table[election]`.
     fn key(&self, election: &ElectionName) -> String {
-        format!("{}[{election}]", self.inner.config.table)
+        format!("{}[{election}]", self.inner.client.config.table)
     }
 
     /// One acquire transaction: lock the row (or create it), decide, write, commit. `None`
     /// when another candidate created the row first (the caller tries again).
     async fn acquire_once(&self, claim: &Claim) -> Result<Option<Acquire>> {
-        let sql = &self.inner.sql;
+        let sql = &self.inner.client.sql;
         let election = &claim.election;
         let micros = claim.ttl.get().as_micros() as u64;
         let (e, c, n) = (
@@ -399,7 +280,7 @@ impl MysqlStore {
     }
 
     async fn read(&self, election: &ElectionName) -> Result<Option<Row>> {
-        let sql = &self.inner.sql;
+        let sql = &self.inner.client.sql;
         let e = election.as_str();
         let row: Option<mysql_async::Row> = self
             .request("leader", async |conn| {
@@ -421,16 +302,6 @@ impl MysqlStore {
             Ok(conn.affected_rows() == 1)
         })
         .await
-    }
-}
-
-/// An integer column, whatever the protocol made of it.
-pub(crate) fn int(v: &Value) -> Option<i128> {
-    match v {
-        Value::Int(i) => Some(*i as i128),
-        Value::UInt(u) => Some(*u as i128),
-        Value::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        _ => None,
     }
 }
 
@@ -476,7 +347,9 @@ impl LeaseStore for MysqlStore {
             lease.term.get(),
         )
             .into();
-        let renewed = self.guarded("renew", &self.inner.sql.renew, params).await?;
+        let renewed = self
+            .guarded("renew", &self.inner.client.sql.renew, params)
+            .await?;
         Ok(if renewed {
             Renewal::Renewed(lease.clone())
         } else {
@@ -494,7 +367,7 @@ impl LeaseStore for MysqlStore {
         )
             .into();
         let released = self
-            .guarded("release", &self.inner.sql.release, params)
+            .guarded("release", &self.inner.client.sql.release, params)
             .await?;
         Ok(if released {
             Release::Released
@@ -510,81 +383,9 @@ impl LeaseStore for MysqlStore {
 
     async fn subscribe(&self, election: &ElectionName) -> Result<Option<ChangeFeed>> {
         self.check_schema().await?;
-        self.inner.poller.subscribe(self, election).await
-    }
-}
-
-/// Whether `e` is the server's deadlock error (1213), found by its code.
-fn is_deadlock(e: &Error) -> bool {
-    std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<mysql_async::Error>())
-        .is_some_and(|e| matches!(e, mysql_async::Error::Server(s) if s.code == 1213))
-}
-
-/// What to tell the user about a table that is missing or not elect's.
-fn not_set_up(table: &str, mismatch: Mismatch) -> Error {
-    let message = match mismatch {
-        Mismatch::Missing => missing_table(table),
-        Mismatch::NoNonce => format!(
-            "table `{table}` has no `nonce` column (added in elect-mysql 0.2.0): call \
-             MysqlStore::migrate(), or run `{}`",
-            add_nonce_sql(table)
-        ),
-        Mismatch::Other(wrong) => format!(
-            "table `{table}` does not have elect's shape: {}. Create it from \
-             elect_mysql::create_table_sql(\"{table}\") (CREATE_TABLE_SQL for the default name), \
-             or point MysqlConfig::table at a table made that way",
-            wrong.join("; ")
-        ),
-    };
-    Error::NotSetUp {
-        store: STORE,
-        message,
-    }
-}
-
-fn missing_table(table: &str) -> String {
-    format!(
-        "table `{table}` does not exist: run the DDL from elect_mysql::create_table_sql(\"{table}\") \
-         (CREATE_TABLE_SQL for the default name) in a migration, or call MysqlStore::migrate()"
-    )
-}
-
-/// Maps a mysql_async error by what it means for the caller.
-pub(crate) fn map_err(operation: &'static str, table: &str, e: mysql_async::Error) -> Error {
-    use mysql_async::Error as E;
-    match &e {
-        E::Server(s) if s.code == 1146 => Error::NotSetUp {
-            store: STORE,
-            message: missing_table(table),
-        },
-        E::Server(s) if s.code == 1054 => Error::NotSetUp {
-            store: STORE,
-            message: format!(
-                "table `{table}` does not have elect's columns ({}): compare it with create_table_sql(\"{table}\")",
-                s.message
-            ),
-        },
-        E::Server(s) if matches!(s.code, 1044 | 1045 | 1142 | 1143 | 1227 | 1370) => {
-            Error::NotSetUp {
-                store: STORE,
-                message: format!("access denied: {}", s.message),
-            }
-        }
-        // Lock wait timeout, deadlock, too many connections, shutdown in progress, query
-        // interrupted, server gone away / lost, read-only (failover in progress).
-        E::Server(s)
-            if matches!(
-                s.code,
-                1205 | 1213 | 1040 | 1053 | 1317 | 2006 | 2013 | 1290 | 1792 | 1836 | 3024
-            ) =>
-        {
-            Error::unavailable(STORE, operation, e)
-        }
-        E::Server(_) | E::Other(_) => Error::other(STORE, e),
-        E::Io(_) | E::Driver(_) => Error::unavailable(STORE, operation, e),
-        E::Url(_) => Error::InvalidConfig {
-            message: format!("mysql: {e}"),
-        },
+        self.inner
+            .feed
+            .subscribe(&self.inner.client, election)
+            .await
     }
 }

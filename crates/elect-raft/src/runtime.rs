@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use elect_core::driver::{self, ElectorCommand, ElectorDriver, GuardControl};
 use elect_core::rand::Rng;
 use elect_core::{
-    ElectionName, Elector, ElectorCommand, ElectorDriver, Error, Event, GuardControl, LeaderGuard,
-    LeaderInfo, Leadership, Lease, Nonce, Result, StepDown, Term, Ttl,
+    ElectionName, Elector, Error, Event, LeaderInfo, Leadership, Lease, Nonce, Result, StepDown,
+    Term, Ttl,
 };
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -99,45 +100,46 @@ impl RaftConfig {
     /// Checks the configuration: unique ids, at least one voter, this node a member, and a
     /// heartbeat well under the minimum election timeout.
     pub fn validate(&self) -> Result<()> {
-        let invalid = |message: String| Err(Error::InvalidConfig { message });
         let voters: BTreeSet<_> = self.voters.iter().collect();
         let observers: BTreeSet<_> = self.observers.iter().collect();
         if voters.is_empty() {
-            return invalid("at least one voter is needed".into());
+            return Err(Error::config("at least one voter is needed"));
         }
         if voters.len() != self.voters.len() || observers.len() != self.observers.len() {
-            return invalid("node ids must be unique".into());
+            return Err(Error::config("node ids must be unique"));
         }
         if let Some(both) = voters.intersection(&observers).next() {
-            return invalid(format!("{both} is both a voter and an observer"));
+            return Err(Error::config(format!(
+                "{both} is both a voter and an observer"
+            )));
         }
         if !voters.contains(&self.id) && !observers.contains(&self.id) {
-            return invalid(format!(
+            return Err(Error::config(format!(
                 "this node ({}) is neither a voter nor an observer",
                 self.id
-            ));
+            )));
         }
         if self.election_timeout_min < Ttl::MIN {
-            return invalid(format!(
+            return Err(Error::config(format!(
                 "the minimum election timeout {:?} must be at least {:?}",
                 self.election_timeout_min,
                 Ttl::MIN
-            ));
+            )));
         }
         if self.election_timeout_max < self.election_timeout_min {
-            return invalid("the election timeout range is empty".into());
+            return Err(Error::config("the election timeout range is empty"));
         }
         if self.heartbeat.is_zero() || self.heartbeat * 3 > self.election_timeout_min {
-            return invalid(format!(
+            return Err(Error::config(format!(
                 "the heartbeat {:?} must be at most a third of the minimum election timeout {:?}",
                 self.heartbeat, self.election_timeout_min
-            ));
+            )));
         }
         if !(0.0..=0.1).contains(&self.clock_drift) || self.clock_drift.is_nan() {
-            return invalid(format!(
+            return Err(Error::config(format!(
                 "clock drift {} must be between 0 and 0.1",
                 self.clock_drift
-            ));
+            )));
         }
         Ok(())
     }
@@ -174,7 +176,7 @@ pub fn start(config: RaftConfig, transport: Arc<dyn Transport>, inbox: Inbox) ->
         term,
         vote,
     );
-    let (elector, driver) = Elector::with_driver(config.election.clone(), config.id.clone());
+    let (elector, driver) = driver::elector(config.election.clone(), config.id.clone());
     let node = Node {
         lease_ttl: Ttl::new(config.election_timeout_min)?,
         config,
@@ -303,7 +305,7 @@ impl Node {
                         term,
                         ttl: self.lease_ttl,
                     };
-                    let (guard, control) = LeaderGuard::new(lease, deadline);
+                    let (guard, control) = driver::guard(lease, deadline);
                     self.guard = Some((control, term));
                     info!(%term, "elected");
                     self.driver.publish(Leadership::Leader(guard));

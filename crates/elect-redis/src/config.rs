@@ -88,7 +88,6 @@ impl RedisConfig {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        let invalid = |message: String| Err(Error::InvalidConfig { message });
         let prefix = &self.key_prefix;
         if prefix.is_empty()
             || prefix.len() > 64
@@ -96,27 +95,30 @@ impl RedisConfig {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._:/-".contains(&b))
         {
-            return invalid(format!(
+            return Err(Error::config(format!(
                 "key prefix {prefix:?} must be 1 to 64 bytes of [A-Za-z0-9._:/-]"
-            ));
+            )));
         }
         if !(1..=64).contains(&self.pool_size) {
-            return invalid(format!("pool size {} must be 1 to 64", self.pool_size));
+            return Err(Error::config(format!(
+                "pool size {} must be 1 to 64",
+                self.pool_size
+            )));
         }
         if self.connect_timeout.is_zero() || self.command_timeout.is_zero() {
-            return invalid("timeouts must not be zero".into());
+            return Err(Error::config("timeouts must not be zero"));
         }
         if self.url.starts_with("rediss://") && !cfg!(feature = "tls") {
-            return invalid(format!(
+            return Err(Error::config(format!(
                 "{} needs TLS: enable the `tls` feature of elect-redis",
                 redact(&self.url)
-            ));
+            )));
         }
         if !self.url.starts_with("redis://") && !self.url.starts_with("rediss://") {
-            return invalid(format!(
+            return Err(Error::config(format!(
                 "{} is not a redis:// or rediss:// URL",
                 redact(&self.url)
-            ));
+            )));
         }
         Ok(())
     }

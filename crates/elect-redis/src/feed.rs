@@ -13,13 +13,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use elect_core::{ChangeFeed, ChangeNotifier, Error, Result};
+use elect_core::backend::FeedRegistry;
+use elect_core::{ChangeFeed, Error, Result};
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use tokio::sync::{broadcast, oneshot};
 use tracing::debug;
 
-use crate::store::map_err;
+use crate::error::map_err;
+use crate::error::STORE;
 
 const PROBE: &str = "probe:";
 
@@ -36,28 +38,16 @@ pub(crate) struct Feeds {
 #[derive(Default)]
 struct Shared {
     /// Channels whose subscription was confirmed: handed out at once.
-    notifiers: Mutex<HashMap<String, ChangeNotifier>>,
+    confirmed: FeedRegistry<String>,
     /// Channels being confirmed: notified too, but not handed out.
-    pending: Mutex<HashMap<String, ChangeNotifier>>,
+    pending: FeedRegistry<String>,
     probes: Mutex<HashMap<String, oneshot::Sender<()>>>,
 }
 
 impl Shared {
-    fn notifiers(&self) -> std::sync::MutexGuard<'_, HashMap<String, ChangeNotifier>> {
-        self.notifiers.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, ChangeNotifier>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn notify(&self, channel: &str) {
-        if let Some(n) = self.notifiers().get(channel) {
-            n.notify();
-        }
-        if let Some(n) = self.pending().get(channel) {
-            n.notify();
-        }
+        self.confirmed.notify(channel);
+        self.pending.notify(channel);
     }
 
     fn probes(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<()>>> {
@@ -66,14 +56,8 @@ impl Shared {
 
     /// Ends every feed: waiters fall back to precise sleeps and subscribe again.
     fn end_all(&self) {
-        let ended: Vec<_> = self
-            .notifiers()
-            .drain()
-            .chain(self.pending().drain())
-            .collect();
-        for (_, notifier) in ended {
-            notifier.notify();
-        }
+        self.confirmed.end_all();
+        self.pending.end_all();
     }
 }
 
@@ -88,7 +72,7 @@ struct Confirming<'a> {
 
 impl Drop for Confirming<'_> {
     fn drop(&mut self) {
-        self.shared.pending().remove(self.channel);
+        self.shared.pending.remove(self.channel);
         self.shared.probes().remove(&self.probe);
     }
 }
@@ -108,23 +92,17 @@ impl Feeds {
     pub(crate) async fn subscribe(&self, channel: &str, publisher: &Client) -> Result<ChangeFeed> {
         let client = self.client().await?;
         let _one_at_a_time = self.confirming.lock().await;
-        if let Some(notifier) = self.shared.notifiers().get(channel) {
-            return Ok(notifier.subscribe());
+        if self.shared.confirmed.contains(channel) {
+            return Ok(self.shared.confirmed.subscribe(channel));
         }
-        let notifier = ChangeNotifier::new();
-        let feed = notifier.subscribe();
-        self.shared.pending().insert(channel.to_owned(), notifier);
+        let feed = self.shared.pending.subscribe(channel);
         let confirming = Confirming {
             shared: &self.shared,
             channel,
             probe: format!("{PROBE}{:016x}", nonce()),
         };
         self.confirm(&client, &confirming, publisher).await?;
-        // Never hold both locks in this order (end_all takes notifiers, then pending).
-        let confirmed = self.shared.pending().remove(channel);
-        if let Some(notifier) = confirmed {
-            self.shared.notifiers().insert(channel.to_owned(), notifier);
-        }
+        self.shared.pending.move_to(channel, &self.shared.confirmed);
         debug!(channel, "subscription confirmed");
         Ok(feed)
     }
@@ -155,7 +133,7 @@ impl Feeds {
             .map_err(|e| map_err("subscribe", e))?;
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(())) => Ok(()),
-            _ => Err(Error::timeout("redis", "subscribe", self.timeout)),
+            _ => Err(Error::timeout(STORE, "subscribe", self.timeout)),
         }
     }
 
@@ -167,7 +145,7 @@ impl Feeds {
         match tokio::time::timeout(self.timeout, client.init()).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(map_err("subscribe", e)),
-            Err(_) => return Err(Error::timeout("redis", "subscribe", self.timeout)),
+            Err(_) => return Err(Error::timeout(STORE, "subscribe", self.timeout)),
         }
         // Re-subscribes to every tracked channel after a reconnect; the task lives as long as
         // the client.
@@ -189,11 +167,8 @@ impl Feeds {
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let notifiers = shared.notifiers();
-                        let pending = shared.pending();
-                        for notifier in notifiers.values().chain(pending.values()) {
-                            notifier.notify();
-                        }
+                        shared.confirmed.notify_all();
+                        shared.pending.notify_all();
                     }
                     Err(broadcast::error::RecvError::Closed) => {
                         shared.end_all();

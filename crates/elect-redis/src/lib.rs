@@ -1,9 +1,20 @@
 #![doc = include_str!("../README.md")]
+//!
+//! # Layout
+//!
+//! - `config`: [`RedisConfig`], its validation and its redacted `Debug`.
+//! - `error`: fred's failures, classified by kind and Redis error code.
+//! - `client`: the connection pool; connecting, and running a script under a timeout.
+//! - `scripts`: the Lua scripts that make each operation atomic.
+//! - `store`: [`RedisStore`], the `LeaseStore`.
+//! - `feed`: release notices over pub/sub, each subscription confirmed end to end.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod client;
 mod config;
+mod error;
 mod feed;
 mod scripts;
 mod store;

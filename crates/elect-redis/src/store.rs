@@ -4,19 +4,18 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use elect_core::backend;
 use elect_core::{
     async_trait, Acquire, CandidateId, ChangeFeed, Claim, ElectionName, Error, LeaderInfo, Lease,
     LeaseStore, Release, Renewal, Result, Term,
 };
 use fred::prelude::*;
 use fred::types::Value;
-use tracing::debug;
 
+use crate::client::Client;
 use crate::config::{redact, RedisConfig};
+use crate::error::STORE;
 use crate::feed::Feeds;
-use crate::scripts::{Script, Scripts};
-
-const STORE: &str = "redis";
 
 /// A [`LeaseStore`] on Redis (standalone, or Cluster: an election's keys share one slot).
 ///
@@ -31,17 +30,15 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    config: RedisConfig,
-    pool: Pool,
-    scripts: Scripts,
+    client: Client,
     feeds: Feeds,
 }
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
-            .field("url", &redact(&self.inner.config.url))
-            .field("key_prefix", &self.inner.config.key_prefix)
+            .field("url", &redact(&self.inner.client.config.url))
+            .field("key_prefix", &self.inner.client.config.key_prefix)
             .finish()
     }
 }
@@ -54,27 +51,13 @@ impl RedisStore {
 
     /// Validates `config`, connects, and loads the scripts.
     pub async fn connect(config: RedisConfig) -> Result<RedisStore> {
-        config.validate()?;
-        let fred_config = fred_config(&config)?;
-        let pool = builder(&fred_config, &config)
-            .build_pool(config.pool_size)
-            .map_err(|e| map_err("connect", e))?;
-        match tokio::time::timeout(config.connect_timeout, pool.init()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(map_err("connect", e)),
-            Err(_) => return Err(Error::timeout(STORE, "connect", config.connect_timeout)),
-        }
+        let client = Client::connect(config).await?;
         let store = RedisStore {
             inner: Arc::new(Inner {
-                feeds: Feeds::new(builder(&fred_config, &config), config.command_timeout),
-                config,
-                pool,
-                scripts: Scripts::new(),
+                feeds: Feeds::new(client.builder()?, client.config.command_timeout),
+                client,
             }),
         };
-        for script in store.inner.scripts.all() {
-            store.load(script).await?;
-        }
         // Open the pub/sub connection now, so that a candidate's first subscribe costs two
         // round trips rather than a connection set-up within its request timeout.
         store.inner.feeds.client().await?;
@@ -83,74 +66,31 @@ impl RedisStore {
 
     /// The key of the lease hash of `election`: `{prefix}:{<election>}:lease`.
     pub fn lease_key(&self, election: &ElectionName) -> String {
-        format!("{}:{{{election}}}:lease", self.inner.config.key_prefix)
+        format!(
+            "{}:{{{election}}}:lease",
+            self.inner.client.config.key_prefix
+        )
     }
 
     /// The key of the term counter of `election`: `{prefix}:{<election>}:term`.
     pub fn term_key(&self, election: &ElectionName) -> String {
-        format!("{}:{{{election}}}:term", self.inner.config.key_prefix)
+        format!(
+            "{}:{{{election}}}:term",
+            self.inner.client.config.key_prefix
+        )
     }
 
     /// The channel releases of `election` are published on: `{prefix}:{<election>}:released`.
     pub fn channel(&self, election: &ElectionName) -> String {
-        format!("{}:{{{election}}}:released", self.inner.config.key_prefix)
+        format!(
+            "{}:{{{election}}}:released",
+            self.inner.client.config.key_prefix
+        )
     }
 
     /// The connection pool, for callers that want to share it.
     pub fn pool(&self) -> &Pool {
-        &self.inner.pool
-    }
-
-    async fn load(&self, script: &Script) -> Result<String> {
-        let sha: String = self
-            .inner
-            .pool
-            .next()
-            .script_load(script.source.as_str())
-            .await
-            .map_err(|e| map_err("script load", e))?;
-        let _ = script.sha.set(sha.clone());
-        Ok(sha)
-    }
-
-    /// Runs a script by SHA, loading it again when the server lost its script cache
-    /// (`NOSCRIPT` after a restart or `SCRIPT FLUSH`).
-    async fn run(
-        &self,
-        operation: &'static str,
-        script: &Script,
-        keys: Vec<String>,
-        args: Vec<String>,
-    ) -> Result<Vec<Value>> {
-        let client = self.inner.pool.next();
-        let sha = match script.sha.get() {
-            Some(sha) => sha.clone(),
-            None => self.load(script).await?,
-        };
-        let reply = match client
-            .evalsha::<Value, _, _, _>(sha, keys.clone(), args.clone())
-            .await
-        {
-            Err(e) if e.details().starts_with("NOSCRIPT") => {
-                debug!(
-                    script = script.name,
-                    "script cache lost; sending the source"
-                );
-                client
-                    .eval::<Value, _, _, _>(script.source.as_str(), keys, args)
-                    .await
-            }
-            other => other,
-        }
-        .map_err(|e| map_err(operation, e))?;
-        match reply {
-            Value::Array(items) => Ok(items),
-            other => Err(Error::Other {
-                store: STORE,
-                message: format!("{operation}: unexpected reply {other:?}"),
-                source: None,
-            }),
-        }
+        &self.inner.client.pool
     }
 }
 
@@ -160,19 +100,24 @@ impl LeaseStore for RedisStore {
         let election = &claim.election;
         let key = self.lease_key(election);
         let reply = self
+            .inner
+            .client
             .run(
                 "try_acquire",
-                &self.inner.scripts.acquire,
+                &self.inner.client.scripts.acquire,
                 vec![
                     key.clone(),
                     self.term_key(election),
-                    format!("{}:{{{election}}}:started", self.inner.config.key_prefix),
+                    format!(
+                        "{}:{{{election}}}:started",
+                        self.inner.client.config.key_prefix
+                    ),
                 ],
                 vec![
                     claim.candidate.to_string(),
                     claim.nonce.to_string(),
                     claim.ttl.as_millis().to_string(),
-                    if self.inner.config.restart_quarantine {
+                    if self.inner.client.config.restart_quarantine {
                         "1"
                     } else {
                         "0"
@@ -201,9 +146,11 @@ impl LeaseStore for RedisStore {
     async fn renew(&self, lease: &Lease) -> Result<Renewal> {
         let key = self.lease_key(&lease.election);
         let reply = self
+            .inner
+            .client
             .run(
                 "renew",
-                &self.inner.scripts.renew,
+                &self.inner.client.scripts.renew,
                 vec![key.clone()],
                 vec![
                     lease.holder.to_string(),
@@ -224,9 +171,11 @@ impl LeaseStore for RedisStore {
     async fn release(&self, lease: &Lease) -> Result<Release> {
         let key = self.lease_key(&lease.election);
         let reply = self
+            .inner
+            .client
             .run(
                 "release",
-                &self.inner.scripts.release,
+                &self.inner.client.scripts.release,
                 vec![key.clone()],
                 vec![
                     lease.holder.to_string(),
@@ -247,9 +196,11 @@ impl LeaseStore for RedisStore {
     async fn leader(&self, election: &ElectionName) -> Result<Option<LeaderInfo>> {
         let key = self.lease_key(election);
         let reply = self
+            .inner
+            .client
             .run(
                 "leader",
-                &self.inner.scripts.leader,
+                &self.inner.client.scripts.leader,
                 vec![key.clone()],
                 vec![],
             )
@@ -266,7 +217,7 @@ impl LeaseStore for RedisStore {
         let channel = self.channel(election);
         self.inner
             .feeds
-            .subscribe(&channel, self.inner.pool.next())
+            .subscribe(&channel, self.inner.client.pool.next())
             .await
             .map(Some)
     }
@@ -303,26 +254,18 @@ impl<'a> Reply<'a> {
 
     fn term(&self, n: usize) -> Result<Term> {
         let text = self.string(n)?;
-        match text.parse::<u64>() {
-            Ok(t) if t > 0 => Ok(Term(t)),
-            _ => Err(Error::corrupt(
-                STORE,
-                self.key,
-                format!("term {text:?} is not a positive integer"),
-            )),
-        }
+        backend::term(
+            STORE,
+            self.key,
+            text.parse().ok(),
+            &format_args!("{text:?}"),
+        )
     }
 
     /// `{'held', holder, term, pttl}` as a [`LeaderInfo`].
     fn leader(&self) -> Result<LeaderInfo> {
-        let holder = self.string(1)?;
-        let holder = CandidateId::new(holder).map_err(|_| {
-            Error::corrupt(
-                STORE,
-                self.key,
-                format!("holder {holder:?} is not a valid candidate id"),
-            )
-        })?;
+        let text = self.string(1)?;
+        let holder = backend::holder(STORE, self.key, Some(text), &format_args!("{text:?}"))?;
         let term = self.term(2)?;
         let pttl = match self.items.get(3) {
             Some(Value::Integer(ms)) if *ms >= 0 => *ms as u64,
@@ -367,90 +310,5 @@ impl AsStrRef for Value {
             Value::Bytes(b) => std::str::from_utf8(b).ok(),
             _ => None,
         }
-    }
-}
-
-pub(crate) fn fred_config(config: &RedisConfig) -> Result<Config> {
-    Config::from_url(&config.url).map_err(|e| Error::InvalidConfig {
-        message: format!("{}: {}", redact(&config.url), e.details()),
-    })
-}
-
-pub(crate) fn builder(fred_config: &Config, config: &RedisConfig) -> Builder {
-    let mut builder = Builder::from_config(fred_config.clone());
-    let (connect, command) = (config.connect_timeout, config.command_timeout);
-    builder
-        .with_connection_config(move |c| {
-            c.connection_timeout = connect;
-            c.internal_command_timeout = command;
-            // Never resend a command behind the caller's back after a reconnect: the elector
-            // decides what to retry, and knows which requests may have landed.
-            c.max_command_attempts = 1;
-        })
-        .with_performance_config(move |p| p.default_command_timeout = command)
-        .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
-    builder
-}
-
-/// Maps a fred error: connection trouble and server states that pass (loading, failover) are
-/// retryable; bad credentials and configuration are not.
-pub(crate) fn map_err(operation: &'static str, e: fred::error::Error) -> Error {
-    use fred::error::ErrorKind as K;
-    let transient_reply = [
-        "LOADING",
-        "BUSY",
-        "TRYAGAIN",
-        "CLUSTERDOWN",
-        "MASTERDOWN",
-        "READONLY",
-    ]
-    .iter()
-    .any(|p| e.details().starts_with(p));
-    match e.kind() {
-        K::IO
-        | K::Timeout
-        | K::Canceled
-        | K::Backpressure
-        | K::Cluster
-        | K::Routing
-        | K::Sentinel => Error::unavailable(STORE, operation, e),
-        _ if transient_reply => Error::unavailable(STORE, operation, e),
-        // fred reports "no connection to route this command to" (while it reconnects) as
-        // `Unknown`; it is as transient as the IO error that caused it. Taken for fatal, it
-        // stopped electors for good in the chaos tests.
-        K::Unknown if e.details().starts_with("Failed to route command") => {
-            Error::unavailable(STORE, operation, e)
-        }
-        K::Auth => Error::NotSetUp {
-            store: STORE,
-            message: format!("authentication failed: {}", e.details()),
-        },
-        K::Config | K::Url => Error::InvalidConfig {
-            message: format!("redis: {}", e.details()),
-        },
-        _ => Error::other(STORE, e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::map_err;
-    use fred::error::{Error as FredError, ErrorKind};
-
-    #[test]
-    fn fred_routing_failures_while_reconnecting_are_retryable() {
-        // What fred returns when no connection is up to take a command (seen in the chaos
-        // tests after a connection reset): it must not stop the elector.
-        let e = map_err(
-            "renew",
-            FredError::new(ErrorKind::Unknown, "Failed to route command."),
-        );
-        assert!(e.is_retryable(), "{e}");
-        let other = map_err(
-            "renew",
-            FredError::new(ErrorKind::Unknown, "something else"),
-        );
-        assert!(!other.is_retryable(), "{other}");
-        assert!(map_err("renew", FredError::new(ErrorKind::IO, "reset")).is_retryable());
     }
 }

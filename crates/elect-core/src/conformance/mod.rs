@@ -29,6 +29,7 @@ pub mod cluster {
 }
 mod cluster_checks;
 mod elector_checks;
+mod faults;
 mod foreign;
 mod harness;
 mod record;
@@ -36,8 +37,8 @@ mod store_checks;
 
 use std::time::Duration;
 
-pub use crate::faults::{Faults, FaultyStore};
 pub use elector_checks::*;
+pub use faults::{Faults, FaultyStore};
 pub use foreign::{foreign_writes_are_bounded, ForeignWrite};
 pub use harness::{Harness, StoreHarness};
 pub use record::{Interval, Recorder};

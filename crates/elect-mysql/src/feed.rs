@@ -4,74 +4,72 @@
 //! Expiry needs no notice: waiters already sleep until the expiry they were told of.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use elect_core::{ChangeFeed, ChangeNotifier, ElectionName, Result};
+use elect_core::backend::FeedRegistry;
+use elect_core::{ChangeFeed, ElectionName, Result};
 use mysql_async::prelude::Queryable;
 use mysql_async::Value;
 use tracing::debug;
 
-use crate::store::{int, Inner, MysqlStore};
+use crate::client::Client;
+use crate::schema::int;
 
 /// At most this many elections per polling query.
 const CHUNK: usize = 500;
 
+/// The feeds of one store, and the versions the poll last saw.
 pub(crate) struct Poller {
     interval: Option<Duration>,
-    watched: Arc<Mutex<HashMap<ElectionName, Watched>>>,
-    started: std::sync::OnceLock<()>,
+    shared: Arc<Shared>,
+    started: OnceLock<()>,
 }
 
-struct Watched {
-    notifier: ChangeNotifier,
-    /// The version last seen; a release bumps it. 0 while the row does not exist (every row
-    /// ever written has version 1 or more).
-    version: u64,
+#[derive(Default)]
+struct Shared {
+    feeds: FeedRegistry<ElectionName>,
+    /// The version last seen per watched election; a release bumps it. 0 while the row does
+    /// not exist (every row ever written has version 1 or more).
+    versions: Mutex<HashMap<ElectionName, u64>>,
+}
+
+impl Shared {
+    fn versions(&self) -> std::sync::MutexGuard<'_, HashMap<ElectionName, u64>> {
+        self.versions.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Poller {
     pub(crate) fn new(interval: Option<Duration>) -> Poller {
         Poller {
             interval,
-            watched: Arc::default(),
-            started: std::sync::OnceLock::new(),
+            shared: Arc::default(),
+            started: OnceLock::new(),
         }
-    }
-
-    fn watched(&self) -> std::sync::MutexGuard<'_, HashMap<ElectionName, Watched>> {
-        self.watched.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A feed for `election`. Its baseline version is read before returning, so a release that
     /// completes after this returns moves the version past it and is reported.
     pub(crate) async fn subscribe(
         &self,
-        store: &MysqlStore,
+        client: &Arc<Client>,
         election: &ElectionName,
     ) -> Result<Option<ChangeFeed>> {
         let Some(interval) = self.interval else {
             return Ok(None);
         };
-        if let Some(w) = self.watched().get(election) {
-            return Ok(Some(w.notifier.subscribe()));
+        if !self.shared.feeds.contains(election) {
+            let now = versions(client, std::slice::from_ref(election)).await?;
+            let version = now.get(election.as_str()).map_or(0, |(v, _)| *v);
+            self.shared
+                .versions()
+                .entry(election.clone())
+                .or_insert(version);
         }
-        let versions = versions(&store.inner_arc(), std::slice::from_ref(election)).await?;
-        let version = versions.get(election.as_str()).map_or(0, |(v, _)| *v);
-        let feed = {
-            let mut watched = self.watched();
-            let w = watched.entry(election.clone()).or_insert_with(|| Watched {
-                notifier: ChangeNotifier::new(),
-                version,
-            });
-            w.notifier.subscribe()
-        };
+        let feed = self.shared.feeds.subscribe(election);
         self.started.get_or_init(|| {
-            tokio::spawn(poll(
-                Arc::downgrade(&store.inner_arc()),
-                self.watched.clone(),
-                interval,
-            ));
+            tokio::spawn(poll(Arc::downgrade(client), self.shared.clone(), interval));
         });
         Ok(Some(feed))
     }
@@ -79,16 +77,15 @@ impl Poller {
 
 /// `election → (version, live)` for the elections given.
 async fn versions(
-    inner: &Arc<Inner>,
+    client: &Client,
     elections: &[ElectionName],
 ) -> Result<HashMap<String, (u64, bool)>> {
-    let store = MysqlStore::from_inner(inner.clone());
     let mut out = HashMap::new();
     for chunk in elections.chunks(CHUNK) {
         let placeholders = vec!["?"; chunk.len()].join(", ");
-        let statement = format!("{}({placeholders})", inner.sql.versions);
+        let statement = format!("{}({placeholders})", client.sql.versions);
         let params: Vec<Value> = chunk.iter().map(|e| Value::from(e.as_str())).collect();
-        let rows: Vec<(Value, Value, Value)> = store
+        let rows: Vec<(Value, Value, Value)> = client
             .request("subscribe", async |conn| conn.exec(statement, params).await)
             .await?;
         for (election, version, live) in rows {
@@ -102,45 +99,40 @@ async fn versions(
     Ok(out)
 }
 
-async fn poll(
-    store: Weak<Inner>,
-    watched: Arc<Mutex<HashMap<ElectionName, Watched>>>,
-    interval: Duration,
-) {
-    let lock = || watched.lock().unwrap_or_else(|p| p.into_inner());
+async fn poll(client: Weak<Client>, shared: Arc<Shared>, interval: Duration) {
     loop {
         tokio::time::sleep(interval).await;
-        let Some(inner) = store.upgrade() else {
+        let Some(client) = client.upgrade() else {
             return;
         };
         // Forget elections nobody waits on any more.
-        let elections: Vec<ElectionName> = {
-            let mut w = lock();
-            w.retain(|_, w| w.notifier.feeds() > 0);
-            w.keys().cloned().collect()
-        };
+        let elections = shared.feeds.prune();
+        shared.versions().retain(|e, _| elections.contains(e));
         if elections.is_empty() {
             continue;
         }
-        match versions(&inner, &elections).await {
+        match versions(&client, &elections).await {
             Ok(now) => {
-                for (election, w) in lock().iter_mut() {
+                let mut released = Vec::new();
+                for (election, seen) in shared.versions().iter_mut() {
                     let Some(&(version, live)) = now.get(election.as_str()) else {
                         continue;
                     };
-                    if !live && w.version != version {
-                        w.notifier.notify();
+                    if !live && *seen != version {
+                        released.push(election.clone());
                     }
-                    w.version = version;
+                    *seen = version;
+                }
+                for election in released {
+                    shared.feeds.notify(&election);
                 }
             }
             Err(error) => {
                 // Releases may go unnoticed now: end every feed, so waiters fall back to
                 // their expiry and subscribe again.
                 debug!(%error, "release poll failed; ending feeds");
-                for (_, w) in lock().drain() {
-                    w.notifier.notify();
-                }
+                shared.feeds.end_all();
+                shared.versions().clear();
             }
         }
     }

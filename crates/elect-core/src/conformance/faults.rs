@@ -249,6 +249,10 @@ impl<S: LeaseStore + Clone> LeaseStore for FaultyStore<S> {
             .await
     }
 
+    async fn close(&self) {
+        self.inner.close().await
+    }
+
     async fn subscribe(&self, election: &ElectionName) -> Result<Option<ChangeFeed>> {
         let election = election.clone();
         self.run(

@@ -1,0 +1,256 @@
+//! For coordinator authors: the pieces every [`LeaseStore`](crate::LeaseStore) backend needs —
+//! a registry of change feeds per key, a timed request, and parsers for the fields of a lease
+//! record with one error message each.
+//!
+//! The built-in stores (Redis, MySQL, MongoDB, the in-memory one) are written with these; a
+//! store of yours can be too.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::name::CandidateId;
+use crate::store::{ChangeFeed, ChangeNotifier};
+use crate::term::Term;
+
+/// The change feeds a backend hands out, one [`ChangeNotifier`] per key (an election, a
+/// channel): subscribe, wake the feeds of one key or of all, end them all, forget the keys
+/// nobody listens to any more.
+///
+/// ```
+/// use elect_core::backend::FeedRegistry;
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let feeds: FeedRegistry<String> = FeedRegistry::new();
+/// let mut feed = feeds.subscribe("jobs");
+/// feeds.notify("jobs");
+/// assert!(feed.changed().await, "a notice");
+/// feeds.end_all();
+/// assert!(feed.changed().await, "ending wakes the waiter once more");
+/// assert!(!feed.changed().await, "then the feed has ended");
+/// # });
+/// ```
+pub struct FeedRegistry<K = String> {
+    feeds: Mutex<HashMap<K, ChangeNotifier>>,
+}
+
+impl<K> FeedRegistry<K> {
+    /// A registry with no feeds.
+    pub fn new() -> Self {
+        FeedRegistry {
+            feeds: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<K, ChangeNotifier>> {
+        // Every update is one map operation: a poisoned map is still consistent.
+        self.feeds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes every feed of every key (e.g. when notices may have been lost and every waiter
+    /// should ask again).
+    pub fn notify_all(&self) {
+        for notifier in self.lock().values() {
+            notifier.notify();
+        }
+    }
+
+    /// Ends every feed: each waiter wakes once more, then its feed reports that it has ended
+    /// (the backend lost the connection its notices came from). Waiters fall back to the expiry
+    /// they were told of and subscribe again.
+    pub fn end_all(&self) {
+        let ended: Vec<ChangeNotifier> = self.lock().drain().map(|(_, n)| n).collect();
+        for notifier in ended {
+            notifier.notify();
+        }
+    }
+
+    /// Whether no key has a notifier.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+}
+
+impl<K: Eq + Hash + Clone> FeedRegistry<K> {
+    /// A new feed for `key` (its notifier made on first use).
+    pub fn subscribe<Q>(&self, key: &Q) -> ChangeFeed
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let mut feeds = self.lock();
+        match feeds.get(key) {
+            Some(notifier) => notifier.subscribe(),
+            None => {
+                let notifier = ChangeNotifier::new();
+                let feed = notifier.subscribe();
+                feeds.insert(key.to_owned(), notifier);
+                feed
+            }
+        }
+    }
+
+    /// Whether `key` has a notifier (a feed was handed out and not pruned since).
+    pub fn contains<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.lock().contains_key(key)
+    }
+
+    /// Wakes the feeds of `key`; a key whose feeds are all gone is forgotten.
+    pub fn notify<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut feeds = self.lock();
+        if let Some(notifier) = feeds.get(key) {
+            notifier.notify();
+            if notifier.feeds() == 0 {
+                feeds.remove(key);
+            }
+        }
+    }
+
+    /// Forgets the keys nobody listens to any more; returns those still listened to.
+    pub fn prune(&self) -> Vec<K> {
+        let mut feeds = self.lock();
+        feeds.retain(|_, n| n.feeds() > 0);
+        feeds.keys().cloned().collect()
+    }
+
+    /// Moves `key`'s notifier (with its feeds) into `other`, e.g. from a registry of
+    /// subscriptions being confirmed into the registry of confirmed ones.
+    pub fn move_to<Q>(&self, key: &Q, other: &FeedRegistry<K>)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let moved = self.lock().remove(key);
+        if let Some(notifier) = moved {
+            other.lock().insert(key.to_owned(), notifier);
+        }
+    }
+
+    /// Forgets `key` without waking or ending its feeds' wait for a notice: they end.
+    pub fn remove<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.lock().remove(key);
+    }
+}
+
+impl<K> Default for FeedRegistry<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: fmt::Debug> fmt::Debug for FeedRegistry<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FeedRegistry")
+            .field("keys", &self.lock().keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Runs one request to `store` under `after`: its own answer, or [`Error::Unavailable`] for
+/// `operation` when it did not answer in time (the request is dropped: see
+/// [`LeaseStore`](crate::LeaseStore) on abandoned requests).
+pub async fn timed<T>(
+    store: &'static str,
+    operation: &'static str,
+    after: Duration,
+    request: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(after, request)
+        .await
+        .unwrap_or_else(|_| Err(Error::timeout(store, operation, after)))
+}
+
+/// The holder field of the lease record at `key`: `text` when it is a valid candidate id, else
+/// [`Error::CorruptRecord`] showing `shown` (how the backend describes the field's value).
+pub fn holder(
+    store: &'static str,
+    key: &str,
+    text: Option<&str>,
+    shown: &dyn fmt::Display,
+) -> Result<CandidateId> {
+    text.and_then(|t| CandidateId::new(t).ok()).ok_or_else(|| {
+        Error::corrupt(
+            store,
+            key,
+            format!("holder is {shown}, not a valid candidate id"),
+        )
+    })
+}
+
+/// The term field of the lease record at `key`: `value` when it is a positive integer below
+/// 2⁶⁴, else [`Error::CorruptRecord`] showing `shown`.
+pub fn term(
+    store: &'static str,
+    key: &str,
+    value: Option<i128>,
+    shown: &dyn fmt::Display,
+) -> Result<Term> {
+    match value {
+        Some(t) if t >= 1 && t <= u64::MAX as i128 => Ok(Term(t as u64)),
+        _ => Err(Error::corrupt(
+            store,
+            key,
+            format!("term is {shown}, not a positive integer"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_fields_have_one_message_each() {
+        assert_eq!(
+            holder("s", "k", Some("a"), &"\"a\"").unwrap(),
+            CandidateId::new("a").unwrap()
+        );
+        let err = holder("s", "k", Some("not valid!"), &"\"not valid!\"").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "s: corrupt lease record at k: holder is \"not valid!\", not a valid candidate id"
+        );
+        assert_eq!(term("s", "k", Some(7), &7).unwrap(), Term(7));
+        for bad in [None, Some(0), Some(-3), Some(u64::MAX as i128 + 1)] {
+            let err = term("s", "k", bad, &"junk").unwrap_err();
+            assert!(matches!(err, Error::CorruptRecord { .. }), "{err}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_registry_prunes_keys_nobody_listens_to() {
+        let feeds: FeedRegistry<String> = FeedRegistry::new();
+        let kept = feeds.subscribe("kept");
+        drop(feeds.subscribe("gone"));
+        assert_eq!(feeds.prune(), vec!["kept".to_string()]);
+        feeds.notify("kept");
+        drop(kept);
+        feeds.notify("kept");
+        assert!(feeds.is_empty(), "notifying a key without feeds forgets it");
+        let timed_out = timed(
+            "s",
+            "op",
+            Duration::from_millis(5),
+            std::future::pending::<Result<()>>(),
+        )
+        .await;
+        assert!(timed_out.unwrap_err().is_retryable());
+    }
+}

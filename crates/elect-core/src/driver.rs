@@ -1,0 +1,75 @@
+//! For coordinator authors whose campaign is not the built-in lease loop (elect-raft's runtime
+//! drives one from Raft's election): a handle driven by you, the guards you mint, and the
+//! commands the handle sends you. Applications switch between a lease store and such a driver by
+//! changing only the constructor; they never need this module.
+
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Instant;
+
+use crate::elector::{publish, Elector, Event, LeaderGuard, Leadership, DRIVER_RELEASE_WAIT};
+pub use crate::elector::{ElectorCommand, GuardControl, Reply};
+use crate::lease::Lease;
+use crate::name::{CandidateId, ElectionName};
+
+/// A guard for `lease`, believed until `deadline`, and the control that extends or ends it:
+/// publish the guard as [`Leadership::Leader`] with [`ElectorDriver::publish`].
+pub fn guard(lease: Lease, deadline: Instant) -> (LeaderGuard, GuardControl) {
+    LeaderGuard::mint(lease, deadline)
+}
+
+/// A handle driven by something other than the built-in lease loop: the returned
+/// [`ElectorDriver`] publishes leadership and serves `resign` and `shutdown`. elect-raft builds
+/// its `Elector` this way.
+pub fn elector(election: ElectionName, candidate: CandidateId) -> (Elector, ElectorDriver) {
+    let (state, state_rx) = watch::channel(Leadership::Follower { leader: None });
+    let events = broadcast::channel(256).0;
+    let (commands, command_rx) = mpsc::channel(8);
+    let elector = Elector {
+        election,
+        candidate,
+        state: state_rx,
+        events: events.clone(),
+        commands,
+        release_wait: DRIVER_RELEASE_WAIT,
+    };
+    let driver = ElectorDriver {
+        state,
+        events,
+        commands: command_rx,
+    };
+    (elector, driver)
+}
+
+/// The driving side of an [`Elector`], for campaigns other than the built-in lease loop
+/// (elect-raft's runtime drives one from Raft's election). It publishes [`Leadership`] and
+/// [`Event`]s, and serves the [`ElectorCommand`]s that the handle's `resign` and `shutdown`
+/// send. Dropping it stops the elector: `leading()` then returns [`Error::Stopped`].
+#[derive(Debug)]
+pub struct ElectorDriver {
+    pub(crate) state: watch::Sender<Leadership>,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) commands: mpsc::Receiver<ElectorCommand>,
+}
+
+impl ElectorDriver {
+    /// Publishes what the candidate now believes (unchanged follower states are not re-sent).
+    pub fn publish(&self, state: Leadership) {
+        publish(&self.state, state);
+    }
+
+    /// Emits an event to the subscribers of [`Elector::events`].
+    pub fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// Subscribes to the events, e.g. before the driver starts, so none is missed.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// The next command from the handle; `None` once the handle was dropped (a shutdown).
+    /// Cancellation safe.
+    pub async fn next_command(&mut self) -> Option<ElectorCommand> {
+        self.commands.recv().await
+    }
+}

@@ -1,0 +1,176 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Layout
+//!
+//! - the root: everything from `elect-core`, [`connect`], [`open`], [`Coordinator`],
+//!   [`Options`];
+//! - `redis`, `mysql`, `mongo`, `raft`: the coordinator crates, each behind its feature.
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations, unreachable_pub)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+use std::sync::Arc;
+
+pub use elect_core::*;
+
+/// The Redis coordinator (feature `redis`).
+#[cfg(feature = "redis")]
+pub use elect_redis as redis;
+
+/// The MySQL/MariaDB coordinator (feature `mysql`).
+#[cfg(feature = "mysql")]
+pub use elect_mysql as mysql;
+
+/// The MongoDB coordinator (feature `mongo`).
+#[cfg(feature = "mongo")]
+pub use elect_mongo as mongo;
+
+/// Election among peers without a shared store (feature `raft`).
+#[cfg(feature = "raft")]
+pub use elect_raft as raft;
+
+/// How [`open`] sets up a coordinator beyond what its URL says.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Options {
+    /// Redis: [`RedisConfig::restart_quarantine`](elect_redis::RedisConfig::restart_quarantine)
+    /// (Redis without persistence). Refused for other schemes.
+    pub restart_quarantine: bool,
+}
+
+impl Options {
+    /// Sets [`Options::restart_quarantine`].
+    pub fn restart_quarantine(mut self, on: bool) -> Self {
+        self.restart_quarantine = on;
+        self
+    }
+}
+
+/// A connected coordinator, as [`open`] made it: the concrete store, for callers that need its
+/// driver (a pool, a collection) besides the [`LeaseStore`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Coordinator {
+    /// `redis://`, `rediss://`.
+    #[cfg(feature = "redis")]
+    Redis(elect_redis::RedisStore),
+    /// `mysql://`.
+    #[cfg(feature = "mysql")]
+    Mysql(elect_mysql::MysqlStore),
+    /// `mongodb://`, `mongodb+srv://`.
+    #[cfg(feature = "mongo")]
+    Mongo(elect_mongo::MongoStore),
+    #[doc(hidden)]
+    /// Keeps every `match` exhaustive in a build with no coordinator feature.
+    __Never(std::convert::Infallible),
+}
+
+impl Coordinator {
+    /// The store, for [`Elector::builder_dyn`] and [`Observer`].
+    pub fn lease_store(&self) -> Arc<dyn LeaseStore> {
+        match self {
+            #[cfg(feature = "redis")]
+            Coordinator::Redis(s) => Arc::new(s.clone()),
+            #[cfg(feature = "mysql")]
+            Coordinator::Mysql(s) => Arc::new(s.clone()),
+            #[cfg(feature = "mongo")]
+            Coordinator::Mongo(s) => Arc::new(s.clone()),
+            Coordinator::__Never(never) => match *never {},
+        }
+    }
+
+    /// Lets the driver close its connections while the runtime still runs (see
+    /// [`LeaseStore::close`]).
+    pub async fn close(&self) {
+        self.lease_store().close().await
+    }
+}
+
+/// The schemes each feature brings, for messages.
+const SCHEMES: &str =
+    "redis:// and rediss:// (feature redis), mysql:// (feature mysql), mongodb:// (feature mongo)";
+
+/// Connects to the coordinator `url` names, picking it by scheme, with default settings.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// // A scheme no feature provides is a configuration error naming what to enable.
+/// let err = elect::connect("postgres://db/app").await.unwrap_err();
+/// assert!(err.to_string().contains("postgres"), "{err}");
+/// # });
+/// ```
+pub async fn connect(url: &str) -> Result<Arc<dyn LeaseStore>> {
+    Ok(open(url, &Options::default()).await?.lease_store())
+}
+
+/// Connects to the coordinator `url` names, picking it by scheme, with `options`; the store
+/// keeps its concrete type. An unknown scheme, or one whose feature is off, is
+/// [`Error::InvalidConfig`] naming the feature to enable; no URL is ever shown with its password.
+pub async fn open(url: &str, options: &Options) -> Result<Coordinator> {
+    let shown = redact_url(url);
+    let Some((scheme, _)) = url.split_once("://") else {
+        return Err(Error::config(format!(
+            "store {shown:?} is not a URL: use {SCHEMES}"
+        )));
+    };
+    if options.restart_quarantine && !matches!(scheme, "redis" | "rediss") {
+        return Err(Error::config(format!(
+            "the restart quarantine is for redis:// and rediss://, not {scheme}://"
+        )));
+    }
+    match scheme {
+        "redis" | "rediss" => open_redis(url, options).await,
+        "mysql" => open_mysql(url).await,
+        "mongodb" | "mongodb+srv" => open_mongo(url).await,
+        other => Err(Error::config(format!(
+            "store scheme {other:?} is not supported: use {SCHEMES}"
+        ))),
+    }
+}
+
+/// The error for a scheme whose feature this build lacks.
+#[allow(dead_code)]
+fn disabled(url: &str, feature: &str) -> Error {
+    let scheme = url.split("://").next().unwrap_or(url);
+    Error::config(format!(
+        "{scheme}:// needs elect's `{feature}` feature, which this build does not have"
+    ))
+}
+
+#[cfg(feature = "redis")]
+async fn open_redis(url: &str, options: &Options) -> Result<Coordinator> {
+    let config = elect_redis::RedisConfig::new(url).restart_quarantine(options.restart_quarantine);
+    Ok(Coordinator::Redis(
+        elect_redis::RedisStore::connect(config).await?,
+    ))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn open_redis(url: &str, _: &Options) -> Result<Coordinator> {
+    Err(disabled(url, "redis"))
+}
+
+#[cfg(feature = "mysql")]
+async fn open_mysql(url: &str) -> Result<Coordinator> {
+    Ok(Coordinator::Mysql(
+        elect_mysql::MysqlStore::connect_url(url).await?,
+    ))
+}
+
+#[cfg(not(feature = "mysql"))]
+async fn open_mysql(url: &str) -> Result<Coordinator> {
+    Err(disabled(url, "mysql"))
+}
+
+#[cfg(feature = "mongo")]
+async fn open_mongo(url: &str) -> Result<Coordinator> {
+    Ok(Coordinator::Mongo(
+        elect_mongo::MongoStore::connect_url(url).await?,
+    ))
+}
+
+#[cfg(not(feature = "mongo"))]
+async fn open_mongo(url: &str) -> Result<Coordinator> {
+    Err(disabled(url, "mongo"))
+}
