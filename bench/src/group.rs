@@ -8,20 +8,8 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process, Pid, Signal};
 
-/// One event line: who printed it, its CLOCK_MONOTONIC stamp, the event word and the rest.
-#[derive(Debug, Clone)]
-pub struct Line {
-    pub who: usize,
-    pub ns: u128,
-    pub event: String,
-    pub rest: Vec<String>,
-}
-
-/// CLOCK_MONOTONIC now, in nanoseconds (the clock the candidates stamp their lines with).
-pub fn now_ns() -> u128 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32).as_nanos()
-}
+use crate::lines::intervals;
+pub use crate::lines::{now_ns, Line};
 
 struct Member {
     child: Child,
@@ -186,26 +174,15 @@ impl Drop for Group {
 /// without leading. Returns (milliseconds during which two or more members led, work lines
 /// printed at an instant another member led).
 pub fn overlap(log: &[Line], members: usize, end_ns: u128) -> (f64, usize) {
-    let mut intervals: Vec<(u128, u128, usize)> = Vec::new();
-    let mut open: Vec<Option<u128>> = vec![None; members];
-    let mut work: Vec<(usize, u128)> = Vec::new();
-    for line in log {
-        match line.event.as_str() {
-            "elected" if open[line.who].is_none() => open[line.who] = Some(line.ns),
-            "lost" => {
-                if let Some(start) = open[line.who].take() {
-                    intervals.push((start, line.ns.max(start), line.who));
-                }
-            }
-            "work" => work.push((line.who, line.ns)),
-            _ => {}
-        }
-    }
-    for (who, start) in open.iter().enumerate() {
-        if let Some(start) = start {
-            intervals.push((*start, end_ns.max(*start), who));
-        }
-    }
+    let intervals: Vec<(u128, u128, usize)> = intervals(log, &[], &vec![None; members], end_ns)
+        .into_iter()
+        .map(|i| (i.start, i.end, i.who))
+        .collect();
+    let work: Vec<(usize, u128)> = log
+        .iter()
+        .filter(|l| l.event == "work")
+        .map(|l| (l.who, l.ns))
+        .collect();
     // Sweep: time covered by two or more intervals.
     let mut edges: Vec<(u128, i32)> = intervals
         .iter()

@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 
 pub mod chaos;
 pub mod group;
+pub mod lines;
 pub mod report;
+
+pub use lines::now_ns;
 
 /// Maps `Instant`s (CLOCK_MONOTONIC under the hood on Linux, but opaque) to raw
 /// `CLOCK_MONOTONIC` nanoseconds, from one reading of both clocks.
@@ -57,12 +60,6 @@ impl Default for MonoClock {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// CLOCK_MONOTONIC now, in nanoseconds.
-pub fn now_ns() -> u128 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32).as_nanos()
 }
 
 /// The server's own count of requests it has served so far: the sum of `calls` over Redis

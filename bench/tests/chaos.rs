@@ -15,32 +15,21 @@ use std::time::{Duration, Instant};
 
 use elect_bench::chaos::{check, Fault, Fence, Findings};
 use elect_bench::group::{now_ns, Group, Line};
+use elect_core::rand::Rng;
 use elect_tests::proxy::{FaultProxy, Mode};
 use elect_tests::{Kind, OwnedServer};
 use rustix::process::Signal;
 use tokio::runtime::Handle;
 
+/// Milliseconds, for the fault schedules.
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
 const TTL_MS: u64 = 2000;
 const CANDIDATES: usize = 5;
 /// Raft's default maximum election timeout.
 const RAFT_ELECTION_MAX_MS: u64 = 600;
-
-/// The seeded generator: the schedule replays from the seed.
-struct Rng(elect_core::rand::Rng);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(elect_core::rand::Rng::seeded(seed))
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0.next_u64() % n.max(1)
-    }
-
-    fn ms(&mut self, from: u64, to: u64) -> Duration {
-        Duration::from_millis(from + self.below(to.saturating_sub(from).max(1)))
-    }
-}
 
 fn seed() -> u64 {
     std::env::var("ELECT_CHAOS_SEED")
@@ -189,7 +178,7 @@ fn store_chaos(
     handle: &Handle,
 ) {
     let seed = seed();
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::seeded(seed);
     let bound = Duration::from_millis(TTL_MS + 1000);
     let deadline = Instant::now() + duration();
     let mut run = Run::start(args);
@@ -206,7 +195,7 @@ fn store_chaos(
         "server-restart",
     ];
     while Instant::now() < deadline {
-        run.group.collect(rng.ms(200, 1500));
+        run.group.collect(rng.duration_between(ms(200), ms(1500)));
         let slot = match run.leader() {
             Some(leader) if rng.below(3) > 0 => leader,
             _ => rng.below(CANDIDATES as u64) as usize,
@@ -214,22 +203,25 @@ fn store_chaos(
         let kind = KINDS[rng.below(KINDS.len() as u64) as usize];
         let started = now_ns();
         match kind {
-            "kill" => run.kill_and_restart(slot, rng.ms(100, 2000)),
+            "kill" => run.kill_and_restart(slot, rng.duration_between(ms(100), ms(2000))),
             "freeze" => {
                 run.signal(slot, Signal::STOP);
-                run.group.collect(rng.ms(TTL_MS / 2, 3 * TTL_MS));
+                run.group
+                    .collect(rng.duration_between(ms(TTL_MS / 2), ms(3 * TTL_MS)));
                 run.signal(slot, Signal::CONT);
             }
             "blackhole" => {
                 proxies[slot].set(Mode::Blackhole);
-                run.group.collect(rng.ms(TTL_MS / 2, 2 * TTL_MS));
+                run.group
+                    .collect(rng.duration_between(ms(TTL_MS / 2), ms(2 * TTL_MS)));
                 proxies[slot].set(Mode::Pass);
                 // Bytes were dropped mid-stream: those connections cannot be trusted.
                 proxies[slot].reset_all();
             }
             "delay" => {
-                proxies[slot].set(Mode::Delay(rng.ms(20, TTL_MS / 2)));
-                run.group.collect(rng.ms(TTL_MS / 2, 2 * TTL_MS));
+                proxies[slot].set(Mode::Delay(rng.duration_between(ms(20), ms(TTL_MS / 2))));
+                run.group
+                    .collect(rng.duration_between(ms(TTL_MS / 2), ms(2 * TTL_MS)));
                 proxies[slot].set(Mode::Pass);
             }
             "reset" => proxies[slot].reset_all(),
@@ -378,7 +370,7 @@ async fn chaos_raft() {
 
 fn raft_chaos(links: &[Vec<Option<FaultProxy>>], args: Vec<Vec<String>>, fence: &Fence) {
     let seed = seed();
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::seeded(seed);
     let bound = Duration::from_millis(RAFT_ELECTION_MAX_MS + 1000);
     let deadline = Instant::now() + duration();
     let mut run = Run::start(args);
@@ -399,20 +391,21 @@ fn raft_chaos(links: &[Vec<Option<FaultProxy>>], args: Vec<Vec<String>>, fence: 
     let mut faults = Vec::new();
     const KINDS: [&str; 5] = ["kill", "freeze", "partition", "one-way", "isolate-leader"];
     while Instant::now() < deadline {
-        run.group.collect(rng.ms(200, 1500));
+        run.group.collect(rng.duration_between(ms(200), ms(1500)));
         let leader = run.leader();
         let slot = match leader {
             Some(l) if rng.below(3) > 0 => l,
             _ => rng.below(CANDIDATES as u64) as usize,
         };
         let kind = KINDS[rng.below(KINDS.len() as u64) as usize];
-        let hold = rng.ms(300, 2 * TTL_MS);
+        let hold = rng.duration_between(ms(300), ms(2 * TTL_MS));
         let started = now_ns();
         match kind {
-            "kill" => run.kill_and_restart(slot, rng.ms(100, 1500)),
+            "kill" => run.kill_and_restart(slot, rng.duration_between(ms(100), ms(1500))),
             "freeze" => {
                 run.signal(slot, Signal::STOP);
-                run.group.collect(rng.ms(300, 3 * TTL_MS));
+                run.group
+                    .collect(rng.duration_between(ms(300), ms(3 * TTL_MS)));
                 run.signal(slot, Signal::CONT);
             }
             "partition" => {

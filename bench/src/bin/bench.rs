@@ -25,6 +25,7 @@ use rustix::process::Signal;
 
 use elect_bench::group::{now_ns, overlap, Group, Line};
 use elect_bench::report::{cell, ms, ratio, Json, Stats};
+use elect_core::rand::Rng;
 
 /// The workspace root (`--root`): the tooz script, the rslock crate's lock file, the results.
 static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -287,19 +288,6 @@ impl Ctx {
             .trim()
             .parse()
             .map_err(|_| format!("counters: {}", String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
-
-/// The random kill points, reproducible from `--seed`.
-struct Rng(elect_core::rand::Rng);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(elect_core::rand::Rng::seeded(seed))
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0.next_u64() % n.max(1)
     }
 }
 
@@ -974,7 +962,7 @@ fn bench(args: &[String]) -> Result<(), String> {
         python: path("--python")?,
         tooz: root().join("bench/peers/tooz_candidate.py"),
     };
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::seeded(seed);
     let mut results = Vec::new();
     for c in CONTENDERS {
         if only

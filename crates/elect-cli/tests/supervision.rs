@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use elect::rand::Rng;
 use elect::redis::fred::prelude::*;
 use elect::redis::fred::types::Expiration;
 use elect_tests::proxy::{FaultProxy, Mode};
@@ -488,27 +489,6 @@ fn chaos_duration() -> Duration {
         .map_or(Duration::from_secs(25), Duration::from_secs_f64)
 }
 
-/// A small seeded generator (SplitMix64), so a failing schedule can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn millis(&mut self, from: u64, to: u64) -> Duration {
-        Duration::from_millis(from + self.below(to - from))
-    }
-}
-
 /// The `/proc` entries of the heartbeat workers writing to `beats`: processes whose program is
 /// python running `heartbeat.py` for that file (elect's own command line names both too).
 fn worker_pids(beats: &Path) -> Vec<PathBuf> {
@@ -559,7 +539,7 @@ async fn chaos(
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(mono_ns);
     eprintln!("{name}: seed {seed} (ELECT_CLI_CHAOS_SEED replays it)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded(seed);
     for h in &mut hosts {
         h.start();
     }
@@ -581,7 +561,10 @@ async fn chaos(
             4 if !links.is_empty() => "cut link",
             _ => "restart server",
         };
-        let hold = rng.millis(500, 2 * TTL.as_millis() as u64);
+        let hold = rng.duration_between(
+            Duration::from_millis(500),
+            Duration::from_millis(2 * TTL.as_millis() as u64),
+        );
         match fault {
             "kill" => {
                 let at = hosts[target].kill();
@@ -615,8 +598,11 @@ async fn chaos(
             "kill" | "restart server" => format!("{fault} h{target}"),
             _ => format!("{fault} h{target} {}ms", hold.as_millis()),
         });
-        tokio::time::sleep(rng.millis(TTL.as_millis() as u64 / 2, TTL.as_millis() as u64 * 2))
-            .await;
+        tokio::time::sleep(rng.duration_between(
+            Duration::from_millis(TTL.as_millis() as u64 / 2),
+            Duration::from_millis(TTL.as_millis() as u64 * 2),
+        ))
+        .await;
     }
     // Everyone leads at most once more; then stop them all and read the heartbeats.
     tokio::time::sleep(TTL).await;

@@ -46,6 +46,24 @@ impl Rng {
         Duration::from_nanos(self.next_u64() % (nanos + 1))
     }
 
+    /// A number in `[0, n)` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// A uniformly drawn duration in `[from, to]` (`from` when `to` is not after it), at
+    /// nanosecond resolution.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut rng = elect_core::rand::Rng::seeded(7);
+    /// let d = rng.duration_between(Duration::from_millis(500), Duration::from_secs(2));
+    /// assert!(d >= Duration::from_millis(500) && d <= Duration::from_secs(2));
+    /// ```
+    pub fn duration_between(&mut self, from: Duration, to: Duration) -> Duration {
+        from + self.duration_up_to(to.saturating_sub(from))
+    }
+
     /// A float in `[0, 1)`.
     pub fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
 use super::harness::{Harness, StoreHarness};
-use super::{cluster, fresh_election, id, Faults, FaultyStore, Recorder, Settings};
+use super::{fresh_election, id, Faults, FaultyStore, Recorder, Settings};
 use crate::elector::{Elector, Leadership};
 use crate::name::CandidateId;
 use crate::observer::Observer;
@@ -147,13 +147,6 @@ impl Group {
     }
 }
 
-/// Five candidates: exactly one leads, it keeps leading while nothing fails, and the followers
-/// know who it is.
-pub async fn one_leader_among_five(store: Store, settings: Settings) {
-    let harness = Arc::new(StoreHarness::new(store, settings.ttl));
-    cluster::one_leader_among_five(harness, settings).await;
-}
-
 /// Two electors started with the same candidate id (two hosts given the same `--id`): never
 /// both leaders, one leads, and after it crashes or shuts down the other takes over in a higher
 /// term.
@@ -209,20 +202,6 @@ pub async fn electors_sharing_an_id_never_both_lead(store: Store, settings: Sett
     }
     sleep(Duration::from_millis(20)).await;
     recorder.check();
-}
-
-/// The leader's process dies without releasing (it never reaches the store again): it stops
-/// believing by its deadline, and another candidate leads within TTL + the failover bound.
-pub async fn failover_after_leader_crash(store: Store, settings: Settings) {
-    let harness = Arc::new(StoreHarness::new(store, settings.ttl));
-    cluster::failover_after_leader_crash(harness, settings).await;
-}
-
-/// The leader resigns: it stops believing before it releases, and another candidate leads
-/// within the handover bound.
-pub async fn handover_on_resign(store: Store, settings: Settings) {
-    let harness = Arc::new(StoreHarness::new(store, settings.ttl));
-    cluster::handover_on_resign(harness, settings).await;
 }
 
 /// Shutting down releases the lease (another leads within the handover bound) and stops the
@@ -375,12 +354,6 @@ pub async fn believed_leadership_never_overlaps(store: Store, settings: Settings
         intervals >= 3,
         "seed {seed}: only {intervals} leaderships in {actions} faults: the run exercised nothing"
     );
-}
-
-/// Leadership passes around by resignation several times; each new leader has a higher term.
-pub async fn terms_increase_across_leaders(store: Store, settings: Settings) {
-    let harness = Arc::new(StoreHarness::new(store, settings.ttl));
-    cluster::terms_increase_across_leaders(harness, settings).await;
 }
 
 /// The store starts failing every request while replies are slow: the leader's `lost` signal

@@ -174,16 +174,24 @@ macro_rules! conformance_tests {
             elections_are_independent
             names_and_ttls_are_validated
             release_wakes_subscribers
-            one_leader_among_five
             electors_sharing_an_id_never_both_lead
-            failover_after_leader_crash
-            handover_on_resign
             shutdown_releases_and_stops
             believed_leadership_never_overlaps
-            terms_increase_across_leaders
             lost_fires_before_store_expiry
             idle_followers_sleep_until_expiry
             observer_follows_the_leader
+        );
+        // The elector-level checks any coordinator runs, here through a StoreHarness.
+        $crate::__cluster_each!(
+            [::std::sync::Arc::new($crate::conformance::StoreHarness::new(
+                ::std::sync::Arc::new($store.await),
+                $settings.ttl,
+            ))]
+            [$settings] [$attr]
+            one_leader_among_five
+            failover_after_leader_crash
+            handover_on_resign
+            terms_increase_across_leaders
         );
     };
 }
