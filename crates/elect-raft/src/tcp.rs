@@ -16,7 +16,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
+use elect_core::{Elector, Error, Result};
+
+use crate::config::RaftConfig;
 use crate::engine::{Message, NodeId};
+use crate::runtime::start;
 use crate::transport::{Inbox, Transport};
 use crate::wire::{decode, encode, ClusterKey, MAX_FRAME};
 
@@ -202,4 +206,24 @@ async fn connect(addr: SocketAddr, mut queue: mpsc::Receiver<Vec<u8>>) {
             }
         }
     }
+}
+
+/// Starts a node on TCP: listens on `listen`, reaches `peers` (every member's id and address,
+/// observers included; this node's own entry is ignored), authenticates every frame with `key`
+/// when given, and drives the engine. Returns the [`Elector`] and the transport (for
+/// [`TcpTransport::dropped_frames`] and [`TcpTransport::stop`]).
+pub async fn start_tcp(
+    config: RaftConfig,
+    listen: SocketAddr,
+    peers: BTreeMap<NodeId, SocketAddr>,
+    key: Option<ClusterKey>,
+) -> Result<(Elector, Arc<TcpTransport>)> {
+    config.validate()?;
+    let (transport, inbox) = TcpTransport::start(config.id.clone(), listen, peers, key)
+        .await
+        .map_err(|e| Error::InvalidConfig {
+            message: format!("cannot listen on {listen}: {e}"),
+        })?;
+    let elector = start(config, transport.clone(), inbox)?;
+    Ok((elector, transport))
 }
