@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-pub use crate::lines::{intervals, Interval};
 use crate::lines::Line;
+pub use crate::lines::{intervals, Interval};
 
 /// One injected fault.
 #[derive(Debug, Clone)]

@@ -1,0 +1,278 @@
+//! Who competes: elect on each coordinator and its peers (tooz, rslock) on the same servers, and
+//! the paths and URLs every round needs.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+
+use elect_bench::group::Group;
+
+/// The workspace root (`--root`): the tooz script, the rslock crate's lock file, the results.
+pub(crate) static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+pub(crate) fn root() -> PathBuf {
+    ROOT.get().cloned().unwrap_or_default()
+}
+
+pub(crate) const TTL_MS: u64 = 2000;
+/// How often the candidates' leaders print `work` (the leader's duty, for the overlap check).
+pub(crate) const WORK_MS: u64 = 50;
+/// The peers' poll interval (tooz's `run_watchers` / `acquire`, rslock's `lock`).
+pub(crate) const PEER_POLL_MS: u64 = 100;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Lib {
+    Elect,
+    Tooz,
+    Rslock,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Coord {
+    Redis,
+    Mysql,
+    Mongo,
+    Raft(usize),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Contender {
+    pub(crate) lib: Lib,
+    pub(crate) coord: Coord,
+}
+
+impl Contender {
+    pub(crate) fn library(&self) -> &'static str {
+        match self.lib {
+            Lib::Elect => "elect",
+            Lib::Tooz => "tooz",
+            Lib::Rslock => "rslock",
+        }
+    }
+
+    pub(crate) fn coordinator(&self) -> String {
+        match self.coord {
+            Coord::Redis => "redis".into(),
+            Coord::Mysql => "mysql".into(),
+            Coord::Mongo => "mongo".into(),
+            Coord::Raft(n) => format!("raft-{n}"),
+        }
+    }
+
+    pub(crate) fn name(&self) -> String {
+        format!("{}/{}", self.library(), self.coordinator())
+    }
+
+    /// Every setting that shapes the figures.
+    pub(crate) fn settings(&self) -> String {
+        match (self.lib, self.coord) {
+            (Lib::Elect, Coord::Raft(n)) => format!(
+                "{n} voters over loopback TCP with HMAC; defaults: heartbeat 50 ms, election timeout 300–600 ms"
+            ),
+            (Lib::Elect, Coord::Mysql) => format!(
+                "TTL {TTL_MS} ms, defaults (renew every TTL/3, release notices by one 100 ms poll per process)"
+            ),
+            (Lib::Elect, Coord::Redis) => format!(
+                "TTL {TTL_MS} ms, defaults (renew every TTL/3, release notices over pub/sub)"
+            ),
+            (Lib::Elect, Coord::Mongo) => format!(
+                "TTL {TTL_MS} ms, defaults (renew every TTL/3, release notices over a change stream, which the wire server offers)"
+            ),
+            (Lib::Tooz, Coord::Redis) => format!(
+                "leader election (join_group + watch_elected_as_leader), lock_timeout = membership_timeout = {} s, run_watchers every {PEER_POLL_MS} ms, heart thread on (re-arms every lock_timeout/2); no loss notice exists, so `lost` is only reported on resign (= coordinator stop)",
+                TTL_MS / 1000
+            ),
+            (Lib::Tooz, _) => format!(
+                "connection-bound lock: tooz mysql:// lock (GET_LOCK), acquire(blocking=False) every {PEER_POLL_MS} ms, resign = release(); held as long as the connection lives"
+            ),
+            (Lib::Rslock, _) => format!(
+                "Redlock on one Redis used as a lease: lock(ttl {TTL_MS} ms, retry count 1) every {PEER_POLL_MS} ms, extend every TTL/3, work only within validity_time, resign = unlock + sit out one TTL"
+            ),
+        }
+    }
+
+    /// Whether the lease's remaining time can be read from the coordinator.
+    pub(crate) fn lease_readable(&self) -> bool {
+        let connection_bound = self.lib == Lib::Tooz && self.coord == Coord::Mysql;
+        !(self.is_raft() || connection_bound)
+    }
+
+    pub(crate) fn is_raft(&self) -> bool {
+        matches!(self.coord, Coord::Raft(_))
+    }
+}
+
+pub(crate) const CONTENDERS: &[Contender] = &[
+    Contender {
+        lib: Lib::Elect,
+        coord: Coord::Redis,
+    },
+    Contender {
+        lib: Lib::Tooz,
+        coord: Coord::Redis,
+    },
+    Contender {
+        lib: Lib::Rslock,
+        coord: Coord::Redis,
+    },
+    Contender {
+        lib: Lib::Elect,
+        coord: Coord::Mysql,
+    },
+    Contender {
+        lib: Lib::Tooz,
+        coord: Coord::Mysql,
+    },
+    Contender {
+        lib: Lib::Elect,
+        coord: Coord::Mongo,
+    },
+    Contender {
+        lib: Lib::Elect,
+        coord: Coord::Raft(3),
+    },
+    Contender {
+        lib: Lib::Elect,
+        coord: Coord::Raft(5),
+    },
+];
+
+/// Paths and URLs every round needs.
+pub(crate) struct Ctx {
+    pub(crate) candidate: PathBuf,
+    pub(crate) rslock: PathBuf,
+    pub(crate) python: PathBuf,
+    pub(crate) tooz: PathBuf,
+}
+
+impl Ctx {
+    pub(crate) fn url(&self, coord: Coord) -> String {
+        let name = match coord {
+            Coord::Redis => "ELECT_REDIS_URL",
+            Coord::Mysql => "ELECT_MYSQL_URL",
+            Coord::Mongo => "ELECT_MONGO_URL",
+            Coord::Raft(_) => return String::new(),
+        };
+        let url = std::env::var(name).unwrap_or_default();
+        // A MySQL URL without a database is the throwaway server xtask started (root): keep
+        // the tables in its `mysql` schema. A URL with one is used as given.
+        if coord == Coord::Mysql && url.ends_with('/') {
+            format!("{url}mysql")
+        } else {
+            url
+        }
+    }
+
+    pub(crate) fn command(
+        &self,
+        c: &Contender,
+        k: usize,
+        election: &str,
+        ports: &[String],
+    ) -> Command {
+        let ttl = TTL_MS.to_string();
+        let work = WORK_MS.to_string();
+        let id = format!("c{k}");
+        match (c.lib, c.coord) {
+            (Lib::Elect, Coord::Raft(_)) => {
+                let mut cmd = Command::new(&self.candidate);
+                cmd.args(["--raft-id", &format!("n{k}"), "--raft-listen", &ports[k]])
+                    .args(["--raft-key", "bench-cluster-key-0123", "--work-ms", &work])
+                    .args(["--election", election]);
+                for (j, port) in ports.iter().enumerate() {
+                    cmd.args(["--raft-peer", &format!("n{j}={port}")]);
+                }
+                cmd
+            }
+            (Lib::Elect, coord) => {
+                let mut cmd = Command::new(&self.candidate);
+                cmd.args(["--store", &self.url(coord), "--election", election])
+                    .args(["--ttl", &ttl, "--id", &id, "--work-ms", &work, "--migrate"]);
+                cmd
+            }
+            (Lib::Tooz, coord) => {
+                let mut cmd = Command::new(&self.python);
+                let backend = if coord == Coord::Mysql {
+                    "mysql"
+                } else {
+                    "redis"
+                };
+                cmd.arg(&self.tooz)
+                    .args(["--backend", backend, "--url", &self.url(coord)])
+                    .args(["--election", election, "--id", &id, "--ttl", &ttl])
+                    .args(["--poll", &format!("{}", PEER_POLL_MS as f64 / 1000.0)])
+                    .args(["--work-ms", &work]);
+                cmd
+            }
+            (Lib::Rslock, coord) => {
+                let mut cmd = Command::new(&self.rslock);
+                cmd.args(["--store", &self.url(coord), "--election", election])
+                    .args(["--ttl", &ttl, "--poll-ms", &PEER_POLL_MS.to_string()])
+                    .args(["--work-ms", &work]);
+                cmd
+            }
+        }
+    }
+
+    /// Starts `n` candidates of `c` in a fresh election.
+    pub(crate) fn group(&self, c: &Contender, n: usize, tag: &str) -> Result<Group, String> {
+        let election = format!(
+            "bench.{}.{}.{}.{tag}",
+            c.library(),
+            c.coordinator(),
+            std::process::id()
+        );
+        let ports: Vec<String> = if c.is_raft() {
+            (0..n)
+                .map(|_| {
+                    TcpListener::bind("127.0.0.1:0")
+                        .and_then(|l| l.local_addr())
+                        .map(|a| a.to_string())
+                        .map_err(|e| format!("no free port: {e}"))
+                })
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
+        let mut group = Group::new();
+        for k in 0..n {
+            group.spawn(self.command(c, k, &election, &ports))?;
+        }
+        Ok(group)
+    }
+
+    /// (commands from clients, commands run by scripts) a Redis server received over
+    /// `seconds`, by MONITOR (see `elect_bench::monitor`).
+    pub(crate) fn monitor(&self, coord: Coord, seconds: u64) -> Result<(u64, u64), String> {
+        let out = Command::new(&self.candidate)
+            .args([
+                "--monitor",
+                &self.url(coord),
+                "--ttl",
+                &(seconds * 1000).to_string(),
+            ])
+            .output()
+            .map_err(|e| format!("monitor: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut counts = text.split_whitespace().map(str::parse::<u64>);
+        match (counts.next(), counts.next()) {
+            (Some(Ok(clients)), Some(Ok(scripts))) => Ok((clients, scripts)),
+            _ => Err(format!(
+                "monitor: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+        }
+    }
+
+    /// The server's own request counter (see `elect_bench::counters`).
+    pub(crate) fn counters(&self, coord: Coord) -> Result<u64, String> {
+        let out = Command::new(&self.candidate)
+            .args(["--counters", &self.url(coord)])
+            .output()
+            .map_err(|e| format!("counters: {e}"))?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .map_err(|_| format!("counters: {}", String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}

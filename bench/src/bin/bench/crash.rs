@@ -1,0 +1,46 @@
+//! Crash failover: SIGKILL of the leader's process until another leads, with the lease left.
+
+use std::time::Duration;
+
+use elect_core::rand::Rng;
+use rustix::process::Signal;
+
+use crate::contenders::{Contender, Ctx};
+use crate::rounds::{elected, leader_then_pause, millis};
+
+/// Crash failover: (ms from SIGKILL until another leads, lease left at the kill in ms).
+pub(crate) fn crash(
+    ctx: &Ctx,
+    c: &Contender,
+    tag: &str,
+    rng: &mut Rng,
+) -> Result<(f64, Option<f64>), String> {
+    let mut g = ctx.group(c, 3, tag)?;
+    let result = (|| {
+        let leader = leader_then_pause(&mut g, c, rng)?;
+        let mut lease = None;
+        if c.lease_readable() {
+            g.send(leader.who, "lease");
+            let reply = g.wait(Duration::from_secs(2), |l| {
+                l.who == leader.who && l.event == "lease"
+            });
+            if let Some(l) = reply {
+                lease = l
+                    .rest
+                    .first()
+                    .and_then(|r| r.parse::<u128>().ok())
+                    .map(|r| (l.ns, r));
+            }
+        }
+        let killed = g.signal(leader.who, Signal::KILL);
+        let next = g
+            .wait(Duration::from_secs(20), |l| {
+                elected(l) && l.who != leader.who
+            })
+            .ok_or("no failover within 20 s")?;
+        let left = lease.map(|(read, remaining)| (remaining as f64 - (killed - read) as f64) / 1e6);
+        Ok((millis(killed, next.ns), left))
+    })();
+    g.stop();
+    result
+}

@@ -1,0 +1,271 @@
+//! The benchmark runner behind `cargo xtask bench` (which installs the peers, starts the
+//! servers and passes their URLs as `ELECT_*_URL`): elect and its peers (tooz, rslock) on the
+//! same servers, timed from the candidates' own CLOCK_MONOTONIC event lines (protocol: the
+//! crate docs).
+//!
+//! ```text
+//! bench --root DIR --python PATH --rslock PATH [--quick] [--rounds N] [--seed S] [--only NAME]
+//! ```
+//!
+//! Scenarios (TTL 2 s): crash failover with the lease's remaining time read just before the
+//! kill, graceful hand-over, frozen leader (SIGSTOP for 3×TTL) with overlap, load on the
+//! server from 1 leader + 9 followers (raft: messages per second), and scale (10 000
+//! elections in one process on one Redis). Writes `bench/results/<date>.json` and the table
+//! in `bench/README.md`; `--quick` does a few rounds of each and writes only
+//! `target/bench-quick.json`.
+
+mod contenders;
+mod crash;
+mod frozen;
+mod handover;
+mod load;
+mod machine;
+mod outcome;
+mod readme;
+mod rounds;
+mod scale;
+
+use contenders::{root, Contender, Ctx, Lib, CONTENDERS, ROOT, TTL_MS, WORK_MS};
+use crash::crash;
+use frozen::frozen;
+use handover::handover;
+use load::load;
+use machine::{machine, text_of};
+use outcome::Outcome;
+use readme::{table, write_readme};
+use scale::scale;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use elect_bench::report::{cell, ms, Json};
+use elect_core::rand::Rng;
+
+fn run(
+    ctx: &Ctx,
+    c: &Contender,
+    rounds: usize,
+    frozen_rounds: usize,
+    load_s: u64,
+    rng: &mut Rng,
+) -> Outcome {
+    let mut out = Outcome::default();
+    let name = c.name();
+    for r in 0..rounds {
+        match crash(ctx, c, &format!("crash{r}"), rng) {
+            Ok((failover, left)) => {
+                out.failover.push(failover);
+                if let Some(left) = left {
+                    out.remaining.push(left);
+                    out.slack.push(failover - left);
+                }
+            }
+            Err(e) => out.errors.push(format!("crash round {r}: {e}")),
+        }
+        match handover(ctx, c, &format!("handover{r}"), rng) {
+            Ok(ms) => out.handover.push(ms),
+            Err(e) => out.errors.push(format!("hand-over round {r}: {e}")),
+        }
+    }
+    eprintln!(
+        "bench: {name}: crash failover {} / slack {} / hand-over {} ms (p50 (p99))",
+        cell(&out.failover),
+        cell(&out.slack),
+        cell(&out.handover)
+    );
+    for r in 0..frozen_rounds {
+        match frozen(ctx, c, &format!("frozen{r}"), rng) {
+            Ok(f) => out.frozen.push(f),
+            Err(e) => out.errors.push(format!("frozen round {r}: {e}")),
+        }
+    }
+    eprintln!(
+        "bench: {name}: frozen leader: failover {} ms, {} rounds without, overlap max {} ms, stale work {}, loss reported first {}",
+        cell(&out.frozen_failover()),
+        out.frozen.iter().filter(|f| f.failover.is_none()).count(),
+        out.overlap_max().map_or("–".into(), ms),
+        out.stale_work(),
+        out.loss_first()
+    );
+    match load(ctx, c, load_s) {
+        Ok(load) => out.load = load,
+        Err(e) => out.errors.push(format!("load: {e}")),
+    }
+    let show = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.1}"));
+    eprintln!(
+        "bench: {name}: load {} requests/s ({} commands/s with scripts' own), raft {} messages/s",
+        show(out.load.requests),
+        show(out.load.executed),
+        show(out.load.messages),
+    );
+    for e in &out.errors {
+        eprintln!("bench: {name}: {e}");
+    }
+    out
+}
+
+fn today() -> String {
+    let out = text_of("date", &["-u", "+%Y-%m-%d"]);
+    if out.is_empty() {
+        "unknown-date".into()
+    } else {
+        out
+    }
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    let rounds: usize = match value("--rounds") {
+        Some(v) => v.parse().map_err(|_| "--rounds takes a number")?,
+        None if quick => 3,
+        None => 20,
+    };
+    let seed: u64 = match value("--seed") {
+        Some(v) => v.parse().map_err(|_| "--seed takes a number")?,
+        None => 1,
+    };
+    let only = value("--only").cloned();
+    let (frozen_rounds, load_s, scale_n, steady_s) = if quick {
+        (1, 5, 1000, 3)
+    } else {
+        // A frozen round lasts ≥ 3×TTL + TTL: half as many keep a full run near half an hour.
+        (rounds.div_ceil(2), 20, 10_000, 10)
+    };
+    let started = Instant::now();
+    let path = |flag: &str| {
+        value(flag)
+            .map(PathBuf::from)
+            .ok_or(format!("{flag} PATH is needed"))
+    };
+    let _ = ROOT.set(path("--root")?);
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let ctx = Ctx {
+        candidate: std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("candidate"),
+        rslock: path("--rslock")?,
+        python: path("--python")?,
+        tooz: root().join("bench/peers/tooz_candidate.py"),
+    };
+    let mut rng = Rng::seeded(seed);
+    let mut results = Vec::new();
+    for c in CONTENDERS {
+        if only
+            .as_ref()
+            .is_some_and(|o| !c.name().contains(o.as_str()))
+        {
+            continue;
+        }
+        results.push((*c, run(&ctx, c, rounds, frozen_rounds, load_s, &mut rng)));
+    }
+    let scale = if only.as_ref().is_none_or(|o| "scale".contains(o.as_str())) {
+        scale(&ctx, scale_n, steady_s)
+            .unwrap_or_else(|e| Json::Obj(vec![("error".into(), Json::Str(e))]))
+    } else {
+        Json::Null
+    };
+    eprintln!("bench: scale: {}", {
+        let mut s = String::new();
+        scale.render(0, &mut s);
+        s.replace('\n', " ")
+    });
+    let machine = machine(&ctx, profile);
+
+    let date = today();
+    let json = Json::Obj(vec![
+        ("date".into(), Json::Str(date.clone())),
+        ("quick".into(), Json::Bool(quick)),
+        ("rounds".into(), Json::Num(rounds as f64)),
+        ("frozen_rounds".into(), Json::Num(frozen_rounds as f64)),
+        ("seed".into(), Json::Num(seed as f64)),
+        ("ttl_ms".into(), Json::Num(TTL_MS as f64)),
+        ("work_every_ms".into(), Json::Num(WORK_MS as f64)),
+        ("load_seconds".into(), Json::Num(load_s as f64)),
+        (
+            "machine".into(),
+            Json::Obj(
+                machine
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Json::Str(v.clone())))
+                    .collect(),
+            ),
+        ),
+        (
+            "contenders".into(),
+            Json::Arr(results.iter().map(|(c, o)| o.json(c)).collect()),
+        ),
+        ("scale".into(), scale.clone()),
+        (
+            "duration_s".into(),
+            Json::Num(started.elapsed().as_secs_f64()),
+        ),
+    ]);
+    let mut text = String::new();
+    json.render(0, &mut text);
+    text.push('\n');
+    let table = table(&results, &scale);
+    println!("{table}");
+    let path = if quick {
+        root().join("target/bench-quick.json")
+    } else {
+        let dir = root().join("bench/results");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        dir.join(format!("{date}.json"))
+    };
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!("bench: wrote {}", path.display());
+    if !quick && only.is_none() {
+        write_readme(&date, &machine, &results, &table)?;
+    }
+    eprintln!("bench: {:.0}s in all", started.elapsed().as_secs_f64());
+
+    // elect's own safety and liveness are not up for measurement: fail loudly.
+    let mut broken = Vec::new();
+    for (c, o) in results.iter().filter(|(c, _)| c.lib == Lib::Elect) {
+        if !o.errors.is_empty() {
+            broken.push(format!("{}: {}", c.name(), o.errors.join("; ")));
+        }
+        if o.overlap_max().unwrap_or(0.0) > 0.0 || o.stale_work() > 0 {
+            broken.push(format!(
+                "{}: two leaders at once in the frozen-leader scenario",
+                c.name()
+            ));
+        }
+        if o.frozen.iter().any(|f| f.loss_first == Some(false)) {
+            broken.push(format!(
+                "{}: a woken leader printed something before its loss",
+                c.name()
+            ));
+        }
+    }
+    if let Json::Obj(f) = &scale {
+        if let Some((_, Json::Str(e))) = f.iter().find(|(k, _)| k == "error") {
+            broken.push(format!("scale: {e}"));
+        }
+    }
+    if broken.is_empty() {
+        Ok(())
+    } else {
+        Err(broken.join("\n"))
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match bench(&args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("bench: {why}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

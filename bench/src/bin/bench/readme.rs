@@ -1,0 +1,167 @@
+//! The markdown table and the results section of bench/README.md.
+
+use std::fmt::Write as _;
+
+use elect_bench::report::{cell, ms, ratio, Json, Stats};
+
+use crate::contenders::{root, Contender, Coord, Lib};
+use crate::outcome::Outcome;
+
+/// The markdown table: each figure for elect and each peer on the same coordinator.
+pub(crate) fn table(results: &[(Contender, Outcome)], scale: &Json) -> String {
+    let mut t = String::from(
+        "| coordinator | figure (ms: p50 (p99)) | elect | tooz | elect/tooz | rslock | elect/rslock |\n|---|---|---|---|---|---|---|\n",
+    );
+    let find = |lib: Lib, coord: Coord| {
+        results
+            .iter()
+            .find(|(c, _)| c.lib == lib && c.coord == coord)
+            .map(|(_, o)| o)
+    };
+    let p50 = |v: &[f64]| Stats::of(v).map(|s| s.p50);
+    for coord in [
+        Coord::Redis,
+        Coord::Mysql,
+        Coord::Mongo,
+        Coord::Raft(3),
+        Coord::Raft(5),
+    ] {
+        let Some(e) = find(Lib::Elect, coord) else {
+            continue;
+        };
+        let peers = [find(Lib::Tooz, coord), find(Lib::Rslock, coord)];
+        let label = match coord {
+            Coord::Mysql => "mysql (tooz: connection-bound lock)".to_owned(),
+            other => Contender {
+                lib: Lib::Elect,
+                coord: other,
+            }
+            .coordinator(),
+        };
+        let mut row = |figure: &str, of: &dyn Fn(&Outcome) -> (String, Option<f64>)| {
+            let (ev, en) = of(e);
+            let _ = write!(t, "| {label} | {figure} | {ev} |");
+            for peer in peers {
+                match peer {
+                    Some(p) => {
+                        let (pv, pn) = of(p);
+                        let _ = write!(t, " {pv} | {} |", ratio(en, pn));
+                    }
+                    None => t.push_str(" – | – |"),
+                }
+            }
+            t.push('\n');
+        };
+        row("crash failover", &|o| (cell(&o.failover), p50(&o.failover)));
+        if !matches!(coord, Coord::Raft(_)) {
+            row("lease left at the kill", &|o| {
+                (cell(&o.remaining), p50(&o.remaining))
+            });
+            row("detection slack", &|o| (cell(&o.slack), p50(&o.slack)));
+        }
+        row(
+            if matches!(coord, Coord::Raft(_)) {
+                "transfer (resign)"
+            } else {
+                "graceful hand-over"
+            },
+            &|o| (cell(&o.handover), p50(&o.handover)),
+        );
+        row("frozen leader: failover", &|o| {
+            let f = o.frozen_failover();
+            let none = o.frozen.len() - f.len();
+            let v = if none > 0 {
+                format!("{} ({none}/{} none)", cell(&f), o.frozen.len())
+            } else {
+                cell(&f)
+            };
+            (v, p50(&f))
+        });
+        row("frozen leader: overlap ms max / stale work lines", &|o| {
+            (
+                format!(
+                    "{} / {}",
+                    o.overlap_max().map_or("–".into(), ms),
+                    o.stale_work()
+                ),
+                o.overlap_max(),
+            )
+        });
+        if matches!(coord, Coord::Raft(_)) {
+            row("messages/s at steady state", &|o| {
+                (
+                    o.load.messages.map_or("–".into(), |v| format!("{v:.0}")),
+                    o.load.messages,
+                )
+            });
+        } else {
+            row(
+                "load: requests/s reaching the server, 1 leader + 9 followers",
+                &|o| {
+                    (
+                        o.load.requests.map_or("–".into(), |v| format!("{v:.1}")),
+                        o.load.requests,
+                    )
+                },
+            );
+            if coord == Coord::Redis {
+                row("load: commands/s executed, scripts' own included", &|o| {
+                    (
+                        o.load.executed.map_or("–".into(), |v| format!("{v:.1}")),
+                        o.load.executed,
+                    )
+                });
+            }
+        }
+    }
+    if let Json::Obj(fields) = scale {
+        let get = |k: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| n == k)
+                .and_then(|(_, v)| match v {
+                    Json::Num(n) => Some(*n),
+                    _ => None,
+                })
+        };
+        let _ = write!(
+            t,
+            "\nScale: one process, {} elections on one Redis (TTL 10 s): {:.1} % of one core, RSS {:.0} bytes per election ({:.1} MiB in all), Redis serving {:.0} requests/s, all leading {:.1} s after start.\n",
+            get("elections").unwrap_or(0.0),
+            get("cpu_share_of_one_core").unwrap_or(0.0) * 100.0,
+            get("rss_per_election_bytes").unwrap_or(0.0),
+            get("rss_bytes").unwrap_or(0.0) / 1048576.0,
+            get("redis_requests_per_s").unwrap_or(0.0),
+            get("ramp_up_ms").unwrap_or(0.0) / 1000.0,
+        );
+    }
+    t
+}
+
+pub(crate) const BEGIN: &str = "<!-- bench:begin (written by cargo xtask bench) -->";
+pub(crate) const END: &str = "<!-- bench:end -->";
+
+pub(crate) fn write_readme(
+    date: &str,
+    machine: &[(String, String)],
+    results: &[(Contender, Outcome)],
+    table: &str,
+) -> Result<(), String> {
+    let path = root().join("bench/README.md");
+    let old = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (Some(b), Some(e)) = (old.find(BEGIN), old.find(END)) else {
+        return Err(format!("{}: the bench markers are missing", path.display()));
+    };
+    let mut block =
+        format!("{BEGIN}\n\nMeasured {date} (`bench/results/{date}.json`). Machine:\n\n");
+    for (k, v) in machine {
+        let _ = writeln!(block, "- {k}: {v}");
+    }
+    block.push_str("\nSettings:\n\n");
+    for (c, _) in results {
+        let _ = writeln!(block, "- **{}**: {}", c.name(), c.settings());
+    }
+    let _ = write!(block, "\n{table}\n");
+    let new = format!("{}{block}{}", &old[..b], &old[e..]);
+    std::fs::write(&path, new).map_err(|e| format!("{}: {e}", path.display()))
+}
