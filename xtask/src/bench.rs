@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: installs the peers under `target/` (tooz into a venv from PyPI, the
 //! rslock candidate crate from crates.io), builds the candidates, starts the servers the way
 //! the tests do, and runs elect-bench's `bench` binary (the scenarios, the JSON and the
-//! table: `bench/src/bin/bench.rs`).
+//! table: `bench/src/bin/bench/`).
 
 use std::path::PathBuf;
 use std::process::Command;
