@@ -4,6 +4,7 @@
 //!   `ELECT_<KIND>_URL`, else testcontainers when a Docker engine answers, else started from
 //!   this machine's binaries — plus servers a test owns and can stop, kill and restart.
 //! - [`proxy`]: a TCP fault proxy (delay, blackhole, reset, refuse) switchable at run time.
+//! - [`id`], [`election`], [`claim`]: the names the backends' tests share.
 
 #![warn(missing_docs, missing_debug_implementations)]
 
@@ -16,6 +17,23 @@ pub mod servers;
 use std::path::PathBuf;
 
 pub use servers::{mongo, mysql, redis, unique_name, Origin, OwnedServer, Server};
+
+use elect_core::{CandidateId, Claim, ElectionName, Ttl};
+
+/// A candidate id for tests; panics on an invalid one.
+pub fn id(name: &str) -> CandidateId {
+    CandidateId::new(name).expect("a valid candidate id")
+}
+
+/// An election name for tests; panics on an invalid one.
+pub fn election(name: &str) -> ElectionName {
+    ElectionName::new(name).expect("a valid election name")
+}
+
+/// A fresh claim (random nonce) of `who` on `election`.
+pub fn claim(election: &ElectionName, who: &str, ttl: Ttl) -> Claim {
+    Claim::new(election.clone(), id(who), ttl)
+}
 
 /// A kind of server the tests need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -4,24 +4,9 @@
 use std::time::Duration;
 
 use elect_mongo::mongodb::bson::{doc, DateTime};
-use elect_mongo::{
-    Acquire, CandidateId, Claim, ElectionName, Elector, Error, LeaseStore, MongoConfig, MongoStore,
-    Ttl,
-};
-use elect_tests::{unique_name, Kind, OwnedServer};
+use elect_mongo::{Acquire, Elector, Error, LeaseStore, MongoConfig, MongoStore, Ttl};
+use elect_tests::{claim, election, id, unique_name, Kind, OwnedServer};
 use tokio::time::{sleep, timeout, Instant};
-
-fn id(s: &str) -> CandidateId {
-    CandidateId::new(s).unwrap()
-}
-
-fn election(s: &str) -> ElectionName {
-    ElectionName::new(s).unwrap()
-}
-
-fn claim(e: &ElectionName, who: &str, ttl: Ttl) -> Claim {
-    Claim::new(e.clone(), id(who), ttl)
-}
 
 async fn store_at(url: &str) -> MongoStore {
     MongoStore::connect(MongoConfig::new(url).database(unique_name("t")))

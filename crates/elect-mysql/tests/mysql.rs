@@ -6,23 +6,10 @@ use std::time::Duration;
 use elect_core::conformance::Recorder;
 use elect_mysql::mysql_async::prelude::Queryable;
 use elect_mysql::{
-    Acquire, CandidateId, Claim, ElectionName, Elector, Error, LeaseStore, MysqlConfig, MysqlStore,
-    Release, Renewal, Term, Ttl,
+    Acquire, Elector, Error, LeaseStore, MysqlConfig, MysqlStore, Release, Renewal, Term, Ttl,
 };
-use elect_tests::{Kind, OwnedServer};
+use elect_tests::{claim, election, id, Kind, OwnedServer};
 use tokio::time::{sleep, timeout, Instant};
-
-fn id(s: &str) -> CandidateId {
-    CandidateId::new(s).unwrap()
-}
-
-fn election(s: &str) -> ElectionName {
-    ElectionName::new(s).unwrap()
-}
-
-fn claim(e: &ElectionName, who: &str, ttl: Ttl) -> Claim {
-    Claim::new(e.clone(), id(who), ttl)
-}
 
 async fn fresh_database() -> String {
     elect_tests::mysql().await.mysql_database().await.unwrap()

@@ -5,24 +5,12 @@ use std::time::Duration;
 
 use elect_redis::fred::prelude::*;
 use elect_redis::{
-    Acquire, CandidateId, Claim, ElectionName, Elector, Error, LeaseStore, RedisConfig, RedisStore,
-    Release, Renewal, Term, Ttl,
+    Acquire, ElectionName, Elector, Error, LeaseStore, RedisConfig, RedisStore, Release, Renewal,
+    Term, Ttl,
 };
 use elect_tests::proxy::{FaultProxy, Mode};
-use elect_tests::{unique_name, Kind, OwnedServer};
+use elect_tests::{claim, election, id, unique_name, Kind, OwnedServer};
 use tokio::time::{timeout, Instant};
-
-fn id(s: &str) -> CandidateId {
-    CandidateId::new(s).unwrap()
-}
-
-fn election(s: &str) -> ElectionName {
-    ElectionName::new(s).unwrap()
-}
-
-fn claim(e: &ElectionName, who: &str, ttl: Ttl) -> Claim {
-    Claim::new(e.clone(), id(who), ttl)
-}
 
 async fn connect(url: &str) -> RedisStore {
     RedisStore::connect(RedisConfig::new(url).key_prefix(unique_name("t")))
