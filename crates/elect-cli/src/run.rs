@@ -142,8 +142,15 @@ impl Watchdog {
             code: exit::SPAWN,
             message: format!("cannot start the watchdog: {e}"),
         };
-        // This very binary, whatever its path (it may have been replaced on disk since).
-        let mut child = Command::new("/proc/self/exe")
+        // This very binary, whatever its path (it may have been replaced on disk since);
+        // without /proc, the path it was started from.
+        let proc_exe = std::path::Path::new("/proc/self/exe");
+        let exe = if proc_exe.exists() {
+            proc_exe.to_path_buf()
+        } else {
+            std::env::current_exe().map_err(|e| failed(&e))?
+        };
+        let mut child = Command::new(exe)
             .arg("__watchdog")
             .arg(to_monotonic_ns(deadline).to_string())
             .arg(grace.as_nanos().to_string())
@@ -381,6 +388,7 @@ async fn supervise(
     };
     let mut renewing = true;
     let mut overdue: Option<Instant> = None;
+    let mut killed = false;
     let ended = loop {
         // SIGTERM `grace` before the deadline if no renewal moves it; SIGKILL `grace` after
         // that, and by the deadline at the latest (where `lost` fires).
@@ -410,8 +418,9 @@ async fn supervise(
                 signal_group(group, Signal::TERM);
                 overdue = Some(Instant::now());
             }
-            _ = sleep_until(kill_at), if overdue.is_some() => {
+            _ = sleep_until(kill_at), if overdue.is_some() && !killed => {
                 signal_group(group, Signal::KILL);
+                killed = true;
             }
             _ = watchdog.child.wait() => {
                 // Only the group's SIGKILL ends it early; if anything else did, nobody would

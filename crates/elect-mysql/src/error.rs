@@ -2,10 +2,10 @@
 
 use elect_core::Error;
 
+use crate::schema::{add_nonce_sql, Mismatch};
+
 /// How errors and logs name this coordinator.
 pub(crate) const STORE: &str = "mysql";
-
-use crate::schema::{add_nonce_sql, Mismatch};
 
 /// A request that mysql_async could not carry out, with what it was for. Classified by the
 /// server's error code when converted into [`elect_core::Error`].
