@@ -546,25 +546,36 @@ async fn chaos(
     let until = std::time::Instant::now() + chaos_duration();
     let mut kills: Vec<(usize, u64)> = Vec::new();
     let mut done: Vec<String> = Vec::new();
+    let mut moved = 0;
     tokio::time::sleep(TTL).await;
     while std::time::Instant::now() < until {
         let leader = beating(&hosts);
+        // The first two faults that find a leader take its leadership away (a kill, or a
+        // freeze or cut longer than the lease), so that every run moves leadership at least
+        // twice, whatever the seed; the rest are drawn from everything.
+        let forced = leader.is_some() && moved < 2;
         let target = match leader {
-            Some(k) if rng.below(3) < 2 => k,
+            Some(k) if forced || rng.below(3) < 2 => k,
             _ => rng.below(hosts.len() as u64) as usize,
         };
         let kinds = 4 + usize::from(!links.is_empty()) + usize::from(server.is_some());
         let fault = match rng.below(kinds as u64) {
             0 => "kill",
             1 | 2 => "freeze elect",
+            3 if forced => "kill",
             3 => "freeze program",
             4 if !links.is_empty() => "cut link",
+            _ if forced => "freeze elect",
             _ => "restart server",
         };
-        let hold = rng.duration_between(
-            Duration::from_millis(500),
-            Duration::from_millis(2 * TTL.as_millis() as u64),
-        );
+        let shortest = if forced {
+            TTL + Duration::from_millis(500)
+        } else {
+            Duration::from_millis(500)
+        };
+        let hold =
+            rng.duration_between(shortest, Duration::from_millis(2 * TTL.as_millis() as u64));
+        moved += usize::from(forced);
         match fault {
             "kill" => {
                 let at = hosts[target].kill();

@@ -477,3 +477,52 @@ pub async fn observer_follows_the_leader(store: Store, settings: Settings) {
     );
     b.shutdown().await.expect("b releases");
 }
+
+/// A follower asleep until the expiry of a long lease (10 s) leads within the handover bound
+/// of the leader's resignation when the store has a change feed: the feed, not the lease's
+/// expiry, wakes it. (Without a feed there is nothing to check: it sleeps until the expiry.)
+pub async fn a_resign_wakes_a_follower_sleeping_a_long_lease(store: Store, settings: Settings) {
+    if !settings.change_feed {
+        return;
+    }
+    let ttl = Duration::from_secs(10);
+    let election = fresh_election("a_resign_wakes_a_follower_sleeping_a_long_lease");
+    let start = |who: &str| {
+        Elector::builder_dyn(store.clone(), election.clone())
+            .candidate(id(who))
+            .ttl(ttl)
+            .start()
+            .expect("a valid elector configuration")
+    };
+    let a = start("a");
+    tokio::time::timeout(Duration::from_secs(5), a.leading())
+        .await
+        .expect("the first candidate leads")
+        .expect("running");
+    let b = start("b");
+    // Let b find the election held and go to sleep until the lease's expiry, 10 s away.
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        b.watch()
+            .wait_for(|s| matches!(s, Leadership::Follower { leader: Some(_) })),
+    )
+    .await
+    .expect("the second candidate follows")
+    .expect("running");
+    sleep(Duration::from_millis(200)).await;
+    let resigned = Instant::now();
+    a.resign().await.expect("a resigns");
+    tokio::time::timeout(ttl / 2, b.leading())
+        .await
+        .expect("the follower leads before the resigned lease would have expired")
+        .expect("running");
+    let took = resigned.elapsed();
+    eprintln!("a_resign_wakes_a_follower_sleeping_a_long_lease: hand-over took {took:?}");
+    assert!(
+        took <= settings.handover_bound,
+        "the hand-over took {took:?}, over the bound {:?}: the follower slept on",
+        settings.handover_bound
+    );
+    b.shutdown().await.expect("b releases");
+    a.shutdown().await.expect("a stops");
+}

@@ -33,6 +33,7 @@ mod faults;
 mod foreign;
 mod harness;
 mod record;
+mod server;
 mod store_checks;
 
 use std::time::Duration;
@@ -42,6 +43,10 @@ pub use faults::{Faults, FaultyStore};
 pub use foreign::{foreign_writes_are_bounded, ForeignWrite};
 pub use harness::{Harness, StoreHarness};
 pub use record::{Interval, Recorder};
+pub use server::{
+    junk_records_are_typed_errors, terms_continue_across_a_server_restart,
+    unreachable_servers_and_bad_urls_are_typed_errors, Fixture, Junk,
+};
 pub use store_checks::*;
 
 use crate::lease::Ttl;
@@ -180,6 +185,7 @@ macro_rules! conformance_tests {
             lost_fires_before_store_expiry
             idle_followers_sleep_until_expiry
             observer_follows_the_leader
+            a_resign_wakes_a_follower_sleeping_a_long_lease
         );
         // The elector-level checks any coordinator runs, here through a StoreHarness.
         $crate::__cluster_each!(
