@@ -3,10 +3,15 @@
 //! commands the handle sends you. Applications switch between a lease store and such a driver by
 //! changing only the constructor; they never need this module.
 
+use std::sync::Arc;
+
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
-use crate::elector::{publish, Elector, Event, LeaderGuard, Leadership, DRIVER_RELEASE_WAIT};
+use crate::elector::{
+    publish, Callbacks, Elector, Emitter, Event, Handle, HealthCell, LeaderGuard, Leadership,
+    DRIVER_RELEASE_WAIT,
+};
 pub use crate::elector::{ElectorCommand, GuardControl, Reply};
 use crate::lease::Lease;
 use crate::name::{CandidateId, ElectionName};
@@ -22,23 +27,32 @@ pub fn guard(lease: Lease, deadline: Instant) -> (LeaderGuard, GuardControl) {
 /// its `Elector` this way.
 pub fn elector(election: ElectionName, candidate: CandidateId) -> (Elector, ElectorDriver) {
     let (state, state_rx) = watch::channel(Leadership::Follower { leader: None });
-    let events = broadcast::channel(256).0;
+    let events = Emitter::new();
     let (commands, command_rx) = mpsc::channel(8);
+    let health = HealthCell::new(DRIVER_REACHABLE);
     let elector = Elector {
-        election,
-        candidate,
-        state: state_rx,
-        events: events.clone(),
-        commands,
-        release_wait: DRIVER_RELEASE_WAIT,
+        inner: Arc::new(Handle {
+            election,
+            candidate,
+            state: state_rx,
+            events: events.clone(),
+            commands,
+            release_wait: DRIVER_RELEASE_WAIT,
+            health: health.clone(),
+        }),
     };
     let driver = ElectorDriver {
         state,
         events,
         commands: command_rx,
+        health,
     };
     (elector, driver)
 }
+
+/// How old a driver's last [`ElectorDriver::replied`] may be while its coordinator (for raft:
+/// a quorum of peers) counts as reachable in [`Elector::health`].
+const DRIVER_REACHABLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The driving side of an [`Elector`], for campaigns other than the built-in lease loop
 /// (elect-raft's runtime drives one from Raft's election). It publishes [`Leadership`] and
@@ -47,19 +61,38 @@ pub fn elector(election: ElectionName, candidate: CandidateId) -> (Elector, Elec
 #[derive(Debug)]
 pub struct ElectorDriver {
     pub(crate) state: watch::Sender<Leadership>,
-    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) events: Emitter,
     pub(crate) commands: mpsc::Receiver<ElectorCommand>,
+    pub(crate) health: Arc<HealthCell>,
 }
 
 impl ElectorDriver {
     /// Publishes what the candidate now believes (unchanged follower states are not re-sent).
     pub fn publish(&self, state: Leadership) {
+        self.events.note(&state);
         publish(&self.state, state);
     }
 
-    /// Emits an event to the subscribers of [`Elector::events`].
+    /// Emits an event to the subscribers of [`Elector::events`] and to the callbacks.
     pub fn emit(&self, event: Event) {
-        let _ = self.events.send(event);
+        self.events.send(event);
+    }
+
+    /// Runs `callbacks` for the events emitted from now on (call it before the driver starts,
+    /// so none is missed).
+    pub fn spawn_callbacks(&self, callbacks: Callbacks) {
+        let notices = self.events.sink();
+        tokio::spawn(callbacks.deliver(notices, self.health.clone()));
+    }
+
+    /// Records that the coordinator (for raft: a quorum) answered, for [`Elector::health`].
+    pub fn replied(&self) {
+        self.health.replied();
+    }
+
+    /// Records a failed request, for [`Elector::health`].
+    pub fn request_failed(&self) {
+        self.health.failed();
     }
 
     /// Subscribes to the events, e.g. before the driver starts, so none is missed.

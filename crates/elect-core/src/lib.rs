@@ -37,7 +37,8 @@ mod term;
 pub mod conformance;
 
 pub use elector::{
-    Elector, ElectorBuilder, ErrorPolicy, Event, LeaderGuard, Leadership, OnError, StepDown,
+    AfterWork, Callbacks, Elector, ElectorBuilder, ErrorPolicy, Event, Health, LeaderGuard,
+    Leadership, OnError, RunError, RunPolicy, StepDown, DEFAULT_CALLBACK_TIMEOUT,
     DEFAULT_CLOCK_DRIFT, DEFAULT_SAFETY_MARGIN, DEFAULT_TTL,
 };
 pub use error::{Error, Result, Source};

@@ -465,6 +465,7 @@ async fn a_panic_in_the_campaign_stops_the_elector_visibly() {
         },
         "b",
     );
+    let mut events = leader.events();
     let guard = lead(&leader).await;
     let started = Instant::now();
     timeout(TTL, guard.lost())
@@ -476,6 +477,15 @@ async fn a_panic_in_the_campaign_stops_the_elector_visibly() {
         leader.leading().await,
         Err(Error::Internal { .. })
     ));
+    // Every Elected has its SteppedDown, even when the campaign died.
+    let seen = drain(&mut events, Duration::from_millis(10)).await;
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            Event::SteppedDown { term, reason: StepDown::Aborted, .. } if *term == guard.term()
+        )),
+        "{seen:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

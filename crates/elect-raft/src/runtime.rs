@@ -98,6 +98,8 @@ impl Node {
                 }
                 received = inbox.recv(), if inbox_open => match received {
                     Some((from, message)) => {
+                        // A peer answered: the cluster is reachable from here (for health).
+                        self.driver.replied();
                         let now = self.now();
                         let commands = self.engine.receive(now, &from, message);
                         self.execute(commands, false);
@@ -167,6 +169,7 @@ impl Node {
                     });
                 }
                 Command::LeaseExtended { until, .. } => {
+                    self.driver.replied();
                     if let Some((control, _)) = &self.guard {
                         control.extend(self.origin + until);
                     }
@@ -196,6 +199,9 @@ impl Node {
                                     term,
                                     remaining: self.config.election_timeout_min,
                                 });
+                        if let Some(info) = &leader {
+                            self.driver.emit(Event::LeaderObserved(info.clone()));
+                        }
                         self.driver.publish(Leadership::Follower { leader });
                     }
                 }

@@ -68,7 +68,7 @@ impl Junk {
 ///         false // write it with a raw client; false where the schema cannot hold it
 ///     }
 ///     async fn connect(&self, _url: &str) -> Result<Arc<dyn LeaseStore>, Error> {
-///         Err(Error::config("my-store", "not a URL of mine"))
+///         Err(Error::config("not a URL of mine"))
 ///     }
 ///     fn unreachable_url(&self) -> String {
 ///         "my-store://127.0.0.1:1".into()

@@ -6,11 +6,13 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{error, info_span, Instrument};
 
+use super::callbacks::Callbacks;
 use super::campaign::{Campaign, FeedState};
-use super::events::Event;
+use super::events::{Emitter, Event, StepDown};
 use super::guard::Leadership;
+use super::health::HealthCell;
 use super::policy::ErrorPolicy;
-use super::Elector;
+use super::{Elector, Handle};
 use crate::error::{Error, Result};
 use crate::lease::{Claim, Ttl};
 use crate::name::{CandidateId, ElectionName};
@@ -30,7 +32,8 @@ pub struct ElectorBuilder {
     pub(crate) request_timeout: Option<Duration>,
     pub(crate) resign_pause: Option<Duration>,
     pub(crate) policy: ErrorPolicy,
-    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) events: Emitter,
+    pub(crate) callbacks: Option<Callbacks>,
 }
 
 impl ElectorBuilder {
@@ -38,6 +41,13 @@ impl ElectorBuilder {
     /// missed (see [`Elector::events`]).
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+
+    /// Async [`Callbacks`] on leadership changes, run in order on a task of their own, each
+    /// under its timeout.
+    pub fn callbacks(mut self, callbacks: Callbacks) -> Self {
+        self.callbacks = Some(callbacks);
+        self
     }
 
     /// This candidate's id; default [`CandidateId::generate`] (the go-master/tomcz
@@ -124,6 +134,17 @@ impl ElectorBuilder {
         let state = Arc::new(state_tx);
         let events = self.events;
         let (commands, command_rx) = mpsc::channel(8);
+        // A follower's requests may be a TTL apart; each may take up to the request timeout.
+        let health = HealthCell::new(ttl.get() + request_timeout);
+        let span = info_span!("elector", election = %self.election, candidate = %candidate);
+        if let Some(callbacks) = self.callbacks {
+            let notices = events.sink();
+            runtime.spawn(
+                callbacks
+                    .deliver(notices, health.clone())
+                    .instrument(span.clone()),
+            );
+        }
         let campaign = Campaign {
             store: self.store,
             claim: Claim::new(self.election.clone(), candidate.clone(), ttl),
@@ -138,18 +159,23 @@ impl ElectorBuilder {
             commands: command_rx,
             feed: FeedState::Unknown,
             rng: Rng::from_entropy(),
+            health: health.clone(),
+            observed: None,
         };
-        let span = info_span!("elector", election = %self.election, candidate = %candidate);
         let task = runtime.spawn(campaign.run().instrument(span.clone()));
         runtime.spawn(supervise(task, state, events.clone()).instrument(span));
         Ok(Elector {
-            election: self.election,
-            candidate,
-            state: state_rx,
-            events,
-            commands,
-            // The release is one request: give it its timeout (at most a TTL) and a little more.
-            release_wait: request_timeout.min(ttl.get()) + Duration::from_millis(100),
+            inner: Arc::new(Handle {
+                election: self.election,
+                candidate,
+                state: state_rx,
+                events,
+                commands,
+                // The release is one request: give it its timeout (at most a TTL) and a little
+                // more.
+                release_wait: request_timeout.min(ttl.get()) + Duration::from_millis(100),
+                health,
+            }),
         })
     }
 }
@@ -159,7 +185,7 @@ impl ElectorBuilder {
 pub(crate) async fn supervise(
     task: tokio::task::JoinHandle<()>,
     state: Arc<watch::Sender<Leadership>>,
-    events: broadcast::Sender<Event>,
+    events: Emitter,
 ) {
     let Err(failure) = task.await else {
         return;
@@ -177,7 +203,16 @@ pub(crate) async fn supervise(
     let error = Error::Internal {
         message: format!("the campaign task panicked: {message}"),
     };
-    let _ = events.send(Event::Error(error.clone()));
-    state.send_replace(Leadership::Stopped(Some(error)));
-    let _ = events.send(Event::Stopped);
+    // A leadership the panic cut short ends here for subscribers too (its guard has already
+    // ended, by the campaign's end-on-drop), so that every `Elected` has its `SteppedDown`.
+    let was = state.send_replace(Leadership::Stopped(Some(error.clone())));
+    if let Leadership::Leader(guard) = was {
+        events.send(Event::SteppedDown {
+            term: guard.term(),
+            at: tokio::time::Instant::now().min(guard.deadline()),
+            reason: StepDown::Aborted,
+        });
+    }
+    events.send(Event::Error(error));
+    events.send(Event::Stopped);
 }

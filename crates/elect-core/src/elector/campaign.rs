@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, info, warn};
 
 use super::command::{ElectorCommand, Reply};
-use super::events::{Event, StepDown};
+use super::events::{Emitter, Event, StepDown};
 use super::guard::{publish, LeaderGuard, Leadership};
+use super::health::HealthCell;
 use super::policy::{ErrorPolicy, OnError};
 use crate::error::{Error, Result};
 use crate::lease::{Acquire, Claim, LeaderInfo, Lease, Nonce, Release, Renewal};
@@ -49,10 +50,13 @@ pub(crate) struct Campaign {
     pub(crate) resign_pause: Duration,
     pub(crate) policy: ErrorPolicy,
     pub(crate) state: Arc<watch::Sender<Leadership>>,
-    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) events: Emitter,
     pub(crate) commands: mpsc::Receiver<ElectorCommand>,
     pub(crate) feed: FeedState,
     pub(crate) rng: Rng,
+    pub(crate) health: Arc<HealthCell>,
+    /// The leader this candidate last followed (holder, term), to report a new one once.
+    pub(crate) observed: Option<(crate::name::CandidateId, Term)>,
 }
 
 impl Campaign {
@@ -71,7 +75,7 @@ impl Campaign {
             None => info!("campaign stopped"),
         }
         self.publish(Leadership::Stopped(error));
-        let _ = self.events.send(Event::Stopped);
+        self.events.send(Event::Stopped);
     }
 
     /// Not leading: try to acquire, and sleep until the reported expiry, a change notice, or a
@@ -110,6 +114,11 @@ impl Campaign {
                     debug!(holder = %info.holder, term = %info.term, remaining = ?info.remaining, "held");
                     self.warn_if_duplicate(&info);
                     let wait = info.remaining + self.jitter();
+                    let seen = Some((info.holder.clone(), info.term));
+                    if self.observed != seen {
+                        self.observed = seen;
+                        self.events.send(Event::LeaderObserved(info.clone()));
+                    }
                     self.publish(Leadership::Follower { leader: Some(info) });
                     wait
                 }
@@ -151,7 +160,7 @@ impl Campaign {
         let term = lease.term;
         info!(%term, "elected");
         self.publish(Leadership::Leader(guard.clone()));
-        let _ = self.events.send(Event::Elected {
+        self.events.send(Event::Elected {
             term,
             at: Instant::now(),
         });
@@ -192,7 +201,7 @@ impl Campaign {
                         break (StepDown::Aborted, None);
                     }
                     warn!(error = %error, "renew failed; retrying until the deadline");
-                    let _ = self.events.send(Event::Error(error));
+                    self.events.send(Event::Error(error));
                     next_renew = Instant::now() + self.backoff(failures);
                 }
             }
@@ -208,13 +217,13 @@ impl Campaign {
         let at = Instant::now().min(deadline);
         info!(%term, ?reason, "stepped down");
         self.publish(Leadership::Follower { leader: None });
-        let _ = self.events.send(Event::SteppedDown { term, at, reason });
+        self.events.send(Event::SteppedDown { term, at, reason });
         match reason {
             StepDown::Lost | StepDown::DeadlinePassed => Next::Campaign,
             StepDown::Aborted => {
                 let error = pending_error.expect("set with Aborted");
                 let _ = self.release(&lease).await;
-                let _ = self.events.send(Event::Error(error.clone()));
+                self.events.send(Event::Error(error.clone()));
                 Next::Stop(Some(error))
             }
             StepDown::Resigned | StepDown::Shutdown => {
@@ -271,7 +280,7 @@ impl Campaign {
             }
             Err(error) => {
                 warn!(error = %error, "release failed; the lease will expire at the coordinator");
-                let _ = self.events.send(Event::Error(error.clone()));
+                self.events.send(Event::Error(error.clone()));
                 Err(error)
             }
         }
@@ -328,7 +337,7 @@ impl Campaign {
         operation: &'static str,
         request: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
-        timeout(self.request_timeout, request)
+        let answer = timeout(self.request_timeout, request)
             .await
             .unwrap_or_else(|_| {
                 Err(Error::timeout(
@@ -336,7 +345,12 @@ impl Campaign {
                     operation,
                     self.request_timeout,
                 ))
-            })
+            });
+        match &answer {
+            Ok(_) => self.health.replied(),
+            Err(_) => self.health.failed(),
+        }
+        answer
     }
 
     /// Applies the error policy outside leadership: `Some(stop)` to abort.
@@ -344,17 +358,18 @@ impl Campaign {
         match self.policy.decide(&error) {
             OnError::Retry => {
                 warn!(error = %error, "request failed; retrying");
-                let _ = self.events.send(Event::Error(error));
+                self.events.send(Event::Error(error));
                 None
             }
             OnError::Abort => {
-                let _ = self.events.send(Event::Error(error.clone()));
+                self.events.send(Event::Error(error.clone()));
                 Some(Next::Stop(Some(error)))
             }
         }
     }
 
     fn publish(&self, state: Leadership) {
+        self.events.note(&state);
         publish(&self.state, state);
     }
 

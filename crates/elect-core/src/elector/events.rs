@@ -1,15 +1,22 @@
-//! What happened, for subscribers: [`Event`], and why a leadership ended: [`StepDown`].
+//! What happened, for subscribers: [`Event`], why a leadership ended: [`StepDown`], and the
+//! [`Emitter`] that sends both to the lossy broadcast of [`Elector::events`](super::Elector::events)
+//! and, losslessly and in order, to the callback workers.
 
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
+use super::guard::{LeaderGuard, Leadership};
 use crate::error::Error;
+use crate::lease::LeaderInfo;
 use crate::term::Term;
 
 /// Why a leadership ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StepDown {
-    /// [`Elector::resign`] was called.
+    /// [`Elector::resign`](super::Elector::resign) was called.
     Resigned,
     /// The elector was shut down (or its handle dropped).
     Shutdown,
@@ -17,12 +24,29 @@ pub enum StepDown {
     Lost,
     /// Renewals failed until the local safety deadline passed.
     DeadlinePassed,
-    /// An error that the [`ErrorPolicy`] says to abort on.
+    /// An error that the [`ErrorPolicy`](super::ErrorPolicy) says to abort on.
     Aborted,
 }
 
-/// What happened, in order, for subscribers of [`Elector::events`] — the equivalent of
-/// go-master's start/stop hooks and go-leader's promoted/demoted/errored channels.
+impl StepDown {
+    /// A short lower-case name (`"resigned"`, `"deadline_passed"`, …), for logs and metric
+    /// labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepDown::Resigned => "resigned",
+            StepDown::Shutdown => "shutdown",
+            StepDown::Lost => "lost",
+            StepDown::DeadlinePassed => "deadline_passed",
+            StepDown::Aborted => "aborted",
+        }
+    }
+}
+
+/// What happened, in order, for subscribers of [`Elector::events`](super::Elector::events) —
+/// the equivalent of go-master's start/stop hooks and go-leader's promoted/demoted/errored
+/// channels. For callbacks that must see every event, use
+/// [`Callbacks`](super::Callbacks): the broadcast drops events for a reader that falls 256
+/// behind.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Event {
@@ -43,8 +67,82 @@ pub enum Event {
         /// Why.
         reason: StepDown,
     },
+    /// As a follower, this candidate learned of a leader other than the one it knew (another
+    /// holder, or another term).
+    LeaderObserved(LeaderInfo),
     /// A request to the coordinator failed. Emitted after the matching `SteppedDown`, if any.
     Error(Error),
     /// The elector stopped for good.
     Stopped,
+}
+
+/// One event for a lossless subscriber, with the guard of an `Elected` event.
+#[derive(Debug, Clone)]
+pub(crate) struct Notice {
+    pub(crate) event: Event,
+    pub(crate) guard: Option<LeaderGuard>,
+}
+
+/// Sends events to the broadcast and to every lossless subscriber; remembers the guard last
+/// published, to hand it with the `Elected` event of its term.
+#[derive(Debug, Clone)]
+pub(crate) struct Emitter {
+    broadcast: broadcast::Sender<Event>,
+    shared: Arc<Mutex<Sinks>>,
+}
+
+#[derive(Debug, Default)]
+struct Sinks {
+    sinks: Vec<mpsc::UnboundedSender<Notice>>,
+    guard: Option<LeaderGuard>,
+}
+
+impl Emitter {
+    pub(crate) fn new() -> Emitter {
+        Emitter {
+            broadcast: broadcast::channel(256).0,
+            shared: Arc::default(),
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.broadcast.subscribe()
+    }
+
+    /// A lossless, ordered subscription from now on.
+    pub(crate) fn sink(&self) -> mpsc::UnboundedReceiver<Notice> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().sinks.push(tx);
+        rx
+    }
+
+    /// Notes the state just published (the guard of a leadership, for its `Elected` event).
+    pub(crate) fn note(&self, state: &Leadership) {
+        if let Leadership::Leader(guard) = state {
+            self.lock().guard = Some(guard.clone());
+        }
+    }
+
+    pub(crate) fn send(&self, event: Event) {
+        let _ = self.broadcast.send(event.clone());
+        let mut shared = self.lock();
+        let guard = match &event {
+            Event::Elected { term, .. } => shared.guard.clone().filter(|g| g.term() == *term),
+            _ => None,
+        };
+        if matches!(event, Event::SteppedDown { .. } | Event::Stopped) {
+            shared.guard = None;
+        }
+        shared.sinks.retain(|sink| {
+            sink.send(Notice {
+                event: event.clone(),
+                guard: guard.clone(),
+            })
+            .is_ok()
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sinks> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }

@@ -3,16 +3,22 @@
 //! - `builder`: [`ElectorBuilder`], validation, and the start of the campaign task.
 //! - `campaign`: the campaign loop (all the timing logic).
 //! - `guard`: [`Leadership`], [`LeaderGuard`] and its [`GuardControl`].
-//! - `events`: [`Event`] and [`StepDown`].
+//! - `events`: [`Event`], [`StepDown`], and the emitter that feeds subscribers and callbacks.
+//! - `callbacks`: [`Callbacks`] and the task that runs them.
+//! - `run`: [`Elector::run`], work that runs only while leading.
+//! - `health`: [`Health`].
 //! - `policy`: [`ErrorPolicy`] and [`OnError`].
 //! - `command`: what the handle asks of the task that drives it.
 
 mod builder;
+mod callbacks;
 mod campaign;
 mod command;
 mod events;
 mod guard;
+mod health;
 mod policy;
+mod run;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,11 +28,16 @@ use tokio::time::timeout;
 use tracing::debug;
 
 pub use builder::ElectorBuilder;
+pub use callbacks::{Callbacks, DEFAULT_CALLBACK_TIMEOUT};
 pub use command::{ElectorCommand, Reply};
+pub(crate) use events::Emitter;
 pub use events::{Event, StepDown};
 pub(crate) use guard::publish;
 pub use guard::{GuardControl, LeaderGuard, Leadership};
+pub use health::Health;
+pub(crate) use health::HealthCell;
 pub use policy::{ErrorPolicy, OnError};
+pub use run::{AfterWork, RunError, RunPolicy};
 
 use crate::error::{Error, Result};
 use crate::lease::Ttl;
@@ -52,11 +63,15 @@ pub(crate) const DRIVER_RELEASE_WAIT: Duration = Duration::from_secs(5);
 /// it sleeps until the lease it was told about expires, or until the coordinator's change feed
 /// says the lease was released.
 ///
-/// Call [`shutdown`](Self::shutdown) to hand over and stop. Dropping the handle stops the
-/// campaign too, and a leader releases its lease: on a multi-thread runtime the drop waits (up
-/// to the request timeout) until the release is answered, so an elector dropped at the end of
-/// `#[tokio::main]` hands over at once; on a current-thread runtime the release is sent in the
-/// background and is lost if the runtime stops first (the lease then expires after its TTL).
+/// The handle is cheap to clone: a health handler, the main task and a signal handler can each
+/// hold one. Call [`shutdown`](Self::shutdown) on any of them to hand over and stop. Dropping
+/// the *last* handle stops the campaign too, and a leader releases its lease: on a
+/// multi-thread runtime the drop waits (up to the request timeout) until the release is
+/// answered, so an elector dropped at the end of `#[tokio::main]` hands over at once; on a
+/// current-thread runtime the release is sent in the background and is lost if the runtime
+/// stops first. A process that exits without either (`std::process::exit`, a signal's default
+/// action, a crash) releases nothing: the lease expires after its TTL, and nobody else leads
+/// before then.
 ///
 /// ```
 /// use std::time::Duration;
@@ -77,18 +92,25 @@ pub(crate) const DRIVER_RELEASE_WAIT: Duration = Duration::from_secs(5);
 /// # Ok::<(), elect_core::Error>(())
 /// # }).unwrap();
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Elector {
+    pub(crate) inner: Arc<Handle>,
+}
+
+/// What every clone of an [`Elector`] shares; dropping the last one stops the campaign.
+#[derive(Debug)]
+pub(crate) struct Handle {
     pub(crate) election: ElectionName,
     pub(crate) candidate: CandidateId,
     pub(crate) state: watch::Receiver<Leadership>,
-    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) events: Emitter,
     pub(crate) commands: mpsc::Sender<ElectorCommand>,
     /// How long a drop waits for the release.
     pub(crate) release_wait: Duration,
+    pub(crate) health: Arc<HealthCell>,
 }
 
-impl Drop for Elector {
+impl Drop for Handle {
     fn drop(&mut self) {
         let leading = matches!(&*self.state.borrow(), Leadership::Leader(_));
         // Closing the command channel tells the campaign to step down, release and stop.
@@ -133,7 +155,8 @@ impl Elector {
             request_timeout: None,
             resign_pause: None,
             policy: ErrorPolicy::default(),
-            events: broadcast::channel(256).0,
+            events: Emitter::new(),
+            callbacks: None,
         }
     }
 
@@ -149,39 +172,53 @@ impl Elector {
 
     /// The election this candidate campaigns in.
     pub fn election(&self) -> &ElectionName {
-        &self.election
+        &self.inner.election
     }
 
     /// This candidate's id.
     pub fn candidate(&self) -> &CandidateId {
-        &self.candidate
+        &self.inner.candidate
     }
 
     /// What this candidate believes now.
     pub fn leadership(&self) -> Leadership {
-        self.state.borrow().clone()
+        self.inner.state.borrow().clone()
     }
 
     /// Whether this candidate leads right now (the tomcz `IsLeader`).
     pub fn is_leader(&self) -> bool {
-        self.state.borrow().is_leader()
+        self.inner.state.borrow().is_leader()
     }
 
     /// A watch of [`Leadership`], updated on every change.
     pub fn watch(&self) -> watch::Receiver<Leadership> {
-        self.state.clone()
+        self.inner.state.clone()
     }
 
     /// A stream of [`Event`]s from now on. Slow readers miss events rather than slowing the
-    /// campaign (`broadcast` semantics: `recv` reports how many were skipped).
+    /// campaign (`broadcast` semantics: `recv` reports how many were skipped); for hooks that
+    /// must see every event, use [`Callbacks`].
     pub fn events(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
+        self.inner.events.subscribe()
+    }
+
+    /// This elector's [`Health`] now: leading or not, the term, the age of the coordinator's
+    /// last answer, failures in a row, whether the coordinator is reachable.
+    pub fn health(&self) -> Health {
+        let (leading, term, stopped) = match &*self.inner.state.borrow() {
+            Leadership::Leader(g) => (g.is_leading(), Some(g.term()), false),
+            Leadership::Stopped(_) => (false, None, true),
+            Leadership::Follower { .. } => (false, None, false),
+        };
+        self.inner
+            .health
+            .snapshot(leading, term.filter(|_| leading), stopped)
     }
 
     /// Waits until this candidate leads and returns the guard of that leadership, or the error
     /// that stopped the elector ([`Error::Stopped`] after a shutdown). Cancellation safe.
     pub async fn leading(&self) -> Result<LeaderGuard> {
-        let mut state = self.state.clone();
+        let mut state = self.inner.state.clone();
         loop {
             match &*state.borrow_and_update() {
                 Leadership::Leader(guard) if guard.is_leading() => return Ok(guard.clone()),
@@ -202,17 +239,17 @@ impl Elector {
         self.command(ElectorCommand::Resign).await
     }
 
-    /// Steps down, releases the lease, and stops campaigning. Returns the release's outcome, or
-    /// the error that had already stopped the elector.
-    pub async fn shutdown(self) -> Result<()> {
+    /// Steps down, releases the lease, and stops campaigning, for every clone of this handle.
+    /// Returns the release's outcome, or the error that had already stopped the elector.
+    pub async fn shutdown(&self) -> Result<()> {
         let released = self.command(ElectorCommand::Shutdown).await;
         // Return only once the campaign has stopped for good, so the state says so.
-        let mut state = self.state.clone();
+        let mut state = self.inner.state.clone();
         let _ = state
             .wait_for(|s| matches!(s, Leadership::Stopped(_)))
             .await;
         match released {
-            Err(Error::Stopped { .. }) => match &*self.state.borrow() {
+            Err(Error::Stopped { .. }) => match &*self.inner.state.borrow() {
                 Leadership::Stopped(Some(error)) => Err(error.clone()),
                 _ => Ok(()),
             },
@@ -222,7 +259,7 @@ impl Elector {
 
     async fn command(&self, make: fn(Reply) -> ElectorCommand) -> Result<()> {
         let (reply, answer) = oneshot::channel();
-        if self.commands.send(make(Reply(reply))).await.is_err() {
+        if self.inner.commands.send(make(Reply(reply))).await.is_err() {
             return Err(self.stopped());
         }
         answer.await.unwrap_or_else(|_| Err(self.stopped()))
@@ -230,7 +267,7 @@ impl Elector {
 
     fn stopped(&self) -> Error {
         Error::Stopped {
-            election: self.election.to_string(),
+            election: self.inner.election.to_string(),
         }
     }
 }
