@@ -64,8 +64,9 @@ pub trait LeaseStore: fmt::Debug + Send + Sync + 'static {
     /// The live lease's holder, term and remaining time, or `None` when the election is vacant.
     async fn leader(&self, election: &ElectionName) -> Result<Option<LeaderInfo>>;
 
-    /// A feed that fires when the election may have changed hands (at least on every release),
-    /// so waiting candidates try at once instead of sleeping out the TTL.
+    /// A feed that fires when the election may have changed hands — on every release and on
+    /// every new grant (not on renewals) — so waiting candidates try at once instead of
+    /// sleeping out the TTL, and observers learn of a new leader within milliseconds.
     ///
     /// `Ok(None)` (the default) means the coordinator offers no such feed; candidates then sleep
     /// until the reported expiry. When this returns `Ok(Some(_))`, the subscription must already

@@ -1,10 +1,10 @@
-//! Release notices from a change stream, where the deployment has one (replica sets and
+//! Release and grant notices from a change stream, where the deployment has one (replica sets and
 //! sharded clusters); detected at run time. On a standalone server there is no feed and waiting
 //! candidates sleep until the expiry they were told of.
 //!
 //! One stream per store watches the whole collection and wakes the waiters of an election when
-//! its document is released (`released` set to true), replaced or deleted; renewals wake
-//! nobody. The stream is open once `watch` returns, so a release after `subscribe` returns is
+//! its document is inserted (a first grant), granted anew (a new term), released (`released`
+//! set to true), replaced or deleted; renewals wake nobody. The stream is open once `watch` returns, so a release after `subscribe` returns is
 //! seen. When the stream fails, every feed ends and the next subscribe opens a new one.
 
 use std::sync::Arc;
@@ -80,7 +80,7 @@ impl Feeds {
     ) -> Result<Option<ChangeStream<ChangeStreamEvent<Document>>>> {
         let pipeline = vec![doc! { "$match": {
             "operationType": { "$in": [
-                "update", "replace", "delete",
+                "insert", "update", "replace", "delete",
                 // The collection or database went away: the stream is about to end.
                 "drop", "rename", "dropDatabase", "invalidate",
             ] },
@@ -128,11 +128,14 @@ async fn run(mut stream: ChangeStream<ChangeStreamEvent<Document>>, notifiers: N
         match stream.next_if_any().await {
             Ok(Some(event)) => {
                 quick_empties = 0;
-                let released = match event.operation_type {
+                let changed_hands = match event.operation_type {
+                    // A release sets `released`; a new grant sets a new term (and holder).
                     OperationType::Update => event.update_description.as_ref().is_some_and(|u| {
                         matches!(u.updated_fields.get("released"), Some(Bson::Boolean(true)))
+                            || u.updated_fields.contains_key("term")
+                            || u.updated_fields.contains_key("holder")
                     }),
-                    OperationType::Replace | OperationType::Delete => true,
+                    OperationType::Insert | OperationType::Replace | OperationType::Delete => true,
                     OperationType::Drop
                     | OperationType::Rename
                     | OperationType::DropDatabase
@@ -147,7 +150,7 @@ async fn run(mut stream: ChangeStream<ChangeStreamEvent<Document>>, notifiers: N
                     .document_key
                     .as_ref()
                     .and_then(|k| k.get_str("_id").ok());
-                if let (true, Some(id)) = (released, id) {
+                if let (true, Some(id)) = (changed_hands, id) {
                     notifiers.notify(id);
                 }
             }

@@ -1,7 +1,8 @@
-//! Release notices by polling: MySQL has no pub/sub, so one task per store checks the
-//! `version` of every election someone waits on, in one query per interval, and wakes the
-//! waiters of an election whose lease is no longer live and whose version moved (a release).
-//! Expiry needs no notice: waiters already sleep until the expiry they were told of.
+//! Release and grant notices by polling: MySQL has no pub/sub, so one task per store checks the
+//! `version` and `term` of every election someone waits on, in one query per interval, and
+//! wakes the waiters of an election whose lease is no longer live and whose version moved (a
+//! release), or whose term moved (a new grant: observers learn of the new leader). Expiry needs
+//! no notice: waiters already sleep until the expiry they were told of.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -29,13 +30,22 @@ pub(crate) struct Poller {
 #[derive(Default)]
 struct Shared {
     feeds: FeedRegistry<ElectionName>,
-    /// The version last seen per watched election; a release bumps it. 0 while the row does
-    /// not exist (every row ever written has version 1 or more).
-    versions: Mutex<HashMap<ElectionName, u64>>,
+    /// The version and term last seen per watched election; every write bumps the version, a
+    /// new grant moves the term. 0 while the row does not exist (every row ever written has
+    /// version 1 or more).
+    versions: Mutex<HashMap<ElectionName, Seen>>,
+}
+
+/// What the poll saw of one election's row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Seen {
+    version: u64,
+    term: u64,
+    live: bool,
 }
 
 impl Shared {
-    fn versions(&self) -> std::sync::MutexGuard<'_, HashMap<ElectionName, u64>> {
+    fn versions(&self) -> std::sync::MutexGuard<'_, HashMap<ElectionName, Seen>> {
         self.versions.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -61,11 +71,11 @@ impl Poller {
         };
         if !self.shared.feeds.contains(election) {
             let now = versions(client, std::slice::from_ref(election)).await?;
-            let version = now.get(election.as_str()).map_or(0, |(v, _)| *v);
+            let seen = now.get(election.as_str()).copied().unwrap_or_default();
             self.shared
                 .versions()
                 .entry(election.clone())
-                .or_insert(version);
+                .or_insert(seen);
         }
         let feed = self.shared.feeds.subscribe(election);
         self.started.get_or_init(|| {
@@ -75,24 +85,29 @@ impl Poller {
     }
 }
 
-/// `election → (version, live)` for the elections given.
-async fn versions(
-    client: &Client,
-    elections: &[ElectionName],
-) -> Result<HashMap<String, (u64, bool)>> {
+/// `election → what its row holds now`, for the elections given.
+async fn versions(client: &Client, elections: &[ElectionName]) -> Result<HashMap<String, Seen>> {
     let mut out = HashMap::new();
     for chunk in elections.chunks(CHUNK) {
         let placeholders = vec!["?"; chunk.len()].join(", ");
         let statement = format!("{}({placeholders})", client.sql.versions);
         let params: Vec<Value> = chunk.iter().map(|e| Value::from(e.as_str())).collect();
-        let rows: Vec<(Value, Value, Value)> = client
+        let rows: Vec<(Value, Value, Value, Value)> = client
             .request("subscribe", async |conn| conn.exec(statement, params).await)
             .await?;
-        for (election, version, live) in rows {
-            if let (Value::Bytes(e), Some(v), Some(l)) = (election, int(&version), int(&live)) {
-                if let Ok(e) = String::from_utf8(e) {
-                    out.insert(e, (v.max(0) as u64, l == 1));
-                }
+        for (election, version, live, term) in rows {
+            let (Value::Bytes(e), Some(v), Some(l), Some(t)) =
+                (election, int(&version), int(&live), int(&term))
+            else {
+                continue;
+            };
+            if let Ok(e) = String::from_utf8(e) {
+                let seen = Seen {
+                    version: v.max(0) as u64,
+                    term: t.max(0) as u64,
+                    live: l == 1,
+                };
+                out.insert(e, seen);
             }
         }
     }
@@ -113,17 +128,19 @@ async fn poll(client: Weak<Client>, shared: Arc<Shared>, interval: Duration) {
         }
         match versions(&client, &elections).await {
             Ok(now) => {
-                let mut released = Vec::new();
+                let mut changed = Vec::new();
                 for (election, seen) in shared.versions().iter_mut() {
-                    let Some(&(version, live)) = now.get(election.as_str()) else {
+                    let Some(&row) = now.get(election.as_str()) else {
                         continue;
                     };
-                    if !live && *seen != version {
-                        released.push(election.clone());
+                    let released = !row.live && row.version != seen.version;
+                    let granted = row.live && row.term != seen.term;
+                    if released || granted {
+                        changed.push(election.clone());
                     }
-                    *seen = version;
+                    *seen = row;
                 }
-                for election in released {
+                for election in changed {
                     shared.feeds.notify(&election);
                 }
             }

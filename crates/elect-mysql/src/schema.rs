@@ -284,7 +284,7 @@ impl Sql {
             ),
             leader: read,
             versions: format!(
-                "SELECT `election`, `version`, `expires_at` > {NOW} FROM `{table}` WHERE `election` IN "
+                "SELECT `election`, `version`, `expires_at` > {NOW}, `term` FROM `{table}` WHERE `election` IN "
             ),
         }
     }

@@ -7,7 +7,8 @@
 //!   is the server's own clock. `nonce` tells apart claims with the same holder id (see
 //!   `elect_core::Nonce`); a hash without one (written by elect 0.1.0) is nobody's claim.
 //! - `P:{E}:term`: the term counter, a string integer without expiry, kept across releases.
-//! - `P:{E}:released`: the pub/sub channel a release publishes on.
+//! - `P:{E}:released`: the pub/sub channel a release and a new grant publish on (the name is
+//!   kept from 0.1.0, when only releases did).
 
 /// Shared by every script: reads and validates the lease hash at `key`. Returns `nil` when the
 /// key does not exist, `{bad = why}` when it holds something elect did not write.
@@ -31,8 +32,9 @@ end
 "#;
 
 /// KEYS: lease, term counter, quarantine mark. ARGV: candidate, nonce, ttl ms, quarantine ('1'
-/// or '0'). `{'granted', term}` | `{'held', holder, term, pttl}` | `{'quarantined', ms}` |
-/// `{'corrupt', key, why}`.
+/// or '0'), channel. `{'granted', term}` | `{'held', holder, term, pttl}` | `{'quarantined',
+/// ms}` | `{'corrupt', key, why}`. A new grant publishes on the channel (observers learn of
+/// the new leader at once); a holder's re-acquire does not.
 ///
 /// With the quarantine on, a vacant lease is not granted until a TTL has passed since the
 /// first request after the server (re)started (a mark kept in memory, so a restart loses it
@@ -89,6 +91,7 @@ end
 redis.call('SET', KEYS[2], term)
 redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'nonce', ARGV[2], 'term', term)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PUBLISH', ARGV[5], 'granted')
 return {'granted', term}
 "#;
 

@@ -123,6 +123,7 @@ impl LeaseStore for RedisStore {
                         "0"
                     }
                     .to_owned(),
+                    self.channel(election),
                 ],
             )
             .await?;

@@ -526,3 +526,63 @@ pub async fn a_resign_wakes_a_follower_sleeping_a_long_lease(store: Store, setti
     b.shutdown().await.expect("b releases");
     a.shutdown().await.expect("a stops");
 }
+
+/// When the store has a change feed, an [`Observer`] learns of a new leader within the
+/// handover bound of its election — pushed by the feed, not found at its next poll (the lease
+/// is 10 s and the observer polls every 10 s, so only the feed can be that quick).
+pub async fn observers_learn_of_a_new_leader_from_the_feed(store: Store, settings: Settings) {
+    if !settings.change_feed {
+        return;
+    }
+    let ttl = Duration::from_secs(10);
+    let election = fresh_election("observers_learn_of_a_new_leader_from_the_feed");
+    let observer =
+        Observer::with_interval(store.clone(), election.clone(), ttl).expect("a valid observer");
+    let mut watch = observer.watch();
+    let start = |who: &str| {
+        Elector::builder_dyn(store.clone(), election.clone())
+            .candidate(id(who))
+            .ttl(ttl)
+            .start()
+            .expect("a valid elector configuration")
+    };
+    let a = start("a");
+    let first = tokio::time::timeout(Duration::from_secs(5), a.leading())
+        .await
+        .expect("the first candidate leads")
+        .expect("running");
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        watch.wait_for(|i| i.as_ref().is_some_and(|i| i.term == first.term())),
+    )
+    .await
+    .expect("the observer sees the first leader")
+    .expect("observer running");
+    let b = start("b");
+    sleep(Duration::from_millis(200)).await;
+    a.resign().await.expect("a resigns");
+    let second = tokio::time::timeout(ttl / 2, b.leading())
+        .await
+        .expect("b leads after the resignation")
+        .expect("running");
+    let elected = Instant::now();
+    tokio::time::timeout(
+        ttl / 2,
+        watch.wait_for(|i| {
+            i.as_ref()
+                .is_some_and(|i| i.holder == id("b") && i.term == second.term())
+        }),
+    )
+    .await
+    .expect("the observer sees the new leader before its next poll")
+    .expect("observer running");
+    let took = elected.elapsed();
+    eprintln!("observers_learn_of_a_new_leader_from_the_feed: noticed {took:?} after the election");
+    assert!(
+        took <= settings.handover_bound,
+        "the observer noticed the new leader {took:?} after its election, over the bound {:?}",
+        settings.handover_bound
+    );
+    b.shutdown().await.expect("b releases");
+    a.shutdown().await.expect("a stops");
+}

@@ -186,6 +186,7 @@ macro_rules! conformance_tests {
             idle_followers_sleep_until_expiry
             observer_follows_the_leader
             a_resign_wakes_a_follower_sleeping_a_long_lease
+            observers_learn_of_a_new_leader_from_the_feed
         );
         // The elector-level checks any coordinator runs, here through a StoreHarness.
         $crate::__cluster_each!(
