@@ -6,8 +6,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
-use tracing::{debug, info_span, Instrument};
+use tracing::{debug, info_span, warn, Instrument};
 
+use crate::elector::{Health, HealthCell};
 use crate::error::{Error, Result};
 use crate::lease::LeaderInfo;
 use crate::name::ElectionName;
@@ -34,6 +35,7 @@ use crate::store::{ChangeFeed, LeaseStore};
 pub struct Observer {
     state: watch::Receiver<Option<LeaderInfo>>,
     task: JoinHandle<()>,
+    health: Arc<HealthCell>,
 }
 
 impl Observer {
@@ -58,8 +60,23 @@ impl Observer {
         })?;
         let (tx, state) = watch::channel(None);
         let span = info_span!("observer", election = %election);
-        let task = runtime.spawn(observe(store, election, max_interval, tx).instrument(span));
-        Ok(Observer { state, task })
+        // Reads are at most `max_interval` apart, each under that timeout.
+        let health = HealthCell::new(max_interval * 2);
+        let task = runtime
+            .spawn(observe(store, election, max_interval, tx, health.clone()).instrument(span));
+        Ok(Observer {
+            state,
+            task,
+            health,
+        })
+    }
+
+    /// Whether the observer's reads succeed: the age of the last answered read, failed reads
+    /// in a row, and whether the coordinator answered within two read intervals (`reachable`).
+    /// While reads fail, [`current`](Self::current) keeps the last value read: check this
+    /// before trusting it. (`leading` and `term` are always unset: an observer never leads.)
+    pub fn health(&self) -> Health {
+        self.health.snapshot(false, None, self.task.is_finished())
     }
 
     /// The leader as of the last read (its `remaining` is as of that read), or `None`.
@@ -84,6 +101,7 @@ async fn observe(
     election: ElectionName,
     max_interval: Duration,
     tx: watch::Sender<Option<LeaderInfo>>,
+    health: Arc<HealthCell>,
 ) {
     let mut feed: Option<ChangeFeed> = None;
     let mut feed_supported = true;
@@ -101,6 +119,7 @@ async fn observe(
         }
         let wait = match timeout(max_interval, store.leader(&election)).await {
             Ok(Ok(info)) => {
+                health.replied();
                 let wait = info
                     .as_ref()
                     .map_or(max_interval, |i| i.remaining + Duration::from_millis(1));
@@ -114,10 +133,16 @@ async fn observe(
                 wait.min(max_interval)
             }
             Ok(Err(error)) => {
-                debug!(%error, "leader read failed");
+                failed(&health, &error);
                 max_interval
             }
-            Err(_) => max_interval,
+            Err(_) => {
+                failed(
+                    &health,
+                    &Error::timeout("coordinator", "leader", max_interval),
+                );
+                max_interval
+            }
         };
         let notice = async {
             match &mut feed {
@@ -133,4 +158,15 @@ async fn observe(
             return;
         }
     }
+}
+
+/// Counts a failed read; the first of a run is a warning (the value shown is now stale), the
+/// rest are debug.
+fn failed(health: &HealthCell, error: &Error) {
+    if health.failures() == 0 {
+        warn!(%error, "leader read failed; the last leader read is shown until one succeeds");
+    } else {
+        debug!(%error, "leader read failed again");
+    }
+    health.failed();
 }

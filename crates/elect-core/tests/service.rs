@@ -405,3 +405,46 @@ async fn clones_share_one_campaign_and_the_last_drop_releases() {
     );
     assert_eq!(guard.reason(), Some(StepDown::Shutdown));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_observer_whose_reads_fail_says_so() {
+    let memory = MemoryStore::new();
+    let net = FaultyStore::new(memory.clone());
+    let elector = Elector::builder(memory.clone(), election())
+        .ttl(TTL)
+        .start()
+        .unwrap();
+    elector.leading().await.unwrap();
+    let observer = elect_core::Observer::with_interval(
+        Arc::new(net.clone()),
+        election(),
+        Duration::from_millis(500),
+    )
+    .unwrap();
+    sleep(Duration::from_secs(1)).await;
+    let health = observer.health();
+    assert!(
+        health.reachable && health.consecutive_failures == 0,
+        "{health:?}"
+    );
+    assert!(observer.current().is_some());
+    net.set(Faults::FailAll);
+    sleep(Duration::from_secs(2)).await;
+    let health = observer.health();
+    assert!(
+        !health.reachable && health.consecutive_failures >= 2,
+        "{health:?}"
+    );
+    assert!(
+        observer.current().is_some(),
+        "the stale value stays, flagged by health"
+    );
+    net.set(Faults::None);
+    sleep(Duration::from_secs(1)).await;
+    let health = observer.health();
+    assert!(
+        health.reachable && health.consecutive_failures == 0,
+        "{health:?}"
+    );
+    elector.shutdown().await.unwrap();
+}

@@ -68,6 +68,10 @@ impl HealthCell {
         c.failures = c.failures.saturating_add(1);
     }
 
+    pub(crate) fn failures(&self) -> u32 {
+        self.lock().failures
+    }
+
     pub(crate) fn abandoned(&self) {
         self.lock().abandoned += 1;
     }
