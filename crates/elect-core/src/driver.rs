@@ -30,6 +30,7 @@ pub fn elector(election: ElectionName, candidate: CandidateId) -> (Elector, Elec
     let events = Emitter::new();
     let (commands, command_rx) = mpsc::channel(8);
     let health = HealthCell::new(DRIVER_REACHABLE);
+    events.set_who(crate::metrics::Who::new(&election, &candidate));
     let elector = Elector {
         inner: Arc::new(Handle {
             election,
@@ -82,7 +83,14 @@ impl ElectorDriver {
     /// so none is missed).
     pub fn spawn_callbacks(&self, callbacks: Callbacks) {
         let notices = self.events.sink();
-        tokio::spawn(callbacks.deliver(notices, self.health.clone()));
+        let who = self.events.who().expect("set when the driver was made");
+        tokio::spawn(callbacks.deliver(notices, self.health.clone(), who));
+    }
+
+    /// Records that the leadership's deadline moved (the `elect_lease_remaining_seconds`
+    /// gauge); call it with each [`GuardControl::extend`].
+    pub fn lease_extended(&self, deadline: Instant) {
+        self.events.extended(deadline);
     }
 
     /// Records that the coordinator (for raft: a quorum) answered, for [`Elector::health`].

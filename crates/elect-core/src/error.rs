@@ -111,6 +111,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// A short lower-case name of the variant (`"unavailable"`, `"corrupt_record"`, …), for
+    /// logs and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidName { .. } => "invalid_name",
+            Error::InvalidTtl { .. } => "invalid_ttl",
+            Error::InvalidConfig { .. } => "invalid_config",
+            Error::Unavailable { .. } => "unavailable",
+            Error::CorruptRecord { .. } => "corrupt_record",
+            Error::NotSetUp { .. } => "not_set_up",
+            Error::Stopped { .. } => "stopped",
+            Error::Internal { .. } => "internal",
+            Error::Other { .. } => "other",
+        }
+    }
+
     /// Whether the same request may succeed if tried again later without anyone changing
     /// anything: true for [`Error::Unavailable`], false for everything else.
     pub fn is_retryable(&self) -> bool {

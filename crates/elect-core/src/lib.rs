@@ -26,6 +26,7 @@ mod elector;
 mod error;
 mod lease;
 mod memory;
+pub mod metrics;
 mod name;
 mod observer;
 pub mod rand;

@@ -95,6 +95,10 @@ impl MemoryStore {
 
 #[async_trait]
 impl LeaseStore for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
     async fn try_acquire(&self, claim: &Claim) -> Result<Acquire> {
         let now = Instant::now();
         let mut elections = self.lock();

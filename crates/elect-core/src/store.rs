@@ -83,6 +83,12 @@ pub trait LeaseStore: fmt::Debug + Send + Sync + 'static {
     /// panics in a runtime worker when a client's background tasks are dropped by runtime
     /// teardown.
     async fn close(&self) {}
+
+    /// A short name of the coordinator (`"redis"`, `"mysql"`, `"mongo"`, `"memory"`), for logs
+    /// and the `store` label of elect's metrics. The default is `"custom"`.
+    fn kind(&self) -> &'static str {
+        "custom"
+    }
 }
 
 #[async_trait]
@@ -109,6 +115,10 @@ impl<S: LeaseStore + ?Sized> LeaseStore for Arc<S> {
 
     async fn close(&self) {
         (**self).close().await
+    }
+
+    fn kind(&self) -> &'static str {
+        (**self).kind()
     }
 }
 

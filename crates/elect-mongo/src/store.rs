@@ -276,6 +276,10 @@ impl MongoStore {
 
 #[async_trait]
 impl LeaseStore for MongoStore {
+    fn kind(&self) -> &'static str {
+        STORE
+    }
+
     async fn try_acquire(&self, claim: &Claim) -> Result<Acquire> {
         let election = &claim.election;
         // Read first: a follower finding the lease held costs one read and writes nothing.

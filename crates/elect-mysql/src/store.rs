@@ -307,6 +307,10 @@ impl MysqlStore {
 
 #[async_trait]
 impl LeaseStore for MysqlStore {
+    fn kind(&self) -> &'static str {
+        STORE
+    }
+
     async fn try_acquire(&self, claim: &Claim) -> Result<Acquire> {
         self.check_schema().await?;
         // Read first: a follower that wakes into a renewed lease costs one plain SELECT, not

@@ -172,6 +172,7 @@ impl Node {
                     self.driver.replied();
                     if let Some((control, _)) = &self.guard {
                         control.extend(self.origin + until);
+                        self.driver.lease_extended(self.origin + until);
                     }
                 }
                 Command::SteppedDown { term, reason } => {

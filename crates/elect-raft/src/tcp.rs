@@ -59,6 +59,7 @@ impl TcpTransport {
             members,
             inbox_tx,
             dropped.clone(),
+            me.clone(),
         ))];
         let mut queues = BTreeMap::new();
         for (id, addr) in peers.into_iter().filter(|(id, _)| *id != me) {
@@ -119,6 +120,7 @@ impl Transport for TcpTransport {
         if let Some(queue) = self.queues.get(to) {
             // Best effort: a full queue means the peer is unreachable; the engine retries.
             self.sent.fetch_add(1, Ordering::Relaxed);
+            elect_core::metrics::raft_message_sent(&self.me);
             let _ = queue.try_send(encode(&self.me, &message, self.key.as_ref()));
         }
     }
@@ -130,6 +132,7 @@ async fn accept(
     members: Arc<BTreeSet<NodeId>>,
     inbox: mpsc::UnboundedSender<(NodeId, Message)>,
     dropped: Arc<AtomicU64>,
+    me: NodeId,
 ) {
     let mut readers = Vec::new();
     loop {
@@ -137,12 +140,18 @@ async fn accept(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (key, members, inbox, dropped) =
-            (key.clone(), members.clone(), inbox.clone(), dropped.clone());
+        let (key, members, inbox, dropped, me) = (
+            key.clone(),
+            members.clone(),
+            inbox.clone(),
+            dropped.clone(),
+            me.clone(),
+        );
         readers.retain(|r: &JoinHandle<()>| !r.is_finished());
         readers.push(tokio::spawn(async move {
             if let Err(why) = read_frames(stream, key, &members, &inbox).await {
                 dropped.fetch_add(1, Ordering::Relaxed);
+                elect_core::metrics::raft_frame_dropped(&me);
                 debug!(%peer, why, "dropped a frame and the connection");
             }
         }));

@@ -96,6 +96,10 @@ impl RedisStore {
 
 #[async_trait]
 impl LeaseStore for RedisStore {
+    fn kind(&self) -> &'static str {
+        STORE
+    }
+
     async fn try_acquire(&self, claim: &Claim) -> Result<Acquire> {
         let election = &claim.election;
         let key = self.lease_key(election);

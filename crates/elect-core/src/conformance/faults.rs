@@ -249,6 +249,10 @@ impl<S: LeaseStore + Clone> LeaseStore for FaultyStore<S> {
             .await
     }
 
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
     async fn close(&self) {
         self.inner.close().await
     }

@@ -15,6 +15,7 @@ use super::policy::ErrorPolicy;
 use super::{Elector, Handle};
 use crate::error::{Error, Result};
 use crate::lease::{Claim, Ttl};
+use crate::metrics::Who;
 use crate::name::{CandidateId, ElectionName};
 use crate::rand::Rng;
 use crate::store::LeaseStore;
@@ -137,13 +138,12 @@ impl ElectorBuilder {
         // A follower's requests may be a TTL apart; each may take up to the request timeout.
         let health = HealthCell::new(ttl.get() + request_timeout);
         let span = info_span!("elector", election = %self.election, candidate = %candidate);
+        let who = Who::new(&self.election, &candidate);
+        events.set_who(who.clone());
         if let Some(callbacks) = self.callbacks {
             let notices = events.sink();
-            runtime.spawn(
-                callbacks
-                    .deliver(notices, health.clone())
-                    .instrument(span.clone()),
-            );
+            let deliver = callbacks.deliver(notices, health.clone(), who);
+            runtime.spawn(deliver.instrument(span.clone()));
         }
         let campaign = Campaign {
             store: self.store,

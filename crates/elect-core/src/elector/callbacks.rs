@@ -16,6 +16,7 @@ use super::guard::LeaderGuard;
 use super::health::HealthCell;
 use crate::error::Error;
 use crate::lease::LeaderInfo;
+use crate::metrics::Who;
 use crate::term::Term;
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -178,6 +179,7 @@ impl Callbacks {
         self,
         mut notices: mpsc::UnboundedReceiver<Notice>,
         health: Arc<HealthCell>,
+        who: Who,
     ) {
         while let Some(notice) = notices.recv().await {
             let Some((name, future)) = self.call(notice) else {
@@ -189,11 +191,13 @@ impl Callbacks {
                 Ok(Ok(())) => debug!(callback = name, "callback done"),
                 Ok(Err(failure)) => {
                     health.abandoned();
+                    who.callback_abandoned(name);
                     warn!(callback = name, %failure, "callback panicked");
                 }
                 Err(_) => {
                     task.abort();
                     health.abandoned();
+                    who.callback_abandoned(name);
                     warn!(callback = name, timeout = ?self.timeout, "callback abandoned at its timeout");
                 }
             }

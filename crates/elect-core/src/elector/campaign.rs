@@ -15,6 +15,7 @@ use super::health::HealthCell;
 use super::policy::{ErrorPolicy, OnError};
 use crate::error::{Error, Result};
 use crate::lease::{Acquire, Claim, LeaderInfo, Lease, Nonce, Release, Renewal};
+use crate::metrics;
 use crate::rand::Rng;
 use crate::store::{ChangeFeed, LeaseStore};
 use crate::term::Term;
@@ -191,6 +192,7 @@ impl Campaign {
                     lease = renewed;
                     deadline = sent + self.believe;
                     control.extend(deadline);
+                    self.events.extended(deadline);
                     next_renew = sent + renew_every;
                 }
                 Ok(Renewal::Lost) => break (StepDown::Lost, None),
@@ -337,6 +339,7 @@ impl Campaign {
         operation: &'static str,
         request: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
+        let sent = Instant::now();
         let answer = timeout(self.request_timeout, request)
             .await
             .unwrap_or_else(|_| {
@@ -350,6 +353,8 @@ impl Campaign {
             Ok(_) => self.health.replied(),
             Err(_) => self.health.failed(),
         }
+        let error = answer.as_ref().err();
+        metrics::request(self.store.kind(), operation, sent.elapsed(), error);
         answer
     }
 

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
+use crate::metrics::Who;
+
 use super::guard::{LeaderGuard, Leadership};
 use crate::error::Error;
 use crate::lease::LeaderInfo;
@@ -95,6 +97,8 @@ pub(crate) struct Emitter {
 struct Sinks {
     sinks: Vec<mpsc::UnboundedSender<Notice>>,
     guard: Option<LeaderGuard>,
+    /// The metric labels, once the candidate is known.
+    who: Option<Who>,
 }
 
 impl Emitter {
@@ -102,6 +106,23 @@ impl Emitter {
         Emitter {
             broadcast: broadcast::channel(256).0,
             shared: Arc::default(),
+        }
+    }
+
+    /// Sets the labels of the metrics recorded for leadership changes.
+    pub(crate) fn set_who(&self, who: Who) {
+        self.lock().who = Some(who);
+    }
+
+    /// The labels, once set.
+    pub(crate) fn who(&self) -> Option<Who> {
+        self.lock().who.clone()
+    }
+
+    /// Records a renewal's new deadline (the remaining-lease gauge).
+    pub(crate) fn extended(&self, deadline: Instant) {
+        if let Some(who) = &self.lock().who {
+            who.remaining(deadline.saturating_duration_since(Instant::now()));
         }
     }
 
@@ -130,6 +151,17 @@ impl Emitter {
             Event::Elected { term, .. } => shared.guard.clone().filter(|g| g.term() == *term),
             _ => None,
         };
+        if let Some(who) = &shared.who {
+            match &event {
+                Event::Elected { term, .. } => {
+                    let left = guard.as_ref().map(|g| g.deadline());
+                    let left = left.map(|d| d.saturating_duration_since(Instant::now()));
+                    who.elected(*term, left.unwrap_or_default());
+                }
+                Event::SteppedDown { reason, .. } => who.stepped_down(reason.as_str()),
+                _ => {}
+            }
+        }
         if matches!(event, Event::SteppedDown { .. } | Event::Stopped) {
             shared.guard = None;
         }
