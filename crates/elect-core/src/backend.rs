@@ -14,6 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::lease::LeaderValue;
 use crate::name::CandidateId;
 use crate::store::{ChangeFeed, ChangeNotifier};
 use crate::term::Term;
@@ -210,6 +211,28 @@ pub fn term(
             format!("term is {shown}, not a positive integer"),
         )),
     }
+}
+
+/// The value field of the lease record at `key`: `None` when absent (or empty bytes stored as
+/// "no value" by a store that cannot tell them apart), else valid UTF-8 of at most
+/// [`LeaderValue::MAX_LEN`] bytes, else [`Error::CorruptRecord`].
+pub fn value(store: &'static str, key: &str, bytes: Option<&[u8]>) -> Result<Option<LeaderValue>> {
+    let Some(bytes) = bytes else {
+        return Ok(None);
+    };
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| Error::corrupt(store, key, "the leader value is not UTF-8"))?;
+    LeaderValue::new(text).map(Some).map_err(|_| {
+        Error::corrupt(
+            store,
+            key,
+            format!(
+                "the leader value has {} bytes, over {}",
+                bytes.len(),
+                LeaderValue::MAX_LEN
+            ),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -133,6 +133,58 @@ impl fmt::Display for Nonce {
     }
 }
 
+/// A small value a leader publishes with its leadership — its address, say — stored with the
+/// lease by every coordinator and shown to followers and observers in [`LeaderInfo::value`]
+/// (etcd's `Campaign(val)`, a Consul lock's value). UTF-8, at most [`MAX_LEN`](Self::MAX_LEN)
+/// bytes.
+///
+/// ```
+/// use elect_core::LeaderValue;
+///
+/// let value = LeaderValue::new("10.0.0.7:8080")?;
+/// assert_eq!(value.as_str(), "10.0.0.7:8080");
+/// assert!(LeaderValue::new("x".repeat(2000)).is_err());
+/// # Ok::<(), elect_core::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct LeaderValue(String);
+
+impl LeaderValue {
+    /// The longest value, in bytes.
+    pub const MAX_LEN: usize = 1024;
+
+    /// Validates `value`: at most [`MAX_LEN`](Self::MAX_LEN) bytes, else
+    /// [`Error::InvalidConfig`].
+    pub fn new(value: impl Into<String>) -> Result<LeaderValue> {
+        let value = value.into();
+        if value.len() > Self::MAX_LEN {
+            return Err(Error::config(format!(
+                "a leader value is at most {} bytes, this one has {}",
+                Self::MAX_LEN,
+                value.len()
+            )));
+        }
+        Ok(LeaderValue(value))
+    }
+
+    /// The value.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for LeaderValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for LeaderValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A request for a lease: which election, who asks (id and [`Nonce`]), and for how long. The
 /// argument of [`LeaseStore::try_acquire`](crate::LeaseStore::try_acquire).
 ///
@@ -159,17 +211,26 @@ pub struct Claim {
     pub nonce: Nonce,
     /// The duration to grant (or renew) the lease for.
     pub ttl: Ttl,
+    /// The value to publish with the leadership, if any (stored with a new grant).
+    pub value: Option<LeaderValue>,
 }
 
 impl Claim {
-    /// A claim with a fresh random [`Nonce`].
+    /// A claim with a fresh random [`Nonce`] and no value.
     pub fn new(election: ElectionName, candidate: CandidateId, ttl: Ttl) -> Claim {
         Claim {
             election,
             candidate,
             nonce: Nonce::random(),
             ttl,
+            value: None,
         }
+    }
+
+    /// This claim, publishing `value` with its leadership.
+    pub fn with_value(mut self, value: Option<LeaderValue>) -> Claim {
+        self.value = value;
+        self
     }
 
     /// The lease this claim becomes when granted in `term`.
@@ -180,6 +241,7 @@ impl Claim {
             nonce: self.nonce,
             term,
             ttl: self.ttl,
+            value: self.value.clone(),
         }
     }
 
@@ -208,6 +270,8 @@ pub struct Lease {
     pub term: Term,
     /// The duration it was granted (and is renewed) for.
     pub ttl: Ttl,
+    /// The value the holder published with it.
+    pub value: Option<LeaderValue>,
 }
 
 /// Who leads an election, as a coordinator saw it when it answered.
@@ -220,6 +284,9 @@ pub struct LeaderInfo {
     /// How long the lease had left, by the coordinator's clock, when it answered. A follower
     /// sleeps this long before trying again.
     pub remaining: Duration,
+    /// The value the leader published with its leadership, if any (none from a store or a
+    /// table that cannot hold one).
+    pub value: Option<LeaderValue>,
 }
 
 /// The answer to [`LeaseStore::try_acquire`](crate::LeaseStore::try_acquire).

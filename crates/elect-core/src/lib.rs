@@ -43,7 +43,7 @@ pub use elector::{
     DEFAULT_CLOCK_DRIFT, DEFAULT_SAFETY_MARGIN, DEFAULT_TTL,
 };
 pub use error::{Error, Result, Source};
-pub use lease::{Acquire, Claim, LeaderInfo, Lease, Nonce, Release, Renewal, Ttl};
+pub use lease::{Acquire, Claim, LeaderInfo, LeaderValue, Lease, Nonce, Release, Renewal, Ttl};
 pub use memory::MemoryStore;
 pub use name::{CandidateId, ElectionName, MAX_NAME_LEN};
 pub use observer::Observer;

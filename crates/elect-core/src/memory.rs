@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use crate::backend::FeedRegistry;
 use crate::error::{Error, Result};
-use crate::lease::{Acquire, Claim, LeaderInfo, Lease, Nonce, Release, Renewal};
+use crate::lease::{Acquire, Claim, LeaderInfo, LeaderValue, Lease, Nonce, Release, Renewal};
 use crate::name::{CandidateId, ElectionName};
 use crate::store::{ChangeFeed, LeaseStore};
 use crate::term::Term;
@@ -51,6 +51,7 @@ struct Slot {
     holder: Option<(CandidateId, Nonce)>,
     term: Term,
     expires: Instant,
+    value: Option<LeaderValue>,
 }
 
 impl Slot {
@@ -59,6 +60,7 @@ impl Slot {
             holder: None,
             term: Term::ZERO,
             expires: Instant::now(),
+            value: None,
         }
     }
 
@@ -76,6 +78,7 @@ impl Slot {
             holder: holder.clone(),
             term: self.term,
             remaining: self.expires - now,
+            value: self.value.clone(),
         })
     }
 }
@@ -113,6 +116,7 @@ impl LeaseStore for MemoryStore {
                     Error::corrupt("memory", claim.election.as_str(), "term counter exhausted")
                 })?;
                 slot.holder = Some((claim.candidate.clone(), claim.nonce));
+                slot.value = claim.value.clone();
                 self.feeds.notify(&claim.election);
             }
         }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use elect_core::backend;
 use elect_core::{
-    async_trait, Acquire, CandidateId, ChangeFeed, Claim, ElectionName, Error, LeaderInfo, Lease,
-    LeaseStore, Release, Renewal, Result, Term,
+    async_trait, Acquire, CandidateId, ChangeFeed, Claim, ElectionName, Error, LeaderInfo,
+    LeaderValue, Lease, LeaseStore, Release, Renewal, Result, Term,
 };
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::ReturnDocument;
@@ -20,9 +20,10 @@ use crate::error::STORE;
 use crate::feed::Feeds;
 
 /// A [`LeaseStore`] on MongoDB 4.4+: one document per election,
-/// `{_id: <election>, holder, nonce, term, expires, released, version}` (`nonce`: which claim of
-/// the holder it was granted to, see [`Nonce`](elect_core::Nonce); a document without one is
-/// nobody's claim).
+/// `{_id: <election>, holder, nonce, term, expires, released, version, value}` (`nonce`: which
+/// claim of the holder it was granted to, see [`Nonce`](elect_core::Nonce); a document without
+/// one is nobody's claim; `value`: the holder's [`LeaderValue`](elect_core::LeaderValue), a
+/// string, or null or absent for none).
 ///
 /// Every decision is one atomic update with an aggregation pipeline evaluated on the server
 /// against `$$NOW`. Dates are compared through `$toLong` (milliseconds), which real MongoDB
@@ -79,6 +80,10 @@ fn remaining() -> Bson {
 /// that losing attempts write nothing.
 fn acquire_pipeline(claim: &Claim) -> Vec<Document> {
     let (candidate, nonce) = (claim.candidate.as_str(), claim.nonce.get() as i64);
+    let value = match &claim.value {
+        Some(v) => Bson::String(v.as_str().to_owned()),
+        None => Bson::Null,
+    };
     let ttl_ms = claim.ttl.as_millis() as i64;
     // A valid document, or none yet.
     let ok = doc! { "$or": [
@@ -108,7 +113,9 @@ fn acquire_pipeline(claim: &Claim) -> Vec<Document> {
         doc! { "$set": {
             "term": { "$cond": [unchanged.clone(), "$term", next_term] },
             "holder": { "$cond": [unchanged.clone(), "$holder", candidate] },
-            "nonce": { "$cond": [unchanged, "$nonce", nonce] },
+            "nonce": { "$cond": [unchanged.clone(), "$nonce", nonce] },
+            // `$literal`: a value that starts with `$` is text, not a field path.
+            "value": { "$cond": [unchanged, "$value", { "$literal": value }] },
             "expires": { "$cond": [keep.clone(), "$expires", { "$add": ["$$NOW", ttl_ms] }] },
             "released": { "$cond": [keep.clone(), "$released", false] },
             "version": { "$cond": [keep, "$version", { "$add": [{ "$ifNull": ["$version", 0_i64] }, 1_i64] }] },
@@ -123,6 +130,7 @@ struct Record {
     /// 0 when the document has none (written by elect 0.1.0): nobody's claim.
     nonce: i64,
     term: Term,
+    value: Option<LeaderValue>,
 }
 
 impl Record {
@@ -204,10 +212,21 @@ impl MongoStore {
             Some(Bson::Int32(n)) => *n as i64,
             _ => 0,
         };
+        let value = match d.get("value") {
+            None | Some(Bson::Null) => None,
+            Some(Bson::String(v)) => backend::value(STORE, &key, Some(v.as_bytes()))?,
+            Some(other) => {
+                return Err(corrupt(format!(
+                    "value is {}, not a string",
+                    shown(Some(other))
+                )))
+            }
+        };
         Ok(Record {
             holder,
             nonce,
             term,
+            value,
         })
     }
 
@@ -251,6 +270,7 @@ impl MongoStore {
             holder: record.holder,
             term: record.term,
             remaining: Duration::from_millis(remaining_ms.max(0) as u64),
+            value: record.value,
         }
     }
 

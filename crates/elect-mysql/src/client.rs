@@ -17,7 +17,8 @@ const IDLE_CONNECTION_TTL: Duration = Duration::from_secs(60);
 pub(crate) struct Client {
     pub(crate) config: MysqlConfig,
     pub(crate) pool: Pool,
-    pub(crate) sql: Sql,
+    /// The statements for a table without the `value` column, and with it.
+    pub(crate) sql: [Sql; 2],
 }
 
 impl Client {
@@ -57,7 +58,10 @@ impl Client {
         let opts = OptsBuilder::from_opts(opts).pool_opts(pool_opts);
         let pool = Pool::new(opts);
         let client = Client {
-            sql: Sql::new(&config.table),
+            sql: [
+                Sql::new(&config.table, false),
+                Sql::new(&config.table, true),
+            ],
             config,
             pool,
         };

@@ -90,7 +90,7 @@ async fn versions(client: &Client, elections: &[ElectionName]) -> Result<HashMap
     let mut out = HashMap::new();
     for chunk in elections.chunks(CHUNK) {
         let placeholders = vec!["?"; chunk.len()].join(", ");
-        let statement = format!("{}({placeholders})", client.sql.versions);
+        let statement = format!("{}({placeholders})", client.sql[0].versions);
         let params: Vec<Value> = chunk.iter().map(|e| Value::from(e.as_str())).collect();
         let rows: Vec<(Value, Value, Value, Value)> = client
             .request("subscribe", async |conn| conn.exec(statement, params).await)

@@ -20,7 +20,10 @@ mod schema;
 mod store;
 
 pub use config::MysqlConfig;
-pub use schema::{add_nonce_sql, create_table_sql, ADD_NONCE_SQL, CREATE_TABLE_SQL, DEFAULT_TABLE};
+pub use schema::{
+    add_nonce_sql, add_value_sql, create_table_sql, ADD_NONCE_SQL, ADD_VALUE_SQL, CREATE_TABLE_SQL,
+    DEFAULT_TABLE,
+};
 pub use store::MysqlStore;
 
 /// Everything from `elect-core`, so that `elect-mysql` alone is enough in `Cargo.toml`.

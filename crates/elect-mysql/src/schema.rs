@@ -22,6 +22,9 @@ pub const DEFAULT_TABLE: &str = "elect_leases";
 ///   processes started with the same candidate id are two holders. Added in 0.2.0:
 ///   [`MysqlStore::migrate`](crate::MysqlStore::migrate) adds it to an older table
 ///   ([`ADD_NONCE_SQL`]).
+/// - `value`: the [`LeaderValue`](elect_core::LeaderValue) the holder published, UTF-8 bytes,
+///   NULL for none. Added in 0.2.0 and optional: a table without it works as before and keeps
+///   no values ([`ADD_VALUE_SQL`] adds it; so does `migrate`).
 ///
 /// Before its first request a store checks that the table has these columns with these types
 /// (a `DATETIME` without fractional seconds would cut every expiry by up to a second) and a
@@ -34,6 +37,7 @@ pub const CREATE_TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS `elect_leases` (
   `expires_at` DATETIME(6) NOT NULL,
   `version` BIGINT UNSIGNED NOT NULL DEFAULT 0,
   `nonce` BIGINT UNSIGNED NOT NULL DEFAULT 0,
+  `value` VARBINARY(1024) NULL,
   PRIMARY KEY (`election`)
 ) ENGINE=InnoDB";
 
@@ -42,6 +46,12 @@ pub const CREATE_TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS `elect_leases` (
 /// claim, so their holders are followed until the lease expires.
 pub const ADD_NONCE_SQL: &str =
     "ALTER TABLE `elect_leases` ADD COLUMN `nonce` BIGINT UNSIGNED NOT NULL DEFAULT 0";
+
+/// Adds the `value` column (elect-mysql 0.2.0) to an older table, for the default table name;
+/// [`add_value_sql`] for another. Until it is added, leaders' values are not stored (a warning
+/// says so once per store).
+pub const ADD_VALUE_SQL: &str =
+    "ALTER TABLE `elect_leases` ADD COLUMN `value` VARBINARY(1024) NULL";
 
 /// [`CREATE_TABLE_SQL`] for a table named `table` (validated by
 /// [`MysqlConfig`](crate::MysqlConfig); pass only validated names).
@@ -52,6 +62,11 @@ pub fn create_table_sql(table: &str) -> String {
 /// [`ADD_NONCE_SQL`] for a table named `table`.
 pub fn add_nonce_sql(table: &str) -> String {
     ADD_NONCE_SQL.replacen(DEFAULT_TABLE, table, 1)
+}
+
+/// [`ADD_VALUE_SQL`] for a table named `table`.
+pub fn add_value_sql(table: &str) -> String {
+    ADD_VALUE_SQL.replacen(DEFAULT_TABLE, table, 1)
 }
 
 /// Whether `name` is a safe table name: 1–64 bytes of `[A-Za-z0-9_]`, not starting with a
@@ -88,7 +103,7 @@ pub(crate) struct Column {
 
 /// Reads the table's columns and unique single-column keys, and says what (if anything) makes
 /// it unfit for elect.
-pub(crate) async fn inspect(conn: &mut Conn, table: &str) -> mysql_async::Result<Option<Mismatch>> {
+pub(crate) async fn inspect(conn: &mut Conn, table: &str) -> mysql_async::Result<Inspection> {
     // Plain queries, not prepared statements: they run once per store, and would otherwise sit
     // in a pooled connection's statement cache. `table` is a validated name.
     debug_assert!(valid_table_name(table));
@@ -101,7 +116,10 @@ pub(crate) async fn inspect(conn: &mut Conn, table: &str) -> mysql_async::Result
         .await?;
     let columns: Vec<Column> = columns.into_iter().map(column).collect();
     if columns.is_empty() {
-        return Ok(Some(Mismatch::Missing));
+        return Ok(Inspection {
+            mismatch: Some(Mismatch::Missing),
+            value: false,
+        });
     }
     // Unique indexes made of `election` alone.
     let unique: Vec<Row> = conn
@@ -111,7 +129,19 @@ pub(crate) async fn inspect(conn: &mut Conn, table: &str) -> mysql_async::Result
              GROUP BY INDEX_NAME HAVING COUNT(*) = 1 AND MAX(COLUMN_NAME) = 'election'"
         ))
         .await?;
-    Ok(check(&columns, !unique.is_empty()))
+    Ok(Inspection {
+        mismatch: check(&columns, !unique.is_empty()),
+        value: columns.iter().any(|c| c.name == "value"),
+    })
+}
+
+/// What [`inspect`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Inspection {
+    /// What makes the table unfit, if anything.
+    pub(crate) mismatch: Option<Mismatch>,
+    /// Whether it has the (optional) `value` column.
+    pub(crate) value: bool,
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -222,6 +252,24 @@ pub(crate) fn check(columns: &[Column], unique_election: bool) -> Option<Mismatc
             ));
         }
     }
+    if let Some(c) = find("value") {
+        let bytes = matches!(
+            c.data_type.as_str(),
+            "varbinary" | "blob" | "mediumblob" | "longblob"
+        );
+        if !bytes {
+            wrong.push(format!("`value` is {}, not VARBINARY(1024)", c.data_type));
+        } else if c.max_length.unwrap_or(0) < elect_core::LeaderValue::MAX_LEN as u64 {
+            wrong.push(format!(
+                "`value` holds {} bytes, not {}",
+                c.max_length.unwrap_or(0),
+                elect_core::LeaderValue::MAX_LEN
+            ));
+        }
+        if !c.nullable {
+            wrong.push("`value` is NOT NULL: a leader without a value would not fit".into());
+        }
+    }
     match (wrong.is_empty(), nonce.is_none()) {
         (true, true) => Some(Mismatch::NoNonce),
         (true, false) => None,
@@ -247,12 +295,21 @@ pub(crate) struct Sql {
 const CLOCK_US: &str = "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6))";
 
 impl Sql {
-    pub(crate) fn new(table: &str) -> Sql {
+    /// The statements for `table`; `value` says whether it has the `value` column. Reads
+    /// always return the value as their last column (NULL without the column); with it,
+    /// `insert` and `take` take the value as their last parameter.
+    pub(crate) fn new(table: &str, value: bool) -> Sql {
         const NOW: &str = "UTC_TIMESTAMP(6)";
+        let value_column = if value { "`value`" } else { "NULL" };
         let read = format!(
-            "SELECT `holder`, `term`, TIMESTAMPDIFF(MICROSECOND, {NOW}, `expires_at`), `nonce` \
-             FROM `{table}` WHERE `election` = ?"
+            "SELECT `holder`, `term`, TIMESTAMPDIFF(MICROSECOND, {NOW}, `expires_at`), `nonce`, \
+             {value_column} FROM `{table}` WHERE `election` = ?"
         );
+        let (set_value, insert_value, insert_param) = if value {
+            (", `value` = ?", ", `value`", ", ?")
+        } else {
+            ("", "", "")
+        };
         let expiry = format!("`expires_at` = {NOW} + INTERVAL ? MICROSECOND");
         let guard = format!(
             "WHERE `election` = ? AND `holder` = ? AND `nonce` = ? AND `term` = ? AND `expires_at` > {NOW}"
@@ -261,17 +318,17 @@ impl Sql {
             // With the clock floor for the next term, read under the same lock.
             lock: format!(
                 "SELECT `holder`, `term`, TIMESTAMPDIFF(MICROSECOND, {NOW}, `expires_at`), `nonce`, \
-                 {CLOCK_US} FROM `{table}` WHERE `election` = ? FOR UPDATE"
+                 {value_column}, {CLOCK_US} FROM `{table}` WHERE `election` = ? FOR UPDATE"
             ),
             // A new row starts from the server's clock in microseconds, not from 1: if the row
             // was deleted, terms still do not go back.
             insert: format!(
-                "INSERT INTO `{table}` (`election`, `holder`, `nonce`, `term`, `expires_at`, `version`) \
-                 VALUES (?, ?, ?, {CLOCK_US}, {NOW} + INTERVAL ? MICROSECOND, 1)"
+                "INSERT INTO `{table}` (`election`, `holder`, `nonce`, `term`, `expires_at`, `version`{insert_value}) \
+                 VALUES (?, ?, ?, {CLOCK_US}, {NOW} + INTERVAL ? MICROSECOND, 1{insert_param})"
             ),
             take: format!(
                 "UPDATE `{table}` SET `holder` = ?, `nonce` = ?, `term` = ?, {expiry}, \
-                 `version` = `version` + 1 WHERE `election` = ?"
+                 `version` = `version` + 1{set_value} WHERE `election` = ?"
             ),
             extend: format!(
                 "UPDATE `{table}` SET {expiry}, `version` = `version` + 1 WHERE `election` = ?"
@@ -323,6 +380,7 @@ mod tests {
         }
         assert!(create_table_sql("other").starts_with("CREATE TABLE IF NOT EXISTS `other` ("));
         assert!(add_nonce_sql("other").starts_with("ALTER TABLE `other` ADD COLUMN `nonce`"));
+        assert!(add_value_sql("other").starts_with("ALTER TABLE `other` ADD COLUMN `value`"));
     }
 
     fn ours() -> Vec<Column> {

@@ -6,19 +6,19 @@ use std::time::Duration;
 
 use elect_core::backend;
 use elect_core::{
-    async_trait, Acquire, CandidateId, ChangeFeed, Claim, ElectionName, Error, LeaderInfo, Lease,
-    LeaseStore, Release, Renewal, Result, Term,
+    async_trait, Acquire, CandidateId, ChangeFeed, Claim, ElectionName, Error, LeaderInfo,
+    LeaderValue, Lease, LeaseStore, Release, Renewal, Result, Term,
 };
 use mysql_async::prelude::Queryable;
 use mysql_async::{IsolationLevel, Pool, TxOpts, Value};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::client::Client;
 use crate::config::{redact, MysqlConfig};
 use crate::error::STORE;
 use crate::error::{is_deadlock, not_set_up};
 use crate::feed::Poller;
-use crate::schema::{self, add_nonce_sql, create_table_sql, int, Mismatch};
+use crate::schema::{self, add_nonce_sql, add_value_sql, create_table_sql, int, Mismatch, Sql};
 
 /// A [`LeaseStore`] on MySQL 8 or MariaDB 10.6+, in one table (see
 /// [`CREATE_TABLE_SQL`](crate::CREATE_TABLE_SQL)).
@@ -34,8 +34,11 @@ pub struct MysqlStore {
 struct Inner {
     client: Arc<Client>,
     feed: Poller,
-    /// Set once the table was found fit (see [`schema::inspect`]).
-    schema_checked: tokio::sync::OnceCell<()>,
+    /// Set once the table was found fit (see [`schema::inspect`]): whether it has the `value`
+    /// column.
+    schema_checked: tokio::sync::OnceCell<bool>,
+    /// Whether the "values are not stored" warning was given.
+    warned_no_value: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for MysqlStore {
@@ -62,6 +65,7 @@ struct Row {
     term: Term,
     /// Microseconds left by the server's clock; ≤ 0 when expired or released.
     remaining_us: i64,
+    value: Option<LeaderValue>,
 }
 
 impl Row {
@@ -79,6 +83,7 @@ impl Row {
             holder: self.holder,
             term: self.term,
             remaining: Duration::from_micros(self.remaining_us.max(0) as u64),
+            value: self.value,
         }
     }
 }
@@ -98,34 +103,43 @@ impl MysqlStore {
                 feed: Poller::new(client.config.release_poll),
                 client: Arc::new(client),
                 schema_checked: tokio::sync::OnceCell::new(),
+                warned_no_value: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
 
     /// Creates the table if it does not exist (`CREATE TABLE IF NOT EXISTS`), adds the `nonce`
-    /// column to a table from elect-mysql 0.1.0 ([`ADD_NONCE_SQL`](crate::ADD_NONCE_SQL)), and
-    /// checks the result like every store does before its first request. Call it from a
-    /// migration step or a tool with DDL rights; elect never calls it by itself.
+    /// and `value` columns to an older table ([`ADD_NONCE_SQL`](crate::ADD_NONCE_SQL),
+    /// [`ADD_VALUE_SQL`](crate::ADD_VALUE_SQL)), and checks the result like every store does
+    /// before its first request. Call it from a migration step or a tool with DDL rights; elect
+    /// never calls it by itself. A store that already checked the table keeps what it found
+    /// until it is made again.
     pub async fn migrate(&self) -> Result<()> {
         let table = self.inner.client.config.table.clone();
         let ddl = create_table_sql(&table);
         self.request("migrate", async move |conn| conn.query_drop(ddl).await)
             .await?;
-        if self.inspect().await? == Some(Mismatch::NoNonce) {
+        let found = self.inspect().await?;
+        if found.mismatch == Some(Mismatch::NoNonce) {
             let alter = add_nonce_sql(&table);
             self.request("migrate", async move |conn| conn.query_drop(alter).await)
                 .await?;
         }
-        self.check_schema().await
+        if !found.value && matches!(found.mismatch, None | Some(Mismatch::NoNonce)) {
+            let alter = add_value_sql(&table);
+            self.request("migrate", async move |conn| conn.query_drop(alter).await)
+                .await?;
+        }
+        self.check_schema().await.map(drop)
     }
 
     /// Whether the table exists (with any columns): for tools that create it when missing and
     /// must otherwise leave it alone.
     pub async fn table_exists(&self) -> Result<bool> {
-        Ok(self.inspect().await? != Some(Mismatch::Missing))
+        Ok(self.inspect().await?.mismatch != Some(Mismatch::Missing))
     }
 
-    async fn inspect(&self) -> Result<Option<Mismatch>> {
+    async fn inspect(&self) -> Result<schema::Inspection> {
         let table = &self.inner.client.config.table;
         self.request("check table", async |conn| {
             schema::inspect(conn, table).await
@@ -134,18 +148,33 @@ impl MysqlStore {
     }
 
     /// Checks, once per store, that the table is fit for elect (columns, types, precision,
-    /// collations, the unique key), and refuses it with [`Error::NotSetUp`] otherwise.
-    async fn check_schema(&self) -> Result<()> {
-        self.inner
+    /// collations, the unique key), and refuses it with [`Error::NotSetUp`] otherwise. Returns
+    /// the statements for the table (with or without the `value` column).
+    async fn check_schema(&self) -> Result<&Sql> {
+        let value = self
+            .inner
             .schema_checked
             .get_or_try_init(|| async {
-                match self.inspect().await? {
-                    None => Ok(()),
+                let found = self.inspect().await?;
+                match found.mismatch {
+                    None => Ok(found.value),
                     Some(mismatch) => Err(not_set_up(&self.inner.client.config.table, mismatch)),
                 }
             })
-            .await
-            .map(|_| ())
+            .await?;
+        Ok(&self.inner.client.sql[usize::from(*value)])
+    }
+
+    /// Warns once that this table cannot keep leaders' values.
+    fn warn_no_value(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.inner.warned_no_value.swap(true, Ordering::Relaxed) {
+            warn!(
+                table = %self.inner.client.config.table,
+                "the table has no `value` column: leaders' values are not stored \
+                 (MysqlStore::migrate or ADD_VALUE_SQL adds it)"
+            );
+        }
     }
 
     /// The pool, for callers that want to share it.
@@ -162,11 +191,17 @@ impl MysqlStore {
         self.inner.client.request(operation, f).await
     }
 
-    /// Validates the first four columns of a lease row (holder, term, remaining µs, nonce).
+    /// Validates the first five columns of a lease row (holder, term, remaining µs, nonce,
+    /// value).
     fn row(&self, election: &ElectionName, values: &[Value]) -> Result<Row> {
         let corrupt = |why: String| Error::corrupt(STORE, self.key(election), why);
-        let [holder, term, remaining, nonce] = values else {
+        let [holder, term, remaining, nonce, value] = values else {
             return Err(corrupt(format!("unexpected row shape {values:?}")));
+        };
+        let value = match value {
+            Value::NULL => None,
+            Value::Bytes(b) => backend::value(STORE, &self.key(election), Some(b))?,
+            other => return Err(corrupt(format!("value {other:?} is not bytes"))),
         };
         let text = match holder {
             Value::Bytes(b) => std::str::from_utf8(b).ok(),
@@ -195,6 +230,7 @@ impl MysqlStore {
             nonce,
             term,
             remaining_us,
+            value,
         })
     }
 
@@ -205,9 +241,9 @@ impl MysqlStore {
 
     /// One acquire transaction: lock the row (or create it), decide, write, commit. `None`
     /// when another candidate created the row first (the caller tries again).
-    async fn acquire_once(&self, claim: &Claim) -> Result<Option<Acquire>> {
-        let sql = &self.inner.client.sql;
+    async fn acquire_once(&self, sql: &Sql, value: bool, claim: &Claim) -> Result<Option<Acquire>> {
         let election = &claim.election;
+        let v = claim.value.as_ref().map(|v| v.as_str().as_bytes().to_vec());
         let micros = claim.ttl.get().as_micros() as u64;
         let (e, c, n) = (
             election.as_str(),
@@ -225,14 +261,20 @@ impl MysqlStore {
                     .await?;
                 let existing: Option<mysql_async::Row> = tx.exec_first(&sql.lock, (e,)).await?;
                 let Some(existing) = existing else {
-                    match tx.exec_drop(&sql.insert, (e, c, n, micros)).await {
+                    let inserted = if value {
+                        tx.exec_drop(&sql.insert, (e, c, n, micros, v.clone()))
+                            .await
+                    } else {
+                        tx.exec_drop(&sql.insert, (e, c, n, micros)).await
+                    };
+                    match inserted {
                         Err(mysql_async::Error::Server(s)) if s.code == 1062 => {
                             return Ok(Step::Race)
                         }
                         other => other?,
                     }
                     let inserted: Option<mysql_async::Row> = tx.exec_first(&sql.lock, (e,)).await?;
-                    let step = match inserted.map(|r| self.row(election, &r.unwrap()[..4])) {
+                    let step = match inserted.map(|r| self.row(election, &r.unwrap()[..5])) {
                         Some(Ok(row)) => Step::Done(Acquire::Granted(claim.granted(row.term))),
                         Some(Err(corrupt)) => Step::Corrupt(corrupt),
                         None => Step::Race,
@@ -241,7 +283,7 @@ impl MysqlStore {
                     return Ok(step);
                 };
                 let values = existing.unwrap();
-                let row = match self.row(election, values.get(..4).unwrap_or(&values)) {
+                let row = match self.row(election, values.get(..5).unwrap_or(&values)) {
                     Ok(row) => row,
                     Err(corrupt) => return Ok(Step::Corrupt(corrupt)),
                 };
@@ -253,12 +295,17 @@ impl MysqlStore {
                 } else {
                     // A new grant: above the stored term and the server's clock in µs, so a
                     // foreign write that lowered the stored term cannot take terms back.
-                    let floor = values.get(4).and_then(int).unwrap_or(0).max(0) as u64;
+                    let floor = values.get(5).and_then(int).unwrap_or(0).max(0) as u64;
                     match row.term.next() {
                         Some(next) => {
                             let term = Term(next.get().max(floor));
-                            tx.exec_drop(&sql.take, (c, n, term.get(), micros, e))
-                                .await?;
+                            if value {
+                                let params = (c, n, term.get(), micros, v.clone(), e);
+                                tx.exec_drop(&sql.take, params).await?;
+                            } else {
+                                tx.exec_drop(&sql.take, (c, n, term.get(), micros, e))
+                                    .await?;
+                            }
                             Step::Done(Acquire::Granted(claim.granted(term)))
                         }
                         None => Step::Corrupt(Error::corrupt(
@@ -279,8 +326,7 @@ impl MysqlStore {
         }
     }
 
-    async fn read(&self, election: &ElectionName) -> Result<Option<Row>> {
-        let sql = &self.inner.client.sql;
+    async fn read(&self, sql: &Sql, election: &ElectionName) -> Result<Option<Row>> {
         let e = election.as_str();
         let row: Option<mysql_async::Row> = self
             .request("leader", async |conn| {
@@ -312,18 +358,22 @@ impl LeaseStore for MysqlStore {
     }
 
     async fn try_acquire(&self, claim: &Claim) -> Result<Acquire> {
-        self.check_schema().await?;
+        let sql = self.check_schema().await?;
+        let value = std::ptr::eq(sql, &self.inner.client.sql[1]);
+        if claim.value.is_some() && !value {
+            self.warn_no_value();
+        }
         // Read first: a follower that wakes into a renewed lease costs one plain SELECT, not
         // a locking transaction (four statements). Only a vacant, expired or own lease goes
         // on to the transaction, which decides again under the row lock.
-        if let Some(row) = self.read(&claim.election).await? {
+        if let Some(row) = self.read(sql, &claim.election).await? {
             if row.live() && !row.granted_to(claim) {
                 return Ok(Acquire::Held(row.info()));
             }
         }
         // Lost insert races and deadlocks resolve on the next attempt.
         for attempt in 0..5 {
-            match self.acquire_once(claim).await {
+            match self.acquire_once(sql, value, claim).await {
                 Ok(Some(outcome)) => return Ok(outcome),
                 Ok(None) => debug!(attempt, "insert race; trying again"),
                 Err(e) if is_deadlock(&e) && attempt < 4 => {
@@ -341,7 +391,7 @@ impl LeaseStore for MysqlStore {
     }
 
     async fn renew(&self, lease: &Lease) -> Result<Renewal> {
-        self.check_schema().await?;
+        let sql = self.check_schema().await?;
         let micros = lease.ttl.get().as_micros() as u64;
         let params = (
             micros,
@@ -351,9 +401,7 @@ impl LeaseStore for MysqlStore {
             lease.term.get(),
         )
             .into();
-        let renewed = self
-            .guarded("renew", &self.inner.client.sql.renew, params)
-            .await?;
+        let renewed = self.guarded("renew", &sql.renew, params).await?;
         Ok(if renewed {
             Renewal::Renewed(lease.clone())
         } else {
@@ -362,7 +410,7 @@ impl LeaseStore for MysqlStore {
     }
 
     async fn release(&self, lease: &Lease) -> Result<Release> {
-        self.check_schema().await?;
+        let sql = self.check_schema().await?;
         let params = (
             lease.election.as_str(),
             lease.holder.as_str(),
@@ -370,9 +418,7 @@ impl LeaseStore for MysqlStore {
             lease.term.get(),
         )
             .into();
-        let released = self
-            .guarded("release", &self.inner.client.sql.release, params)
-            .await?;
+        let released = self.guarded("release", &sql.release, params).await?;
         Ok(if released {
             Release::Released
         } else {
@@ -381,8 +427,12 @@ impl LeaseStore for MysqlStore {
     }
 
     async fn leader(&self, election: &ElectionName) -> Result<Option<LeaderInfo>> {
-        self.check_schema().await?;
-        Ok(self.read(election).await?.filter(Row::live).map(Row::info))
+        let sql = self.check_schema().await?;
+        Ok(self
+            .read(sql, election)
+            .await?
+            .filter(Row::live)
+            .map(Row::info))
     }
 
     async fn subscribe(&self, election: &ElectionName) -> Result<Option<ChangeFeed>> {

@@ -268,8 +268,9 @@ async fn migrate_adds_the_nonce_column_to_an_older_table() {
         .await
         .unwrap();
     let old = elect_mysql::CREATE_TABLE_SQL
-        .replace(",\n  `nonce` BIGINT UNSIGNED NOT NULL DEFAULT 0", "");
-    assert!(!old.contains("nonce"));
+        .replace(",\n  `nonce` BIGINT UNSIGNED NOT NULL DEFAULT 0", "")
+        .replace(",\n  `value` VARBINARY(1024) NULL", "");
+    assert!(!old.contains("nonce") && !old.contains("value"), "{old}");
     conn.query_drop(old).await.unwrap();
     conn.query_drop(
         "INSERT INTO elect_leases VALUES ('e', 'old', 7, UTC_TIMESTAMP(6) + INTERVAL 1 HOUR, 1)",
@@ -295,6 +296,50 @@ async fn migrate_adds_the_nonce_column_to_an_older_table() {
         Acquire::Held(info) => assert_eq!((info.holder, info.term), (id("old"), Term(7))),
         other => panic!("a row of 0.1.0 is nobody's claim: {other:?}"),
     }
+    // migrate() added the value column too: values are kept.
+    let value = elect_mysql::LeaderValue::new("10.0.0.7:80").unwrap();
+    let e = election("with-value");
+    let granted = store
+        .try_acquire(&claim(&e, "a", ttl).with_value(Some(value.clone())))
+        .await
+        .unwrap();
+    assert!(matches!(granted, Acquire::Granted(_)));
+    assert_eq!(store.leader(&e).await.unwrap().unwrap().value, Some(value));
+}
+
+/// A table made before the `value` column (with `nonce`) keeps working: leaders' values are not
+/// stored (a warning says so once), and nothing else changes.
+#[tokio::test]
+async fn a_table_without_the_value_column_works_without_values() {
+    let url = fresh_database().await;
+    let mut conn = elect_mysql::mysql_async::Conn::from_url(&url)
+        .await
+        .unwrap();
+    let ddl = elect_mysql::CREATE_TABLE_SQL.replace(",\n  `value` VARBINARY(1024) NULL", "");
+    assert!(!ddl.contains("`value`"));
+    conn.query_drop(ddl).await.unwrap();
+    let store = MysqlStore::connect_url(&url).await.unwrap();
+    let ttl = Ttl::from_millis(5000).unwrap();
+    let e = election("no-value");
+    let value = elect_mysql::LeaderValue::new("10.0.0.7:80").unwrap();
+    let Acquire::Granted(lease) = store
+        .try_acquire(&claim(&e, "a", ttl).with_value(Some(value)))
+        .await
+        .unwrap()
+    else {
+        panic!("vacant")
+    };
+    let info = store.leader(&e).await.unwrap().expect("a leads");
+    assert_eq!((info.holder, info.value), (id("a"), None));
+    match store.try_acquire(&claim(&e, "b", ttl)).await.unwrap() {
+        Acquire::Held(info) => assert_eq!(info.value, None),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        store.renew(&lease).await.unwrap(),
+        Renewal::Renewed(_)
+    ));
+    assert_eq!(store.release(&lease).await.unwrap(), Release::Released);
 }
 
 /// Issue 14, items 5 and 9, with `UPDATE`s from a connection of its own.

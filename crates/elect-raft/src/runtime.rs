@@ -158,6 +158,8 @@ impl Node {
                         nonce: Nonce::random(),
                         term,
                         ttl: self.lease_ttl,
+                        // Raft does not carry leader values yet (see the crate's docs).
+                        value: None,
                     };
                     let (guard, control) = driver::guard(lease, deadline);
                     self.guard = Some((control, term));
@@ -199,6 +201,7 @@ impl Node {
                                     holder,
                                     term,
                                     remaining: self.config.election_timeout_min,
+                                    value: None,
                                 });
                         if let Some(info) = &leader {
                             self.driver.emit(Event::LeaderObserved(info.clone()));

@@ -3,7 +3,8 @@
 //! Layout per election `E` with prefix `P` (all keys share the hash tag `{E}`, so every script
 //! touches one Redis Cluster slot; election names cannot contain braces):
 //!
-//! - `P:{E}:lease`: a hash `{holder, nonce, term}` with a `PX` expiry: the live lease. Expiry
+//! - `P:{E}:lease`: a hash `{holder, nonce, term[, value]}` with a `PX` expiry: the live
+//!   lease, with the value its holder published (absent: none). Expiry
 //!   is the server's own clock. `nonce` tells apart claims with the same holder id (see
 //!   `elect_core::Nonce`); a hash without one (written by elect 0.1.0) is nobody's claim.
 //! - `P:{E}:term`: the term counter, a string integer without expiry, kept across releases.
@@ -17,14 +18,14 @@ local function read_lease(key)
   local kind = redis.call('TYPE', key)['ok']
   if kind == 'none' then return nil end
   if kind ~= 'hash' then return {bad = 'it holds a ' .. kind .. ', not a lease hash'} end
-  local f = redis.call('HMGET', key, 'holder', 'term', 'nonce')
+  local f = redis.call('HMGET', key, 'holder', 'term', 'nonce', 'value')
   if not f[1] then return {bad = 'the lease hash has no holder field'} end
   if not f[2] or not string.match(f[2], '^[1-9][0-9]*$') then
     return {bad = 'the lease hash has no valid term field'}
   end
   local pttl = redis.call('PTTL', key)
   if pttl < 0 then return {bad = 'the lease hash has no expiry'} end
-  return {holder = f[1], term = f[2], nonce = f[3] or '', pttl = pttl}
+  return {holder = f[1], term = f[2], nonce = f[3] or '', pttl = pttl, value = f[4] or nil}
 end
 local function holds(l, holder, nonce)
   return l.holder == holder and l.nonce == nonce
@@ -32,8 +33,8 @@ end
 "#;
 
 /// KEYS: lease, term counter, quarantine mark. ARGV: candidate, nonce, ttl ms, quarantine ('1'
-/// or '0'), channel. `{'granted', term}` | `{'held', holder, term, pttl}` | `{'quarantined',
-/// ms}` | `{'corrupt', key, why}`. A new grant publishes on the channel (observers learn of
+/// or '0'), channel, value, has value ('1' or '0'). `{'granted', term}` | `{'held', holder,
+/// term, pttl[, value]}` | `{'quarantined', ms}` | `{'corrupt', key, why}`. A new grant publishes on the channel (observers learn of
 /// the new leader at once); a holder's re-acquire does not.
 ///
 /// With the quarantine on, a vacant lease is not granted until a TTL has passed since the
@@ -53,7 +54,7 @@ if l then
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
     return {'granted', l.term}
   end
-  return {'held', l.holder, l.term, l.pttl}
+  return {'held', l.holder, l.term, l.pttl, l.value}
 end
 local now = redis.call('TIME')
 local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
@@ -90,6 +91,11 @@ if redis.call('TYPE', KEYS[2])['ok'] ~= 'none' then
 end
 redis.call('SET', KEYS[2], term)
 redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'nonce', ARGV[2], 'term', term)
+if ARGV[7] == '1' then
+  redis.call('HSET', KEYS[1], 'value', ARGV[6])
+else
+  redis.call('HDEL', KEYS[1], 'value')
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PUBLISH', ARGV[5], 'granted')
 return {'granted', term}
@@ -118,12 +124,12 @@ redis.call('PUBLISH', ARGV[4], 'released')
 return {'released'}
 "#;
 
-/// KEYS: lease. `{'none'}` | `{'held', holder, term, pttl}` | `{'corrupt', key, why}`.
+/// KEYS: lease. `{'none'}` | `{'held', holder, term, pttl[, value]}` | `{'corrupt', key, why}`.
 const LEADER: &str = r#"
 local l = read_lease(KEYS[1])
 if not l then return {'none'} end
 if l.bad then return {'corrupt', KEYS[1], l.bad} end
-return {'held', l.holder, l.term, l.pttl}
+return {'held', l.holder, l.term, l.pttl, l.value}
 "#;
 
 /// One script: its source and, once loaded, its SHA1.

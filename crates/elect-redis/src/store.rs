@@ -128,6 +128,8 @@ impl LeaseStore for RedisStore {
                     }
                     .to_owned(),
                     self.channel(election),
+                    claim.value.as_ref().map_or("", |v| v.as_str()).to_owned(),
+                    if claim.value.is_some() { "1" } else { "0" }.to_owned(),
                 ],
             )
             .await?;
@@ -141,6 +143,7 @@ impl LeaseStore for RedisStore {
                         .expect("a valid candidate id"),
                     term: Term(0),
                     remaining: Duration::from_millis(*ms as u64),
+                    value: None,
                 })),
                 _ => Err(reply.malformed(1)),
             },
@@ -267,7 +270,7 @@ impl<'a> Reply<'a> {
         )
     }
 
-    /// `{'held', holder, term, pttl}` as a [`LeaderInfo`].
+    /// `{'held', holder, term, pttl[, value]}` as a [`LeaderInfo`].
     fn leader(&self) -> Result<LeaderInfo> {
         let text = self.string(1)?;
         let holder = backend::holder(STORE, self.key, Some(text), &format_args!("{text:?}"))?;
@@ -276,10 +279,17 @@ impl<'a> Reply<'a> {
             Some(Value::Integer(ms)) if *ms >= 0 => *ms as u64,
             _ => return Err(self.malformed(3)),
         };
+        let value = match self.items.get(4) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.as_bytes()),
+            Some(Value::Bytes(b)) => Some(&b[..]),
+            Some(_) => return Err(self.malformed(4)),
+        };
         Ok(LeaderInfo {
             holder,
             term,
             remaining: Duration::from_millis(pttl),
+            value: backend::value(STORE, self.key, value)?,
         })
     }
 

@@ -178,6 +178,7 @@ macro_rules! conformance_tests {
             leader_reports_the_truth
             elections_are_independent
             names_and_ttls_are_validated
+            leader_value_travels_with_the_lease
             release_wakes_subscribers
             electors_sharing_an_id_never_both_lead
             shutdown_releases_and_stops

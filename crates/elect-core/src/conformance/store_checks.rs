@@ -7,7 +7,7 @@ use tokio::time::sleep;
 
 use super::{fresh_election, id, Settings};
 use crate::error::Error;
-use crate::lease::{Acquire, Claim, LeaderInfo, Lease, Nonce, Release, Renewal, Ttl};
+use crate::lease::{Acquire, Claim, LeaderInfo, LeaderValue, Lease, Nonce, Release, Renewal, Ttl};
 use crate::name::{CandidateId, ElectionName};
 use crate::store::LeaseStore;
 use crate::term::Term;
@@ -59,6 +59,7 @@ pub(super) fn claim(election: &ElectionName, who: &CandidateId, ttl: Ttl) -> Cla
         candidate: who.clone(),
         nonce: Nonce::new((hash >> 1).max(1)).expect("in range"),
         ttl,
+        value: None,
     }
 }
 
@@ -612,4 +613,51 @@ pub async fn release_wakes_subscribers(store: Store, settings: Settings) {
             settings.handover_bound
         ),
     }
+}
+
+/// A value published with a claim is stored with the lease: the grant, `leader()` and a
+/// competitor's `Held` answer carry it, a renewal keeps it, and the next holder's grant
+/// replaces it (with nothing, when it publishes none). The longest value, in multi-byte UTF-8,
+/// an empty one and ones that look like field paths or SQL come back byte for byte.
+pub async fn leader_value_travels_with_the_lease(store: Store, settings: Settings) {
+    let election = fresh_election("leader_value_travels_with_the_lease");
+    // 1024 bytes: 'é' is two bytes in UTF-8.
+    let longest = "é".repeat(LeaderValue::MAX_LEN / 2);
+    // "$holder" and the quotes: a value is data, never an expression or a statement.
+    for text in ["10.0.0.7:8080", longest.as_str(), "", "$holder", "a'b\"c`d"] {
+        let value = LeaderValue::new(text).expect("a valid value");
+        let a = claim(&election, &id("a"), settings.ttl).with_value(Some(value.clone()));
+        let lease = grant_claim(&store, &a).await;
+        assert_eq!(
+            lease.value.as_ref(),
+            Some(&value),
+            "the grant carries the value"
+        );
+        let seen = leader(&store, &election).await.expect("a leads");
+        assert_eq!(
+            seen.value.as_ref(),
+            Some(&value),
+            "leader() carries the value"
+        );
+        let held = held(&store, &election, &id("b"), settings.ttl).await;
+        assert_eq!(held.value.as_ref(), Some(&value), "Held carries the value");
+        assert!(matches!(renew(&store, &lease).await, Renewal::Renewed(_)));
+        let seen = leader(&store, &election).await.expect("a still leads");
+        assert_eq!(
+            seen.value.as_ref(),
+            Some(&value),
+            "a renewal keeps the value"
+        );
+        released(&store, &lease).await;
+    }
+    // The next holder publishes nothing: the old value is gone.
+    let b = claim(&election, &id("b"), settings.ttl);
+    let lease = grant_claim(&store, &b).await;
+    let seen = leader(&store, &election).await.expect("b leads");
+    assert_eq!(seen.holder, id("b"));
+    assert_eq!(
+        seen.value, None,
+        "a new grant without a value keeps no old value"
+    );
+    released(&store, &lease).await;
 }

@@ -14,7 +14,7 @@ use super::health::HealthCell;
 use super::policy::ErrorPolicy;
 use super::{Elector, Handle};
 use crate::error::{Error, Result};
-use crate::lease::{Claim, Ttl};
+use crate::lease::{Claim, LeaderValue, Ttl};
 use crate::metrics::Who;
 use crate::name::{CandidateId, ElectionName};
 use crate::rand::Rng;
@@ -35,6 +35,7 @@ pub struct ElectorBuilder {
     pub(crate) policy: ErrorPolicy,
     pub(crate) events: Emitter,
     pub(crate) callbacks: Option<Callbacks>,
+    pub(crate) value: Option<String>,
 }
 
 impl ElectorBuilder {
@@ -48,6 +49,14 @@ impl ElectorBuilder {
     /// under its timeout.
     pub fn callbacks(mut self, callbacks: Callbacks) -> Self {
         self.callbacks = Some(callbacks);
+        self
+    }
+
+    /// A small value (at most [`LeaderValue::MAX_LEN`] bytes of UTF-8; its address, say) that
+    /// this candidate publishes with each of its leaderships: followers and observers read it in
+    /// [`LeaderInfo::value`](crate::LeaderInfo). Checked by [`start`](Self::start).
+    pub fn value(mut self, value: impl Into<String>) -> Self {
+        self.value = Some(value.into());
         self
     }
 
@@ -128,6 +137,7 @@ impl ElectorBuilder {
                 "resign pause {resign_pause:?} must be at most one day"
             )));
         }
+        let value = self.value.map(LeaderValue::new).transpose()?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::config("Elector::start must be called inside a tokio runtime"))?;
         let candidate = self.candidate.unwrap_or_else(CandidateId::generate);
@@ -147,7 +157,7 @@ impl ElectorBuilder {
         }
         let campaign = Campaign {
             store: self.store,
-            claim: Claim::new(self.election.clone(), candidate.clone(), ttl),
+            claim: Claim::new(self.election.clone(), candidate.clone(), ttl).with_value(value),
             last_term: None,
             warned_duplicate: None,
             believe: ttl.get().mul_f64(1.0 - self.clock_drift) - self.safety_margin,

@@ -157,6 +157,7 @@ impl Elector {
             policy: ErrorPolicy::default(),
             events: Emitter::new(),
             callbacks: None,
+            value: None,
         }
     }
 
