@@ -52,6 +52,10 @@ pub(crate) struct RunArgs {
     /// and exit 0 (or 6 when the earlier run never recorded its end). Stores only.
     #[arg(long)]
     once: bool,
+    /// A small value published with this candidate's leadership (at most 1 KiB; its address,
+    /// say): `elect status` and followers' `/leader` show it. Stores only.
+    #[arg(long)]
+    value: Option<String>,
     /// Redis without persistence (or with snapshots older than the last grant): after a
     /// restart of the server, grant nothing vacant until a TTL has passed, so a leader that
     /// the restart forgot stops believing first. Redis only.
@@ -252,6 +256,9 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
         None => raft::RAFT_LEASE,
     };
     let grace = grace(args.grace, lease)?;
+    if let Some(value) = &args.value {
+        elect::LeaderValue::new(value.as_str()).map_err(|e| Failure::from_error("--value", &e))?;
+    }
     let (elector, store, candidate) = match &args.where_.store {
         Some(url) => {
             let options = Connect {
@@ -260,9 +267,13 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
             };
             let store = store::connect(url, options).await?;
             let candidate = store::candidate(args.id.as_deref())?;
-            let elector = Elector::builder_dyn(store.lease_store(), election.clone())
+            let mut builder = Elector::builder_dyn(store.lease_store(), election.clone())
                 .candidate(candidate.clone())
-                .ttl(args.ttl)
+                .ttl(args.ttl);
+            if let Some(value) = &args.value {
+                builder = builder.value(value.clone());
+            }
+            let elector = builder
                 .start()
                 .map_err(|e| Failure::from_error("elector", &e))?;
             (elector, Some(store), candidate)
@@ -271,6 +282,11 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
             if args.once {
                 return Err(Failure::config(
                     "--once needs a shared store (redis://, mysql://, mongodb://): raft peers keep no record",
+                ));
+            }
+            if args.value.is_some() {
+                return Err(Failure::config(
+                    "--value needs a store (redis://, mysql://, mongodb://): raft does not carry leader values yet",
                 ));
             }
             let (elector, id) = raft::raft(&args.where_).await?;

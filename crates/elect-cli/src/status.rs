@@ -21,34 +21,48 @@ pub(crate) struct StatusArgs {
     /// Keep watching and print a line at every change of leader or term (Ctrl-C to stop).
     #[arg(long)]
     watch: bool,
-    /// JSON, one object per line: {"election", "leader", "term", "remaining_ms"}.
+    /// JSON, one object per line: {"election", "leader", "term", "value", "remaining_ms"}.
     #[arg(long)]
     json: bool,
 }
 
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
+/// Who leads, as JSON: `{"election", "leader", "term", "value", "remaining_ms"}` (nulls when
+/// nobody leads). Shared with `elect run --http`'s `/leader`.
+pub(crate) fn leader_json(election: &str, info: Option<&LeaderInfo>) -> serde_json::Value {
+    match info {
+        Some(i) => serde_json::json!({
+            "election": election,
+            "leader": i.holder.as_str(),
+            "term": i.term.0,
+            "value": i.value.as_ref().map(|v| v.as_str()),
+            "remaining_ms": i.remaining.as_millis() as u64,
+        }),
+        None => serde_json::json!({
+            "election": election,
+            "leader": null,
+            "term": null,
+            "value": null,
+            "remaining_ms": null,
+        }),
+    }
 }
 
 fn render(election: &str, info: Option<&LeaderInfo>, json: bool) -> String {
     match (info, json) {
-        (Some(i), true) => format!(
-            "{{\"election\":\"{}\",\"leader\":\"{}\",\"term\":{},\"remaining_ms\":{}}}",
-            escape(election),
-            escape(i.holder.as_str()),
-            i.term.0,
-            i.remaining.as_millis()
-        ),
-        (None, true) => format!(
-            "{{\"election\":\"{}\",\"leader\":null,\"term\":null,\"remaining_ms\":null}}",
-            escape(election)
-        ),
-        (Some(i), false) => format!(
-            "{election}: {} leads in term {} ({:.3} s of lease left)",
-            i.holder,
-            i.term,
-            i.remaining.as_secs_f64()
-        ),
+        (_, true) => leader_json(election, info).to_string(),
+        (Some(i), false) => {
+            let value = match &i.value {
+                // Debug quoting: a value cannot break the line or fake another field.
+                Some(v) => format!(", value {:?}", v.as_str()),
+                None => String::new(),
+            };
+            format!(
+                "{election}: {} leads in term {} ({:.3} s of lease left{value})",
+                i.holder,
+                i.term,
+                i.remaining.as_secs_f64()
+            )
+        }
         (None, false) => format!("{election}: nobody leads"),
     }
 }
@@ -93,7 +107,10 @@ async fn report(
                 continue;
             }
         };
-        let key = |i: &Option<LeaderInfo>| i.as_ref().map(|i| (i.holder.clone(), i.term));
+        let key = |i: &Option<LeaderInfo>| {
+            i.as_ref()
+                .map(|i| (i.holder.clone(), i.term, i.value.clone()))
+        };
         if key(&now) != key(&last) {
             println!("{}", render(election.as_str(), now.as_ref(), args.json));
         }

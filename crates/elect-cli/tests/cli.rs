@@ -174,6 +174,9 @@ fn once(name: &str, url: &str) {
 }
 
 /// `status --json` names the program's candidate and term.
+/// A leader value with what could break a JSON string or a line.
+const VALUE: &str = "10.0.0.7:80 \"quoted\"\n\\ é";
+
 fn status(name: &str, url: &str) {
     let dir = scratch(&format!("{name}-status"));
     let file = dir.join("ticks");
@@ -189,6 +192,8 @@ fn status(name: &str, url: &str) {
                 &election,
                 "--id",
                 "s0",
+                "--value",
+                VALUE,
                 "--",
             ])
             .args(ticker(&file))
@@ -210,11 +215,21 @@ fn status(name: &str, url: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     let json = String::from_utf8_lossy(&out.stdout);
-    assert!(json.contains("\"leader\":\"s0\""), "{json}");
-    assert!(
-        json.contains(&format!("\"term\":{term},")),
-        "{json} (term {term})"
+    let parsed: serde_json::Value = serde_json::from_str(json.trim()).expect("one JSON object");
+    assert_eq!(parsed["leader"], "s0", "{json}");
+    assert_eq!(parsed["term"], term, "{json}");
+    assert_eq!(parsed["value"], VALUE, "{json}");
+    let text = elect()
+        .args(["status", "--store", url, "--election", &election])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert_eq!(
+        text.lines().count(),
+        1,
+        "a value cannot break the line: {text}"
     );
+    assert!(text.contains(&format!("{VALUE:?}")), "{text}");
     let (_, child) = &mut running.0[0];
     // sh dies of the SIGTERM it is passed: 128 + 15.
     assert_eq!(terminate(child).code(), Some(143));
@@ -295,7 +310,40 @@ fn on_a_three_host_raft_group() {
 /// Bad input: one line on stderr, a distinct exit code, no panic.
 #[test]
 fn bad_flags_urls_and_unreachable_stores_are_one_line_and_a_code() {
-    let cases: [(&[&str], i32); 6] = [
+    let long = "x".repeat(1025);
+    let cases: [(&[&str], i32); 8] = [
+        (
+            &[
+                "run",
+                "--store",
+                "redis://127.0.0.1:1",
+                "--election",
+                "e",
+                "--value",
+                &long,
+                "--",
+                "true",
+            ],
+            3,
+        ),
+        (
+            &[
+                "run",
+                "--raft-id",
+                "a",
+                "--raft-listen",
+                "127.0.0.1:0",
+                "--raft-peer",
+                "a=127.0.0.1:1",
+                "--election",
+                "e",
+                "--value",
+                "v",
+                "--",
+                "true",
+            ],
+            3,
+        ),
         (&["run", "--election", "e", "--", "true"], 2),
         (
             &[
