@@ -88,7 +88,7 @@ enum Command {
     /// Campaign; while leading, run PROGRAM with ELECT_ELECTION, ELECT_CANDIDATE and
     /// ELECT_TERM (the fencing token) in its environment.
     #[command(after_help = RUN_GUARANTEES)]
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Who leads an election, its term and the lease left.
     Status(status::StatusArgs),
     /// Three raft nodes in this process on loopback: an election, a leader crash and its
@@ -197,7 +197,7 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async move {
         match cli.command {
-            Command::Run(args) => run::run(args).await,
+            Command::Run(args) => run::run(*args).await,
             Command::Status(args) => status::status(args).await,
             #[cfg(feature = "raft")]
             Command::Demo => demo::demo().await,
