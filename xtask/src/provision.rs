@@ -100,9 +100,8 @@ pub(crate) fn servers() -> Result<Servers, String> {
         );
     }
     install_packages(&needed)?;
-    if needed.iter().any(|k| k.name == "mongo") {
-        install_venv()?;
-    }
+    // Always: the CLI's tests parse /metrics with the venv's prometheus-client.
+    install_venv()?;
     let mut env = Vec::new();
     if needed.is_empty() {
         return Ok(Servers { env, starter: None });
@@ -195,18 +194,35 @@ fn install_packages(needed: &[&Kind]) -> Result<(), String> {
     Ok(())
 }
 
+/// The venv's Python packages: the MongoDB-wire server, and the Prometheus reference parser
+/// that checks `elect run --http`'s `/metrics`.
+const VENV_PACKAGES: [&str; 2] = ["secantusdb", "prometheus-client"];
+
+fn venv_complete() -> bool {
+    secantusd().is_file()
+        && Command::new(venv().join("bin/python"))
+            .args(["-c", "import prometheus_client"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
 fn install_venv() -> Result<(), String> {
-    if secantusd().is_file() {
+    if venv_complete() {
         return Ok(());
     }
     let started = Instant::now();
-    let python = find("python3").ok_or("python3 not found: install python3 and python3-venv")?;
-    let mut create = Command::new(python);
-    create.arg("-m").arg("venv").arg(venv());
-    step("python3 -m venv target/elect-venv", create)?;
+    if !venv().join("bin/pip").is_file() {
+        let python =
+            find("python3").ok_or("python3 not found: install python3 and python3-venv")?;
+        let mut create = Command::new(python);
+        create.arg("-m").arg("venv").arg(venv());
+        step("python3 -m venv target/elect-venv", create)?;
+    }
     let mut pip = Command::new(venv().join("bin/pip"));
-    pip.args(["install", "-q", "--disable-pip-version-check", "secantusdb"]);
-    step("pip install secantusdb", pip)?;
+    pip.args(["install", "-q", "--disable-pip-version-check"])
+        .args(VENV_PACKAGES);
+    step(&format!("pip install {}", VENV_PACKAGES.join(" ")), pip)?;
     if !secantusd().is_file() {
         return Err(format!(
             "pip installed secantusdb but {} is missing",

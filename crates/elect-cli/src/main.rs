@@ -16,6 +16,7 @@
 #[cfg(feature = "raft")]
 mod demo;
 mod duration;
+mod http;
 mod once;
 mod raft;
 mod run;

@@ -22,7 +22,7 @@ use crate::once::{self, Once};
 use crate::raft;
 use crate::store::{self, Connect, Store};
 use crate::watchdog::{signal_group, to_monotonic_ns};
-use crate::{duration, exit, Failure, Where};
+use crate::{duration, exit, http, Failure, Where};
 
 /// `elect run [OPTIONS] -- PROGRAM [ARGS]...`
 #[derive(Args, Debug)]
@@ -61,6 +61,14 @@ pub(crate) struct RunArgs {
     /// the restart forgot stops believing first. Redis only.
     #[arg(long)]
     restart_quarantine: bool,
+    /// Serve /healthz, /readyz, /leader (JSON) and /metrics (Prometheus text) on HOST:PORT (a
+    /// port alone: 127.0.0.1:PORT) while elect runs.
+    #[arg(long, value_name = "ADDR", value_parser = http::parse_addr)]
+    http: Option<std::net::SocketAddr>,
+    /// When /readyz says ready: `any` (whenever healthy) or `leader` (only while this host
+    /// leads).
+    #[arg(long, value_enum, default_value = "any", requires = "http")]
+    ready_when: http::ReadyWhen,
     /// The program and its arguments, after `--`.
     #[arg(required = true, last = true, value_name = "PROGRAM")]
     program: Vec<String>,
@@ -256,6 +264,8 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
         None => raft::RAFT_LEASE,
     };
     let grace = grace(args.grace, lease)?;
+    // Before any elector exists, so that no metric is recorded before the recorder.
+    let metrics = args.http.map(|_| http::install_recorder()).transpose()?;
     if let Some(value) = &args.value {
         elect::LeaderValue::new(value.as_str()).map_err(|e| Failure::from_error("--value", &e))?;
     }
@@ -293,7 +303,16 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
             (elector, None, id)
         }
     };
+    let server = match (args.http, metrics) {
+        (Some(addr), Some(metrics)) => {
+            Some(http::serve(addr, elector.clone(), args.ready_when, metrics).await?)
+        }
+        _ => None,
+    };
     let result = campaign(&args, grace, &elector, store.as_ref(), &candidate).await;
+    if let Some(server) = server {
+        server.abort();
+    }
     // Hand over (release) and stop; then let the drivers close while the runtime runs.
     if let Err(e) = elector.shutdown().await {
         warn!(error = %e, "releasing the lease failed; it expires by itself");
