@@ -300,6 +300,8 @@ async fn main() -> ExitCode {
                         format_args!("lost {term} {reason:?}"),
                     )
                 }
+                // A follower learned of a new leader (the feed's push, or raft's heartbeat).
+                Event::LeaderObserved(info) => now(&clock, format_args!("observed {}", info.term)),
                 Event::Error(e) => now(
                     &clock,
                     format_args!("error {}", e.to_string().replace('\n', " ")),

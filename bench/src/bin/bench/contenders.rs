@@ -70,13 +70,13 @@ impl Contender {
                 "{n} voters over loopback TCP with HMAC; defaults: heartbeat 50 ms, election timeout 300–600 ms"
             ),
             (Lib::Elect, Coord::Mysql) => format!(
-                "TTL {TTL_MS} ms, defaults (renew every TTL/3, release notices by one 100 ms poll per process)"
+                "TTL {TTL_MS} ms, defaults (renew every TTL/3, release and grant notices by one 100 ms poll per process)"
             ),
             (Lib::Elect, Coord::Redis) => format!(
-                "TTL {TTL_MS} ms, defaults (renew every TTL/3, release notices over pub/sub)"
+                "TTL {TTL_MS} ms, defaults (renew every TTL/3, release and grant notices over pub/sub)"
             ),
             (Lib::Elect, Coord::Mongo) => format!(
-                "TTL {TTL_MS} ms, defaults (renew every TTL/3, release notices over a change stream, which the wire server offers)"
+                "TTL {TTL_MS} ms, defaults (renew every TTL/3, release and grant notices over a change stream, which the wire server offers)"
             ),
             (Lib::Tooz, Coord::Redis) => format!(
                 "leader election (join_group + watch_elected_as_leader), lock_timeout = membership_timeout = {} s, run_watchers every {PEER_POLL_MS} ms, heart thread on (re-arms every lock_timeout/2); no loss notice exists, so `lost` is only reported on resign (= coordinator stop)",
@@ -95,6 +95,11 @@ impl Contender {
     pub(crate) fn lease_readable(&self) -> bool {
         let connection_bound = self.lib == Lib::Tooz && self.coord == Coord::Mysql;
         !(self.is_raft() || connection_bound)
+    }
+
+    /// Whether this is elect (whose candidates report followers' notices of a new leader).
+    pub(crate) fn is_elect(&self) -> bool {
+        self.lib == Lib::Elect
     }
 
     pub(crate) fn is_raft(&self) -> bool {

@@ -8,8 +8,15 @@ use elect_core::rand::Rng;
 use crate::contenders::{Contender, Ctx};
 use crate::rounds::{elected, leader_then_pause, millis};
 
-/// Graceful hand-over: ms from `resign` until another leads.
-pub(crate) fn handover(ctx: &Ctx, c: &Contender, tag: &str, rng: &mut Rng) -> Result<f64, String> {
+/// Graceful hand-over: ms from `resign` until another leads; and, for elect, ms from that
+/// election until the third candidate — a follower throughout — reports the new leader
+/// (`observed TERM`: `Event::LeaderObserved`, what `Callbacks::on_new_leader` and observers see).
+pub(crate) fn handover(
+    ctx: &Ctx,
+    c: &Contender,
+    tag: &str,
+    rng: &mut Rng,
+) -> Result<(f64, Option<f64>), String> {
     let mut g = ctx.group(c, 3, tag)?;
     let result = (|| {
         let leader = leader_then_pause(&mut g, c, rng)?;
@@ -20,7 +27,21 @@ pub(crate) fn handover(ctx: &Ctx, c: &Contender, tag: &str, rng: &mut Rng) -> Re
                 elected(l) && l.who != leader.who
             })
             .ok_or("no hand-over within 20 s")?;
-        Ok(millis(asked, next.ns))
+        let handover = millis(asked, next.ns);
+        if !c.is_elect() {
+            return Ok((handover, None));
+        }
+        let term = next.rest.first().cloned().unwrap_or_default();
+        let third = (0..3).find(|k| *k != leader.who && *k != next.who);
+        let notice = |l: &elect_bench::group::Line| {
+            Some(l.who) == third && l.event == "observed" && l.rest.first() == Some(&term)
+        };
+        // The notice may have arrived before the `elected` line was read (raft: at once).
+        let seen = match g.log.iter().find(|l| notice(l)).cloned() {
+            Some(line) => Some(line),
+            None => g.wait(Duration::from_secs(10), notice),
+        };
+        Ok((handover, seen.map(|l| millis(next.ns, l.ns))))
     })();
     g.stop();
     result

@@ -63,15 +63,19 @@ fn run(
             Err(e) => out.errors.push(format!("crash round {r}: {e}")),
         }
         match handover(ctx, c, &format!("handover{r}"), rng) {
-            Ok(ms) => out.handover.push(ms),
+            Ok((ms, notice)) => {
+                out.handover.push(ms);
+                out.notice.extend(notice);
+            }
             Err(e) => out.errors.push(format!("hand-over round {r}: {e}")),
         }
     }
     eprintln!(
-        "bench: {name}: crash failover {} / slack {} / hand-over {} ms (p50 (p99))",
+        "bench: {name}: crash failover {} / slack {} / hand-over {} / new-leader notice {} ms (p50 (p99))",
         cell(&out.failover),
         cell(&out.slack),
-        cell(&out.handover)
+        cell(&out.handover),
+        cell(&out.notice)
     );
     for r in 0..frozen_rounds {
         match frozen(ctx, c, &format!("frozen{r}"), rng) {

@@ -13,6 +13,8 @@ pub(crate) struct Outcome {
     pub(crate) remaining: Vec<f64>,
     pub(crate) slack: Vec<f64>,
     pub(crate) handover: Vec<f64>,
+    /// elect only: ms from a new leader's election to a follower's notice of it.
+    pub(crate) notice: Vec<f64>,
     pub(crate) frozen: Vec<Frozen>,
     pub(crate) load: Load,
     pub(crate) errors: Vec<String>,
@@ -54,6 +56,7 @@ impl Outcome {
             ),
             ("detection_slack_ms".into(), Json::stats(&self.slack)),
             ("handover_ms".into(), Json::stats(&self.handover)),
+            ("notice_ms".into(), Json::stats(&self.notice)),
             (
                 "frozen_leader".into(),
                 Json::Obj(vec![
