@@ -8,7 +8,8 @@ use tracing::{error, info_span, Instrument};
 
 use super::callbacks::Callbacks;
 use super::campaign::{Campaign, FeedState};
-use super::events::{Emitter, Event, StepDown};
+use super::emitter::Emitter;
+use super::events::{Event, StepDown};
 use super::guard::Leadership;
 use super::health::HealthCell;
 use super::policy::ErrorPolicy;

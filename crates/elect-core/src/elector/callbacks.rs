@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tracing::{debug, warn};
 
-use super::events::{Event, Notice, StepDown};
+use super::emitter::Notice;
+use super::events::{Event, StepDown};
 use super::guard::LeaderGuard;
 use super::health::HealthCell;
 use crate::error::Error;

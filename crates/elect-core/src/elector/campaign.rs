@@ -9,7 +9,8 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, info, warn};
 
 use super::command::{ElectorCommand, Reply};
-use super::events::{Emitter, Event, StepDown};
+use super::emitter::Emitter;
+use super::events::{Event, StepDown};
 use super::guard::{publish, LeaderGuard, Leadership};
 use super::health::HealthCell;
 use super::policy::{ErrorPolicy, OnError};

@@ -3,7 +3,8 @@
 //! - `builder`: [`ElectorBuilder`], validation, and the start of the campaign task.
 //! - `campaign`: the campaign loop (all the timing logic).
 //! - `guard`: [`Leadership`], [`LeaderGuard`] and its [`GuardControl`].
-//! - `events`: [`Event`], [`StepDown`], and the emitter that feeds subscribers and callbacks.
+//! - `events`: [`Event`] and [`StepDown`].
+//! - `emitter`: sends events to subscribers and callbacks, and records leadership metrics.
 //! - `callbacks`: [`Callbacks`] and the task that runs them.
 //! - `run`: [`Elector::run`], work that runs only while leading.
 //! - `health`: [`Health`].
@@ -14,6 +15,7 @@ mod builder;
 mod callbacks;
 mod campaign;
 mod command;
+mod emitter;
 mod events;
 mod guard;
 mod health;
@@ -30,7 +32,7 @@ use tracing::debug;
 pub use builder::ElectorBuilder;
 pub use callbacks::{Callbacks, DEFAULT_CALLBACK_TIMEOUT};
 pub use command::{ElectorCommand, Reply};
-pub(crate) use events::Emitter;
+pub(crate) use emitter::Emitter;
 pub use events::{Event, StepDown};
 pub(crate) use guard::publish;
 pub use guard::{GuardControl, LeaderGuard, Leadership};

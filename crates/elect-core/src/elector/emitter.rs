@@ -1,0 +1,113 @@
+//! The [`Emitter`]: sends [`Event`]s to the lossy broadcast of
+//! [`Elector::events`](super::Elector::events) and, losslessly and in order, to the callback
+//! workers; records the leadership metrics.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+
+use super::events::Event;
+use super::guard::{LeaderGuard, Leadership};
+use crate::metrics::Who;
+
+/// One event for a lossless subscriber, with the guard of an `Elected` event.
+#[derive(Debug, Clone)]
+pub(crate) struct Notice {
+    pub(crate) event: Event,
+    pub(crate) guard: Option<LeaderGuard>,
+}
+
+/// Sends events to the broadcast and to every lossless subscriber; remembers the guard last
+/// published, to hand it with the `Elected` event of its term.
+#[derive(Debug, Clone)]
+pub(crate) struct Emitter {
+    broadcast: broadcast::Sender<Event>,
+    shared: Arc<Mutex<Sinks>>,
+}
+
+#[derive(Debug, Default)]
+struct Sinks {
+    sinks: Vec<mpsc::UnboundedSender<Notice>>,
+    guard: Option<LeaderGuard>,
+    /// The metric labels, once the candidate is known.
+    who: Option<Who>,
+}
+
+impl Emitter {
+    pub(crate) fn new() -> Emitter {
+        Emitter {
+            broadcast: broadcast::channel(256).0,
+            shared: Arc::default(),
+        }
+    }
+
+    /// Sets the labels of the metrics recorded for leadership changes.
+    pub(crate) fn set_who(&self, who: Who) {
+        self.lock().who = Some(who);
+    }
+
+    /// The labels, once set.
+    pub(crate) fn who(&self) -> Option<Who> {
+        self.lock().who.clone()
+    }
+
+    /// Records a renewal's new deadline (the remaining-lease gauge).
+    pub(crate) fn extended(&self, deadline: Instant) {
+        if let Some(who) = &self.lock().who {
+            who.remaining(deadline.saturating_duration_since(Instant::now()));
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.broadcast.subscribe()
+    }
+
+    /// A lossless, ordered subscription from now on.
+    pub(crate) fn sink(&self) -> mpsc::UnboundedReceiver<Notice> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().sinks.push(tx);
+        rx
+    }
+
+    /// Notes the state just published (the guard of a leadership, for its `Elected` event).
+    pub(crate) fn note(&self, state: &Leadership) {
+        if let Leadership::Leader(guard) = state {
+            self.lock().guard = Some(guard.clone());
+        }
+    }
+
+    pub(crate) fn send(&self, event: Event) {
+        let _ = self.broadcast.send(event.clone());
+        let mut shared = self.lock();
+        let guard = match &event {
+            Event::Elected { term, .. } => shared.guard.clone().filter(|g| g.term() == *term),
+            _ => None,
+        };
+        if let Some(who) = &shared.who {
+            match &event {
+                Event::Elected { term, .. } => {
+                    let left = guard.as_ref().map(|g| g.deadline());
+                    let left = left.map(|d| d.saturating_duration_since(Instant::now()));
+                    who.elected(*term, left.unwrap_or_default());
+                }
+                Event::SteppedDown { reason, .. } => who.stepped_down(reason.as_str()),
+                _ => {}
+            }
+        }
+        if matches!(event, Event::SteppedDown { .. } | Event::Stopped) {
+            shared.guard = None;
+        }
+        shared.sinks.retain(|sink| {
+            sink.send(Notice {
+                event: event.clone(),
+                guard: guard.clone(),
+            })
+            .is_ok()
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sinks> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
