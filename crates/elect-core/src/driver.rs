@@ -58,7 +58,7 @@ const DRIVER_REACHABLE: std::time::Duration = std::time::Duration::from_secs(5);
 /// The driving side of an [`Elector`], for campaigns other than the built-in lease loop
 /// (elect-raft's runtime drives one from Raft's election). It publishes [`Leadership`] and
 /// [`Event`]s, and serves the [`ElectorCommand`]s that the handle's `resign` and `shutdown`
-/// send. Dropping it stops the elector: `leading()` then returns [`Error::Stopped`].
+/// send. Dropping it stops the elector: `leading()` then returns [`Error::Stopped`](crate::Error::Stopped).
 #[derive(Debug)]
 pub struct ElectorDriver {
     pub(crate) state: watch::Sender<Leadership>,

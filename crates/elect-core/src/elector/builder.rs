@@ -63,7 +63,7 @@ impl ElectorBuilder {
 
     /// This candidate's id; default [`CandidateId::generate`] (the go-master/tomcz
     /// `WithNodeName`). It names the candidate for people; it need not be unique: two electors
-    /// with one id are still two holders (each claim carries its own [`Nonce`]), so one leads
+    /// with one id are still two holders (each claim carries its own [`Nonce`](crate::Nonce)), so one leads
     /// and the other follows, with a warning in the log.
     pub fn candidate(mut self, id: CandidateId) -> Self {
         self.candidate = Some(id);

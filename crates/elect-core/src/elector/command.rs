@@ -1,10 +1,10 @@
-//! What an [`Elector`](super::Elector) handle asks of the task that drives it.
+//! What an [`Elector`](super::Elector)(super::Elector) handle asks of the task that drives it.
 
 use tokio::sync::oneshot;
 
 use crate::error::Result;
 
-/// A request from an [`Elector`] handle to the task that drives it.
+/// A request from an [`Elector`](super::Elector) handle to the task that drives it.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ElectorCommand {
@@ -19,7 +19,7 @@ pub enum ElectorCommand {
 pub struct Reply(pub(crate) oneshot::Sender<Result<()>>);
 
 impl Reply {
-    /// Answers the caller of [`Elector::resign`] or [`Elector::shutdown`].
+    /// Answers the caller of [`Elector::resign`](super::Elector::resign) or [`Elector::shutdown`](super::Elector::shutdown).
     pub fn send(self, result: Result<()>) {
         let _ = self.0.send(result);
     }

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::lease::{LeaderInfo, Lease};
 use crate::term::Term;
 
-/// What this candidate currently believes, as published by [`Elector::watch`].
+/// What this candidate currently believes, as published by [`Elector::watch`](super::Elector::watch).
 #[derive(Debug, Clone)]
 pub enum Leadership {
     /// Not leading. `leader` is who the coordinator last said leads, if anyone (its `remaining`
@@ -25,7 +25,7 @@ pub enum Leadership {
     /// Leading, until the guard's `lost` signal fires.
     Leader(LeaderGuard),
     /// The elector has stopped and will not lead again: shut down (`None`) or aborted by its
-    /// [`ErrorPolicy`] (`Some(error)`).
+    /// [`ErrorPolicy`](super::ErrorPolicy) (`Some(error)`).
     Stopped(Option<Error>),
 }
 
@@ -53,7 +53,7 @@ impl Leadership {
     }
 }
 
-/// Proof of leadership for one term, handed out by [`Elector::leading`].
+/// Proof of leadership for one term, handed out by [`Elector::leading`](super::Elector::leading).
 ///
 /// Leadership ends at the local safety deadline at the latest: the instant before which the
 /// coordinator cannot have granted the lease to anyone else. [`lost`](Self::lost) resolves then

@@ -20,7 +20,7 @@ pub enum OnError {
 #[non_exhaustive]
 pub enum ErrorPolicy {
     /// Retry errors that can pass without anyone changing this candidate's setup, after a
-    /// jittered backoff, reporting each one ([`Event::Error`], a warning in the log): an
+    /// jittered backoff, reporting each one ([`Event::Error`](super::Event::Error), a warning in the log): an
     /// unreachable coordinator ([retryable](Error::is_retryable)) and a lease record it cannot
     /// read ([`Error::CorruptRecord`]: a foreign write may expire or be repaired, and nothing is
     /// granted over it meanwhile — one junk write must not stop a whole group for good). Abort on
