@@ -26,6 +26,18 @@ pub(crate) fn parse(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
 }
 
+/// Parses `MIN..MAX`, two durations (`300ms..600ms`); MIN must not exceed MAX.
+pub(crate) fn parse_range(text: &str) -> Result<(Duration, Duration), String> {
+    let (min, max) = text
+        .split_once("..")
+        .ok_or_else(|| format!("{text:?} is not a range MIN..MAX such as 300ms..600ms"))?;
+    let (min, max) = (parse(min)?, parse(max)?);
+    if min > max {
+        return Err(format!("{text:?}: the minimum is above the maximum"));
+    }
+    Ok((min, max))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,6 +51,17 @@ mod tests {
         assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
         for bad in ["", "s", "10x", "-1s", "1e999s", "ten"] {
             assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(
+            parse_range("300ms..600ms"),
+            Ok((Duration::from_millis(300), Duration::from_millis(600)))
+        );
+        for bad in ["300ms", "600ms..300ms", "..1s", "1s..x"] {
+            assert!(parse_range(bad).is_err(), "{bad}");
         }
     }
 }

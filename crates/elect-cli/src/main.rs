@@ -127,6 +127,18 @@ pub(crate) struct Where {
     /// Raft: a directory for this node's persisted vote (so a restart cannot vote twice).
     #[arg(long)]
     raft_state: Option<std::path::PathBuf>,
+    /// Raft: a non-voting member as ID=HOST:PORT (it follows and reports the leader, never
+    /// leads nor votes); repeat for each. This node may be one.
+    #[arg(long = "raft-observer", value_name = "ID=ADDR")]
+    raft_observers: Vec<String>,
+    /// Raft: the leader's heartbeat interval (default 50ms; at most a third of the minimum
+    /// election timeout).
+    #[arg(long, value_parser = duration::parse)]
+    raft_heartbeat: Option<std::time::Duration>,
+    /// Raft: the election timeout range MIN..MAX (default 300ms..600ms). The leader lease is
+    /// MIN: a failed leader is replaced within about MAX.
+    #[arg(long, value_name = "MIN..MAX", value_parser = duration::parse_range)]
+    raft_election_timeout: Option<(std::time::Duration, std::time::Duration)>,
 }
 
 impl Where {

@@ -261,7 +261,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
     // Checked before anything connects: a bad flag fails at once.
     let lease = match &args.where_.store {
         Some(_) => args.ttl,
-        None => raft::RAFT_LEASE,
+        None => raft::lease(&args.where_),
     };
     let grace = grace(args.grace, lease)?;
     // Before any elector exists, so that no metric is recorded before the recorder.

@@ -307,6 +307,62 @@ fn on_a_three_host_raft_group() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// `--raft-heartbeat`, `--raft-election-timeout` and `--raft-observer`: three voters with a
+/// shorter election timeout and one observer (which never runs the program), through a crash.
+#[test]
+fn a_raft_group_with_its_own_timing_and_an_observer() {
+    let dir = scratch("raft-timing-key");
+    let group = RaftGroup::new(&dir);
+    let observer = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let args = |k: usize| {
+        let mut args: Vec<String> = ["run", "--election", "cli.raft-timing"]
+            .map(String::from)
+            .to_vec();
+        if k < 3 {
+            args.extend(group.args("c", k));
+        } else {
+            // The observer: its own id and address, the voters as peers.
+            let mut voter = group.args("c", 0);
+            voter[1] = "c3".into();
+            voter[3] = observer.clone();
+            args.extend(voter);
+        }
+        args.extend(["--raft-observer".into(), format!("c3={observer}")]);
+        args.extend(
+            [
+                "--raft-heartbeat",
+                "20ms",
+                "--raft-election-timeout",
+                "150ms..300ms",
+            ]
+            .map(String::from),
+        );
+        args
+    };
+    failover(
+        "raft-timing",
+        args,
+        4,
+        Duration::from_millis(300) + Duration::from_secs(1),
+    );
+    // A heartbeat that does not fit three times in the minimum election timeout: exit 3.
+    let mut bad = args(0);
+    let at = bad.iter().position(|a| a == "20ms").unwrap();
+    bad[at] = "100ms".into();
+    let out = elect().args(bad).args(["--", "true"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Bad input: one line on stderr, a distinct exit code, no panic.
 #[test]
 fn bad_flags_urls_and_unreachable_stores_are_one_line_and_a_code() {
