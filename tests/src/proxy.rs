@@ -23,7 +23,11 @@ pub enum Mode {
     /// Forward everything, each chunk this much later (order kept).
     Delay(Duration),
     /// Keep connections open (and accept new ones) but drop every byte in both directions: a
-    /// partition, or a frozen server, as the client sees it.
+    /// partition, or a frozen server, as the client sees it. Unlike TCP, which would deliver
+    /// those bytes late, the bytes are gone: after switching back to [`Mode::Pass`], a
+    /// connection that was open meanwhile is out of step with its server (a request-reply
+    /// client such as fred then never recovers on it). Heal with [`FaultProxy::reset_all`]
+    /// too, as a partition that outlived its connections.
     Blackhole,
     /// Reset every new connection at once; connections already open are unaffected.
     Refuse,
