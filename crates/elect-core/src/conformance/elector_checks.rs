@@ -9,7 +9,7 @@ use tokio::time::{sleep, Instant};
 use super::harness::{Harness, StoreHarness};
 use super::{fresh_election, id, Faults, FaultyStore, Recorder, Settings};
 use crate::elector::{Elector, Leadership};
-use crate::name::CandidateId;
+use crate::name::{CandidateId, ElectionName};
 use crate::observer::Observer;
 use crate::rand::Rng;
 use crate::store::LeaseStore;
@@ -478,6 +478,19 @@ pub async fn observer_follows_the_leader(store: Store, settings: Settings) {
     b.shutdown().await.expect("b releases");
 }
 
+/// The lease of the checks that only a change feed can pass quickly: a follower told of it
+/// sleeps until its expiry, an observer polls this rarely.
+const LONG_TTL: Duration = Duration::from_secs(10);
+
+/// Candidate `who` on `election` with a [`LONG_TTL`] lease.
+fn long_lease_elector(store: &Store, election: &ElectionName, who: &str) -> Elector {
+    Elector::builder_dyn(store.clone(), election.clone())
+        .candidate(id(who))
+        .ttl(LONG_TTL)
+        .start()
+        .expect("a valid elector configuration")
+}
+
 /// A follower asleep until the expiry of a long lease (10 s) leads within the handover bound
 /// of the leader's resignation when the store has a change feed: the feed, not the lease's
 /// expiry, wakes it. (Without a feed there is nothing to check: it sleeps until the expiry.)
@@ -485,15 +498,9 @@ pub async fn a_resign_wakes_a_follower_sleeping_a_long_lease(store: Store, setti
     if !settings.change_feed {
         return;
     }
-    let ttl = Duration::from_secs(10);
+    let ttl = LONG_TTL;
     let election = fresh_election("a_resign_wakes_a_follower_sleeping_a_long_lease");
-    let start = |who: &str| {
-        Elector::builder_dyn(store.clone(), election.clone())
-            .candidate(id(who))
-            .ttl(ttl)
-            .start()
-            .expect("a valid elector configuration")
-    };
+    let start = |who: &str| long_lease_elector(&store, &election, who);
     let a = start("a");
     tokio::time::timeout(Duration::from_secs(5), a.leading())
         .await
@@ -534,18 +541,12 @@ pub async fn observers_learn_of_a_new_leader_from_the_feed(store: Store, setting
     if !settings.change_feed {
         return;
     }
-    let ttl = Duration::from_secs(10);
+    let ttl = LONG_TTL;
     let election = fresh_election("observers_learn_of_a_new_leader_from_the_feed");
     let observer =
         Observer::with_interval(store.clone(), election.clone(), ttl).expect("a valid observer");
     let mut watch = observer.watch();
-    let start = |who: &str| {
-        Elector::builder_dyn(store.clone(), election.clone())
-            .candidate(id(who))
-            .ttl(ttl)
-            .start()
-            .expect("a valid elector configuration")
-    };
+    let start = |who: &str| long_lease_elector(&store, &election, who);
     let a = start("a");
     let first = tokio::time::timeout(Duration::from_secs(5), a.leading())
         .await
