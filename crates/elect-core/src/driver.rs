@@ -9,7 +9,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::elector::{
-    publish, Callbacks, Elector, Emitter, Event, Handle, HealthCell, LeaderGuard, Leadership,
+    Callbacks, Elector, Emitter, Event, Handle, HealthCell, LeaderGuard, Leadership,
     DRIVER_RELEASE_WAIT,
 };
 pub use crate::elector::{ElectorCommand, GuardControl, Reply};
@@ -68,10 +68,11 @@ pub struct ElectorDriver {
 }
 
 impl ElectorDriver {
-    /// Publishes what the candidate now believes (unchanged follower states are not re-sent).
+    /// Publishes what the candidate now believes (unchanged follower states are not re-sent);
+    /// a follower state naming another leader (holder or term) also emits
+    /// [`Event::LeaderObserved`].
     pub fn publish(&self, state: Leadership) {
-        self.events.note(&state);
-        publish(&self.state, state);
+        self.events.publish(&self.state, state);
     }
 
     /// Emits an event to the subscribers of [`Elector::events`] and to the callbacks.

@@ -203,9 +203,6 @@ impl Node {
                                     remaining: self.config.election_timeout_min,
                                     value: None,
                                 });
-                        if let Some(info) = &leader {
-                            self.driver.emit(Event::LeaderObserved(info.clone()));
-                        }
                         self.driver.publish(Leadership::Follower { leader });
                     }
                 }

@@ -171,7 +171,6 @@ impl ElectorBuilder {
             feed: FeedState::Unknown,
             rng: Rng::from_entropy(),
             health: health.clone(),
-            observed: None,
         };
         let task = runtime.spawn(campaign.run().instrument(span.clone()));
         runtime.spawn(supervise(task, state, events.clone()).instrument(span));

@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 use super::command::{ElectorCommand, Reply};
 use super::emitter::Emitter;
 use super::events::{Event, StepDown};
-use super::guard::{publish, LeaderGuard, Leadership};
+use super::guard::{LeaderGuard, Leadership};
 use super::health::HealthCell;
 use super::policy::{ErrorPolicy, OnError};
 use crate::error::{Error, Result};
@@ -57,8 +57,6 @@ pub(crate) struct Campaign {
     pub(crate) feed: FeedState,
     pub(crate) rng: Rng,
     pub(crate) health: Arc<HealthCell>,
-    /// The leader this candidate last followed (holder, term), to report a new one once.
-    pub(crate) observed: Option<(crate::name::CandidateId, Term)>,
 }
 
 impl Campaign {
@@ -116,11 +114,6 @@ impl Campaign {
                     debug!(holder = %info.holder, term = %info.term, remaining = ?info.remaining, "held");
                     self.warn_if_duplicate(&info);
                     let wait = info.remaining + self.jitter();
-                    let seen = Some((info.holder.clone(), info.term));
-                    if self.observed != seen {
-                        self.observed = seen;
-                        self.events.send(Event::LeaderObserved(info.clone()));
-                    }
                     self.publish(Leadership::Follower { leader: Some(info) });
                     wait
                 }
@@ -375,8 +368,7 @@ impl Campaign {
     }
 
     fn publish(&self, state: Leadership) {
-        self.events.note(&state);
-        publish(&self.state, state);
+        self.events.publish(&self.state, state);
     }
 
     /// Warns once per term when the lease is held under this candidate's own id by a claim

@@ -7,8 +7,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
+use tokio::sync::watch;
+
 use super::events::Event;
-use super::guard::{LeaderGuard, Leadership};
+use super::guard::{publish, LeaderGuard, Leadership};
 use crate::metrics::Who;
 
 /// One event for a lossless subscriber, with the guard of an `Elected` event.
@@ -70,10 +72,21 @@ impl Emitter {
         rx
     }
 
-    /// Notes the state just published (the guard of a leadership, for its `Elected` event).
-    pub(crate) fn note(&self, state: &Leadership) {
-        if let Leadership::Leader(guard) = state {
+    /// Publishes `state` on `sender` (unless it is the same follower state as now), keeping
+    /// a leadership's guard for its `Elected` event, and emits [`Event::LeaderObserved`] when a
+    /// follower's leader (holder or term) changed: every driver reports new leaders this way.
+    pub(crate) fn publish(&self, sender: &watch::Sender<Leadership>, state: Leadership) {
+        if let Leadership::Leader(guard) = &state {
             self.lock().guard = Some(guard.clone());
+        }
+        let observed = match &state {
+            Leadership::Follower { leader: Some(info) } => Some(info.clone()),
+            _ => None,
+        };
+        if publish(sender, state) {
+            if let Some(info) = observed {
+                self.send(Event::LeaderObserved(info));
+            }
         }
     }
 

@@ -186,8 +186,8 @@ impl GuardControl {
     }
 }
 
-/// Publishes `state` unless it is the same follower state as now.
-pub(crate) fn publish(sender: &watch::Sender<Leadership>, state: Leadership) {
+/// Publishes `state` unless it is the same follower state as now; true when it published.
+pub(crate) fn publish(sender: &watch::Sender<Leadership>, state: Leadership) -> bool {
     sender.send_if_modified(|current| {
         if current.same_as(&state) {
             false
@@ -195,5 +195,5 @@ pub(crate) fn publish(sender: &watch::Sender<Leadership>, state: Leadership) {
             *current = state;
             true
         }
-    });
+    })
 }

@@ -34,7 +34,6 @@ pub use callbacks::{Callbacks, DEFAULT_CALLBACK_TIMEOUT};
 pub use command::{ElectorCommand, Reply};
 pub(crate) use emitter::Emitter;
 pub use events::{Event, StepDown};
-pub(crate) use guard::publish;
 pub use guard::{GuardControl, LeaderGuard, Leadership};
 pub use health::Health;
 pub(crate) use health::HealthCell;
