@@ -39,9 +39,13 @@ fn members(flag: &str, list: &[String]) -> Result<BTreeMap<CandidateId, SocketAd
     Ok(members)
 }
 
-/// The elector for `--raft-*` flags: this node's id, listen address, peers and key.
+/// The elector for `--raft-*` flags: this node's id, listen address, peers and key, publishing
+/// `value` while it leads.
 #[cfg(feature = "raft")]
-pub(crate) async fn raft(where_: &Where) -> Result<(Elector, CandidateId), Failure> {
+pub(crate) async fn raft(
+    where_: &Where,
+    value: Option<elect::LeaderValue>,
+) -> Result<(Elector, CandidateId), Failure> {
     let id = candidate(where_.raft_id.as_deref())?;
     let listen: SocketAddr = where_
         .raft_listen
@@ -76,6 +80,9 @@ pub(crate) async fn raft(where_: &Where) -> Result<(Elector, CandidateId), Failu
     if let Some(dir) = &where_.raft_state {
         config = config.state_dir(dir);
     }
+    if let Some(value) = value {
+        config = config.value(value);
+    }
     if where_.raft_heartbeat.is_some() || where_.raft_election_timeout.is_some() {
         let (min, max) = where_
             .raft_election_timeout
@@ -92,6 +99,9 @@ pub(crate) async fn raft(where_: &Where) -> Result<(Elector, CandidateId), Failu
 }
 
 #[cfg(not(feature = "raft"))]
-pub(crate) async fn raft(_: &Where) -> Result<(Elector, CandidateId), Failure> {
+pub(crate) async fn raft(
+    _: &Where,
+    _: Option<elect::LeaderValue>,
+) -> Result<(Elector, CandidateId), Failure> {
     Err(Failure::config("elect was built without the raft feature"))
 }

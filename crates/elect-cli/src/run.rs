@@ -266,9 +266,12 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
     let grace = grace(args.grace, lease)?;
     // Before any elector exists, so that no metric is recorded before the recorder.
     let metrics = args.http.map(|_| http::install_recorder()).transpose()?;
-    if let Some(value) = &args.value {
-        elect::LeaderValue::new(value.as_str()).map_err(|e| Failure::from_error("--value", &e))?;
-    }
+    let value = args
+        .value
+        .as_deref()
+        .map(elect::LeaderValue::new)
+        .transpose()
+        .map_err(|e| Failure::from_error("--value", &e))?;
     let (elector, store, candidate) = match &args.where_.store {
         Some(url) => {
             let options = Connect {
@@ -280,8 +283,8 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
             let mut builder = Elector::builder_dyn(store.lease_store(), election.clone())
                 .candidate(candidate.clone())
                 .ttl(args.ttl);
-            if let Some(value) = &args.value {
-                builder = builder.value(value.clone());
+            if let Some(value) = value {
+                builder = builder.value(value);
             }
             let elector = builder
                 .start()
@@ -294,12 +297,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
                     "--once needs a shared store (redis://, mysql://, mongodb://): raft peers keep no record",
                 ));
             }
-            if args.value.is_some() {
-                return Err(Failure::config(
-                    "--value needs a store (redis://, mysql://, mongodb://): raft does not carry leader values yet",
-                ));
-            }
-            let (elector, id) = raft::raft(&args.where_).await?;
+            let (elector, id) = raft::raft(&args.where_, value).await?;
             (elector, None, id)
         }
     };

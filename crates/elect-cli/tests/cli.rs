@@ -394,7 +394,7 @@ fn bad_flags_urls_and_unreachable_stores_are_one_line_and_a_code() {
                 "--election",
                 "e",
                 "--value",
-                "v",
+                &long,
                 "--",
                 "true",
             ],

@@ -206,3 +206,60 @@ async fn health_leader_and_metrics_follow_leadership() {
     });
     let _proxies = checks.await.unwrap();
 }
+
+/// Raft carries `--value` in its heartbeats: every follower's /leader names the leader and its
+/// value, and again after the leader is killed and another takes over.
+#[test]
+fn raft_followers_serve_the_leader_value() {
+    let dir = support::scratch("http-raft-value");
+    let group = support::RaftGroup::new(&dir);
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let start = |k: usize| {
+        elect()
+            .args(["run", "--election", "http.raft-value"])
+            .args(group.args("v", k))
+            .args(["--value", &format!("v{k}.example:{}", 8000 + k)])
+            .args(["--http", &ports[k].to_string(), "--"])
+            .args(["sleep", "600"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut hosts = Running((0..3).map(|k| (format!("v{k}"), start(k))).collect());
+    let leader_of = |port: u16| -> Option<(String, String)> {
+        let (code, body) = get(port, "/leader");
+        let json: serde_json::Value = serde_json::from_str(&body).ok().filter(|_| code == 200)?;
+        Some((
+            json["leader"].as_str()?.to_owned(),
+            json["value"].as_str()?.to_owned(),
+        ))
+    };
+    let mut alive = vec![0, 1, 2];
+    for round in 0..2 {
+        wait_for("a leader", Duration::from_secs(20), || {
+            alive.iter().any(|k| leads(ports[*k]))
+        });
+        let leader = *alive.iter().find(|k| leads(ports[**k])).unwrap();
+        let expected = (
+            format!("v{leader}"),
+            format!("v{leader}.example:{}", 8000 + leader),
+        );
+        for k in alive.iter().filter(|k| **k != leader) {
+            wait_for(
+                &format!("round {round}: follower v{k} to serve the leader's value"),
+                Duration::from_secs(10),
+                || leader_of(ports[*k]).as_ref() == Some(&expected),
+            );
+        }
+        // The leader's own /leader shows its value too.
+        assert_eq!(leader_of(ports[leader]), Some(expected));
+        if round == 0 {
+            let (_, child) = &mut hosts.0[leader];
+            child.kill().unwrap();
+            child.wait().unwrap();
+            alive.retain(|k| *k != leader);
+        }
+    }
+    drop(hosts);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -173,6 +173,12 @@ impl LeaderValue {
     }
 }
 
+impl From<LeaderValue> for String {
+    fn from(value: LeaderValue) -> String {
+        value.0
+    }
+}
+
 impl fmt::Debug for LeaderValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.0, f)

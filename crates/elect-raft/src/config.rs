@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use elect_core::{ElectionName, Error, Result, Ttl};
+use elect_core::{ElectionName, Error, LeaderValue, Result, Ttl};
 
 use crate::engine::NodeId;
 
@@ -33,6 +33,10 @@ pub struct RaftConfig {
     pub state_dir: Option<PathBuf>,
     /// Seed for election-timeout randomness (default: from entropy).
     pub seed: Option<u64>,
+    /// The value this node publishes while it leads (its address, say), carried in every
+    /// heartbeat: followers and observers see it in [`LeaderInfo::value`](elect_core::LeaderInfo)
+    /// (default none). It costs its length in every heartbeat to every peer.
+    pub value: Option<LeaderValue>,
 }
 
 impl RaftConfig {
@@ -49,6 +53,7 @@ impl RaftConfig {
             clock_drift: 0.01,
             state_dir: None,
             seed: None,
+            value: None,
         }
     }
 
@@ -75,6 +80,12 @@ impl RaftConfig {
     /// Sets the election name.
     pub fn election(mut self, election: ElectionName) -> Self {
         self.election = election;
+        self
+    }
+
+    /// Sets the value this node publishes while it leads.
+    pub fn value(mut self, value: LeaderValue) -> Self {
+        self.value = Some(value);
         self
     }
 

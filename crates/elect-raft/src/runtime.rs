@@ -43,6 +43,7 @@ pub fn start(config: RaftConfig, transport: Arc<dyn Transport>, inbox: Inbox) ->
             seed: config
                 .seed
                 .unwrap_or_else(|| Rng::from_entropy().next_u64()),
+            value: config.value.clone(),
         },
         Duration::ZERO,
         term,
@@ -158,8 +159,7 @@ impl Node {
                         nonce: Nonce::random(),
                         term,
                         ttl: self.lease_ttl,
-                        // Raft does not carry leader values yet (see the crate's docs).
-                        value: None,
+                        value: self.config.value.clone(),
                     };
                     let (guard, control) = driver::guard(lease, deadline);
                     self.guard = Some((control, term));
@@ -192,7 +192,11 @@ impl Node {
                     }
                     self.driver.publish(Leadership::Follower { leader: None });
                 }
-                Command::LeaderChanged { leader, term } => {
+                Command::LeaderChanged {
+                    leader,
+                    term,
+                    value,
+                } => {
                     if self.guard.is_none() {
                         let leader =
                             leader
@@ -201,7 +205,7 @@ impl Node {
                                     holder,
                                     term,
                                     remaining: self.config.election_timeout_min,
-                                    value: None,
+                                    value,
                                 });
                         self.driver.publish(Leadership::Follower { leader });
                     }

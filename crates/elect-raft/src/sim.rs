@@ -56,6 +56,7 @@ impl Sim {
                 election_timeout_max: 300 * MS,
                 clock_drift: 0.01,
                 seed: seed.wrapping_mul(31).wrapping_add(i as u64),
+                value: None,
             })
             .collect();
         let nodes = configs

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use elect_core::conformance::{Harness, Recorder, Settings};
+use elect_core::conformance::{candidate_value, Harness, Recorder, Settings};
 use elect_raft::{CandidateId, Elector, LocalNetwork, RaftConfig, Ttl};
 
 const MS: Duration = Duration::from_millis(1);
@@ -29,7 +29,8 @@ impl Harness for RaftHarness {
                 let (transport, inbox) = self.net.attach(id);
                 let config = RaftConfig::new(id.clone(), ids.clone())
                     .timing(20 * MS, 150 * MS, 300 * MS)
-                    .seed(k as u64);
+                    .seed(k as u64)
+                    .value(candidate_value(k));
                 let elector = elect_raft::start(config, transport, inbox).unwrap();
                 // Subscribing right after start misses nothing: no node can be elected before
                 // its first election timeout (150 ms) has passed.

@@ -156,19 +156,36 @@ async fn a_blackholed_leader_steps_down_before_its_lease_expires_at_the_server()
     tokio::time::sleep(Duration::from_millis(700)).await;
     proxy.set(Mode::Blackhole);
     let cut = Instant::now();
+    let expiry = server_expiry_after_the_cut(&direct, &e).await;
     timeout(ttl * 2, guard.lost()).await.expect("lost fires");
-    let lost_after = cut.elapsed();
-    // Straight to the server, not through the proxy: the lease must still be live there.
-    let info = direct.leader(&e).await.unwrap();
-    let info = info.expect("the lease is still live at the server when lost fires");
-    assert_eq!(info.holder, id("a"));
-    assert!(info.remaining > Duration::ZERO);
-    assert!(lost_after <= ttl, "lost fired {lost_after:?} after the cut");
+    let lost = Instant::now();
+    assert!(
+        lost < expiry,
+        "lost fired {:?} after the server's expiry",
+        lost - expiry
+    );
+    assert!(lost - cut <= ttl, "lost fired {:?} after the cut", lost - cut);
     eprintln!(
-        "lost fired {lost_after:?} after the cut, {:?} before the server's expiry",
-        info.remaining
+        "lost fired {:?} after the cut, at least {:?} before the server's expiry",
+        lost - cut,
+        expiry - lost
     );
     drop(elector);
+}
+
+/// The earliest instant at which `a`'s lease can expire at the server, read straight from the
+/// server (not through the proxy) right after the cut: nothing it did after the cut reaches the
+/// server, so the lease can only last longer than this (a renewal that passed the proxy just
+/// before the cut), never shorter. Comparing with it cannot race the expiry itself.
+async fn server_expiry_after_the_cut(direct: &RedisStore, e: &ElectionName) -> Instant {
+    let asked = Instant::now();
+    let info = direct
+        .leader(e)
+        .await
+        .unwrap()
+        .expect("the lease is live at the cut");
+    assert_eq!(info.holder, id("a"));
+    asked + info.remaining
 }
 
 #[tokio::test]
@@ -347,4 +364,138 @@ async fn the_nonce_tells_apart_two_claims_with_one_id() {
         Acquire::Held(_)
     ));
     assert_eq!(store.renew(&lease).await.unwrap(), Renewal::Lost);
+}
+
+/// `Elector::run` on a real server behind the TCP fault proxy: when the store is blackholed,
+/// the work is cancelled (dropped) no later than the leadership's local deadline, while the
+/// lease is still live at the server; after healing, the work runs again in a higher term.
+#[tokio::test]
+async fn run_cancels_the_work_by_the_deadline_when_the_store_is_blackholed() {
+    use std::sync::{Arc, Mutex};
+
+    /// One run of the work: its term, its guard, and when it was dropped.
+    struct Run {
+        term: Term,
+        guard: elect_redis::LeaderGuard,
+        dropped: Option<Instant>,
+    }
+    /// Marks its run dropped when the work's future is dropped (cancelled).
+    struct OnDrop(Arc<Mutex<Vec<Run>>>, usize);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.0.lock().unwrap()[self.1].dropped = Some(Instant::now());
+        }
+    }
+
+    let url = elect_tests::redis().await.url().to_owned();
+    let (proxy, proxied) = FaultProxy::in_front_of(&url).await.unwrap();
+    let prefix = unique_name("run");
+    let config = RedisConfig::new(&proxied)
+        .key_prefix(&prefix)
+        .command_timeout(Duration::from_millis(500));
+    let store = RedisStore::connect(config).await.unwrap();
+    let direct = RedisStore::connect(RedisConfig::new(&url).key_prefix(&prefix))
+        .await
+        .unwrap();
+    let e = election("run-blackhole");
+    let ttl = Duration::from_secs(2);
+    let elector = Elector::builder(store, e.clone())
+        .candidate(id("a"))
+        .ttl(ttl)
+        .start()
+        .unwrap();
+    let runs: Arc<Mutex<Vec<Run>>> = Arc::default();
+    let task = {
+        let (elector, runs) = (elector.clone(), runs.clone());
+        tokio::spawn(async move {
+            elector
+                .run(move |guard| {
+                    let runs = runs.clone();
+                    async move {
+                        let k = {
+                            let mut runs = runs.lock().unwrap();
+                            runs.push(Run {
+                                term: guard.term(),
+                                guard: guard.clone(),
+                                dropped: None,
+                            });
+                            runs.len() - 1
+                        };
+                        let _mark = OnDrop(runs, k);
+                        std::future::pending::<Result<(), std::io::Error>>().await
+                    }
+                })
+                .await
+        })
+    };
+    let started = |n: usize| {
+        let runs = runs.clone();
+        async move {
+            while runs.lock().unwrap().len() < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    timeout(ttl * 3, started(1)).await.expect("the work starts");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    proxy.set(Mode::Blackhole);
+    let cut = Instant::now();
+    let expiry = server_expiry_after_the_cut(&direct, &e).await;
+    let dropped = timeout(ttl * 2, async {
+        loop {
+            if let Some(at) = runs.lock().unwrap()[0].dropped {
+                break at;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("the work is cancelled");
+    let deadline = runs.lock().unwrap()[0].guard.deadline();
+    assert!(
+        dropped <= deadline + Duration::from_millis(20),
+        "the work outlived its leadership: dropped {:?} after the deadline",
+        dropped - deadline
+    );
+    // The lease was still live at the server: nobody else could lead yet.
+    assert!(
+        dropped < expiry,
+        "the work was cancelled {:?} after the server's expiry",
+        dropped - expiry
+    );
+    eprintln!(
+        "work cancelled {:?} after the cut, at least {:?} before the server's expiry",
+        dropped - cut,
+        expiry - dropped
+    );
+    assert_eq!(
+        runs.lock().unwrap().len(),
+        1,
+        "no second run while blackholed"
+    );
+    // Heal (the blackhole dropped bytes of open connections: reset them), and the work runs
+    // again, in a higher term, once the old lease has expired at the server.
+    proxy.set(Mode::Pass);
+    proxy.reset_all();
+    timeout(ttl * 4, started(2))
+        .await
+        .expect("the work runs again after healing");
+    let (first, second) = {
+        let runs = runs.lock().unwrap();
+        (runs[0].term, runs[1].term)
+    };
+    assert!(second > first, "term {second} after {first}");
+    elector.shutdown().await.unwrap();
+    let result = timeout(Duration::from_secs(5), task)
+        .await
+        .expect("run returns after shutdown")
+        .unwrap();
+    assert!(
+        matches!(result, Err(elect_redis::RunError::Elector(_))),
+        "{result:?}"
+    );
+    assert!(
+        runs.lock().unwrap()[1].dropped.is_some(),
+        "shutdown cancels the work"
+    );
 }

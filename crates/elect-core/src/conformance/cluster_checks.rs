@@ -9,7 +9,7 @@ use tokio::time::{sleep, Instant};
 
 use super::elector_checks::Group;
 use super::harness::Harness;
-use super::Settings;
+use super::{candidate_value, Settings};
 use crate::elector::{Leadership, StepDown};
 
 /// Five candidates: exactly one leads, it keeps leading while nothing fails, and the followers
@@ -154,4 +154,84 @@ pub async fn terms_increase_across_leaders(harness: Arc<dyn Harness>, settings: 
         terms.windows(2).all(|w| w[0] < w[1]),
         "terms must strictly increase: {terms:?}"
     );
+}
+
+/// Every candidate publishes a value ([`candidate_value`]): the leader's guard carries its own,
+/// and every follower sees the leader's — again after the leadership moves by resignation.
+pub async fn followers_see_the_leader_value(harness: Arc<dyn Harness>, settings: Settings) {
+    let ttl = settings.ttl_duration();
+    let group = Group::on(
+        harness,
+        "followers_see_the_leader_value",
+        3,
+        settings.ttl_duration(),
+    );
+    let mut leader = group
+        .leader_after(0, None, ttl * 3, "three candidates")
+        .await;
+    for round in 0..2 {
+        let expected = candidate_value(leader);
+        match group.candidates[leader].elector().leadership() {
+            Leadership::Leader(guard) => assert_eq!(
+                guard.lease().value.as_ref(),
+                Some(&expected),
+                "the leader's own lease lacks its value"
+            ),
+            other => panic!("candidate {leader} was elected but is {other:?}"),
+        }
+        // A follower learns the value with the leader: from the lease it was refused (a store)
+        // or the leader's heartbeat (raft), within the failover bound of a fresh candidate.
+        let until = Instant::now() + ttl + settings.failover_bound;
+        for (k, c) in group
+            .candidates
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| *k != leader)
+        {
+            loop {
+                let seen = match c.elector().leadership() {
+                    Leadership::Follower { leader: Some(info) }
+                        if info.holder == group.candidates[leader].id =>
+                    {
+                        Some(info.value)
+                    }
+                    _ => None,
+                };
+                match seen {
+                    Some(value) => {
+                        assert_eq!(
+                            value.as_ref(),
+                            Some(&expected),
+                            "round {round}: follower {k} sees the wrong value"
+                        );
+                        break;
+                    }
+                    None if Instant::now() >= until => panic!(
+                        "round {round}: follower {k} did not learn the leader (candidate \
+                         {leader}) by {:?}; it sees {:?}",
+                        ttl + settings.failover_bound,
+                        c.elector().leadership()
+                    ),
+                    None => sleep(ttl / 50).await,
+                }
+            }
+        }
+        if round == 0 {
+            let resign = group.recorder.mark();
+            group.candidates[leader]
+                .elector()
+                .resign()
+                .await
+                .expect("resign releases the lease");
+            leader = group
+                .leader_after(
+                    resign,
+                    Some(&group.candidates[leader].id),
+                    ttl * 3,
+                    "after the first leader resigned",
+                )
+                .await;
+        }
+    }
+    group.finish().await;
 }

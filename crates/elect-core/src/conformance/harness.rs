@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{fresh_election, id, Faults, FaultyStore, Recorder};
+use super::{candidate_value, fresh_election, id, Faults, FaultyStore, Recorder};
 use crate::elector::Elector;
 use crate::lease::Ttl;
 use crate::name::ElectionName;
@@ -16,8 +16,10 @@ use crate::store::LeaseStore;
 pub trait Harness: Send + Sync {
     /// Starts `n` candidates of a fresh election named after `check`. Each must send its events
     /// to `recorder` from its first event on ([`Recorder::track`] with a receiver subscribed
-    /// before the candidate starts). `resign_pause` is how long a candidate that resigned stays
-    /// out of the race, where the coordinator has such a notion.
+    /// before the candidate starts), and candidate `k` publishes
+    /// [`candidate_value(k)`](super::candidate_value) with its leadership. `resign_pause` is
+    /// how long a candidate that resigned stays out of the race, where the coordinator has such
+    /// a notion.
     fn start(
         &self,
         check: &str,
@@ -96,7 +98,8 @@ impl Harness for StoreHarness {
                 let builder = Elector::builder(net.clone(), election.clone())
                     .candidate(id.clone())
                     .ttl(self.ttl.get())
-                    .resign_pause(resign_pause);
+                    .resign_pause(resign_pause)
+                    .value(candidate_value(k));
                 recorder.track(id, builder.events());
                 nets.push(net);
                 builder.start().expect("a valid elector configuration")

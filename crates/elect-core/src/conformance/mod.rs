@@ -141,6 +141,13 @@ fn id(name: &str) -> CandidateId {
     CandidateId::new(name).expect("valid test id")
 }
 
+/// The value candidate `k` of a [`Harness`] start publishes with its leadership:
+/// `candidate-<k>.example:<8000 + k>`, so that a check can tell whose value a follower sees.
+pub fn candidate_value(k: usize) -> crate::LeaderValue {
+    crate::LeaderValue::new(format!("candidate-{k}.example:{}", 8000 + k))
+        .expect("far below the limit")
+}
+
 /// Expands to one `#[tokio::test]` per conformance check.
 ///
 /// - `store:` an expression evaluated once per test that yields a future of the store under
@@ -200,6 +207,7 @@ macro_rules! conformance_tests {
             failover_after_leader_crash
             handover_on_resign
             terms_increase_across_leaders
+            followers_see_the_leader_value
         );
     };
 }
@@ -242,6 +250,7 @@ macro_rules! cluster_conformance_tests {
             failover_after_leader_crash
             handover_on_resign
             terms_increase_across_leaders
+            followers_see_the_leader_value
         );
     };
 }

@@ -1,7 +1,7 @@
 //! Following: heartbeats from the leader, and the leader's request to stand now (transfer).
 
 use super::{Command, Engine, Message, NodeId, Role, Time};
-use elect_core::Term;
+use elect_core::{LeaderValue, Term};
 
 impl Engine {
     /// A leader's heartbeat: a stale leader is told the current term; otherwise this node
@@ -12,6 +12,7 @@ impl Engine {
         from: &NodeId,
         term: Term,
         seq: u64,
+        value: Option<LeaderValue>,
         out: &mut Vec<Command>,
     ) {
         if term < self.term {
@@ -37,7 +38,7 @@ impl Engine {
         }
         self.heard_leader_at = Some(now);
         self.reset_election_timer(now);
-        self.set_leader(Some(from.clone()), out);
+        self.set_leader(Some(from.clone()), value, out);
         out.push(Command::Send {
             to: from.clone(),
             message: Message::HeartbeatAck { term, seq },

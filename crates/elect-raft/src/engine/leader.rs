@@ -15,8 +15,8 @@ impl Engine {
         self.lease_until = now;
         self.announced = false;
         self.elected_at = now;
-        let id = self.config.id.clone();
-        self.set_leader(Some(id), out);
+        let (id, value) = (self.config.id.clone(), self.config.value.clone());
+        self.set_leader(Some(id), value, out);
         self.send_heartbeats(now, out);
     }
 
@@ -39,7 +39,11 @@ impl Engine {
         for to in peers {
             out.push(Command::Send {
                 to,
-                message: Message::Heartbeat { term, seq },
+                message: Message::Heartbeat {
+                    term,
+                    seq,
+                    value: self.config.value.clone(),
+                },
             });
         }
         // A cluster of one is its own majority.

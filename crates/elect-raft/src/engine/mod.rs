@@ -37,7 +37,7 @@ mod votes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use elect_core::{CandidateId, Term};
+use elect_core::{CandidateId, LeaderValue, Term};
 
 use elect_core::rand::Rng;
 
@@ -67,6 +67,8 @@ pub struct EngineConfig {
     pub clock_drift: f64,
     /// Seed for the election-timeout randomness.
     pub seed: u64,
+    /// The value this node publishes while it leads, carried in its heartbeats.
+    pub value: Option<LeaderValue>,
 }
 
 /// A message between nodes.
@@ -104,6 +106,9 @@ pub enum Message {
         term: Term,
         /// Per-leadership sequence number.
         seq: u64,
+        /// The value the leader publishes, in every heartbeat (so a follower that joins or
+        /// restarts learns it from the next one).
+        value: Option<LeaderValue>,
     },
     /// A follower's acknowledgement of a heartbeat (or a refusal carrying a higher term).
     HeartbeatAck {
@@ -157,12 +162,14 @@ pub enum Command {
         /// Why.
         reason: StepDownReason,
     },
-    /// Who this node believes leads changed.
+    /// Who this node believes leads, or the value it publishes, changed.
     LeaderChanged {
         /// The new leader, if known.
         leader: Option<NodeId>,
         /// Its term.
         term: Term,
+        /// The value it publishes (none when unknown or unset).
+        value: Option<LeaderValue>,
     },
 }
 
@@ -201,6 +208,8 @@ pub struct Engine {
     term: Term,
     voted_for: Option<NodeId>,
     leader: Option<NodeId>,
+    /// The value the leader publishes, as its last heartbeat carried it.
+    leader_value: Option<LeaderValue>,
     /// When this node last heard from a live leader (for the vote-refusing lease).
     heard_leader_at: Option<Time>,
     election_deadline: Time,
@@ -233,6 +242,7 @@ impl Engine {
             term,
             voted_for,
             leader: None,
+            leader_value: None,
             heard_leader_at: None,
             election_deadline: now,
             granted: BTreeSet::new(),
@@ -266,6 +276,11 @@ impl Engine {
     /// Who this node believes leads.
     pub fn leader(&self) -> Option<&NodeId> {
         self.leader.as_ref()
+    }
+
+    /// The value the believed leader publishes, as its last heartbeat carried it.
+    pub fn leader_value(&self) -> Option<&LeaderValue> {
+        self.leader_value.as_ref()
     }
 
     /// Whether this node believes it leads at `now`: leader, and its lease not run out.
@@ -337,12 +352,19 @@ impl Engine {
         });
     }
 
-    fn set_leader(&mut self, leader: Option<NodeId>, out: &mut Vec<Command>) {
-        if self.leader != leader {
+    fn set_leader(
+        &mut self,
+        leader: Option<NodeId>,
+        value: Option<LeaderValue>,
+        out: &mut Vec<Command>,
+    ) {
+        if self.leader != leader || self.leader_value != value {
             self.leader = leader.clone();
+            self.leader_value = value.clone();
             out.push(Command::LeaderChanged {
                 leader,
                 term: self.term,
+                value,
             });
         }
     }
@@ -357,7 +379,7 @@ impl Engine {
         if self.role != Role::Observer {
             self.role = Role::Follower;
         }
-        self.set_leader(None, out);
+        self.set_leader(None, None, out);
         self.persist(out);
     }
 
@@ -371,9 +393,11 @@ impl Engine {
             self.sent_at.clear();
             self.acked.clear();
             self.leader = None;
+            self.leader_value = None;
             out.push(Command::LeaderChanged {
                 leader: None,
                 term: self.term,
+                value: None,
             });
         }
     }
@@ -436,7 +460,9 @@ impl Engine {
                 self.on_request_vote(now, from, term, transfer, &mut out)
             }
             Message::Vote { term, granted } => self.on_vote(now, from, term, granted, &mut out),
-            Message::Heartbeat { term, seq } => self.on_heartbeat(now, from, term, seq, &mut out),
+            Message::Heartbeat { term, seq, value } => {
+                self.on_heartbeat(now, from, term, seq, value, &mut out)
+            }
             Message::HeartbeatAck { term, seq } => {
                 self.on_heartbeat_ack(now, from, term, seq, &mut out)
             }

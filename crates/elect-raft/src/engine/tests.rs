@@ -18,6 +18,7 @@ fn config(me: &str, voters: &[&str]) -> EngineConfig {
         election_timeout_max: 300 * MS,
         clock_drift: 0.01,
         seed: 1,
+        value: None,
     }
 }
 
@@ -104,6 +105,7 @@ fn pre_votes_are_refused_inside_a_live_leaders_lease() {
         Message::Heartbeat {
             term: Term(1),
             seq: 1,
+            value: None,
         },
     );
     let out = b.receive(100 * MS, &id("c"), Message::PreVote { term: Term(2) });
@@ -348,6 +350,7 @@ fn resign_stops_believing_then_hands_over_to_the_most_recent_acker() {
         Message::Heartbeat {
             term: Term(1),
             seq: 1,
+            value: None,
         },
     );
     let out = c.receive(324 * MS, &id("a"), Message::TimeoutNow { term: Term(1) });
@@ -366,6 +369,7 @@ fn resign_stops_believing_then_hands_over_to_the_most_recent_acker() {
         Message::Heartbeat {
             term: Term(1),
             seq: 2,
+            value: None,
         },
     );
     let out = b.receive(
@@ -447,6 +451,7 @@ fn observers_never_stand_or_vote_but_follow() {
         Message::Heartbeat {
             term: Term(1),
             seq: 1,
+            value: None,
         },
     );
     assert_eq!(o.leader().map(|l| l.as_str()), Some("a"));
@@ -477,4 +482,74 @@ fn messages_from_unknown_nodes_change_nothing() {
     assert_eq!(b.term(), Term::ZERO);
     b.receive(MS, &id("intruder"), Message::PreVote { term: Term(9) });
     assert_eq!(b.term(), Term::ZERO);
+}
+
+/// A leader carries its value in every heartbeat; a follower reports it with the leader, again
+/// when it changes (a new leader with another value), and forgets it when it learns of a
+/// higher term.
+#[test]
+fn the_leader_value_travels_in_heartbeats() {
+    let value = |v: &str| Some(LeaderValue::new(v).unwrap());
+    let mut config = config("a", &["a"]);
+    config.value = value("10.0.0.1:80");
+    let mut solo = Engine::new(config, Time::ZERO, Term::ZERO, None);
+    let out = solo.tick(300 * MS);
+    assert!(out.iter().any(|c| matches!(c,
+        Command::LeaderChanged { leader: Some(l), value: v, .. } if *l == id("a") && *v == value("10.0.0.1:80"))));
+    assert_eq!(
+        sends(&out),
+        vec![(
+            "o".into(),
+            Message::Heartbeat {
+                term: Term(1),
+                seq: 1,
+                value: value("10.0.0.1:80"),
+            }
+        )]
+    );
+
+    let mut b = node("b");
+    let heartbeat = |seq, v: &str| Message::Heartbeat {
+        term: Term(1),
+        seq,
+        value: value(v),
+    };
+    let changes = |out: &[Command]| -> Vec<(Option<NodeId>, Option<LeaderValue>)> {
+        out.iter()
+            .filter_map(|c| match c {
+                Command::LeaderChanged { leader, value, .. } => {
+                    Some((leader.clone(), value.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let out = b.receive(10 * MS, &id("a"), heartbeat(1, "x"));
+    assert_eq!(changes(&out), vec![(Some(id("a")), value("x"))]);
+    assert_eq!(b.leader_value(), value("x").as_ref());
+    let out = b.receive(30 * MS, &id("a"), heartbeat(2, "x"));
+    assert!(changes(&out).is_empty(), "the same value is no change");
+    let out = b.receive(50 * MS, &id("a"), heartbeat(3, "y"));
+    assert_eq!(changes(&out), vec![(Some(id("a")), value("y"))]);
+    let out = b.receive(
+        70 * MS,
+        &id("a"),
+        Message::Heartbeat {
+            term: Term(1),
+            seq: 4,
+            value: None,
+        },
+    );
+    assert_eq!(changes(&out), vec![(Some(id("a")), None)]);
+    b.receive(90 * MS, &id("a"), heartbeat(5, "z"));
+    let out = b.receive(
+        500 * MS,
+        &id("c"),
+        Message::RequestVote {
+            term: Term(2),
+            transfer: false,
+        },
+    );
+    assert_eq!(changes(&out), vec![(None, None)]);
+    assert_eq!(b.leader_value(), None);
 }

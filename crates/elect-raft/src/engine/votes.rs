@@ -30,7 +30,7 @@ impl Engine {
         self.term = Term(self.term.0 + 1);
         self.voted_for = Some(self.config.id.clone());
         self.granted = BTreeSet::from([self.config.id.clone()]);
-        self.set_leader(None, out);
+        self.set_leader(None, None, out);
         self.persist(out);
         if self.granted.len() >= self.quorum() {
             self.become_leader(now, out);
