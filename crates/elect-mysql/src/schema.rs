@@ -361,6 +361,15 @@ pub(crate) fn int(v: &Value) -> Option<i128> {
 mod tests {
     use super::*;
 
+    /// The README's schema is the DDL the crate publishes (it had fallen behind once).
+    #[test]
+    fn the_readme_shows_the_published_ddl() {
+        assert!(
+            include_str!("../README.md").contains(CREATE_TABLE_SQL),
+            "README.md's schema differs from CREATE_TABLE_SQL"
+        );
+    }
+
     #[test]
     fn table_names() {
         for ok in ["elect_leases", "a", "T_1", &"x".repeat(64)] {
