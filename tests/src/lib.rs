@@ -13,6 +13,7 @@ mod keeper;
 pub mod local;
 pub mod proxy;
 pub mod servers;
+pub mod tls;
 
 use std::path::PathBuf;
 

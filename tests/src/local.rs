@@ -130,7 +130,13 @@ impl LocalServer {
                     self.dir.display()
                 ));
             }
-            if answers(self.kind, self.addr()) {
+            let ready = if self.tls_only() {
+                // Its greeting would need a TLS handshake: accepting connections will do.
+                TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok()
+            } else {
+                answers(self.kind, self.addr())
+            };
+            if ready {
                 return Ok(());
             }
             if started.elapsed() > READY_TIMEOUT {
@@ -144,6 +150,12 @@ impl LocalServer {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// Whether the server speaks only TLS on its port (the MongoDB-wire server with a
+    /// certificate; Redis keeps a plaintext port beside `--tls-port`, MariaDB negotiates).
+    fn tls_only(&self) -> bool {
+        self.kind == Kind::Mongo && self.extra_args.iter().any(|a| a == "--tls-cert-file")
     }
 
     fn command(&self) -> Result<Command, String> {

@@ -277,3 +277,90 @@ mod tests {
         assert!(timed_out.unwrap_err().is_retryable());
     }
 }
+
+/// [`Error::NotSetUp`] when a driver's error `text` (its message, or its debug form) is
+/// rustls refusing the other side's certificate — a CA that did not sign the server's
+/// certificate, an expired one, a name that does not match — or the server refusing this
+/// client's (none offered, or one it does not trust). Such a failure does not pass by
+/// retrying: it needs the right CA file or client certificate
+/// ([`TlsFiles`](crate::TlsFiles)). `None` when the text is not a certificate failure.
+pub fn tls_refusal(store: &'static str, text: &str) -> Option<Error> {
+    // rustls' own names for these (`rustls::Error`, `CertificateError`, alert descriptions).
+    const SERVER: [&str; 3] = [
+        "InvalidCertificate",
+        "invalid peer certificate",
+        "UnknownIssuer",
+    ];
+    const CLIENT: [&str; 4] = [
+        "CertificateRequired",
+        "certificate required",
+        "BadCertificate",
+        "UnknownCA",
+    ];
+    let found = |markers: &[&str]| markers.iter().find_map(|m| text.find(m));
+    let (hint, at) = if let Some(at) = found(&SERVER) {
+        (
+            "the server's certificate was refused: is the CA file (TlsFiles::ca_file) the one \
+             that signed it, and does it name the host in the URL?",
+            at,
+        )
+    } else if let Some(at) = found(&CLIENT) {
+        (
+            "the server refused this client's certificate, or wants one: set \
+             TlsFiles::client_identity to a certificate its CA signed",
+            at,
+        )
+    } else {
+        return None;
+    };
+    // The driver's words around the marker: its message can be long (a whole topology).
+    let start = (0..=at.saturating_sub(60))
+        .rev()
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
+    let end = (at + 100..=text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(text.len());
+    let detail = format!(
+        "{}{}{}",
+        if start > 0 { "…" } else { "" },
+        &text[start..end],
+        if end < text.len() { "…" } else { "" }
+    );
+    Some(Error::NotSetUp {
+        store,
+        message: format!("TLS: {hint} ({detail})"),
+    })
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::tls_refusal;
+    use crate::Error;
+
+    #[test]
+    fn certificate_refusals_are_named_and_other_errors_are_not() {
+        let long = format!(
+            "{}invalid peer certificate: UnknownIssuer{}",
+            "x".repeat(500),
+            "é".repeat(300)
+        );
+        let Some(Error::NotSetUp { message, .. }) = tls_refusal("mongo", &long) else {
+            panic!("a refused server certificate");
+        };
+        assert!(
+            message.contains("CA file") && message.contains("UnknownIssuer"),
+            "{message}"
+        );
+        assert!(
+            message.len() < 600,
+            "the driver's text is cut to the part that matters"
+        );
+        assert!(matches!(
+            tls_refusal("redis", "AlertReceived(CertificateRequired)"),
+            Some(Error::NotSetUp { message, .. }) if message.contains("client_identity")
+        ));
+        assert!(tls_refusal("redis", "Connection refused (os error 111)").is_none());
+        assert!(tls_refusal("redis", "").is_none());
+    }
+}

@@ -33,6 +33,7 @@ pub mod rand;
 mod redact;
 mod store;
 mod term;
+mod tls;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -50,6 +51,7 @@ pub use observer::Observer;
 pub use redact::redact_url;
 pub use store::{ChangeFeed, ChangeNotifier, LeaseStore};
 pub use term::Term;
+pub use tls::TlsFiles;
 
 /// Re-exported so that backends and users name one version of it.
 pub use async_trait::async_trait;

@@ -32,10 +32,31 @@ impl Client {
                 })
         })
         .await?;
+        if let Some(files) = &config.tls {
+            files.check_files()?;
+            let tls = mongodb::options::TlsOptions::builder()
+                .ca_file_path(files.ca_file.clone())
+                .cert_key_file_path(files.client_cert_file.clone())
+                .build();
+            options.tls = Some(mongodb::options::Tls::Enabled(tls));
+        }
         options.server_selection_timeout = Some(timeout);
         options.connect_timeout = Some(timeout);
         options.app_name.get_or_insert_with(|| "elect".into());
         let client = mongodb::Client::with_options(options).map_err(|e| map_err("connect", e))?;
+        Self::with_client(client, config).await
+    }
+
+    /// A client on the application's own driver `client`; checks the server answers.
+    pub(crate) async fn from_client(
+        client: mongodb::Client,
+        config: MongoConfig,
+    ) -> Result<Client> {
+        config.validate_options()?;
+        Self::with_client(client, config).await
+    }
+
+    async fn with_client(client: mongodb::Client, config: MongoConfig) -> Result<Client> {
         let leases = client
             .database(&config.database)
             .collection_with_options::<Document>(

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use elect_core::{Error, Result};
+use elect_core::{Error, Result, TlsFiles};
 use mongodb::options::WriteConcern;
 
 /// How to reach MongoDB and where to keep leases.
@@ -29,6 +29,10 @@ pub struct MongoConfig {
     pub write_concern: WriteConcern,
     /// How long connecting and each request may take (default 5 s).
     pub timeout: Duration,
+    /// TLS with these certificates (default none: the URL's `tls`, `tlsCAFile` and
+    /// `tlsCertificateKeyFile` options decide). Setting it turns TLS on. The driver reads the
+    /// client certificate and its key from one PEM file: give the same path for both.
+    pub tls: Option<TlsFiles>,
 }
 
 impl MongoConfig {
@@ -48,7 +52,14 @@ impl MongoConfig {
             collection: "leases".into(),
             write_concern: WriteConcern::majority(),
             timeout: Duration::from_secs(5),
+            tls: None,
         }
+    }
+
+    /// Sets [`MongoConfig::tls`].
+    pub fn tls(mut self, files: TlsFiles) -> Self {
+        self.tls = Some(files);
+        self
     }
 
     /// Sets [`MongoConfig::database`].
@@ -75,7 +86,21 @@ impl MongoConfig {
         self
     }
 
+    /// Checks everything, the URL included.
     pub(crate) fn validate(&self) -> Result<()> {
+        self.validate_options()?;
+        if !self.url.starts_with("mongodb://") && !self.url.starts_with("mongodb+srv://") {
+            return Err(Error::config(format!(
+                "{} is not a mongodb:// URL",
+                redact(&self.url)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks all but the URL (a store made from a client of the application's has no use for
+    /// it).
+    pub(crate) fn validate_options(&self) -> Result<()> {
         let db = &self.database;
         if db.is_empty()
             || db.len() > 63
@@ -100,11 +125,14 @@ impl MongoConfig {
         if self.timeout.is_zero() {
             return Err(Error::config("timeout must not be zero"));
         }
-        if !self.url.starts_with("mongodb://") && !self.url.starts_with("mongodb+srv://") {
-            return Err(Error::config(format!(
-                "{} is not a mongodb:// URL",
-                redact(&self.url)
-            )));
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+            if tls.client_cert_file != tls.client_key_file {
+                return Err(Error::config(
+                    "MongoDB's driver reads the TLS client certificate and its key from one PEM \
+                     file: put both in one file and give its path twice",
+                ));
+            }
         }
         Ok(())
     }
@@ -153,6 +181,7 @@ impl fmt::Debug for MongoConfig {
             .field("collection", &self.collection)
             .field("write_concern", &self.write_concern)
             .field("timeout", &self.timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }

@@ -30,6 +30,10 @@ pub(crate) fn map_err(operation: &'static str, e: mongodb::error::Error) -> Erro
     const TRANSIENT: &[i32] = &[
         6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
     ];
+    // Server selection reports the handshake's failure only in its message.
+    if let Some(refused) = elect_core::backend::tls_refusal(STORE, &e.to_string()) {
+        return refused;
+    }
     let code = code(&e);
     let transient = e.contains_label("RetryableWriteError")
         || e.contains_label("TransientTransactionError")

@@ -147,13 +147,40 @@ impl MongoStore {
 
     /// Validates `config`, connects, and checks the server answers.
     pub async fn connect(config: MongoConfig) -> Result<MongoStore> {
-        let client = Client::connect(config).await?;
-        Ok(MongoStore {
+        Ok(Self::open(Client::connect(config).await?))
+    }
+
+    /// A store on the application's own driver `client` (one round trip to check the server
+    /// answers). `config` gives the database, the collection, the write concern (set on the
+    /// leases collection alone, majority by default) and the request timeout; its URL is not
+    /// used.
+    ///
+    /// What elect needs of the client: a replica set or sharded cluster for change streams
+    /// (on a standalone server waiting candidates fall back to the expiry), and nothing of its
+    /// sessions. Shutting down: the store's change-stream watcher holds a cursor, so a plain
+    /// `client.shutdown()` waits forever — use `shutdown().immediate(true)`, or
+    /// [`close`](Self::close), which does that to the shared client.
+    ///
+    /// ```no_run
+    /// use elect_mongo::{MongoConfig, MongoStore};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = elect_mongo::mongodb::Client::with_uri_str("mongodb://db.internal/?replicaSet=rs0").await?;
+    /// let store = MongoStore::from_client(client.clone(), MongoConfig::new("").database("app")).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn from_client(client: mongodb::Client, config: MongoConfig) -> Result<MongoStore> {
+        Ok(Self::open(Client::from_client(client, config).await?))
+    }
+
+    fn open(client: Client) -> MongoStore {
+        MongoStore {
             inner: Arc::new(Inner {
                 feeds: Feeds::new(client.config.timeout),
                 client,
             }),
-        })
+        }
     }
 
     /// Shuts the driver's client down, so that its connections close while the runtime still

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use elect_core::conformance::{Fixture, Junk, Settings};
+use elect_core::conformance::{DataLoss, Fixture, Junk, Settings};
 use elect_mongo::mongodb::bson::{doc, DateTime};
 use elect_mongo::{ElectionName, Error, LeaseStore, MongoConfig, MongoStore};
 use elect_tests::{unique_name, Kind, OwnedServer};
@@ -77,6 +77,20 @@ impl Fixture for MongoFixture {
             .await
             .expect("insert the junk");
         true
+    }
+
+    async fn lose_data(&self, election: &ElectionName, loss: DataLoss) {
+        let leases = self.raw.collection();
+        match loss {
+            DataLoss::Record => {
+                let deleted = leases
+                    .delete_one(doc! { "_id": election.as_str() })
+                    .await
+                    .expect("delete the document");
+                assert_eq!(deleted.deleted_count, 1, "the document existed");
+            }
+            _ => leases.drop().await.expect("drop the collection"),
+        }
     }
 
     async fn connect(&self, url: &str) -> Result<Arc<dyn LeaseStore>, Error> {

@@ -282,3 +282,35 @@ async fn the_url_names_the_database() {
         .unwrap();
     assert!(found.is_some(), "the lease is in {db}.leases");
 }
+
+/// A store on the application's own driver client: the suite's feed and value checks pass.
+/// (The MongoDB-wire server, not a real mongod.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_on_the_applications_own_client_passes_the_feed_and_value_checks() {
+    use elect_core::conformance::{self, Settings};
+    let client = elect_mongo::mongodb::Client::with_uri_str(elect_tests::mongo().await.url())
+        .await
+        .unwrap();
+    let store = || async {
+        let config = MongoConfig::new("").database(unique_name("byo"));
+        std::sync::Arc::new(
+            MongoStore::from_client(client.clone(), config)
+                .await
+                .unwrap(),
+        ) as std::sync::Arc<dyn LeaseStore>
+    };
+    conformance::first_acquire_is_granted(store().await, Settings::real_server()).await;
+    conformance::release_wakes_subscribers(store().await, Settings::real_server()).await;
+    conformance::leader_value_travels_with_the_lease(store().await, Settings::real_server()).await;
+    conformance::observers_learn_of_a_new_leader_from_the_feed(
+        store().await,
+        Settings::real_server(),
+    )
+    .await;
+    let bad = MongoConfig::new("").database("no/slashes");
+    assert!(matches!(
+        MongoStore::from_client(client.clone(), bad).await,
+        Err(Error::InvalidConfig { .. })
+    ));
+    client.shutdown().immediate(true).await;
+}

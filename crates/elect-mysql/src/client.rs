@@ -55,20 +55,48 @@ impl Client {
             .with_constraints(constraints)
             .with_inactive_connection_ttl(IDLE_CONNECTION_TTL)
             .with_reset_connection(false);
-        let opts = OptsBuilder::from_opts(opts).pool_opts(pool_opts);
-        let pool = Pool::new(opts);
-        let client = Client {
+        #[allow(unused_mut)]
+        let mut opts = OptsBuilder::from_opts(opts).pool_opts(pool_opts);
+        #[cfg(feature = "tls")]
+        if let Some(files) = &config.tls {
+            files.check_files()?;
+            opts = opts.ssl_opts(Some(ssl_opts(files)));
+        }
+        let client = Self::with_pool(Pool::new(opts), config);
+        client
+            .request("connect", async |conn| conn.ping().await)
+            .await?;
+        Ok(client)
+    }
+
+    /// A client on the application's own `pool`; checks that its connections select a
+    /// database (one round trip).
+    pub(crate) async fn from_pool(pool: Pool, config: MysqlConfig) -> Result<Client> {
+        config.validate()?;
+        let client = Self::with_pool(pool, config);
+        let database: Option<Option<String>> = client
+            .request("connect", async |conn| {
+                conn.query_first("SELECT DATABASE()").await
+            })
+            .await?;
+        if database.flatten().is_none_or(|d| d.is_empty()) {
+            return Err(Error::config(
+                "the pool's connections select no database: name it in the pool's URL or options \
+                 (mysql://host/DATABASE)",
+            ));
+        }
+        Ok(client)
+    }
+
+    fn with_pool(pool: Pool, config: MysqlConfig) -> Client {
+        Client {
             sql: [
                 Sql::new(&config.table, false),
                 Sql::new(&config.table, true),
             ],
             config,
             pool,
-        };
-        client
-            .request("connect", async |conn| conn.ping().await)
-            .await?;
-        Ok(client)
+        }
     }
 
     /// Runs `f` on a pooled connection under the configured timeout, mapping errors.
@@ -92,4 +120,24 @@ impl Client {
         })
         .await
     }
+}
+
+/// mysql_async's TLS options from PEM files: the CA (else the platform's roots) and a client
+/// identity. The files are read when a connection is made.
+#[cfg(feature = "tls")]
+fn ssl_opts(files: &elect_core::TlsFiles) -> mysql_async::SslOpts {
+    use mysql_async::{ClientIdentity, SslOpts};
+    let mut ssl = SslOpts::default();
+    if let Some(ca) = &files.ca_file {
+        ssl = ssl
+            .with_root_certs(vec![ca.clone().into()])
+            .with_disable_built_in_roots(true);
+    }
+    if let (Some(cert), Some(key)) = (&files.client_cert_file, &files.client_key_file) {
+        ssl = ssl.with_client_identity(Some(ClientIdentity::new(
+            cert.clone().into(),
+            key.clone().into(),
+        )));
+    }
+    ssl
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use elect_core::{Error, Result};
+use elect_core::{Error, Result, TlsFiles};
 
 use crate::schema::{valid_table_name, DEFAULT_TABLE};
 
@@ -34,6 +34,10 @@ pub struct MysqlConfig {
     /// query per store for all its elections). `None` turns the change feed off: waiters then
     /// wake only when the lease they were told of expires.
     pub release_poll: Option<Duration>,
+    /// TLS with these certificates (default none: the URL's options decide, e.g.
+    /// `require_ssl=true` trusts the platform's roots). Setting it turns TLS on and requires
+    /// it; needs the `tls` feature.
+    pub tls: Option<TlsFiles>,
 }
 
 impl MysqlConfig {
@@ -45,7 +49,14 @@ impl MysqlConfig {
             pool_size: 4,
             timeout: Duration::from_secs(5),
             release_poll: Some(Duration::from_millis(100)),
+            tls: None,
         }
+    }
+
+    /// Sets [`MysqlConfig::tls`].
+    pub fn tls(mut self, files: TlsFiles) -> Self {
+        self.tls = Some(files);
+        self
     }
 
     /// Sets [`MysqlConfig::table`].
@@ -96,6 +107,14 @@ impl MysqlConfig {
                 "release poll interval must be at least 10 ms",
             ));
         }
+        if let Some(tls) = &self.tls {
+            if !cfg!(feature = "tls") {
+                return Err(Error::config(
+                    "TLS files are set: enable the `tls` feature of elect-mysql",
+                ));
+            }
+            tls.validate()?;
+        }
         Ok(())
     }
 }
@@ -108,6 +127,7 @@ impl fmt::Debug for MysqlConfig {
             .field("pool_size", &self.pool_size)
             .field("timeout", &self.timeout)
             .field("release_poll", &self.release_poll)
+            .field("tls", &self.tls)
             .finish()
     }
 }

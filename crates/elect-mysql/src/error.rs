@@ -64,6 +64,11 @@ fn missing_table(table: &str) -> String {
 /// Maps a mysql_async error by what it means for the caller, by its code.
 fn map_err(operation: &'static str, table: &str, e: mysql_async::Error) -> Error {
     use mysql_async::Error as E;
+    if let E::Io(io) = &e {
+        if let Some(refused) = elect_core::backend::tls_refusal(STORE, &format!("{io:?}")) {
+            return refused;
+        }
+    }
     match &e {
         E::Server(s) if s.code == 1146 => Error::NotSetUp {
             store: STORE,

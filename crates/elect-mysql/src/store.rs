@@ -97,15 +97,43 @@ impl MysqlStore {
     /// Validates `config` and connects (one round trip to check the server answers). It does
     /// not create the table: see [`migrate`](Self::migrate).
     pub async fn connect(config: MysqlConfig) -> Result<MysqlStore> {
-        let client = Client::connect(config).await?;
-        Ok(MysqlStore {
+        Ok(Self::open(Client::connect(config).await?))
+    }
+
+    /// A store on the application's own `mysql_async` pool (one round trip to check that its
+    /// connections select a database). `config` gives the table, the request timeout and the
+    /// release poll; its URL and pool size are not used. Like [`connect`](Self::connect), it
+    /// does not create the table.
+    ///
+    /// What elect needs of the pool: connections to the database that holds the table, and
+    /// nothing else of their session (each transaction sets its own isolation level, no
+    /// session variable is read or set). A pool with an idle-connection TTL of zero and a
+    /// minimum of zero (mysql_async's defaults) opens a connection for every request: give it
+    /// `inactive_connection_ttl` above zero, as elect's own pools have (60 s).
+    ///
+    /// ```no_run
+    /// use elect_mysql::mysql_async::{Opts, Pool};
+    /// use elect_mysql::{MysqlConfig, MysqlStore};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = Pool::new(Opts::from_url("mysql://app:secret@db.internal/app")?);
+    /// let store = MysqlStore::from_pool(pool.clone(), MysqlConfig::new("")).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn from_pool(pool: mysql_async::Pool, config: MysqlConfig) -> Result<MysqlStore> {
+        Ok(Self::open(Client::from_pool(pool, config).await?))
+    }
+
+    fn open(client: Client) -> MysqlStore {
+        MysqlStore {
             inner: Arc::new(Inner {
                 feed: Poller::new(client.config.release_poll),
                 client: Arc::new(client),
                 schema_checked: tokio::sync::OnceCell::new(),
                 warned_no_value: std::sync::atomic::AtomicBool::new(false),
             }),
-        })
+        }
     }
 
     /// Creates the table if it does not exist (`CREATE TABLE IF NOT EXISTS`), adds the `nonce`

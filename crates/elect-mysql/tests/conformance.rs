@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use elect_core::conformance::{Fixture, Junk, Settings};
+use elect_core::conformance::{DataLoss, Fixture, Junk, Settings};
 use elect_mysql::mysql_async::prelude::Queryable;
 use elect_mysql::{ElectionName, Error, LeaseStore, MysqlConfig, MysqlStore};
 use elect_tests::{Kind, OwnedServer};
@@ -96,6 +96,27 @@ impl Fixture for MysqlFixture {
         .await
         .expect("INSERT");
         true
+    }
+
+    async fn lose_data(&self, election: &ElectionName, loss: DataLoss) {
+        let mut conn = elect_mysql::mysql_async::Conn::from_url(self.url())
+            .await
+            .expect("a raw connection");
+        match loss {
+            DataLoss::Record => {
+                conn.exec_drop(
+                    "DELETE FROM elect_leases WHERE election = ?",
+                    (election.as_str(),),
+                )
+                .await
+                .expect("DELETE");
+                assert_eq!(conn.affected_rows(), 1, "the row existed");
+            }
+            _ => conn
+                .query_drop("TRUNCATE TABLE elect_leases")
+                .await
+                .expect("TRUNCATE"),
+        }
     }
 
     async fn connect(&self, url: &str) -> Result<Arc<dyn LeaseStore>, Error> {

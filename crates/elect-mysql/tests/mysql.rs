@@ -399,3 +399,38 @@ async fn a_url_without_a_database_is_a_configuration_error() {
         }
     }
 }
+
+/// A store on the application's own mysql_async pool: the suite's feed and value checks pass,
+/// and a pool whose connections select no database is a configuration error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_on_the_applications_own_pool_passes_the_feed_and_value_checks() {
+    use elect_core::conformance::{self, Settings};
+    use elect_mysql::mysql_async::{Opts, Pool};
+    let url = fresh_database().await;
+    migrated(&url).await;
+    let pool = Pool::new(Opts::from_url(&url).unwrap());
+    let store = || async {
+        std::sync::Arc::new(
+            MysqlStore::from_pool(pool.clone(), MysqlConfig::new(""))
+                .await
+                .unwrap(),
+        ) as std::sync::Arc<dyn LeaseStore>
+    };
+    conformance::first_acquire_is_granted(store().await, Settings::real_server()).await;
+    conformance::release_wakes_subscribers(store().await, Settings::real_server()).await;
+    conformance::leader_value_travels_with_the_lease(store().await, Settings::real_server()).await;
+    conformance::observers_learn_of_a_new_leader_from_the_feed(
+        store().await,
+        Settings::real_server(),
+    )
+    .await;
+    let server = elect_tests::mysql().await;
+    let no_database = Pool::new(Opts::from_url(server.url()).unwrap());
+    let error = MysqlStore::from_pool(no_database, MysqlConfig::new(""))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::InvalidConfig { message } if message.contains("no database")),
+        "{error}"
+    );
+}

@@ -15,6 +15,8 @@ pub(crate) struct Client {
     pub(crate) config: RedisConfig,
     pub(crate) pool: Pool,
     pub(crate) scripts: Scripts,
+    /// The server, credentials and TLS settings, for the subscriber connection.
+    fred: Config,
 }
 
 impl Client {
@@ -32,20 +34,40 @@ impl Client {
                 .map_err(|e| map_err("connect", e))
         })
         .await?;
+        Self::with_pool(pool, fred_config, config).await
+    }
+
+    /// A client on the application's own `pool` (already connected): its server, credentials
+    /// and TLS settings serve the subscriber connection too.
+    pub(crate) async fn from_pool(pool: Pool, config: RedisConfig) -> Result<Client> {
+        config.validate_options()?;
+        let fred = pool.next().client_config();
+        Self::with_pool(pool, fred, config).await
+    }
+
+    /// Loads the scripts through `pool` (within the connect timeout).
+    async fn with_pool(pool: Pool, fred: Config, config: RedisConfig) -> Result<Client> {
+        let timeout = config.connect_timeout;
         let client = Client {
             config,
             pool,
             scripts: Scripts::new(),
+            fred,
         };
-        for script in client.scripts.all() {
-            client.load(script).await?;
-        }
+        elect_core::backend::timed(STORE, "connect", timeout, async {
+            for script in client.scripts.all() {
+                client.load(script).await?;
+            }
+            Ok(())
+        })
+        .await?;
         Ok(client)
     }
 
-    /// A builder for another connection with the same settings (the subscriber).
-    pub(crate) fn builder(&self) -> Result<Builder> {
-        Ok(builder(&fred_config(&self.config)?, &self.config))
+    /// A builder for another connection to the same server (the subscriber), with elect's
+    /// timeouts and reconnection policy.
+    pub(crate) fn builder(&self) -> Builder {
+        builder(&self.fred, &self.config)
     }
 
     async fn load(&self, script: &Script) -> Result<String> {
@@ -101,9 +123,77 @@ impl Client {
 }
 
 pub(crate) fn fred_config(config: &RedisConfig) -> Result<Config> {
-    Config::from_url(&config.url).map_err(|e| Error::InvalidConfig {
+    #[allow(unused_mut)]
+    let mut fred = Config::from_url(&config.url).map_err(|e| Error::InvalidConfig {
         message: format!("{}: {}", redact(&config.url), e.details()),
-    })
+    })?;
+    #[cfg(feature = "tls")]
+    if let Some(files) = &config.tls {
+        fred.tls = Some(tls::connector(files)?.into());
+    }
+    Ok(fred)
+}
+
+/// A rustls client configuration (ring provider) from PEM files.
+#[cfg(feature = "tls")]
+mod tls {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use elect_core::{Error, Result, TlsFiles};
+    use fred::rustls::pki_types::pem::PemObject;
+    use fred::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use fred::rustls::{self, ClientConfig, RootCertStore};
+    use fred::types::config::TlsConnector;
+
+    fn unreadable(what: &str, path: &Path, e: impl std::fmt::Display) -> Error {
+        Error::config(format!("TLS {what} {}: {e}", path.display()))
+    }
+
+    fn certs(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| unreadable(what, path, e))?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| unreadable(what, path, e))?;
+        if certs.is_empty() {
+            return Err(unreadable(what, path, "no PEM certificate in it"));
+        }
+        Ok(certs)
+    }
+
+    pub(super) fn connector(files: &TlsFiles) -> Result<TlsConnector> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
+        match &files.ca_file {
+            Some(path) => {
+                for cert in certs("CA file", path)? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| unreadable("CA file", path, e))?;
+                }
+            }
+            None => {
+                let native = fred::rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(native.certs);
+            }
+        }
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::config(format!("TLS: {e}")))?
+            .with_root_certificates(roots);
+        let config = match (&files.client_cert_file, &files.client_key_file) {
+            (Some(cert), Some(key)) => {
+                let chain = certs("client certificate", cert)?;
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| unreadable("client key", key, e))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| Error::config(format!("TLS client certificate: {e}")))?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        Ok(config.into())
+    }
 }
 
 pub(crate) fn builder(fred_config: &Config, config: &RedisConfig) -> Builder {

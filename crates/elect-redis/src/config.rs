@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use elect_core::{Error, Result};
+use elect_core::{Error, Result, TlsFiles};
 
 /// How to reach Redis and where to keep leases.
 ///
@@ -42,6 +42,9 @@ pub struct RedisConfig {
     /// Redlock's "delayed restart", enforced by the clients. The cost: an election first used
     /// within a TTL of the server's start waits out a TTL.
     pub restart_quarantine: bool,
+    /// The CA and client certificate of `rediss://` connections (default: the platform's
+    /// roots, no client certificate). Needs the `tls` feature and a `rediss://` URL.
+    pub tls: Option<TlsFiles>,
 }
 
 impl RedisConfig {
@@ -54,7 +57,14 @@ impl RedisConfig {
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(5),
             restart_quarantine: false,
+            tls: None,
         }
+    }
+
+    /// Sets [`RedisConfig::tls`].
+    pub fn tls(mut self, files: TlsFiles) -> Self {
+        self.tls = Some(files);
+        self
     }
 
     /// Sets [`RedisConfig::restart_quarantine`].
@@ -87,7 +97,32 @@ impl RedisConfig {
         self
     }
 
+    /// Checks everything, the URL included.
     pub(crate) fn validate(&self) -> Result<()> {
+        self.validate_options()?;
+        if self.url.starts_with("rediss://") && !cfg!(feature = "tls") {
+            return Err(Error::config(format!(
+                "{} needs TLS: enable the `tls` feature of elect-redis",
+                redact(&self.url)
+            )));
+        }
+        if !self.url.starts_with("redis://") && !self.url.starts_with("rediss://") {
+            return Err(Error::config(format!(
+                "{} is not a redis:// or rediss:// URL",
+                redact(&self.url)
+            )));
+        }
+        if self.tls.is_some() && !self.url.starts_with("rediss://") {
+            return Err(Error::config(format!(
+                "TLS files are set but {} is plaintext: use a rediss:// URL",
+                redact(&self.url)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks all but the URL (a store made from a pool of the application's has no use for it).
+    pub(crate) fn validate_options(&self) -> Result<()> {
         let prefix = &self.key_prefix;
         if prefix.is_empty()
             || prefix.len() > 64
@@ -108,17 +143,13 @@ impl RedisConfig {
         if self.connect_timeout.is_zero() || self.command_timeout.is_zero() {
             return Err(Error::config("timeouts must not be zero"));
         }
-        if self.url.starts_with("rediss://") && !cfg!(feature = "tls") {
-            return Err(Error::config(format!(
-                "{} needs TLS: enable the `tls` feature of elect-redis",
-                redact(&self.url)
-            )));
-        }
-        if !self.url.starts_with("redis://") && !self.url.starts_with("rediss://") {
-            return Err(Error::config(format!(
-                "{} is not a redis:// or rediss:// URL",
-                redact(&self.url)
-            )));
+        if let Some(tls) = &self.tls {
+            if !cfg!(feature = "tls") {
+                return Err(Error::config(
+                    "TLS files are set: enable the `tls` feature of elect-redis",
+                ));
+            }
+            tls.validate()?;
         }
         Ok(())
     }
@@ -132,6 +163,8 @@ impl fmt::Debug for RedisConfig {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
+            .field("restart_quarantine", &self.restart_quarantine)
+            .field("tls", &self.tls)
             .finish()
     }
 }

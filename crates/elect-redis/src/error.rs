@@ -26,6 +26,9 @@ pub(crate) fn map_err(operation: &'static str, e: fred::error::Error) -> Error {
         "READONLY",
     ];
     let transient_reply = code(&e).is_some_and(|c| TRANSIENT.contains(&c));
+    if let Some(refused) = elect_core::backend::tls_refusal(STORE, e.details()) {
+        return refused;
+    }
     match e.kind() {
         K::IO
         | K::Timeout

@@ -51,10 +51,42 @@ impl RedisStore {
 
     /// Validates `config`, connects, and loads the scripts.
     pub async fn connect(config: RedisConfig) -> Result<RedisStore> {
-        let client = Client::connect(config).await?;
+        Self::open(Client::connect(config).await?).await
+    }
+
+    /// A store on the application's own fred `pool`, which must be connected (`init`ed): the
+    /// store's requests go through it, and the pub/sub connection for hand-over notices is
+    /// made with the pool's server, credentials and TLS settings. `config` gives the key
+    /// prefix, the restart quarantine and the timeouts (for the scripts' loading and the
+    /// subscriber); its URL is not used.
+    ///
+    /// What elect needs of the pool: a connection to a primary (a replica refuses the scripts'
+    /// writes), and bounded commands — fred's `default_command_timeout` well under a third of
+    /// the TTL, or none, since the elector bounds each request by itself. Retries after a
+    /// reconnect (`max_command_attempts` above 1) are safe, because every write is guarded by
+    /// the claim's nonce and term, but a retried renewal only lands later; elect's own pools
+    /// make one attempt.
+    ///
+    /// ```no_run
+    /// use elect_redis::fred::prelude::*;
+    /// use elect_redis::{RedisConfig, RedisStore};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = Builder::from_config(Config::from_url("redis://cache.internal:6379")?)
+    ///     .build_pool(4)?;
+    /// pool.init().await?;
+    /// let store = RedisStore::from_pool(pool.clone(), RedisConfig::new("").key_prefix("billing")).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn from_pool(pool: Pool, config: RedisConfig) -> Result<RedisStore> {
+        Self::open(Client::from_pool(pool, config).await?).await
+    }
+
+    async fn open(client: Client) -> Result<RedisStore> {
         let store = RedisStore {
             inner: Arc::new(Inner {
-                feeds: Feeds::new(client.builder()?, client.config.command_timeout),
+                feeds: Feeds::new(client.builder(), client.config.command_timeout),
                 client,
             }),
         };

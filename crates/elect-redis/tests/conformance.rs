@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use elect_core::conformance::{Fixture, Junk, Settings};
+use elect_core::conformance::{DataLoss, Fixture, Junk, Settings};
 use elect_redis::fred::prelude::*;
 use elect_redis::{ElectionName, Error, LeaseStore, RedisConfig, RedisStore};
 use elect_tests::{unique_name, Kind, OwnedServer};
@@ -91,6 +91,19 @@ impl Fixture for RedisFixture {
             .await
             .expect("PEXPIRE");
         true
+    }
+
+    async fn lose_data(&self, election: &ElectionName, loss: DataLoss) {
+        match loss {
+            DataLoss::Record => {
+                let keys = vec![self.keys.lease_key(election), self.keys.term_key(election)];
+                let deleted: i64 = self.admin.del(keys).await.expect("DEL");
+                assert!(deleted >= 1, "the term counter at least existed");
+            }
+            _ => {
+                let _: () = self.admin.flushall(false).await.expect("FLUSHALL");
+            }
+        }
     }
 
     async fn connect(&self, url: &str) -> Result<Arc<dyn LeaseStore>, Error> {

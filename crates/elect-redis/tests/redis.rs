@@ -164,7 +164,11 @@ async fn a_blackholed_leader_steps_down_before_its_lease_expires_at_the_server()
         "lost fired {:?} after the server's expiry",
         lost - expiry
     );
-    assert!(lost - cut <= ttl, "lost fired {:?} after the cut", lost - cut);
+    assert!(
+        lost - cut <= ttl,
+        "lost fired {:?} after the cut",
+        lost - cut
+    );
     eprintln!(
         "lost fired {:?} after the cut, at least {:?} before the server's expiry",
         lost - cut,
@@ -497,5 +501,48 @@ async fn run_cancels_the_work_by_the_deadline_when_the_store_is_blackholed() {
     assert!(
         runs.lock().unwrap()[1].dropped.is_some(),
         "shutdown cancels the work"
+    );
+}
+
+/// A store on the application's own fred pool: requests go through it, hand-over notices
+/// through a subscriber made with its settings, values travel (checks from the suite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_on_the_applications_own_pool_passes_the_feed_and_value_checks() {
+    use elect_core::conformance::{self, Settings};
+    let url = elect_tests::redis().await.url().to_owned();
+    let pool = Builder::from_config(Config::from_url(&url).unwrap())
+        .build_pool(2)
+        .unwrap();
+    pool.init().await.unwrap();
+    let store = || async {
+        let config = RedisConfig::new("").key_prefix(unique_name("byo"));
+        std::sync::Arc::new(RedisStore::from_pool(pool.clone(), config).await.unwrap())
+            as std::sync::Arc<dyn LeaseStore>
+    };
+    conformance::first_acquire_is_granted(store().await, Settings::real_server()).await;
+    conformance::release_wakes_subscribers(store().await, Settings::real_server()).await;
+    conformance::leader_value_travels_with_the_lease(store().await, Settings::real_server()).await;
+    conformance::observers_learn_of_a_new_leader_from_the_feed(
+        store().await,
+        Settings::real_server(),
+    )
+    .await;
+    // Options are still checked; the URL is not used.
+    let bad = RedisConfig::new("").key_prefix("no spaces");
+    assert!(matches!(
+        RedisStore::from_pool(pool.clone(), bad).await,
+        Err(Error::InvalidConfig { .. })
+    ));
+    // An application's pool that is not connected: a typed error in bounded time, no hang.
+    let idle = Builder::from_config(Config::from_url("redis://127.0.0.1:1").unwrap())
+        .build_pool(1)
+        .unwrap();
+    let config = RedisConfig::new("").connect_timeout(Duration::from_millis(500));
+    let result = timeout(Duration::from_secs(5), RedisStore::from_pool(idle, config))
+        .await
+        .expect("bounded");
+    assert!(
+        result.is_err(),
+        "a pool that is not connected cannot load scripts"
     );
 }

@@ -45,7 +45,8 @@ pub use harness::{Harness, StoreHarness};
 pub use record::{Interval, Recorder};
 pub use server::{
     junk_records_are_typed_errors, terms_continue_across_a_server_restart,
-    unreachable_servers_and_bad_urls_are_typed_errors, Fixture, Junk,
+    terms_rise_after_data_loss, unreachable_servers_and_bad_urls_are_typed_errors, DataLoss,
+    Fixture, Junk,
 };
 pub use store_checks::*;
 

@@ -45,6 +45,16 @@ impl Junk {
     ];
 }
 
+/// Data the server loses (or a foreign client deletes) behind the store's back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DataLoss {
+    /// The election's record alone: the row, the document, the lease and term keys.
+    Record,
+    /// Everything the store keeps: the table truncated, the collection dropped, `FLUSHALL`.
+    Everything,
+}
+
 /// What the server-level checks need from a backend, beyond a [`LeaseStore`].
 ///
 /// One fixture serves one check: it owns a server that nothing else uses (the restart check
@@ -52,7 +62,7 @@ impl Junk {
 ///
 /// ```no_run
 /// use std::sync::Arc;
-/// use elect_core::conformance::{Fixture, Junk};
+/// use elect_core::conformance::{DataLoss, Fixture, Junk};
 /// use elect_core::{ElectionName, Error, LeaseStore, MemoryStore};
 ///
 /// struct MyFixture { /* the server process, its URL, a raw client */ }
@@ -66,6 +76,9 @@ impl Junk {
 ///     async fn start_server(&self) { /* start it again, same port, same data directory */ }
 ///     async fn write_junk(&self, _election: &ElectionName, _junk: Junk) -> bool {
 ///         false // write it with a raw client; false where the schema cannot hold it
+///     }
+///     async fn lose_data(&self, _election: &ElectionName, _loss: DataLoss) {
+///         // DELETE the record, or TRUNCATE / drop / FLUSHALL, with a raw client
 ///     }
 ///     async fn connect(&self, _url: &str) -> Result<Arc<dyn LeaseStore>, Error> {
 ///         Err(Error::config("not a URL of mine"))
@@ -91,6 +104,9 @@ pub trait Fixture: Send + Sync {
     /// store's). Returns false when the store's schema cannot hold that junk at all (a typed
     /// column), so the check skips it.
     async fn write_junk(&self, election: &ElectionName, junk: Junk) -> bool;
+
+    /// Deletes `loss` with a client of the fixture's own, while the server keeps running.
+    async fn lose_data(&self, election: &ElectionName, loss: DataLoss);
 
     /// The backend's own constructor from a URL (its `connect_url`), as a user calls it.
     async fn connect(&self, url: &str) -> Result<Arc<dyn LeaseStore>, Error>;
@@ -256,6 +272,7 @@ macro_rules! server_conformance_tests {
             terms_continue_across_a_server_restart
             junk_records_are_typed_errors
             unreachable_servers_and_bad_urls_are_typed_errors
+            terms_rise_after_data_loss
         );
     };
 }
@@ -273,4 +290,55 @@ macro_rules! __server_each {
             }
         )*
     };
+}
+
+/// The election's record, or everything the store keeps, is deleted twice: under a live leader
+/// (whose next renewal is refused, so it steps down within a renewal interval and is granted
+/// again) and while the election is vacant after a release. Each new grant has a higher term
+/// than every one before: terms are fencing tokens only if no loss can take them back.
+pub async fn terms_rise_after_data_loss(fixture: Shared, settings: Settings) {
+    let ttl = settings.ttl_duration();
+    let store = fixture.store().await;
+    for loss in [DataLoss::Record, DataLoss::Everything] {
+        let election = fresh_election("data-loss");
+        let elector = Elector::builder_dyn(store.clone(), election.clone())
+            .candidate(id("a"))
+            .ttl(ttl)
+            // Out of the race for a TTL after resigning: the second loss finds the election vacant.
+            .resign_pause(ttl)
+            .start()
+            .expect("a valid elector configuration");
+        let lead = |what: &'static str| {
+            let elector = elector.clone();
+            async move {
+                timeout(ttl * 4, elector.leading())
+                    .await
+                    .unwrap_or_else(|_| panic!("{loss:?}: no leadership {what}"))
+                    .expect("running")
+            }
+        };
+        let first = lead("at first").await;
+        sleep(ttl / 4).await;
+        fixture.lose_data(&election, loss).await;
+        timeout(ttl, first.lost()).await.unwrap_or_else(|_| {
+            panic!("{loss:?}: the leader still believes a TTL after its record was deleted")
+        });
+        let second = lead("after the loss under a live lease").await;
+        assert!(
+            second.term() > first.term(),
+            "{loss:?} under a live lease: term {} after {}",
+            second.term(),
+            first.term()
+        );
+        elector.resign().await.expect("resign releases");
+        fixture.lose_data(&election, loss).await;
+        let third = lead("after the loss of a released election").await;
+        assert!(
+            third.term() > second.term(),
+            "{loss:?} after a release: term {} after {}",
+            third.term(),
+            second.term()
+        );
+        elector.shutdown().await.expect("shutdown releases");
+    }
 }
