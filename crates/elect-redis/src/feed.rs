@@ -125,15 +125,28 @@ impl Feeds {
             .subscribe(confirming.channel)
             .await
             .map_err(|e| map_err("subscribe", e))?;
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
         self.shared.probes().insert(confirming.probe.clone(), tx);
-        let _: i64 = publisher
-            .publish(confirming.channel, confirming.probe.as_str())
-            .await
-            .map_err(|e| map_err("subscribe", e))?;
-        match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(Error::timeout(STORE, "subscribe", self.timeout)),
+        // fred's `subscribe` returns before the server has processed SUBSCRIBE, and the probe
+        // goes out on another connection: a probe published first reaches nobody. So it is
+        // published again, at growing intervals, until it comes back (seen under load: one
+        // probe lost, the subscribe failed after its whole timeout).
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut every = Duration::from_millis(5);
+        loop {
+            let _: i64 = publisher
+                .publish(confirming.channel, confirming.probe.as_str())
+                .await
+                .map_err(|e| map_err("subscribe", e))?;
+            let wait = (tokio::time::Instant::now() + every).min(deadline);
+            match tokio::time::timeout_at(wait, &mut rx).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(_)) => return Err(Error::timeout(STORE, "subscribe", self.timeout)),
+                Err(_) if wait >= deadline => {
+                    return Err(Error::timeout(STORE, "subscribe", self.timeout))
+                }
+                Err(_) => every = (every * 2).min(Duration::from_millis(200)),
+            }
         }
     }
 
