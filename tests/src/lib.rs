@@ -14,6 +14,7 @@ pub mod local;
 pub mod proxy;
 pub mod servers;
 pub mod tls;
+pub mod topology;
 
 use std::path::PathBuf;
 

@@ -21,7 +21,9 @@ use elect_core::{Error, Result, TlsFiles};
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct RedisConfig {
-    /// `redis://[user][:password@]host:port[/db]`, or `rediss://` with the `tls` feature.
+    /// `redis://[user][:password@]host:port[/db]`, or `rediss://` with the `tls` feature; a
+    /// Cluster: `redis-cluster://host:port?node=host:port&node=…` (`rediss-cluster://`); behind
+    /// Sentinels: `redis-sentinel://sentinel:port?sentinelServiceName=NAME&node=sentinel:port`.
     pub url: String,
     /// Prefix of every key and channel (default `elect`): 1–64 bytes of `[A-Za-z0-9._:/-]`.
     pub key_prefix: String,
@@ -46,6 +48,15 @@ pub struct RedisConfig {
     /// roots, no client certificate). Needs the `tls` feature and a `rediss://` URL.
     pub tls: Option<TlsFiles>,
 }
+
+/// The URL schemes a store accepts: standalone, Cluster and Sentinel (fred's), with TLS.
+const SCHEMES: [&str; 5] = [
+    "redis://",
+    "rediss://",
+    "redis-cluster://",
+    "rediss-cluster://",
+    "redis-sentinel://",
+];
 
 impl RedisConfig {
     /// A configuration for `url` with the defaults.
@@ -100,21 +111,23 @@ impl RedisConfig {
     /// Checks everything, the URL included.
     pub(crate) fn validate(&self) -> Result<()> {
         self.validate_options()?;
-        if self.url.starts_with("rediss://") && !cfg!(feature = "tls") {
+        let Some(scheme) = SCHEMES.iter().find(|s| self.url.starts_with(**s)) else {
+            return Err(Error::config(format!(
+                "{} is not a redis://, rediss://, redis-cluster://, rediss-cluster:// or \
+                 redis-sentinel:// URL",
+                redact(&self.url)
+            )));
+        };
+        let tls = scheme.starts_with("rediss");
+        if tls && !cfg!(feature = "tls") {
             return Err(Error::config(format!(
                 "{} needs TLS: enable the `tls` feature of elect-redis",
                 redact(&self.url)
             )));
         }
-        if !self.url.starts_with("redis://") && !self.url.starts_with("rediss://") {
+        if self.tls.is_some() && !tls {
             return Err(Error::config(format!(
-                "{} is not a redis:// or rediss:// URL",
-                redact(&self.url)
-            )));
-        }
-        if self.tls.is_some() && !self.url.starts_with("rediss://") {
-            return Err(Error::config(format!(
-                "TLS files are set but {} is plaintext: use a rediss:// URL",
+                "TLS files are set but {} is plaintext: use a rediss:// or rediss-cluster:// URL",
                 redact(&self.url)
             )));
         }
