@@ -30,6 +30,18 @@ impl Node {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Sends `signal` (`STOP`, `CONT`, `KILL`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "kill -{signal} {}",
+            self.pid()
+        );
+    }
 }
 
 /// A running topology: its nodes and the URL elect connects with.
@@ -271,6 +283,20 @@ impl Topology {
             sentinels,
             dir,
         })
+    }
+}
+
+impl Topology {
+    /// The port of the master the Sentinels name now (None when they name none or this
+    /// is a Cluster).
+    pub fn sentinel_master_port(&self) -> Option<u16> {
+        let sentinel = self.sentinels.first()?;
+        let reply = command(
+            sentinel.port,
+            &format!("SENTINEL GET-MASTER-ADDR-BY-NAME {SENTINEL_SERVICE}"),
+        );
+        // *2\r\n$9\r\n127.0.0.1\r\n$5\r\n12345\r\n
+        reply.lines().nth(4)?.trim().parse().ok()
     }
 }
 

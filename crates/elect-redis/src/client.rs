@@ -90,7 +90,19 @@ impl Client {
         keys: Vec<String>,
         args: Vec<String>,
     ) -> Result<Vec<Value>> {
-        let client = self.pool.next();
+        self.run_on(self.pool.next(), operation, script, keys, args)
+            .await
+    }
+
+    /// [`run`](Self::run) on one connection of the pool (to `WAIT` on it afterwards).
+    pub(crate) async fn run_on(
+        &self,
+        client: &fred::clients::Client,
+        operation: &'static str,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<Vec<Value>> {
         let sha = match script.sha.get() {
             Some(sha) => sha.clone(),
             None => self.load(script).await?,
@@ -119,6 +131,52 @@ impl Client {
                 source: None,
             }),
         }
+    }
+}
+
+impl Client {
+    /// Waits until [`RedisConfig::wait_replicas`] replicas acknowledged the writes `client`
+    /// made (Redis `WAIT`, on the node that holds `key` in a Cluster); an error when fewer did
+    /// within the wait timeout. Nothing to do when the wait is off.
+    pub(crate) async fn replicated(
+        &self,
+        client: &fred::clients::Client,
+        operation: &'static str,
+        key: &str,
+    ) -> Result<()> {
+        let wanted = self.config.wait_replicas;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let timeout_ms = self.config.wait_timeout.as_millis().max(1) as i64;
+        let node = client.cached_cluster_state().and_then(|state| {
+            state
+                .get_server(fred::util::redis_keyslot(key.as_bytes()))
+                .cloned()
+        });
+        let acked: i64 = match node {
+            Some(node) => {
+                client
+                    .with_cluster_node(node)
+                    .wait(i64::from(wanted), timeout_ms)
+                    .await
+            }
+            None => client.wait(i64::from(wanted), timeout_ms).await,
+        }
+        .map_err(|e| map_err(operation, e))?;
+        if acked < i64::from(wanted) {
+            return Err(Error::Unavailable {
+                store: STORE,
+                operation,
+                message: format!(
+                    "the write reached {acked} of the {wanted} replicas it needs within {:?}: \
+                     not believed (a failover could lose it)",
+                    self.config.wait_timeout
+                ),
+                source: None,
+            });
+        }
+        Ok(())
     }
 }
 

@@ -47,6 +47,16 @@ pub struct RedisConfig {
     /// The CA and client certificate of `rediss://` connections (default: the platform's
     /// roots, no client certificate). Needs the `tls` feature and a `rediss://` URL.
     pub tls: Option<TlsFiles>,
+    /// Replicas that must acknowledge a grant or a renewal (Redis `WAIT`) before the candidate
+    /// believes it (default 0: off). Replication is asynchronous: without it, a failover can
+    /// promote a replica that never saw the latest grant, and another candidate is granted
+    /// the lease while its holder still believes. With it, a write acknowledged by fewer
+    /// replicas within [`wait_timeout`](Self::wait_timeout) is an error (retryable): no
+    /// leadership starts and no deadline moves on it. Set it to the number of replicas a
+    /// failover may promote (all of them, to close the window entirely).
+    pub wait_replicas: u32,
+    /// How long `WAIT` may take (default 100 ms); well under a third of the TTL.
+    pub wait_timeout: Duration,
 }
 
 /// The URL schemes a store accepts: standalone, Cluster and Sentinel (fred's), with TLS.
@@ -69,7 +79,16 @@ impl RedisConfig {
             command_timeout: Duration::from_secs(5),
             restart_quarantine: false,
             tls: None,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(100),
         }
+    }
+
+    /// Sets [`RedisConfig::wait_replicas`] and [`RedisConfig::wait_timeout`].
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.wait_replicas = replicas;
+        self.wait_timeout = timeout;
+        self
     }
 
     /// Sets [`RedisConfig::tls`].
@@ -156,6 +175,14 @@ impl RedisConfig {
         if self.connect_timeout.is_zero() || self.command_timeout.is_zero() {
             return Err(Error::config("timeouts must not be zero"));
         }
+        if self.wait_replicas > 0
+            && (self.wait_timeout.is_zero() || self.wait_timeout >= self.command_timeout)
+        {
+            return Err(Error::config(format!(
+                "the replica wait {:?} must be above zero and below the command timeout {:?}",
+                self.wait_timeout, self.command_timeout
+            )));
+        }
         if let Some(tls) = &self.tls {
             if !cfg!(feature = "tls") {
                 return Err(Error::config(
@@ -178,6 +205,8 @@ impl fmt::Debug for RedisConfig {
             .field("command_timeout", &self.command_timeout)
             .field("restart_quarantine", &self.restart_quarantine)
             .field("tls", &self.tls)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout", &self.wait_timeout)
             .finish()
     }
 }

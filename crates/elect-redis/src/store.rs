@@ -135,10 +135,12 @@ impl LeaseStore for RedisStore {
     async fn try_acquire(&self, claim: &Claim) -> Result<Acquire> {
         let election = &claim.election;
         let key = self.lease_key(election);
+        let connection = self.inner.client.pool.next();
         let reply = self
             .inner
             .client
-            .run(
+            .run_on(
+                connection,
                 "try_acquire",
                 &self.inner.client.scripts.acquire,
                 vec![
@@ -167,7 +169,14 @@ impl LeaseStore for RedisStore {
             .await?;
         let reply = Reply::new(&key, reply);
         match reply.status()? {
-            "granted" => Ok(Acquire::Granted(claim.granted(reply.term(1)?))),
+            "granted" => {
+                let term = reply.term(1)?;
+                self.inner
+                    .client
+                    .replicated(connection, "try_acquire", &key)
+                    .await?;
+                Ok(Acquire::Granted(claim.granted(term)))
+            }
             "held" => Ok(Acquire::Held(reply.leader()?)),
             "quarantined" => match reply.items.get(1) {
                 Some(Value::Integer(ms)) if *ms >= 0 => Ok(Acquire::Held(LeaderInfo {
@@ -185,10 +194,12 @@ impl LeaseStore for RedisStore {
 
     async fn renew(&self, lease: &Lease) -> Result<Renewal> {
         let key = self.lease_key(&lease.election);
+        let connection = self.inner.client.pool.next();
         let reply = self
             .inner
             .client
-            .run(
+            .run_on(
+                connection,
                 "renew",
                 &self.inner.client.scripts.renew,
                 vec![key.clone()],
@@ -202,7 +213,13 @@ impl LeaseStore for RedisStore {
             .await?;
         let reply = Reply::new(&key, reply);
         match reply.status()? {
-            "renewed" => Ok(Renewal::Renewed(lease.clone())),
+            "renewed" => {
+                self.inner
+                    .client
+                    .replicated(connection, "renew", &key)
+                    .await?;
+                Ok(Renewal::Renewed(lease.clone()))
+            }
             "lost" => Ok(Renewal::Lost),
             other => Err(reply.unexpected(other)),
         }

@@ -36,3 +36,121 @@ mod sentinel {
 
     elect_core::conformance_tests!(store: store(), settings: Settings::real_server());
 }
+
+/// Failover safety behind Sentinels, on a topology of the test's own: with `WAIT` for both
+/// replicas, a leader whose renewals reach only one replica (the other frozen) steps down by
+/// its deadline and nobody leads until the replica is back; then, with `WAIT` for one replica,
+/// the master is killed: the leader steps down by its deadline, Sentinel promotes a replica
+/// that has the lease and the term counter, and leadership resumes there in a higher term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_failover_with_wait_for_replicas() {
+    use std::time::Duration;
+
+    use elect_redis::{ElectionName, Elector};
+    use tokio::time::{sleep, timeout, Instant};
+
+    let topology = tokio::task::spawn_blocking(Topology::sentinel)
+        .await
+        .unwrap()
+        .expect("a Sentinel topology of the test's own");
+    let ttl = Duration::from_secs(2);
+    let prefix = unique_name("failover");
+    let connect = |replicas: u32| {
+        let config = RedisConfig::new(&topology.url)
+            .key_prefix(&prefix)
+            .command_timeout(Duration::from_millis(500))
+            .wait_for_replicas(replicas, Duration::from_millis(100));
+        async move { RedisStore::connect(config).await.expect("connect") }
+    };
+    let election = ElectionName::new(unique_name("failover")).unwrap();
+    let start = |store: RedisStore, who: &str| {
+        Elector::builder(store, election.clone())
+            .candidate(elect_redis::CandidateId::new(who).unwrap())
+            .ttl(ttl)
+            .start()
+            .unwrap()
+    };
+
+    // Phase 1: WAIT 2, one replica frozen.
+    let a = start(connect(2).await, "a");
+    let guard = timeout(ttl * 3, a.leading())
+        .await
+        .expect("leads while both replicas acknowledge")
+        .unwrap();
+    let first_term = guard.term();
+    sleep(ttl / 4).await;
+    topology.nodes[1].signal("STOP");
+    let frozen = Instant::now();
+    timeout(ttl * 2, guard.lost())
+        .await
+        .expect("the leader steps down when a replica stops acknowledging");
+    assert!(
+        Instant::now() <= guard.deadline() + Duration::from_millis(100),
+        "stepped down {:?} after its deadline",
+        Instant::now() - guard.deadline()
+    );
+    eprintln!(
+        "stepped down {:?} after the replica froze",
+        frozen.elapsed()
+    );
+    let b = start(connect(2).await, "b");
+    sleep(ttl * 2).await;
+    assert!(
+        !a.is_leader() && !b.is_leader(),
+        "nobody may lead on writes that reach one replica of two"
+    );
+    topology.nodes[1].signal("CONT");
+    let resumed = timeout(ttl * 5, async {
+        tokio::select! {
+            g = a.leading() => g.unwrap(),
+            g = b.leading() => g.unwrap(),
+        }
+    })
+    .await
+    .expect("someone leads once the replica is back");
+    assert!(resumed.term() > first_term);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+
+    // Phase 2: WAIT 1, the master killed.
+    let c = start(connect(1).await, "c");
+    let guard = timeout(ttl * 3, c.leading()).await.expect("leads").unwrap();
+    let before = guard.term();
+    let old_master = topology
+        .sentinel_master_port()
+        .expect("the Sentinels name a master");
+    let master = topology
+        .nodes
+        .iter()
+        .find(|n| n.port == old_master)
+        .expect("the master is one of the nodes");
+    sleep(ttl / 4).await;
+    master.signal("KILL");
+    let killed = Instant::now();
+    timeout(ttl * 2, guard.lost())
+        .await
+        .expect("the leader steps down while its master is dead");
+    let lost = Instant::now();
+    assert!(lost <= guard.deadline() + Duration::from_millis(100));
+    let again = timeout(Duration::from_secs(60), c.leading())
+        .await
+        .expect("leads again on the promoted replica")
+        .unwrap();
+    assert!(
+        again.term() > before,
+        "term {} after {}",
+        again.term(),
+        before
+    );
+    let new_master = topology.sentinel_master_port().unwrap();
+    assert_ne!(new_master, old_master, "Sentinel promoted a replica");
+    eprintln!(
+        "master killed: stepped down after {:?}, leading again on :{new_master} after {:?}, \
+         term {} → {}",
+        lost - killed,
+        killed.elapsed(),
+        before,
+        again.term()
+    );
+    c.shutdown().await.unwrap();
+}
