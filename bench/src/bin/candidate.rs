@@ -45,6 +45,7 @@ struct Args {
     raft_peers: Vec<String>,
     raft_key: Option<String>,
     raft_state: Option<String>,
+    observe: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -77,6 +78,7 @@ fn parse() -> Result<Args, String> {
             "--raft-peer" => args.raft_peers.push(value()?),
             "--raft-key" => args.raft_key = Some(value()?),
             "--raft-state" => args.raft_state = Some(value()?),
+            "--observe" => args.observe = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -177,6 +179,40 @@ fn now(clock: &MonoClock, what: std::fmt::Arguments<'_>) {
     line(clock, std::time::Instant::now(), what)
 }
 
+/// Observer mode (`--observe`): an `Observer` of the election, no campaign. Prints `ready`,
+/// then `observed TERM` whenever the leader it knows changes, until stdin closes or says
+/// anything.
+async fn observe(args: &Args, clock: MonoClock) -> Result<(), String> {
+    let url = args.store.as_deref().ok_or("--observe needs --store")?;
+    let election = ElectionName::new(args.election.as_deref().unwrap_or("bench"))
+        .map_err(|e| e.to_string())?;
+    let store = store(url, args).await?;
+    let observer =
+        elect_core::Observer::start(store.clone(), election).map_err(|e| e.to_string())?;
+    let mut leader = observer.watch();
+    now(&clock, format_args!("ready"));
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let mut seen = None;
+    loop {
+        tokio::select! {
+            changed = leader.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let term = leader.borrow_and_update().as_ref().map(|info| info.term);
+                if let Some(new) = term.filter(|t| Some(*t) != seen) {
+                    seen = Some(new);
+                    now(&clock, format_args!("observed {new}"));
+                }
+            }
+            _ = stdin.next_line() => break,
+        }
+    }
+    drop(observer);
+    store.close().await;
+    Ok(())
+}
+
 /// Scale mode: one store, `n` elections `PREFIX.0` … `PREFIX.{n-1}`. Prints `baseline` once
 /// connected (before any elector exists), then `leading K` every second.
 async fn scale(args: &Args, n: usize, clock: MonoClock) -> Result<(), String> {
@@ -245,6 +281,15 @@ async fn main() -> ExitCode {
                 println!("{clients} {scripts}");
                 ExitCode::SUCCESS
             }
+            Err(why) => {
+                eprintln!("candidate: {why}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if args.observe {
+        return match observe(&args, clock).await {
+            Ok(()) => ExitCode::SUCCESS,
             Err(why) => {
                 eprintln!("candidate: {why}");
                 ExitCode::FAILURE

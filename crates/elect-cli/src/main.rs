@@ -100,7 +100,8 @@ enum Command {
 /// Where the election lives: a store URL, or raft peers.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct Where {
-    /// The coordinator: redis://, rediss://, mysql:// (with a database) or mongodb:// URL.
+    /// The coordinator: redis://, rediss://, redis-cluster://, redis-sentinel://, mysql:// (with
+    /// a database) or mongodb:// URL.
     /// Its value is never printed (a password in it is hidden everywhere).
     #[arg(
         long,
@@ -146,7 +147,13 @@ impl Where {
     pub(crate) fn is_redis(&self) -> bool {
         self.store
             .as_deref()
-            .is_some_and(|url| url.starts_with("redis://") || url.starts_with("rediss://"))
+            .and_then(|url| url.split_once("://"))
+            .is_some_and(|(scheme, _)| {
+                matches!(
+                    scheme,
+                    "redis" | "rediss" | "redis-cluster" | "rediss-cluster" | "redis-sentinel"
+                )
+            })
     }
 }
 

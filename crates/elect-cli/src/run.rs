@@ -255,7 +255,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
     let election = store::election(&args.where_.election)?;
     if args.restart_quarantine && !args.where_.is_redis() {
         return Err(Failure::config(
-            "--restart-quarantine is for redis:// and rediss:// stores",
+            "--restart-quarantine is for Redis stores (redis://, rediss://, redis-cluster://, redis-sentinel://)",
         ));
     }
     // Checked before anything connects: a bad flag fails at once.

@@ -154,3 +154,116 @@ async fn sentinel_failover_with_wait_for_replicas() {
     );
     c.shutdown().await.unwrap();
 }
+
+/// Failover in a Cluster of the test's own: with `WAIT` for one replica (each master has one),
+/// a forced failover (`CLUSTER FAILOVER FORCE` on the replica of the election's master) moves
+/// the slot under a live leader; leadership never overlaps, and it resumes (the old leader or
+/// another) with terms that keep rising.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_failover_with_wait_for_replicas() {
+    use std::time::Duration;
+
+    use elect_core::conformance::Recorder;
+    use elect_redis::{CandidateId, ElectionName, Elector};
+    use elect_tests::topology::command;
+    use tokio::time::{sleep, timeout};
+
+    let topology = tokio::task::spawn_blocking(Topology::cluster)
+        .await
+        .unwrap()
+        .expect("a Cluster of the test's own");
+    let ttl = Duration::from_secs(2);
+    let prefix = unique_name("cfailover");
+    let election = ElectionName::new(unique_name("cfailover")).unwrap();
+    let recorder = Recorder::new();
+    let mut electors = Vec::new();
+    for who in ["a", "b"] {
+        let config = RedisConfig::new(&topology.url)
+            .key_prefix(&prefix)
+            .command_timeout(Duration::from_millis(500))
+            .wait_for_replicas(1, Duration::from_millis(100));
+        let store = RedisStore::connect(config).await.expect("connect");
+        let id = CandidateId::new(who).unwrap();
+        let builder = Elector::builder(store.clone(), election.clone())
+            .candidate(id.clone())
+            .ttl(ttl);
+        recorder.track(id, builder.events());
+        electors.push((builder.start().unwrap(), store));
+    }
+    let first = timeout(ttl * 3, electors[0].0.leading())
+        .await
+        .expect("leads")
+        .unwrap();
+    let before = first.term();
+    // The master of the election's slot, and its replica.
+    let key = electors[0].1.lease_key(&election);
+    let slot = command(topology.nodes[0].port, &format!("CLUSTER KEYSLOT {key}"));
+    let slot: u16 = slot.trim().trim_start_matches(':').parse().expect("a slot");
+    let owner = |port: u16| {
+        let nodes = command(port, "CLUSTER NODES");
+        nodes
+            .lines()
+            .filter(|l| l.contains("master") && !l.contains("fail"))
+            .find_map(|l| {
+                let fields: Vec<&str> = l.split_whitespace().collect();
+                let covers = fields[8..].iter().any(|range| {
+                    let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                    matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if lo <= slot && slot <= hi)
+                });
+                covers.then(|| (fields[0].to_owned(), fields[1].to_owned()))
+            })
+    };
+    let (master_id, master_addr) = owner(topology.nodes[0].port).expect("a master owns the slot");
+    let replica = topology
+        .nodes
+        .iter()
+        .find(|n| {
+            command(n.port, "ROLE").contains("slave")
+                && command(n.port, "CLUSTER NODES")
+                    .lines()
+                    .any(|l| l.contains("myself") && l.contains(&master_id))
+        })
+        .expect("the master's replica");
+    sleep(ttl / 4).await;
+    let reply = command(replica.port, "CLUSTER FAILOVER FORCE");
+    assert!(reply.contains("OK"), "CLUSTER FAILOVER FORCE: {reply}");
+    let moved = timeout(Duration::from_secs(30), async {
+        loop {
+            match owner(replica.port) {
+                Some((_, addr)) if addr != master_addr => break addr,
+                _ => sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .expect("the replica takes the slot over");
+    // Leadership after the failover: whoever leads, in a term above the first.
+    let mark = recorder.mark();
+    sleep(ttl * 2).await;
+    let after = timeout(ttl * 5, async {
+        tokio::select! {
+            g = electors[0].0.leading() => g.unwrap(),
+            g = electors[1].0.leading() => g.unwrap(),
+        }
+    })
+    .await
+    .expect("someone leads after the failover");
+    assert!(
+        after.term() >= before,
+        "term {} after {}",
+        after.term(),
+        before
+    );
+    eprintln!(
+        "slot {slot} moved from {master_addr} to {moved}; leading in term {} (first {}), \
+         {} leaderships since the failover",
+        after.term(),
+        before,
+        recorder.intervals().len().saturating_sub(mark)
+    );
+    for (elector, _) in electors {
+        elector.shutdown().await.unwrap();
+    }
+    // No two leaders at once, terms rising across leaderships.
+    recorder.check();
+}

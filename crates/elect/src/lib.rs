@@ -52,7 +52,7 @@ impl Options {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Coordinator {
-    /// `redis://`, `rediss://`.
+    /// `redis://`, `rediss://`, `redis-cluster://`, `rediss-cluster://`, `redis-sentinel://`.
     #[cfg(feature = "redis")]
     Redis(elect_redis::RedisStore),
     /// `mysql://`.
@@ -88,8 +88,17 @@ impl Coordinator {
 }
 
 /// The schemes each feature brings, for messages.
-const SCHEMES: &str =
-    "redis:// and rediss:// (feature redis), mysql:// (feature mysql), mongodb:// (feature mongo)";
+const SCHEMES: &str = "redis://, rediss://, redis-cluster://, rediss-cluster:// and \
+     redis-sentinel:// (feature redis), mysql:// (feature mysql), mongodb:// (feature mongo)";
+
+/// The Redis schemes: standalone, Cluster and Sentinel, with TLS.
+const REDIS_SCHEMES: [&str; 5] = [
+    "redis",
+    "rediss",
+    "redis-cluster",
+    "rediss-cluster",
+    "redis-sentinel",
+];
 
 /// Connects to the coordinator `url` names, picking it by scheme, with default settings.
 ///
@@ -114,13 +123,14 @@ pub async fn open(url: &str, options: &Options) -> Result<Coordinator> {
             "store {shown:?} is not a URL: use {SCHEMES}"
         )));
     };
-    if options.restart_quarantine && !matches!(scheme, "redis" | "rediss") {
+    let redis = REDIS_SCHEMES.contains(&scheme);
+    if options.restart_quarantine && !redis {
         return Err(Error::config(format!(
-            "the restart quarantine is for redis:// and rediss://, not {scheme}://"
+            "the restart quarantine is for Redis stores, not {scheme}://"
         )));
     }
     match scheme {
-        "redis" | "rediss" => open_redis(url, options).await,
+        _ if redis => open_redis(url, options).await,
         "mysql" => open_mysql(url).await,
         "mongodb" | "mongodb+srv" => open_mongo(url).await,
         other => Err(Error::config(format!(

@@ -221,6 +221,18 @@ impl Ctx {
 
     /// Starts `n` candidates of `c` in a fresh election.
     pub(crate) fn group(&self, c: &Contender, n: usize, tag: &str) -> Result<Group, String> {
+        self.group_observed(c, n, tag, false)
+    }
+
+    /// [`group`](Self::group), plus (with `observer`, on an elect store) one more member: an
+    /// `Observer` of the same election (`candidate --observe`), member `n`.
+    pub(crate) fn group_observed(
+        &self,
+        c: &Contender,
+        n: usize,
+        tag: &str,
+        observer: bool,
+    ) -> Result<Group, String> {
         let election = format!(
             "bench.{}.{}.{}.{tag}",
             c.library(),
@@ -242,6 +254,11 @@ impl Ctx {
         let mut group = Group::new();
         for k in 0..n {
             group.spawn(self.command(c, k, &election, &ports))?;
+        }
+        if observer && c.is_elect() && !c.is_raft() {
+            let mut command = self.command(c, n, &election, &ports);
+            command.arg("--observe");
+            group.spawn(command)?;
         }
         Ok(group)
     }

@@ -9,15 +9,16 @@ use crate::contenders::{Contender, Ctx};
 use crate::rounds::{elected, leader_then_pause, millis};
 
 /// Graceful hand-over: ms from `resign` until another leads; and, for elect, ms from that
-/// election until the third candidate — a follower throughout — reports the new leader
-/// (`observed TERM`: `Event::LeaderObserved`, what `Callbacks::on_new_leader` and observers see).
+/// election until an observer reports the new leader: on a store an `Observer` process of the
+/// election (`candidate --observe`, what a router or dashboard runs), on raft the third node —
+/// a follower throughout, whose `Event::LeaderObserved` comes from the new leader's heartbeat.
 pub(crate) fn handover(
     ctx: &Ctx,
     c: &Contender,
     tag: &str,
     rng: &mut Rng,
 ) -> Result<(f64, Option<f64>), String> {
-    let mut g = ctx.group(c, 3, tag)?;
+    let mut g = ctx.group_observed(c, 3, tag, true)?;
     let result = (|| {
         let leader = leader_then_pause(&mut g, c, rng)?;
         let asked = now_ns();
@@ -32,7 +33,11 @@ pub(crate) fn handover(
             return Ok((handover, None));
         }
         let term = next.rest.first().cloned().unwrap_or_default();
-        let third = (0..3).find(|k| *k != leader.who && *k != next.who);
+        let third = if c.is_raft() {
+            (0..3).find(|k| *k != leader.who && *k != next.who)
+        } else {
+            Some(3)
+        };
         let notice = |l: &elect_bench::group::Line| {
             Some(l.who) == third && l.event == "observed" && l.rest.first() == Some(&term)
         };
