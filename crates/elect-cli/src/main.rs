@@ -110,6 +110,8 @@ pub(crate) struct Where {
         required_unless_present = "raft_id"
     )]
     store: Option<String>,
+    #[command(flatten)]
+    tls: store::TlsArgs,
     /// The election's name: 1–128 characters of [A-Za-z0-9._:/-].
     #[arg(long, env = "ELECT_ELECTION_NAME")]
     election: String,

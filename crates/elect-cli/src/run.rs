@@ -53,7 +53,7 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     once: bool,
     /// A small value published with this candidate's leadership (at most 1 KiB; its address,
-    /// say): `elect status` and followers' `/leader` show it. Stores only.
+    /// say): `elect status`, followers' `/leader` and raft peers show it.
     #[arg(long)]
     value: Option<String>,
     /// Redis without persistence (or with snapshots older than the last grant): after a
@@ -61,6 +61,14 @@ pub(crate) struct RunArgs {
     /// the restart forgot stops believing first. Redis only.
     #[arg(long)]
     restart_quarantine: bool,
+    /// Redis behind Sentinels or in a Cluster: replicas that must acknowledge each grant and
+    /// renewal (Redis WAIT) before this host believes it leads, so a failover cannot promote
+    /// a replica that lacks the lease. Redis only.
+    #[arg(long, value_name = "N")]
+    wait_replicas: Option<u32>,
+    /// How long --wait-replicas waits for the acknowledgements.
+    #[arg(long, default_value = "100ms", value_parser = duration::parse, requires = "wait_replicas")]
+    wait_timeout: Duration,
     /// Serve /healthz, /readyz, /leader (JSON) and /metrics (Prometheus text) on HOST:PORT (a
     /// port alone: 127.0.0.1:PORT) while elect runs.
     #[arg(long, value_name = "ADDR", value_parser = http::parse_addr)]
@@ -253,6 +261,11 @@ mod pdeathsig {
 
 pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
     let election = store::election(&args.where_.election)?;
+    if args.wait_replicas.is_some() && !args.where_.is_redis() {
+        return Err(Failure::config(
+            "--wait-replicas is for Redis stores (redis://, rediss://, redis-cluster://, redis-sentinel://)",
+        ));
+    }
     if args.restart_quarantine && !args.where_.is_redis() {
         return Err(Failure::config(
             "--restart-quarantine is for Redis stores (redis://, rediss://, redis-cluster://, redis-sentinel://)",
@@ -277,6 +290,8 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
             let options = Connect {
                 restart_quarantine: args.restart_quarantine,
                 create_missing_table: true,
+                tls: args.where_.tls.files(),
+                wait_for_replicas: args.wait_replicas.map(|n| (n, args.wait_timeout)),
             };
             let store = store::connect(url, options).await?;
             let candidate = store::candidate(args.id.as_deref())?;

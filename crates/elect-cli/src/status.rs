@@ -11,10 +11,13 @@ use crate::{exit, Failure};
 /// `elect status --store URL --election NAME [--watch] [--json]`
 #[derive(Args, Debug)]
 pub(crate) struct StatusArgs {
-    /// The coordinator: redis://, rediss://, mysql:// (with a database) or mongodb:// URL.
+    /// The coordinator: redis://, rediss://, redis-cluster://, redis-sentinel://, mysql://
+    /// (with a database) or mongodb:// URL.
     /// Its value is never printed (a password in it is hidden everywhere).
     #[arg(long, env = "ELECT_STORE", hide_env_values = true)]
     store: String,
+    #[command(flatten)]
+    tls: store::TlsArgs,
     /// The election's name.
     #[arg(long, env = "ELECT_ELECTION_NAME")]
     election: String,
@@ -70,7 +73,11 @@ fn render(election: &str, info: Option<&LeaderInfo>, json: bool) -> String {
 pub(crate) async fn status(args: StatusArgs) -> Result<u8, Failure> {
     let election = store::election(&args.election)?;
     // Reads only: never creates anything, so a SELECT-only user can ask.
-    let store = store::connect(&args.store, store::Connect::default()).await?;
+    let connect = store::Connect {
+        tls: args.tls.files(),
+        ..store::Connect::default()
+    };
+    let store = store::connect(&args.store, connect).await?;
     let lease = store.lease_store();
     let result = report(&args, &election, lease.as_ref()).await;
     store.close().await;

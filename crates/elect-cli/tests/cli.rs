@@ -862,3 +862,86 @@ async fn a_restart_loop_says_each_exit() {
     .await
     .unwrap();
 }
+
+/// `--tls-ca`, `--tls-cert` and `--tls-key` reach the store: a program runs under leadership on
+/// a Redis that requires client certificates; another CA is refused in one line naming the CA
+/// file; a certificate without its key is a usage error.
+#[test]
+fn tls_flags_reach_the_store() {
+    use elect_tests::local::LocalServer;
+    use elect_tests::tls::TestCerts;
+    use elect_tests::Kind;
+
+    let dir = scratch("tls");
+    let certs = TestCerts::generate(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = |p: &Path| p.display().to_string();
+    let _server = LocalServer::start_with_args(
+        Kind::Redis,
+        &[
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &path(&certs.server_cert),
+            "--tls-key-file",
+            &path(&certs.server_key),
+            "--tls-ca-cert-file",
+            &path(&certs.ca),
+            "--tls-auth-clients",
+            "yes",
+        ],
+    )
+    .expect("a Redis with a TLS port");
+    let url = format!("rediss://127.0.0.1:{port}");
+    let run = |ca: &Path, extra: &[&str]| {
+        elect()
+            .args(["run", "--store", &url, "--election", "cli.tls"])
+            .args(["--tls-ca", &path(ca)])
+            .args(extra)
+            .args(["--", "sh", "-c", "test -n \"$ELECT_TERM\""])
+            .output()
+            .unwrap()
+    };
+    let identity = [
+        "--tls-cert",
+        &path(&certs.client_cert),
+        "--tls-key",
+        &path(&certs.client_key),
+    ];
+    let ok = run(&certs.ca, &identity);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let refused = run(&certs.other_ca, &identity);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_ne!(refused.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("CA file"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let half = run(&certs.ca, &["--tls-cert", &path(&certs.client_cert)]);
+    assert_eq!(
+        half.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&half.stderr)
+    );
+    let status = elect()
+        .args(["status", "--store", &url, "--election", "cli.tls", "--json"])
+        .args(["--tls-ca", &path(&certs.ca)])
+        .args(identity)
+        .output()
+        .unwrap();
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

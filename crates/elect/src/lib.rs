@@ -37,12 +37,30 @@ pub struct Options {
     /// Redis: [`RedisConfig::restart_quarantine`](elect_redis::RedisConfig::restart_quarantine)
     /// (Redis without persistence). Refused for other schemes.
     pub restart_quarantine: bool,
+    /// Every store: TLS with these certificates (a CA of your own, a client certificate).
+    pub tls: Option<TlsFiles>,
+    /// Redis: replicas that must acknowledge each grant and renewal, and how long to wait
+    /// ([`RedisConfig::wait_for_replicas`](elect_redis::RedisConfig::wait_for_replicas)).
+    /// Refused for other schemes.
+    pub wait_for_replicas: Option<(u32, std::time::Duration)>,
 }
 
 impl Options {
     /// Sets [`Options::restart_quarantine`].
     pub fn restart_quarantine(mut self, on: bool) -> Self {
         self.restart_quarantine = on;
+        self
+    }
+
+    /// Sets [`Options::tls`].
+    pub fn tls(mut self, files: TlsFiles) -> Self {
+        self.tls = Some(files);
+        self
+    }
+
+    /// Sets [`Options::wait_for_replicas`].
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: std::time::Duration) -> Self {
+        self.wait_for_replicas = Some((replicas, timeout));
         self
     }
 }
@@ -129,10 +147,15 @@ pub async fn open(url: &str, options: &Options) -> Result<Coordinator> {
             "the restart quarantine is for Redis stores, not {scheme}://"
         )));
     }
+    if options.wait_for_replicas.is_some() && !redis {
+        return Err(Error::config(format!(
+            "waiting for replicas is for Redis stores, not {scheme}://"
+        )));
+    }
     match scheme {
         _ if redis => open_redis(url, options).await,
-        "mysql" => open_mysql(url).await,
-        "mongodb" | "mongodb+srv" => open_mongo(url).await,
+        "mysql" => open_mysql(url, options).await,
+        "mongodb" | "mongodb+srv" => open_mongo(url, options).await,
         other => Err(Error::config(format!(
             "store scheme {other:?} is not supported: use {SCHEMES}"
         ))),
@@ -150,7 +173,14 @@ fn disabled(url: &str, feature: &str) -> Error {
 
 #[cfg(feature = "redis")]
 async fn open_redis(url: &str, options: &Options) -> Result<Coordinator> {
-    let config = elect_redis::RedisConfig::new(url).restart_quarantine(options.restart_quarantine);
+    let mut config =
+        elect_redis::RedisConfig::new(url).restart_quarantine(options.restart_quarantine);
+    if let Some(files) = &options.tls {
+        config = config.tls(files.clone());
+    }
+    if let Some((replicas, timeout)) = options.wait_for_replicas {
+        config = config.wait_for_replicas(replicas, timeout);
+    }
     Ok(Coordinator::Redis(
         elect_redis::RedisStore::connect(config).await?,
     ))
@@ -162,25 +192,33 @@ async fn open_redis(url: &str, _: &Options) -> Result<Coordinator> {
 }
 
 #[cfg(feature = "mysql")]
-async fn open_mysql(url: &str) -> Result<Coordinator> {
+async fn open_mysql(url: &str, options: &Options) -> Result<Coordinator> {
+    let mut config = elect_mysql::MysqlConfig::new(url);
+    if let Some(files) = &options.tls {
+        config = config.tls(files.clone());
+    }
     Ok(Coordinator::Mysql(
-        elect_mysql::MysqlStore::connect_url(url).await?,
+        elect_mysql::MysqlStore::connect(config).await?,
     ))
 }
 
 #[cfg(not(feature = "mysql"))]
-async fn open_mysql(url: &str) -> Result<Coordinator> {
+async fn open_mysql(url: &str, _: &Options) -> Result<Coordinator> {
     Err(disabled(url, "mysql"))
 }
 
 #[cfg(feature = "mongo")]
-async fn open_mongo(url: &str) -> Result<Coordinator> {
+async fn open_mongo(url: &str, options: &Options) -> Result<Coordinator> {
+    let mut config = elect_mongo::MongoConfig::new(url);
+    if let Some(files) = &options.tls {
+        config = config.tls(files.clone());
+    }
     Ok(Coordinator::Mongo(
-        elect_mongo::MongoStore::connect_url(url).await?,
+        elect_mongo::MongoStore::connect(config).await?,
     ))
 }
 
 #[cfg(not(feature = "mongo"))]
-async fn open_mongo(url: &str) -> Result<Coordinator> {
+async fn open_mongo(url: &str, _: &Options) -> Result<Coordinator> {
     Err(disabled(url, "mongo"))
 }
