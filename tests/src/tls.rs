@@ -108,3 +108,58 @@ impl TestCerts {
 fn ca_other() -> Result<CertifiedIssuer<'static, KeyPair>, rcgen::Error> {
     ca("some other CA")
 }
+
+/// How a connection attempt with some [`TlsFiles`](elect_core::TlsFiles) ended: `Ok` when the
+/// store connected.
+pub type Attempt = Result<(), elect_core::Error>;
+
+/// The refusals every backend must give, in bounded time, on a server that requires client
+/// certificates signed by `certs.ca`: another CA is `NotSetUp` naming the CA file (not
+/// retryable); no client certificate is `NotSetUp` (not retryable); a CA file that does not
+/// exist is `InvalidConfig` naming it. `identity` is the backend's client identity (certificate
+/// and key files; MongoDB's driver wants one file for both); `connect` tries a store.
+pub async fn assert_refusals<F, Fut>(certs: &TestCerts, identity: (&Path, &Path), connect: F)
+where
+    F: Fn(elect_core::TlsFiles) -> Fut,
+    Fut: std::future::Future<Output = Attempt>,
+{
+    use elect_core::{Error, TlsFiles};
+    let refused = |tls: TlsFiles, what: &'static str| {
+        let attempt = connect(tls);
+        async move {
+            let error = tokio::time::timeout(std::time::Duration::from_secs(15), attempt)
+                .await
+                .unwrap_or_else(|_| panic!("{what}: connecting hung"))
+                .expect_err(what);
+            eprintln!("{what}: {error}");
+            error
+        }
+    };
+    let other_ca = refused(
+        TlsFiles::new()
+            .ca_file(&certs.other_ca)
+            .client_identity(identity.0, identity.1),
+        "a CA that did not sign the server's certificate",
+    )
+    .await;
+    assert!(
+        matches!(&other_ca, Error::NotSetUp { message, .. } if message.contains("CA file")),
+        "a typed error that says what is wrong: {other_ca}"
+    );
+    let anonymous = refused(
+        TlsFiles::new().ca_file(&certs.ca),
+        "no client certificate for a server that requires one",
+    )
+    .await;
+    assert!(matches!(&anonymous, Error::NotSetUp { .. }), "{anonymous}");
+    assert!(!other_ca.is_retryable() && !anonymous.is_retryable());
+    let missing = refused(
+        TlsFiles::new().ca_file(certs.dir.join("nowhere.pem")),
+        "a CA file that does not exist",
+    )
+    .await;
+    assert!(
+        matches!(&missing, Error::InvalidConfig { message } if message.contains("nowhere.pem")),
+        "{missing}"
+    );
+}

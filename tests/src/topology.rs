@@ -149,6 +149,16 @@ fn data_node(dir: &Path, name: &str, extra: &[&str]) -> Result<Node, String> {
     Ok(Node { port, child })
 }
 
+/// `127.0.0.1:P0?node=127.0.0.1:P1&node=…`: the first node as the URL's host, the others as
+/// fred's `node` options.
+fn hosts(nodes: &[Node]) -> String {
+    let others: Vec<String> = nodes[1..]
+        .iter()
+        .map(|n| format!("node=127.0.0.1:{}", n.port))
+        .collect();
+    format!("127.0.0.1:{}?{}", nodes[0].port, others.join("&"))
+}
+
 fn fresh_dir(name: &str) -> Result<PathBuf, String> {
     let dir = std::env::temp_dir().join(crate::unique_name(name));
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -196,15 +206,7 @@ impl Topology {
                 command(node.port, "CLUSTER INFO").contains("cluster_state:ok")
             })?;
         }
-        let url = format!(
-            "redis-cluster://127.0.0.1:{}?{}",
-            nodes[0].port,
-            nodes[1..]
-                .iter()
-                .map(|n| format!("node=127.0.0.1:{}", n.port))
-                .collect::<Vec<_>>()
-                .join("&")
-        );
+        let url = format!("redis-cluster://{}", hosts(&nodes));
         Ok(Topology {
             url,
             nodes,
@@ -269,13 +271,8 @@ impl Topology {
             )?;
         }
         let url = format!(
-            "redis-sentinel://127.0.0.1:{}?sentinelServiceName={SENTINEL_SERVICE}&{}",
-            sentinels[0].port,
-            sentinels[1..]
-                .iter()
-                .map(|n| format!("node=127.0.0.1:{}", n.port))
-                .collect::<Vec<_>>()
-                .join("&")
+            "redis-sentinel://{}&sentinelServiceName={SENTINEL_SERVICE}",
+            hosts(&sentinels)
         );
         Ok(Topology {
             url,

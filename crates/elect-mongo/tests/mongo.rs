@@ -299,14 +299,7 @@ async fn a_store_on_the_applications_own_client_passes_the_feed_and_value_checks
                 .unwrap(),
         ) as std::sync::Arc<dyn LeaseStore>
     };
-    conformance::first_acquire_is_granted(store().await, Settings::real_server()).await;
-    conformance::release_wakes_subscribers(store().await, Settings::real_server()).await;
-    conformance::leader_value_travels_with_the_lease(store().await, Settings::real_server()).await;
-    conformance::observers_learn_of_a_new_leader_from_the_feed(
-        store().await,
-        Settings::real_server(),
-    )
-    .await;
+    conformance::checks_for_another_path(store, Settings::real_server()).await;
     let bad = MongoConfig::new("").database("no/slashes");
     assert!(matches!(
         MongoStore::from_client(client.clone(), bad).await,

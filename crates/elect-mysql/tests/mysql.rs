@@ -416,14 +416,7 @@ async fn a_store_on_the_applications_own_pool_passes_the_feed_and_value_checks()
                 .unwrap(),
         ) as std::sync::Arc<dyn LeaseStore>
     };
-    conformance::first_acquire_is_granted(store().await, Settings::real_server()).await;
-    conformance::release_wakes_subscribers(store().await, Settings::real_server()).await;
-    conformance::leader_value_travels_with_the_lease(store().await, Settings::real_server()).await;
-    conformance::observers_learn_of_a_new_leader_from_the_feed(
-        store().await,
-        Settings::real_server(),
-    )
-    .await;
+    conformance::checks_for_another_path(store, Settings::real_server()).await;
     let server = elect_tests::mysql().await;
     let no_database = Pool::new(Opts::from_url(server.url()).unwrap());
     let error = MysqlStore::from_pool(no_database, MysqlConfig::new(""))

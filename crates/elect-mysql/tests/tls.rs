@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use elect_core::conformance::{self, Settings};
 use elect_mysql::mysql_async::prelude::Queryable;
-use elect_mysql::{Error, LeaseStore, MysqlConfig, MysqlStore, TlsFiles};
+use elect_mysql::{LeaseStore, MysqlConfig, MysqlStore, TlsFiles};
 use elect_tests::local::LocalServer;
-use elect_tests::tls::TestCerts;
+use elect_tests::tls::{assert_refusals, TestCerts};
 use elect_tests::{unique_name, Kind};
-use tokio::time::timeout;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_that_requires_a_client_certificate() {
@@ -78,49 +77,14 @@ async fn a_user_that_requires_a_client_certificate() {
     let store = || async {
         Arc::new(MysqlStore::connect(config(good.clone())).await.unwrap()) as Arc<dyn LeaseStore>
     };
-    conformance::first_acquire_is_granted(store().await, Settings::real_server()).await;
-    conformance::release_wakes_subscribers(store().await, Settings::real_server()).await;
+    // The feed's own connection is TLS too.
+    conformance::checks_for_another_path(store, Settings::real_server()).await;
 
-    let refused = |tls: TlsFiles, what: &'static str| {
+    assert_refusals(&certs, (&certs.client_cert, &certs.client_key), |tls| {
         let config = config(tls);
-        async move {
-            let error = timeout(Duration::from_secs(10), MysqlStore::connect(config))
-                .await
-                .unwrap_or_else(|_| panic!("{what}: connecting hung"))
-                .expect_err(what);
-            eprintln!("{what}: {error}");
-            error
-        }
-    };
-    let other_ca = refused(
-        TlsFiles::new()
-            .ca_file(&certs.other_ca)
-            .client_identity(&certs.client_cert, &certs.client_key),
-        "a CA that did not sign the server's certificate",
-    )
+        async move { MysqlStore::connect(config).await.map(drop) }
+    })
     .await;
-    assert!(
-        matches!(&other_ca, Error::NotSetUp { message, .. } if message.contains("CA file")),
-        "a typed error that says what is wrong: {other_ca}"
-    );
-    let anonymous = refused(
-        TlsFiles::new().ca_file(&certs.ca),
-        "no client certificate for a user that requires one",
-    )
-    .await;
-    assert!(
-        matches!(&anonymous, Error::NotSetUp { .. }) && !anonymous.is_retryable(),
-        "{anonymous}"
-    );
-    let missing = refused(
-        TlsFiles::new().ca_file(dir.join("nowhere.pem")),
-        "a CA file that does not exist",
-    )
-    .await;
-    assert!(
-        matches!(&missing, Error::InvalidConfig { message } if message.contains("nowhere.pem")),
-        "{missing}"
-    );
     drop(server);
     let _ = std::fs::remove_dir_all(dir);
 }

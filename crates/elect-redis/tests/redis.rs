@@ -133,11 +133,15 @@ async fn a_lease_without_expiry_and_a_bad_counter_are_typed_errors_naming_the_ke
     }
 }
 
-#[tokio::test]
-async fn a_blackholed_leader_steps_down_before_its_lease_expires_at_the_server() {
+/// The TTL of the candidates behind the fault proxy.
+const TTL: Duration = Duration::from_secs(2);
+
+/// Candidate `a` of a fresh election (TTL 2 s) on the shared Redis through a fault proxy, and
+/// a store on the same keys that goes straight to the server.
+async fn behind_a_proxy(name: &str) -> (FaultProxy, RedisStore, ElectionName, Elector) {
     let url = elect_tests::redis().await.url().to_owned();
     let (proxy, proxied) = FaultProxy::in_front_of(&url).await.unwrap();
-    let prefix = unique_name("bh");
+    let prefix = unique_name(name);
     let config = RedisConfig::new(&proxied)
         .key_prefix(&prefix)
         .command_timeout(Duration::from_millis(500));
@@ -145,13 +149,19 @@ async fn a_blackholed_leader_steps_down_before_its_lease_expires_at_the_server()
     let direct = RedisStore::connect(RedisConfig::new(&url).key_prefix(&prefix))
         .await
         .unwrap();
-    let e = election("blackhole");
-    let ttl = Duration::from_secs(2);
+    let e = election(name);
     let elector = Elector::builder(store, e.clone())
         .candidate(id("a"))
-        .ttl(ttl)
+        .ttl(TTL)
         .start()
         .unwrap();
+    (proxy, direct, e, elector)
+}
+
+#[tokio::test]
+async fn a_blackholed_leader_steps_down_before_its_lease_expires_at_the_server() {
+    let (proxy, direct, e, elector) = behind_a_proxy("blackhole").await;
+    let ttl = TTL;
     let guard = elector.leading().await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
     proxy.set(Mode::Blackhole);
@@ -391,23 +401,8 @@ async fn run_cancels_the_work_by_the_deadline_when_the_store_is_blackholed() {
         }
     }
 
-    let url = elect_tests::redis().await.url().to_owned();
-    let (proxy, proxied) = FaultProxy::in_front_of(&url).await.unwrap();
-    let prefix = unique_name("run");
-    let config = RedisConfig::new(&proxied)
-        .key_prefix(&prefix)
-        .command_timeout(Duration::from_millis(500));
-    let store = RedisStore::connect(config).await.unwrap();
-    let direct = RedisStore::connect(RedisConfig::new(&url).key_prefix(&prefix))
-        .await
-        .unwrap();
-    let e = election("run-blackhole");
-    let ttl = Duration::from_secs(2);
-    let elector = Elector::builder(store, e.clone())
-        .candidate(id("a"))
-        .ttl(ttl)
-        .start()
-        .unwrap();
+    let (proxy, direct, e, elector) = behind_a_proxy("run-blackhole").await;
+    let ttl = TTL;
     let runs: Arc<Mutex<Vec<Run>>> = Arc::default();
     let task = {
         let (elector, runs) = (elector.clone(), runs.clone());
@@ -519,14 +514,7 @@ async fn a_store_on_the_applications_own_pool_passes_the_feed_and_value_checks()
         std::sync::Arc::new(RedisStore::from_pool(pool.clone(), config).await.unwrap())
             as std::sync::Arc<dyn LeaseStore>
     };
-    conformance::first_acquire_is_granted(store().await, Settings::real_server()).await;
-    conformance::release_wakes_subscribers(store().await, Settings::real_server()).await;
-    conformance::leader_value_travels_with_the_lease(store().await, Settings::real_server()).await;
-    conformance::observers_learn_of_a_new_leader_from_the_feed(
-        store().await,
-        Settings::real_server(),
-    )
-    .await;
+    conformance::checks_for_another_path(store, Settings::real_server()).await;
     // Options are still checked; the URL is not used.
     let bad = RedisConfig::new("").key_prefix("no spaces");
     assert!(matches!(

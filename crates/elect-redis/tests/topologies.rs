@@ -190,10 +190,13 @@ async fn cluster_failover_with_wait_for_replicas() {
         recorder.track(id, builder.events());
         electors.push((builder.start().unwrap(), store));
     }
-    let first = timeout(ttl * 3, electors[0].0.leading())
-        .await
-        .expect("leads")
-        .unwrap();
+    let leader = || async {
+        tokio::select! {
+            g = electors[0].0.leading() => g.unwrap(),
+            g = electors[1].0.leading() => g.unwrap(),
+        }
+    };
+    let first = timeout(ttl * 3, leader()).await.expect("one of them leads");
     let before = first.term();
     // The master of the election's slot, and its replica.
     let key = electors[0].1.lease_key(&election);
@@ -240,14 +243,9 @@ async fn cluster_failover_with_wait_for_replicas() {
     // Leadership after the failover: whoever leads, in a term above the first.
     let mark = recorder.mark();
     sleep(ttl * 2).await;
-    let after = timeout(ttl * 5, async {
-        tokio::select! {
-            g = electors[0].0.leading() => g.unwrap(),
-            g = electors[1].0.leading() => g.unwrap(),
-        }
-    })
-    .await
-    .expect("someone leads after the failover");
+    let after = timeout(ttl * 5, leader())
+        .await
+        .expect("someone leads after the failover");
     assert!(
         after.term() >= before,
         "term {} after {}",

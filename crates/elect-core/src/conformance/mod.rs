@@ -131,6 +131,21 @@ impl Settings {
     }
 }
 
+/// A few checks for a store made another way than the suite's own — from a client of the
+/// application's, or over TLS — each on a fresh store from `make`: the first acquire, a
+/// release waking subscribers (the feed's own connection), the leader value, and an observer
+/// learning of a new leader from the feed.
+pub async fn checks_for_another_path<F, Fut>(make: F, settings: Settings)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::sync::Arc<dyn crate::LeaseStore>>,
+{
+    first_acquire_is_granted(make().await, settings.clone()).await;
+    release_wakes_subscribers(make().await, settings.clone()).await;
+    leader_value_travels_with_the_lease(make().await, settings.clone()).await;
+    observers_learn_of_a_new_leader_from_the_feed(make().await, settings).await;
+}
+
 /// A fresh election name for one check: `conformance.<check>.<random>`.
 pub fn fresh_election(check: &str) -> ElectionName {
     let suffix = crate::rand::Rng::from_entropy().next_u64();
