@@ -38,7 +38,11 @@ pub(crate) fn crash(
                 elected(l) && l.who != leader.who
             })
             .ok_or("no failover within 20 s")?;
-        let left = lease.map(|(read, remaining)| (remaining as f64 - (killed - read) as f64) / 1e6);
+        // In f64: the kill can be stamped a few µs "before" the reply it followed (each
+        // process maps its clock to the shared monotonic one with an error), and a u128
+        // difference then wrapped around (seen once: a slack p99 of 3.4e32 ms).
+        let left =
+            lease.map(|(read, remaining)| (remaining as f64 - (killed as f64 - read as f64)) / 1e6);
         Ok((millis(killed, next.ns), left))
     })();
     g.stop();

@@ -13,7 +13,8 @@ pub(crate) struct Outcome {
     pub(crate) remaining: Vec<f64>,
     pub(crate) slack: Vec<f64>,
     pub(crate) handover: Vec<f64>,
-    /// elect only: ms from a new leader's election to a follower's notice of it.
+    /// elect only: ms from a new leader's election to an observer's notice of it (an
+    /// `Observer` process on the stores, the third node on raft).
     pub(crate) notice: Vec<f64>,
     pub(crate) frozen: Vec<Frozen>,
     pub(crate) load: Load,

@@ -67,9 +67,10 @@ pub(crate) fn table(results: &[(Contender, Outcome)], scale: &Json) -> String {
             },
             &|o| (cell(&o.handover), p50(&o.handover)),
         );
-        row("new leader: a follower's notice after the election", &|o| {
-            (cell(&o.notice), p50(&o.notice))
-        });
+        row(
+            "new leader: an observer's notice after the election",
+            &|o| (cell(&o.notice), p50(&o.notice)),
+        );
         row("frozen leader: failover", &|o| {
             let f = o.frozen_failover();
             let none = o.frozen.len() - f.len();
