@@ -297,6 +297,24 @@ impl Topology {
     }
 }
 
+/// The URL of the Cluster the tests share: `ELECT_REDIS_CLUSTER_URL` (`cargo xtask test`
+/// starts one for the whole run), else this process's own, started on first use.
+pub fn shared_cluster_url() -> String {
+    std::env::var("ELECT_REDIS_CLUSTER_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| shared_cluster().url.clone())
+}
+
+/// The URL of the Sentinel topology the tests share: `ELECT_REDIS_SENTINEL_URL`, else this
+/// process's own, started on first use.
+pub fn shared_sentinel_url() -> String {
+    std::env::var("ELECT_REDIS_SENTINEL_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| shared_sentinel().url.clone())
+}
+
 /// The shared Cluster of this test process, started on first use.
 pub fn shared_cluster() -> &'static Topology {
     static CLUSTER: OnceLock<Topology> = OnceLock::new();

@@ -53,7 +53,7 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
         build.arg("--release");
     }
     step("build the candidate and the runner", build)?;
-    let servers = provision::servers()?;
+    let servers = provision::servers(false)?;
     let profile = if release { "release" } else { "debug" };
     let mut run = Command::new(provision::target_dir().join(profile).join("bench"));
     run.arg("--root")

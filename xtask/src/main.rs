@@ -132,7 +132,7 @@ fn has_nextest() -> bool {
 
 fn test(extra: &[String]) -> Result<(), String> {
     let started = Instant::now();
-    let servers = provision::servers()?;
+    let servers = provision::servers(true)?;
     let mut tests = cargo();
     if has_nextest() {
         tests.args([
@@ -172,7 +172,7 @@ fn chaos(args: &[String]) -> Result<(), String> {
     minutes
         .parse::<f64>()
         .map_err(|_| format!("--minutes takes a number, not {minutes:?}"))?;
-    let servers = provision::servers()?;
+    let servers = provision::servers(false)?;
     let mut run = cargo();
     run.args(["test", "--release", "-p", "elect-bench", "--test", "chaos"])
         .args(["--", "--nocapture", "--test-threads", "1"])

@@ -90,8 +90,18 @@ impl Servers {
     }
 }
 
-/// Installs what is missing, then starts a server of each kind that no `ELECT_*_URL` names.
-pub(crate) fn servers() -> Result<Servers, String> {
+/// The Redis topologies the tests share (`elect_tests::topology`), by the variables that name
+/// them.
+const TOPOLOGY_ENVS: [&str; 2] = ["ELECT_REDIS_CLUSTER_URL", "ELECT_REDIS_SENTINEL_URL"];
+
+/// Installs what is missing, then starts a server of each kind that no `ELECT_*_URL` names,
+/// and with `topologies` the Redis Cluster and Sentinel topologies (once for the whole run:
+/// nextest runs every test in a process of its own, which would otherwise start its own).
+pub(crate) fn servers(topologies: bool) -> Result<Servers, String> {
+    let topologies = topologies
+        && TOPOLOGY_ENVS
+            .iter()
+            .any(|v| std::env::var(v).map_or(true, |u| u.is_empty()));
     let needed: Vec<&Kind> = KINDS.iter().filter(|k| env_url(k).is_none()).collect();
     for kind in KINDS.iter().filter(|k| env_url(k).is_some()) {
         eprintln!(
@@ -99,11 +109,15 @@ pub(crate) fn servers() -> Result<Servers, String> {
             kind.name, kind.url_env
         );
     }
-    install_packages(&needed)?;
+    let mut packages = needed.clone();
+    if topologies && !packages.iter().any(|k| k.name == "redis") {
+        packages.push(&KINDS[0]);
+    }
+    install_packages(&packages)?;
     // Always: the CLI's tests parse /metrics with the venv's prometheus-client.
     install_venv()?;
     let mut env = Vec::new();
-    if needed.is_empty() {
+    if needed.is_empty() && !topologies {
         return Ok(Servers { env, starter: None });
     }
     // Build everything the test run needs at once, with the test run's features, so the
@@ -115,6 +129,7 @@ pub(crate) fn servers() -> Result<Servers, String> {
     let binary = target_dir().join("debug/elect-servers");
     let mut child = Command::new(&binary)
         .args(needed.iter().map(|k| k.name))
+        .args(topologies.then_some("topologies"))
         .env("ELECT_MONGO_SERVER_BIN", secantusd())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -5,23 +5,23 @@
 
 use elect_core::conformance::Settings;
 use elect_redis::{RedisConfig, RedisStore};
-use elect_tests::topology::{shared_cluster, shared_sentinel, Topology};
+use elect_tests::topology::{shared_cluster_url, shared_sentinel_url, Topology};
 use elect_tests::unique_name;
 
-async fn store_on(topology: fn() -> &'static Topology, prefix: &str) -> RedisStore {
-    let topology = tokio::task::spawn_blocking(topology)
+async fn store_on(url: fn() -> String, prefix: &str) -> RedisStore {
+    let url = tokio::task::spawn_blocking(url)
         .await
         .expect("the topology starts");
-    RedisStore::connect(RedisConfig::new(&topology.url).key_prefix(unique_name(prefix)))
+    RedisStore::connect(RedisConfig::new(&url).key_prefix(unique_name(prefix)))
         .await
-        .unwrap_or_else(|e| panic!("connect to {}: {e}", topology.url))
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
 }
 
 mod cluster {
     use super::*;
 
     async fn store() -> RedisStore {
-        store_on(shared_cluster, "cluster").await
+        store_on(shared_cluster_url, "cluster").await
     }
 
     elect_core::conformance_tests!(store: store(), settings: Settings::real_server());
@@ -31,7 +31,7 @@ mod sentinel {
     use super::*;
 
     async fn store() -> RedisStore {
-        store_on(shared_sentinel, "sentinel").await
+        store_on(shared_sentinel_url, "sentinel").await
     }
 
     elect_core::conformance_tests!(store: store(), settings: Settings::real_server());

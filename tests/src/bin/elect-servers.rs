@@ -1,9 +1,11 @@
 //! Starts one throwaway server of each kind requested (all by default), prints
 //! `ELECT_<KIND>_URL=<url>` lines on stdout, and stops them when its standard input closes.
-//! `cargo xtask test` runs it so that every test process shares the same servers.
+//! `cargo xtask test` runs it so that every test process shares the same servers. With
+//! `topologies` it also starts the Redis Cluster and Sentinel topologies
+//! (`ELECT_REDIS_CLUSTER_URL`, `ELECT_REDIS_SENTINEL_URL`).
 //!
 //! ```text
-//! elect-servers [redis] [mysql] [mongo]
+//! elect-servers [redis] [mysql] [mongo] [topologies]
 //! ```
 
 use std::io::{Read, Write};
@@ -11,11 +13,17 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use elect_tests::local::LocalServer;
+use elect_tests::topology::Topology;
 use elect_tests::Kind;
 
 fn main() -> ExitCode {
     let mut kinds = Vec::new();
+    let mut topologies = false;
     for arg in std::env::args().skip(1) {
+        if arg == "topologies" {
+            topologies = true;
+            continue;
+        }
         match Kind::ALL.into_iter().find(|k| k.name() == arg) {
             Some(kind) => kinds.push(kind),
             None => {
@@ -24,7 +32,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    if kinds.is_empty() {
+    if kinds.is_empty() && !topologies {
         kinds = Kind::ALL.to_vec();
     }
     // Start them side by side: MariaDB's initialisation dominates.
@@ -38,6 +46,13 @@ fn main() -> ExitCode {
             })
         })
         .collect();
+    let shapes = topologies.then(|| {
+        [
+            ("ELECT_REDIS_CLUSTER_URL", Topology::cluster as fn() -> _),
+            ("ELECT_REDIS_SENTINEL_URL", Topology::sentinel),
+        ]
+        .map(|(env, start)| std::thread::spawn(move || (env, start())))
+    });
     let mut servers = Vec::new();
     let mut failed = false;
     for handle in handles {
@@ -63,6 +78,21 @@ fn main() -> ExitCode {
             }
         }
     }
+    let mut shared = Vec::new();
+    for handle in shapes.into_iter().flatten() {
+        let (env, result) = handle.join().expect("start-up thread");
+        match result {
+            Ok(topology) => {
+                eprintln!("elect-servers: {env}={}", topology.url);
+                println!("{env}={}", topology.url);
+                shared.push(topology);
+            }
+            Err(why) => {
+                eprintln!("elect-servers: {env}: {why}");
+                failed = true;
+            }
+        }
+    }
     if failed {
         return ExitCode::FAILURE;
     }
@@ -77,6 +107,7 @@ fn main() -> ExitCode {
     for mut server in servers {
         server.stop();
     }
+    drop(shared);
     eprintln!("elect-servers: stopped");
     ExitCode::SUCCESS
 }
