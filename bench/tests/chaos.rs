@@ -178,6 +178,7 @@ fn store_chaos(
     handle: &Handle,
 ) {
     let seed = seed();
+    let quarantine = args.iter().flatten().any(|a| a == "--restart-quarantine");
     let mut rng = Rng::seeded(seed);
     let bound = Duration::from_millis(TTL_MS + 1000);
     let deadline = Instant::now() + duration();
@@ -225,9 +226,18 @@ fn store_chaos(
                 proxies[slot].set(Mode::Pass);
             }
             "reset" => proxies[slot].reset_all(),
-            _ => handle
-                .block_on(server.restart())
-                .expect("restart the server"),
+            _ => {
+                handle
+                    .block_on(server.restart())
+                    .expect("restart the server");
+                if quarantine {
+                    // By design nothing vacant is granted until a TTL after the first request
+                    // reaches the restarted server: the fault lasts until then, and the
+                    // recovery bound counts from there (it counted from the restart, and
+                    // failed whenever reconnecting took more than a second).
+                    run.group.collect(ms(TTL_MS));
+                }
+            }
         }
         faults.push(run.healed(kind, started, bound));
     }
