@@ -14,7 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::lease::LeaderValue;
+use crate::lease::{LeaderInfo, LeaderValue};
 use crate::name::CandidateId;
 use crate::store::{ChangeFeed, ChangeNotifier};
 use crate::term::Term;
@@ -111,9 +111,27 @@ impl<K: Eq + Hash + Clone> FeedRegistry<K> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        self.send(key, ChangeNotifier::notify);
+    }
+
+    /// Wakes the feeds of `key` with the leader the coordinator's event carried (see
+    /// [`ChangeNotifier::notify_leader`]); a key whose feeds are all gone is forgotten.
+    pub fn notify_leader<Q>(&self, key: &Q, leader: LeaderInfo)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.send(key, |n| n.notify_leader(leader));
+    }
+
+    fn send<Q>(&self, key: &Q, send: impl FnOnce(&ChangeNotifier))
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let mut feeds = self.lock();
         if let Some(notifier) = feeds.get(key) {
-            notifier.notify();
+            send(notifier);
             if notifier.feeds() == 0 {
                 feeds.remove(key);
             }

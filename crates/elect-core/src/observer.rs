@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::lease::LeaderInfo;
 use crate::name::ElectionName;
 use crate::store::{ChangeFeed, LeaseStore};
+use crate::term::Term;
 
 /// Follows who leads one election without campaigning — for dashboards, routing and health
 /// checks. It reads [`LeaseStore::leader`] when the current lease is due to expire, when the
@@ -105,6 +106,9 @@ async fn observe(
 ) {
     let mut feed: Option<ChangeFeed> = None;
     let mut feed_supported = true;
+    // The highest term read or hinted so far: a feed's hint is shown only when it is newer than
+    // everything seen, since notices are not ordered with this task's reads.
+    let mut newest: Option<Term> = None;
     loop {
         if feed.is_none() && feed_supported {
             match timeout(max_interval, store.subscribe(&election)).await {
@@ -120,6 +124,7 @@ async fn observe(
         let wait = match timeout(max_interval, store.leader(&election)).await {
             Ok(Ok(info)) => {
                 health.replied();
+                newest = newest.max(info.as_ref().map(|i| i.term));
                 let wait = info
                     .as_ref()
                     .map_or(max_interval, |i| i.remaining + Duration::from_millis(1));
@@ -153,6 +158,15 @@ async fn observe(
         tokio::select! {
             _ = sleep(wait) => {}
             alive = notice => if !alive { feed = None; },
+        }
+        // A notice that carried the new leader (a change stream with the document) is shown at
+        // once; the read that follows confirms it and corrects its `remaining`.
+        if let Some(hint) = feed.as_ref().and_then(ChangeFeed::leader_hint) {
+            if newest.is_none_or(|t| hint.term > t) {
+                debug!(holder = %hint.holder, term = %hint.term, "the change feed named a new leader");
+                newest = Some(hint.term);
+                tx.send_replace(Some(hint));
+            }
         }
         if tx.is_closed() {
             return;

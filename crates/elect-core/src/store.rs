@@ -125,18 +125,44 @@ impl<S: LeaseStore + ?Sized> LeaseStore for Arc<S> {
 /// The sending side of a [`ChangeFeed`]: a backend keeps one per election it watches and calls
 /// [`notify`](Self::notify) when it learns of a change (a pub/sub message, a change-stream event).
 /// Notices coalesce: a burst wakes each feed once.
+///
+/// When the coordinator's event carries the new lease itself (a MongoDB change stream with the
+/// document looked up), [`notify_leader`](Self::notify_leader) passes it along, so that an
+/// [`Observer`](crate::Observer) can show the new leader without asking the store first.
 #[derive(Debug)]
-pub struct ChangeNotifier(watch::Sender<u64>);
+pub struct ChangeNotifier(watch::Sender<Notice>);
+
+/// The last notice sent on a feed: how many were sent, and the leader the latest one carried.
+#[derive(Debug, Clone, Default)]
+struct Notice {
+    count: u64,
+    leader: Option<LeaderInfo>,
+}
 
 impl ChangeNotifier {
     /// A notifier with no feeds yet.
     pub fn new() -> Self {
-        Self(watch::channel(0).0)
+        Self(watch::channel(Notice::default()).0)
     }
 
     /// Wakes every feed subscribed to this notifier.
     pub fn notify(&self) {
-        self.0.send_modify(|n| *n = n.wrapping_add(1));
+        self.send(None);
+    }
+
+    /// Wakes every feed, telling it that `leader` holds the election as of the event (its
+    /// `remaining` counted from the event, by the coordinator's clock). Only for a leader the
+    /// event itself carried: a hint that is wrong shows a wrong leader until the observer's
+    /// next read.
+    pub fn notify_leader(&self, leader: LeaderInfo) {
+        self.send(Some(leader));
+    }
+
+    fn send(&self, leader: Option<LeaderInfo>) {
+        self.0.send_modify(|n| {
+            n.count = n.count.wrapping_add(1);
+            n.leader = leader;
+        });
     }
 
     /// A new feed that wakes on every later [`notify`](Self::notify).
@@ -159,7 +185,7 @@ impl Default for ChangeNotifier {
 /// Tells a waiting candidate that an election may have changed hands. See
 /// [`LeaseStore::subscribe`].
 #[derive(Debug, Clone)]
-pub struct ChangeFeed(watch::Receiver<u64>);
+pub struct ChangeFeed(watch::Receiver<Notice>);
 
 impl ChangeFeed {
     /// Forgets notices received so far; call before asking the store who leads, so that a
@@ -173,5 +199,13 @@ impl ChangeFeed {
     /// sleeping until the reported expiry.
     pub async fn changed(&mut self) -> bool {
         self.0.changed().await.is_ok()
+    }
+
+    /// The leader the latest notice carried, when the coordinator's event said who holds the
+    /// election after the change ([`ChangeNotifier::notify_leader`]); `None` when it did not
+    /// say (most feeds), or said the election is vacant. A hint, not a read: notices are not
+    /// ordered with the caller's own reads, so compare terms before trusting it over one.
+    pub fn leader_hint(&self) -> Option<LeaderInfo> {
+        self.0.borrow().leader.clone()
     }
 }

@@ -448,3 +448,84 @@ async fn an_observer_whose_reads_fail_says_so() {
     );
     elector.shutdown().await.unwrap();
 }
+
+/// A store that only answers `leader` (or hangs there on demand) and hands out feeds of one
+/// notifier the test drives.
+#[derive(Debug, Default)]
+struct Hinting {
+    leader: Mutex<Option<elect_core::LeaderInfo>>,
+    hang: std::sync::atomic::AtomicBool,
+    notifier: elect_core::ChangeNotifier,
+}
+
+#[elect_core::async_trait]
+impl LeaseStore for Hinting {
+    async fn try_acquire(&self, _: &Claim) -> elect_core::Result<elect_core::Acquire> {
+        Err(elect_core::Error::config("observer test store"))
+    }
+    async fn renew(&self, _: &elect_core::Lease) -> elect_core::Result<elect_core::Renewal> {
+        Err(elect_core::Error::config("observer test store"))
+    }
+    async fn release(&self, _: &elect_core::Lease) -> elect_core::Result<elect_core::Release> {
+        Err(elect_core::Error::config("observer test store"))
+    }
+    async fn leader(&self, _: &ElectionName) -> elect_core::Result<Option<elect_core::LeaderInfo>> {
+        if self.hang.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        Ok(self.leader.lock().unwrap().clone())
+    }
+    async fn subscribe(
+        &self,
+        _: &ElectionName,
+    ) -> elect_core::Result<Option<elect_core::ChangeFeed>> {
+        Ok(Some(self.notifier.subscribe()))
+    }
+}
+
+fn leader(name: &str, term: u64) -> elect_core::LeaderInfo {
+    elect_core::LeaderInfo {
+        holder: id(name),
+        term: elect_core::Term(term),
+        remaining: TTL,
+        value: None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_observer_shows_the_leader_a_notice_carries_before_reading_and_never_an_older_one() {
+    let store = Arc::new(Hinting::default());
+    *store.leader.lock().unwrap() = Some(leader("a", 5));
+    let observer =
+        elect_core::Observer::with_interval(store.clone(), election(), Duration::from_secs(1))
+            .unwrap();
+    sleep(Duration::from_millis(10)).await;
+    assert_eq!(observer.current(), Some(leader("a", 5)));
+    let mut changes = observer.watch();
+    changes.borrow_and_update();
+
+    // The store stops answering reads: only the notice can tell the observer of b.
+    store.hang.store(true, std::sync::atomic::Ordering::SeqCst);
+    store.notifier.notify_leader(leader("b", 6));
+    timeout(Duration::from_millis(1), changes.changed())
+        .await
+        .expect("the hint is shown without a read")
+        .unwrap();
+    assert_eq!(observer.current(), Some(leader("b", 6)));
+
+    // A notice naming an older term (it raced a read that saw a newer one) is not shown, nor
+    // one that names no leader.
+    store.notifier.notify_leader(leader("c", 4));
+    sleep(Duration::from_millis(1500)).await;
+    store.notifier.notify();
+    sleep(Duration::from_millis(1500)).await;
+    assert_eq!(observer.current(), Some(leader("b", 6)));
+    assert!(!changes.has_changed().unwrap(), "no change after b");
+
+    // Reads answer again and agree with the hint.
+    store.hang.store(false, std::sync::atomic::Ordering::SeqCst);
+    *store.leader.lock().unwrap() = Some(leader("b", 6));
+    sleep(Duration::from_millis(2500)).await;
+    assert_eq!(observer.current(), Some(leader("b", 6)));
+    assert!(observer.health().reachable);
+}

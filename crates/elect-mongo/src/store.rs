@@ -125,7 +125,7 @@ fn acquire_pipeline(claim: &Claim) -> Vec<Document> {
 }
 
 /// A validated lease document.
-struct Record {
+pub(crate) struct Record {
     holder: CandidateId,
     /// 0 when the document has none (written by elect 0.1.0): nobody's claim.
     nonce: i64,
@@ -134,6 +134,58 @@ struct Record {
 }
 
 impl Record {
+    /// Validates a lease document; `key` names it in errors.
+    pub(crate) fn parse(key: String, d: &Document) -> Result<Record> {
+        let corrupt = |why: String| Error::corrupt(STORE, key.clone(), why);
+        let holder = backend::holder(
+            STORE,
+            &key,
+            d.get_str("holder").ok(),
+            &shown(d.get("holder")),
+        )?;
+        let number = match d.get("term") {
+            Some(Bson::Int64(t)) => Some(*t as i128),
+            Some(Bson::Int32(t)) => Some(*t as i128),
+            _ => None,
+        };
+        let term = backend::term(STORE, &key, number, &shown(d.get("term")))?;
+        match d.get("expires") {
+            Some(Bson::DateTime(_)) => {}
+            other => return Err(corrupt(format!("expires is {}, not a date", shown(other)))),
+        }
+        let nonce = match d.get("nonce") {
+            Some(Bson::Int64(n)) => *n,
+            Some(Bson::Int32(n)) => *n as i64,
+            _ => 0,
+        };
+        let value = match d.get("value") {
+            None | Some(Bson::Null) => None,
+            Some(Bson::String(v)) => backend::value(STORE, &key, Some(v.as_bytes()))?,
+            Some(other) => {
+                return Err(corrupt(format!(
+                    "value is {}, not a string",
+                    shown(Some(other))
+                )))
+            }
+        };
+        Ok(Record {
+            holder,
+            nonce,
+            term,
+            value,
+        })
+    }
+
+    /// The leader this record names, with `remaining_ms` left on its lease.
+    pub(crate) fn held(self, remaining_ms: i64) -> LeaderInfo {
+        LeaderInfo {
+            holder: self.holder,
+            term: self.term,
+            remaining: Duration::from_millis(remaining_ms.max(0) as u64),
+            value: self.value,
+        }
+    }
+
     fn granted_to(&self, claim: &Claim) -> bool {
         self.holder == claim.candidate && self.nonce == claim.nonce.get() as i64
     }
@@ -216,45 +268,7 @@ impl MongoStore {
     }
 
     fn record(&self, election: &str, d: &Document) -> Result<Record> {
-        let corrupt = |why: String| Error::corrupt(STORE, self.key(election), why);
-        let key = self.key(election);
-        let holder = backend::holder(
-            STORE,
-            &key,
-            d.get_str("holder").ok(),
-            &shown(d.get("holder")),
-        )?;
-        let number = match d.get("term") {
-            Some(Bson::Int64(t)) => Some(*t as i128),
-            Some(Bson::Int32(t)) => Some(*t as i128),
-            _ => None,
-        };
-        let term = backend::term(STORE, &key, number, &shown(d.get("term")))?;
-        match d.get("expires") {
-            Some(Bson::DateTime(_)) => {}
-            other => return Err(corrupt(format!("expires is {}, not a date", shown(other)))),
-        }
-        let nonce = match d.get("nonce") {
-            Some(Bson::Int64(n)) => *n,
-            Some(Bson::Int32(n)) => *n as i64,
-            _ => 0,
-        };
-        let value = match d.get("value") {
-            None | Some(Bson::Null) => None,
-            Some(Bson::String(v)) => backend::value(STORE, &key, Some(v.as_bytes()))?,
-            Some(other) => {
-                return Err(corrupt(format!(
-                    "value is {}, not a string",
-                    shown(Some(other))
-                )))
-            }
-        };
-        Ok(Record {
-            holder,
-            nonce,
-            term,
-            value,
-        })
+        Record::parse(self.key(election), d)
     }
 
     /// The lease document with the server's remaining time, read without writing.
@@ -292,15 +306,6 @@ impl MongoStore {
         Ok(Some((record, remaining)))
     }
 
-    fn held(record: Record, remaining_ms: i64) -> LeaderInfo {
-        LeaderInfo {
-            holder: record.holder,
-            term: record.term,
-            remaining: Duration::from_millis(remaining_ms.max(0) as u64),
-            value: record.value,
-        }
-    }
-
     /// Runs a guarded single-document update; true when it matched the live lease.
     async fn guarded(&self, operation: &'static str, lease: &Lease, set: Document) -> Result<bool> {
         let filter = doc! {
@@ -332,7 +337,7 @@ impl LeaseStore for MongoStore {
         // Read first: a follower finding the lease held costs one read and writes nothing.
         if let Some((record, remaining)) = self.read(election).await? {
             if remaining > 0 && !record.granted_to(claim) {
-                return Ok(Acquire::Held(Self::held(record, remaining)));
+                return Ok(Acquire::Held(record.held(remaining)));
             }
         }
         let e = election.as_str();
@@ -371,8 +376,8 @@ impl LeaseStore for MongoStore {
         }
         // Someone else took it between the read and the update: ask how long it has left.
         match self.read(election).await? {
-            Some((record, remaining)) => Ok(Acquire::Held(Self::held(record, remaining))),
-            None => Ok(Acquire::Held(Self::held(record, 0))),
+            Some((record, remaining)) => Ok(Acquire::Held(record.held(remaining))),
+            None => Ok(Acquire::Held(record.held(0))),
         }
     }
 
@@ -406,7 +411,7 @@ impl LeaseStore for MongoStore {
             .read(election)
             .await?
             .filter(|(_, remaining)| *remaining > 0)
-            .map(|(record, remaining)| Self::held(record, remaining)))
+            .map(|(record, remaining)| record.held(remaining)))
     }
 
     async fn subscribe(&self, election: &ElectionName) -> Result<Option<ChangeFeed>> {

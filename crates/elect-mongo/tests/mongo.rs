@@ -158,6 +158,42 @@ async fn bad_mongo_settings_are_typed_errors() {
     }
 }
 
+/// A grant's change-stream notice carries the new leader (the document looked up with the
+/// event), so an observer need not read the lease first; a release's carries none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_notice_carries_the_new_leader_and_a_release_notice_none() {
+    let store = shared_store().await;
+    let e = election("hinted");
+    let ttl = Ttl::new(Duration::from_secs(5)).unwrap();
+    let mut feed = store.subscribe(&e).await.unwrap().expect("change streams");
+    let value = elect_mongo::LeaderValue::new("10.0.0.7:8080").unwrap();
+    let claim = claim(&e, "a", ttl).with_value(Some(value.clone()));
+    let Acquire::Granted(lease) = store.try_acquire(&claim).await.unwrap() else {
+        panic!("vacant")
+    };
+    timeout(Duration::from_secs(5), feed.changed())
+        .await
+        .expect("a notice of the grant");
+    let hint = feed.leader_hint().expect("the notice names the leader");
+    assert_eq!(hint.holder, id("a"));
+    assert_eq!(hint.term, lease.term);
+    assert_eq!(hint.value, Some(value));
+    assert!(
+        hint.remaining > Duration::from_secs(4) && hint.remaining <= Duration::from(ttl),
+        "remaining {:?}, counted from the event on the server's clock",
+        hint.remaining
+    );
+
+    // Renewals wake nobody; a release wakes the feed with no leader named.
+    feed.mark_seen();
+    store.renew(&lease).await.unwrap();
+    store.release(&lease).await.unwrap();
+    timeout(Duration::from_secs(5), feed.changed())
+        .await
+        .expect("a notice of the release");
+    assert_eq!(feed.leader_hint(), None);
+}
+
 /// Issue 14, item 1: a foreign `drop()` of the leases collection made the change-stream task
 /// loop on a dead stream without yielding: on a one-thread runtime nothing else ran (no
 /// renewal, no step-down, no signal handling). The feed must end and the runtime stay live.
