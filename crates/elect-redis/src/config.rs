@@ -41,8 +41,11 @@ pub struct RedisConfig {
     /// of an election marks the time in memory (`{prefix}:{E}:started`, lost with the lease on
     /// a restart) and candidates are told the election is held by
     /// [`QUARANTINE_HOLDER`](crate::QUARANTINE_HOLDER) until a TTL after that mark —
-    /// Redlock's "delayed restart", enforced by the clients. The cost: an election first used
-    /// within a TTL of the server's start waits out a TTL.
+    /// Redlock's "delayed restart", enforced by the clients. The same applies after a
+    /// failover: each grant remembers the master's replication id (`{prefix}:{E}:master`), and
+    /// the first request on a master with another id (a promoted replica) starts the
+    /// quarantine. The cost: an election first used within a TTL of the server's start, or
+    /// vacant after a failover, waits out a TTL.
     pub restart_quarantine: bool,
     /// The CA and client certificate of `rediss://` connections (default: the platform's
     /// roots, no client certificate). Needs the `tls` feature and a `rediss://` URL.

@@ -8,6 +8,9 @@
 //!   is the server's own clock. `nonce` tells apart claims with the same holder id (see
 //!   `elect_core::Nonce`); a hash without one (written by elect 0.1.0) is nobody's claim.
 //! - `P:{E}:term`: the term counter, a string integer without expiry, kept across releases.
+//! - `P:{E}:started`, `P:{E}:master` (with the restart quarantine on): when the quarantine
+//!   began (µs on the server's clock) and the replication id of the master the election was
+//!   last requested on.
 //! - `P:{E}:released`: the pub/sub channel a release and a new grant publish on (the name is
 //!   kept from 0.1.0, when only releases did).
 
@@ -32,14 +35,16 @@ local function holds(l, holder, nonce)
 end
 "#;
 
-/// KEYS: lease, term counter, quarantine mark. ARGV: candidate, nonce, ttl ms, quarantine ('1'
+/// KEYS: lease, term counter, quarantine mark, master identity. ARGV: candidate, nonce, ttl ms, quarantine ('1'
 /// or '0'), channel, value, has value ('1' or '0'). `{'granted', term}` | `{'held', holder,
 /// term, pttl[, value]}` | `{'quarantined', ms}` | `{'corrupt', key, why}`. A new grant publishes on the channel (observers learn of
 /// the new leader at once); a holder's re-acquire does not.
 ///
 /// With the quarantine on, a vacant lease is not granted until a TTL has passed since the
 /// first request after the server (re)started (a mark kept in memory, so a restart loses it
-/// with the lease): its previous holder may still believe for up to one TTL.
+/// with the lease), or since the first request on a master other than the one the election
+/// was last requested on (a failover: `master_replid` changed): its previous holder may still
+/// believe for up to one TTL.
 ///
 /// Every new grant takes `max(counter + 1, server clock in µs)` and stores it in the counter.
 /// The floor keeps terms rising when the counter is gone (a fresh election, or data lost: a
@@ -59,23 +64,35 @@ end
 local now = redis.call('TIME')
 local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
 if ARGV[4] == '1' then
+  local ttl = tonumber(ARGV[3])
+  local mark = tonumber(redis.call('GET', KEYS[3]))
+  -- The master this election's last grant was made on (its replication id): a failover or a
+  -- restart gives the serving master a new one. A promoted replica may have missed the last
+  -- grant while its holder still believes, exactly as a restart without persistence forgets
+  -- it: the first request on the new master marks the time, and nothing vacant is granted
+  -- until a TTL after it.
+  local id = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+  local seen = redis.call('GET', KEYS[4])
+  if id and seen and seen ~= id then
+    mark = now_us
+    redis.call('SET', KEYS[3], string.format('%.0f', mark))
+  end
+  if id and seen ~= id then redis.call('SET', KEYS[4], id) end
   -- INFO's uptime counts whole seconds of a cached clock: the true uptime is above up - 1.
   -- Past ceil(TTL) + 1 on that counter the server has surely been up for a TTL.
   local up = tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)'))
-  local ttl = tonumber(ARGV[3])
-  if up == nil or up <= math.ceil(ttl / 1000) then
+  if mark == nil and (up == nil or up <= math.ceil(ttl / 1000)) then
     -- The first request after the (re)start marks the time, in memory only: a restart loses
     -- the mark with the lease. The mark is no earlier than the restart, so waiting a TTL
-    -- from it is safe, and it is precise to the microsecond.
-    local mark = tonumber(redis.call('GET', KEYS[3]))
-    if mark == nil then
-      -- The start was before now - (up - 1) s: moving the mark back that far keeps it after
-      -- the start and spares candidates that reconnect late most of their wait.
-      local back = 0
-      if up then back = math.max(0, up - 1) end
-      mark = now_us - back * 1000000
-      redis.call('SET', KEYS[3], string.format('%.0f', mark))
-    end
+    -- from it is safe, and it is precise to the microsecond. The start was before
+    -- now - (up - 1) s: moving the mark back that far keeps it after the start and spares
+    -- candidates that reconnect late most of their wait.
+    local back = 0
+    if up then back = math.max(0, up - 1) end
+    mark = now_us - back * 1000000
+    redis.call('SET', KEYS[3], string.format('%.0f', mark))
+  end
+  if mark then
     local left = math.ceil((mark + ttl * 1000 - now_us) / 1000)
     if left > 0 then return {'quarantined', left} end
   end

@@ -150,6 +150,10 @@ impl LeaseStore for RedisStore {
                         "{}:{{{election}}}:started",
                         self.inner.client.config.key_prefix
                     ),
+                    format!(
+                        "{}:{{{election}}}:master",
+                        self.inner.client.config.key_prefix
+                    ),
                 ],
                 vec![
                     claim.candidate.to_string(),

@@ -265,3 +265,149 @@ async fn cluster_failover_with_wait_for_replicas() {
     // No two leaders at once, terms rising across leaderships.
     recorder.check();
 }
+
+/// The restart quarantine covers a failover too: a promoted replica that missed the last grant
+/// forgets it as a restarted master without persistence does, while its holder still believes.
+/// On a Sentinel topology of the test's own, after `SENTINEL FAILOVER`, the lease is deleted
+/// on the new master (the grant that did not replicate); a candidate is then told the election
+/// is quarantined for a TTL (the new master has a new `master_replid`), not granted it — and,
+/// in the control election without the quarantine, granted it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_that_lost_the_grant_is_quarantined_like_a_restart() {
+    use std::time::Duration;
+
+    use elect_redis::{Acquire, ElectionName, LeaseStore, Ttl, QUARANTINE_HOLDER};
+    use elect_tests::topology::{command, SENTINEL_SERVICE};
+    use elect_tests::{claim, id};
+    use tokio::time::{sleep, timeout};
+
+    let topology = tokio::task::spawn_blocking(Topology::sentinel)
+        .await
+        .unwrap()
+        .expect("a Sentinel topology of the test's own");
+    let ttl = Duration::from_secs(2);
+    let ttl_ = Ttl::new(ttl).unwrap();
+    let prefix = unique_name("fq");
+    let connect = |quarantine: bool| {
+        let config = RedisConfig::new(&topology.url)
+            .key_prefix(&prefix)
+            .command_timeout(Duration::from_millis(500))
+            .restart_quarantine(quarantine);
+        async move { RedisStore::connect(config).await.expect("connect") }
+    };
+    let guarded = ElectionName::new(unique_name("guarded")).unwrap();
+    let control = ElectionName::new(unique_name("control")).unwrap();
+    let granted = |store: RedisStore, e: ElectionName, who: &'static str| async move {
+        timeout(Duration::from_secs(10), async {
+            loop {
+                match store.try_acquire(&claim(&e, who, ttl_)).await {
+                    Ok(Acquire::Granted(lease)) => break lease,
+                    // The fresh master's own quarantine, or a failover still settling.
+                    _ => sleep(Duration::from_millis(100)).await,
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{who} is granted {e}"))
+    };
+    let first = granted(connect(true).await, guarded.clone(), "a").await;
+    granted(connect(false).await, control.clone(), "a").await;
+
+    // Both replicas have what the guarded election's grant wrote, the master's identity too.
+    let old_master = topology.sentinel_master_port().expect("a master");
+    let identity = format!("{prefix}:{{{guarded}}}:master");
+    for replica in topology.nodes.iter().filter(|n| n.port != old_master) {
+        timeout(Duration::from_secs(10), async {
+            while !command(replica.port, &format!("EXISTS {identity}")).contains(":1") {
+                sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the grant reaches the replicas");
+    }
+    // A Sentinel finds no replica suitable until it has heard from them for a while.
+    timeout(Duration::from_secs(30), async {
+        loop {
+            let reply = command(
+                topology.sentinels[0].port,
+                &format!("SENTINEL FAILOVER {SENTINEL_SERVICE}"),
+            );
+            if reply.contains("OK") {
+                break;
+            }
+            assert!(reply.contains("NOGOODSLAVE"), "SENTINEL FAILOVER: {reply}");
+            sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("Sentinel accepts the failover");
+    let new_master = timeout(Duration::from_secs(30), async {
+        loop {
+            match topology.sentinel_master_port() {
+                Some(port) if port != old_master && command(port, "ROLE").contains("master") => {
+                    break port
+                }
+                _ => sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .expect("Sentinel promotes a replica");
+    // The grants are lost, as if they had not replicated before the failover; the new master
+    // has been up longer than a TTL, so only its new identity can quarantine the election.
+    let store = RedisStore::connect(
+        RedisConfig::new(&topology.url)
+            .key_prefix(&prefix)
+            .restart_quarantine(true),
+    )
+    .await
+    .expect("connect");
+    for e in [&guarded, &control] {
+        let reply = command(new_master, &format!("DEL {}", store.lease_key(e)));
+        assert!(reply.contains(":1"), "DEL on the new master: {reply}");
+    }
+    let uptime = command(new_master, "INFO server");
+    let uptime: u64 = uptime
+        .lines()
+        .find_map(|l| l.strip_prefix("uptime_in_seconds:"))
+        .and_then(|s| s.trim().parse().ok())
+        .expect("the new master's uptime");
+    assert!(uptime > ttl.as_secs() + 1, "uptime {uptime} s");
+
+    let b = claim(&guarded, "b", ttl_);
+    let held = match timeout(Duration::from_secs(10), store.try_acquire(&b)).await {
+        Ok(Ok(Acquire::Held(info))) => info,
+        other => panic!("b must be kept out of a lease a may still believe it holds: {other:?}"),
+    };
+    assert_eq!(held.holder, id(QUARANTINE_HOLDER));
+    assert!(
+        held.remaining > Duration::ZERO && held.remaining <= ttl,
+        "{:?}",
+        held.remaining
+    );
+    // The control: without the quarantine, b is granted the lost lease at once.
+    let control_store = RedisStore::connect(RedisConfig::new(&topology.url).key_prefix(&prefix))
+        .await
+        .expect("connect");
+    match control_store
+        .try_acquire(&claim(&control, "b", ttl_))
+        .await
+        .unwrap()
+    {
+        Acquire::Granted(_) => {}
+        other => panic!("the control election should be granted at once: {other:?}"),
+    }
+    // Once the quarantine is over, b is granted, in a term above a's.
+    sleep(held.remaining).await;
+    let second = granted(store.clone(), guarded.clone(), "b").await;
+    assert!(
+        second.term > first.term,
+        "{} after {}",
+        second.term,
+        first.term
+    );
+    eprintln!(
+        "failover from :{old_master} to :{new_master}: quarantined for {:?}, then term {} → {}",
+        held.remaining, first.term, second.term
+    );
+}
