@@ -5,9 +5,15 @@
 //! (`elect_bench::chaos`) then looks for overlapping leaderships, term regressions, stray
 //! work, slow recoveries and accepted stale writes.
 //!
+//! The replicated Redis topologies (a master with two replicas behind three Sentinels; a Cluster
+//! of three masters with a replica each) get faults of their own — failovers, the master killed
+//! or frozen — once with `WAIT` for every replica and the restart quarantine (asserted: no
+//! violation) and once without either (counted only: the hazard those settings close).
+//!
 //! Short mode (the default test run): 40 s of faults per coordinator. Long mode:
 //! `cargo xtask chaos --minutes N --seed S` (sets `ELECT_CHAOS_MINUTES` / `ELECT_CHAOS_SEED`;
-//! `ELECT_CHAOS_ONLY=redis|mysql|mongo|raft` picks one). A failure prints the seed.
+//! `ELECT_CHAOS_ONLY=redis|mysql|mongo|raft|redis-sentinel|redis-cluster|redis-sentinel-unsafe|
+//! redis-cluster-unsafe` picks one). A failure prints the seed.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -17,6 +23,7 @@ use elect_bench::chaos::{check, Fault, Fence, Findings};
 use elect_bench::group::{now_ns, Group, Line};
 use elect_core::rand::Rng;
 use elect_tests::proxy::{FaultProxy, Mode};
+use elect_tests::topology::{command, Topology, SENTINEL_SERVICE};
 use elect_tests::{Kind, OwnedServer};
 use rustix::process::Signal;
 use tokio::runtime::Handle;
@@ -529,4 +536,211 @@ async fn the_checker_catches_a_leader_that_ignores_its_deadline() {
     let clean = tokio::task::block_in_place(|| frozen(false, &fence, addr));
     eprintln!("same scenario, correct candidates: {}", clean.summary());
     assert!(clean.violations.is_empty(), "{:?}", clean.violations);
+}
+
+/// Faults on a replicated Redis (a Sentinel topology or a Cluster of the test's own): the
+/// candidates find the master through the topology's own discovery, so the faults are the
+/// topology's — failovers of every kind (`SENTINEL FAILOVER`; `CLUSTER FAILOVER` graceful,
+/// `FORCE` and `TAKEOVER`), the election's master killed and started again empty, or frozen
+/// past the failure detector and thawed — beside candidates killed and frozen. After each
+/// topology fault the run waits until the topology is whole again (every master with its
+/// replicas online) and counts the recovery from there.
+///
+/// `safety`: the candidates `WAIT` for every replica of their master and run the restart
+/// quarantine (which also covers a master that changed identity); the run must show no
+/// violation. Without it the run only counts what goes wrong — the hazard those settings close.
+fn topology_chaos(
+    name: &'static str,
+    topology: &mut Topology,
+    args: Vec<Vec<String>>,
+    safety: bool,
+    fence: &Fence,
+) {
+    let seed = seed();
+    let mut rng = Rng::seeded(seed);
+    // Failover detection (2 s), promotion, the quarantine's TTL and reconnecting.
+    let bound = Duration::from_millis(4 * TTL_MS);
+    let deadline = Instant::now() + duration();
+    let mut run = Run::start(args);
+    run.group
+        .wait(Duration::from_secs(60), |l| l.event == "work")
+        .expect("a first leader");
+    let mut faults = Vec::new();
+    const KINDS: [&str; 5] = ["kill", "freeze", "failover", "master-kill", "master-freeze"];
+    while Instant::now() < deadline {
+        run.group.collect(rng.duration_between(ms(200), ms(1500)));
+        let kind = KINDS[rng.below(KINDS.len() as u64) as usize];
+        let started = now_ns();
+        let slot = match run.leader() {
+            Some(leader) if rng.below(3) > 0 => leader,
+            _ => rng.below(CANDIDATES as u64) as usize,
+        };
+        let master = || {
+            topology
+                .master_of("{chaos}")
+                .expect("a master serves the election")
+        };
+        match kind {
+            "kill" => run.kill_and_restart(slot, rng.duration_between(ms(100), ms(2000))),
+            "freeze" => {
+                run.signal(slot, Signal::STOP);
+                run.group
+                    .collect(rng.duration_between(ms(TTL_MS / 2), ms(3 * TTL_MS)));
+                run.signal(slot, Signal::CONT);
+            }
+            "failover" if topology.sentinels.is_empty() => {
+                let m = master();
+                let replica = *topology
+                    .replicas_of(m)
+                    .first()
+                    .expect("the master has a replica");
+                let how = ["", " FORCE", " TAKEOVER"][rng.below(3) as usize];
+                let reply = command(
+                    topology.nodes[replica].port,
+                    &format!("CLUSTER FAILOVER{how}"),
+                );
+                assert!(reply.contains("OK"), "CLUSTER FAILOVER{how}: {reply}");
+            }
+            "failover" => {
+                let asked = Instant::now();
+                loop {
+                    let reply = command(
+                        topology.sentinels[0].port,
+                        &format!("SENTINEL FAILOVER {SENTINEL_SERVICE}"),
+                    );
+                    if reply.contains("OK") {
+                        break;
+                    }
+                    // No replica suitable yet (just resynced), or a failover under way.
+                    assert!(
+                        asked.elapsed() < Duration::from_secs(30),
+                        "SENTINEL FAILOVER: {reply}"
+                    );
+                    run.group.collect(ms(200));
+                }
+            }
+            "master-kill" => {
+                let m = master();
+                topology.nodes[m].signal("KILL");
+                run.group.collect(rng.duration_between(ms(500), ms(5000)));
+                topology.nodes[m].restart().expect("start the master again");
+            }
+            _ => {
+                let m = master();
+                topology.nodes[m].signal("STOP");
+                run.group.collect(rng.duration_between(ms(1000), ms(5000)));
+                topology.nodes[m].signal("CONT");
+            }
+        }
+        if !matches!(kind, "kill" | "freeze") {
+            let whole = Instant::now();
+            while !topology.healthy() {
+                assert!(
+                    whole.elapsed() < Duration::from_secs(90),
+                    "chaos {name} (seed {seed}): the topology is not whole 90 s after a {kind}"
+                );
+                run.group.collect(ms(200));
+            }
+        }
+        faults.push(run.healed(kind, started, bound));
+    }
+    let (findings, fenced) = run.finish(&faults, bound, fence);
+    if safety {
+        report(name, seed, &findings, fence, fenced);
+    } else {
+        let stats = fence.stats();
+        eprintln!(
+            "chaos {name} (seed {seed}, no WAIT, no quarantine — counted, not asserted): {}; \
+             fenced writes {fenced}: accepted {}, rejected {}, accepted stale {}",
+            findings.summary(),
+            stats.accepted,
+            stats.rejected,
+            stats.accepted_stale
+        );
+        for violation in &findings.violations {
+            eprintln!(
+                "chaos {name}: {}",
+                violation.lines().next().unwrap_or_default()
+            );
+        }
+        assert!(
+            findings.leaderships > 1,
+            "chaos {name}: nobody was ever elected twice"
+        );
+    }
+}
+
+async fn topology_run(name: &'static str, cluster: bool, safety: bool) {
+    let mut topology = tokio::task::spawn_blocking(move || {
+        if cluster {
+            Topology::cluster()
+        } else {
+            Topology::sentinel()
+        }
+    })
+    .await
+    .unwrap()
+    .expect("a topology of the run's own");
+    let (fence, fence_addr) = Fence::start().await.unwrap();
+    // Every replica of the election's master: two behind the Sentinels, one in the Cluster.
+    let replicas = if cluster { "1" } else { "2" };
+    let args = (0..CANDIDATES)
+        .map(|k| {
+            let mut args: Vec<String> = [
+                "--store",
+                &topology.url,
+                "--election",
+                "chaos",
+                "--ttl",
+                &TTL_MS.to_string(),
+                "--id",
+                &format!("c{k}"),
+                "--work-ms",
+                "50",
+                "--fence",
+                &fence_addr.to_string(),
+            ]
+            .map(String::from)
+            .into();
+            if safety {
+                args.extend(
+                    ["--restart-quarantine", "--wait-replicas", replicas].map(String::from),
+                );
+            }
+            args
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        topology_chaos(name, &mut topology, args, safety, &fence);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_redis_sentinel() {
+    if wanted("redis-sentinel") {
+        topology_run("redis-sentinel", false, true).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_redis_cluster() {
+    if wanted("redis-cluster") {
+        topology_run("redis-cluster", true, true).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_redis_sentinel_without_wait() {
+    if wanted("redis-sentinel-unsafe") {
+        topology_run("redis-sentinel-unsafe", false, false).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_redis_cluster_without_wait() {
+    if wanted("redis-cluster-unsafe") {
+        topology_run("redis-cluster-unsafe", true, false).await;
+    }
 }

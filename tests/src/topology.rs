@@ -23,9 +23,27 @@ pub struct Node {
     /// Its loopback port.
     pub port: u16,
     child: Child,
+    /// How to start it again: the topology's directory, its name and its arguments.
+    start: (PathBuf, String, Vec<String>),
 }
 
 impl Node {
+    /// Kills the process if it still runs and starts it again with the same arguments (a data
+    /// node comes back empty: no persistence; a Cluster node keeps its `nodes.conf`), then
+    /// waits until it answers `PING`.
+    pub fn restart(&mut self) -> Result<(), String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (dir, name, args) = &self.start;
+        self.child = spawn(dir, name, args)?;
+        let port = self.port;
+        wait_until(
+            &format!("{name} to answer again"),
+            Duration::from_secs(20),
+            || command(port, "PING").contains("PONG"),
+        )
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -146,7 +164,11 @@ fn data_node(dir: &Path, name: &str, extra: &[&str]) -> Result<Node, String> {
         Duration::from_secs(20),
         || command(port, "PING").contains("PONG"),
     )?;
-    Ok(Node { port, child })
+    Ok(Node {
+        port,
+        child,
+        start: (dir.to_owned(), name.to_owned(), args),
+    })
 }
 
 /// `127.0.0.1:P0?node=127.0.0.1:P1&node=…`: the first node as the URL's host, the others as
@@ -254,8 +276,13 @@ impl Topology {
                 conf.to_str().ok_or("temp dir is not UTF-8")?.to_string(),
                 "--sentinel".to_string(),
             ];
-            let child = spawn(&dir, &format!("sentinel{k}"), &args)?;
-            sentinels.push(Node { port, child });
+            let name = format!("sentinel{k}");
+            let child = spawn(&dir, &name, &args)?;
+            sentinels.push(Node {
+                port,
+                child,
+                start: (dir.clone(), name, args),
+            });
         }
         for sentinel in &sentinels {
             wait_until(
@@ -280,6 +307,145 @@ impl Topology {
             sentinels,
             dir,
         })
+    }
+}
+
+/// One node of a Cluster as `CLUSTER NODES` lists it.
+struct ClusterNode {
+    id: String,
+    port: u16,
+    master: bool,
+    /// The master's id, for a replica.
+    of: String,
+    /// Not flagged `fail`/`fail?` and its link connected.
+    ok: bool,
+    /// Slot ranges, for a master.
+    slots: Vec<(u16, u16)>,
+}
+
+fn cluster_nodes(port: u16) -> Vec<ClusterNode> {
+    command(port, "CLUSTER NODES")
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 8 {
+                return None;
+            }
+            let port = f[1]
+                .split(['@', ','])
+                .next()?
+                .rsplit(':')
+                .next()?
+                .parse()
+                .ok()?;
+            Some(ClusterNode {
+                id: f[0].trim_start_matches('$').to_owned(),
+                port,
+                master: f[2].contains("master"),
+                of: f[3].to_owned(),
+                ok: !f[2].contains("fail") && f[7] == "connected",
+                slots: f[8..]
+                    .iter()
+                    .filter_map(|r| {
+                        let (lo, hi) = r.split_once('-').unwrap_or((r, r));
+                        Some((lo.parse().ok()?, hi.parse().ok()?))
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+impl Topology {
+    /// The index in [`nodes`](Self::nodes) of the master that serves `key` now: the master the
+    /// Sentinels name, or the Cluster master of the key's slot (asked of the first node that
+    /// answers).
+    pub fn master_of(&self, key: &str) -> Option<usize> {
+        let port = if self.sentinels.is_empty() {
+            let asked = self
+                .nodes
+                .iter()
+                .find(|n| command(n.port, "PING").contains("PONG"))?;
+            let slot: u16 = command(asked.port, &format!("CLUSTER KEYSLOT {key}"))
+                .trim()
+                .trim_start_matches(':')
+                .parse()
+                .ok()?;
+            cluster_nodes(asked.port)
+                .into_iter()
+                .find(|n| {
+                    n.master && n.ok && n.slots.iter().any(|&(lo, hi)| lo <= slot && slot <= hi)
+                })?
+                .port
+        } else {
+            self.sentinel_master_port()?
+        };
+        self.nodes.iter().position(|n| n.port == port)
+    }
+
+    /// The indices of the replicas of the master at index `master` (Cluster: as that master
+    /// lists them; Sentinel: every other data node).
+    pub fn replicas_of(&self, master: usize) -> Vec<usize> {
+        if !self.sentinels.is_empty() {
+            return (0..self.nodes.len()).filter(|&k| k != master).collect();
+        }
+        let listed = cluster_nodes(self.nodes[master].port);
+        let Some(id) = listed
+            .iter()
+            .find(|n| n.port == self.nodes[master].port)
+            .map(|n| n.id.clone())
+        else {
+            return Vec::new();
+        };
+        listed
+            .iter()
+            .filter(|n| !n.master && n.of == id)
+            .filter_map(|n| self.nodes.iter().position(|m| m.port == n.port))
+            .collect()
+    }
+
+    /// Whether the topology is whole again: every data node up and replicating, every master
+    /// with its replicas online (Sentinel: all Sentinels name the same master, which has both
+    /// replicas online; Cluster: `cluster_state:ok` on every node, three masters and three
+    /// replicas, none failing).
+    pub fn healthy(&self) -> bool {
+        if !self
+            .nodes
+            .iter()
+            .all(|n| command(n.port, "PING").contains("PONG"))
+        {
+            return false;
+        }
+        if self.sentinels.is_empty() {
+            let listed = cluster_nodes(self.nodes[0].port);
+            return self
+                .nodes
+                .iter()
+                .all(|n| command(n.port, "CLUSTER INFO").contains("cluster_state:ok"))
+                && listed
+                    .iter()
+                    .filter(|n| n.master && n.ok && !n.slots.is_empty())
+                    .count()
+                    == 3
+                && listed.iter().filter(|n| !n.master && n.ok).count() == 3;
+        }
+        let named: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| {
+                command(
+                    s.port,
+                    &format!("SENTINEL GET-MASTER-ADDR-BY-NAME {SENTINEL_SERVICE}"),
+                )
+            })
+            .collect();
+        let Some(port) = self.sentinel_master_port() else {
+            return false;
+        };
+        let replication = command(port, "INFO replication");
+        named.iter().all(|n| n == &named[0])
+            && replication.contains("role:master")
+            && replication.matches("state=online").count() == self.nodes.len() - 1
     }
 }
 

@@ -85,7 +85,8 @@ commands:
                   detection slack, hand-over, frozen leader with overlap, server load, scale;
                   writes bench/results/<date>.json and the table in bench/README.md
                   (--quick: a few rounds, writes target/bench-quick.json only)
-  chaos [--minutes N] [--seed S] [--only redis|mysql|mongo|raft]
+  chaos [--minutes N] [--seed S] [--only redis|mysql|mongo|raft|redis-sentinel|redis-cluster
+         |redis-sentinel-unsafe|redis-cluster-unsafe]
                   the process chaos tests (bench/tests/chaos.rs) for N minutes per coordinator
                   (default 10) in release mode; prints faults per kind, leader changes,
                   overlaps, term regressions, fenced writes and the worst recovery per fault;
@@ -193,7 +194,19 @@ fn chaos(args: &[String]) -> Result<(), String> {
             Some("mysql") => "process_chaos_on_mariadb",
             Some("mongo") => "process_chaos_on_the_mongodb_wire_server",
             Some("raft") => "process_chaos_on_a_three_host_raft_group",
-            Some(other) => return Err(format!("--only {other:?}: redis, mysql, mongo or raft")),
+            // The replicated Redis topologies have no `elect run` counterpart.
+            Some(
+                "redis-sentinel"
+                | "redis-cluster"
+                | "redis-sentinel-unsafe"
+                | "redis-cluster-unsafe",
+            ) => return Ok(()),
+            Some(other) => {
+                return Err(format!(
+                    "--only {other:?}: redis, mysql, mongo, raft, redis-sentinel, redis-cluster, \
+                     redis-sentinel-unsafe or redis-cluster-unsafe"
+                ))
+            }
         };
         let seconds = minutes.parse::<f64>().unwrap_or(10.0) * 60.0;
         let mut cli = cargo();

@@ -8,7 +8,8 @@
 //!           [--raft-state DIR] [--election NAME] [--work-ms MS]
 //! (any of them: --fence ADDR to write the term to a fenced resource with each `work`;
 //!  --unsafe-ignore-deadline: a deliberately broken leader for the chaos checker;
-//!  --restart-quarantine: RedisConfig::restart_quarantine)
+//!  --restart-quarantine: RedisConfig::restart_quarantine;
+//!  --wait-replicas N: RedisConfig::wait_for_replicas(N, 100 ms))
 //! candidate --counters URL                    (prints the server's request counter, exits)
 //! candidate --monitor redis://… --ttl MS     (prints commands from clients and from scripts
 //!                                              seen by MONITOR for MS milliseconds, exits)
@@ -36,6 +37,7 @@ struct Args {
     fence: Option<String>,
     unsafe_ignore_deadline: bool,
     restart_quarantine: bool,
+    wait_replicas: u32,
     id: Option<String>,
     migrate: bool,
     counters: Option<String>,
@@ -69,6 +71,10 @@ fn parse() -> Result<Args, String> {
             "--fence" => args.fence = Some(value()?),
             "--unsafe-ignore-deadline" => args.unsafe_ignore_deadline = true,
             "--restart-quarantine" => args.restart_quarantine = true,
+            "--wait-replicas" => {
+                args.wait_replicas = u32::try_from(number(value()?, "a replica count")?)
+                    .map_err(|_| "--wait-replicas takes a small count".to_owned())?
+            }
             "--id" => args.id = Some(value()?),
             "--migrate" => args.migrate = true,
             "--counters" => args.counters = Some(value()?),
@@ -86,7 +92,10 @@ fn parse() -> Result<Args, String> {
 }
 
 async fn store(url: &str, args: &Args) -> Result<Arc<dyn LeaseStore>, String> {
-    let options = elect::Options::default().restart_quarantine(args.restart_quarantine);
+    let mut options = elect::Options::default().restart_quarantine(args.restart_quarantine);
+    if args.wait_replicas > 0 {
+        options = options.wait_for_replicas(args.wait_replicas, Duration::from_millis(100));
+    }
     let store = elect::open(url, &options)
         .await
         .map_err(|e| e.to_string())?;
