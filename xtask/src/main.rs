@@ -84,7 +84,8 @@ commands:
                   elect and its peers (tooz, rslock) on the same servers: crash failover with
                   detection slack, hand-over, frozen leader with overlap, server load, scale;
                   writes bench/results/<date>.json and the table in bench/README.md
-                  (--quick: a few rounds, writes target/bench-quick.json only)
+                  (--quick: a few rounds, writes target/bench-quick.json only; --only:
+                  target/bench-only.json)
   chaos [--minutes N] [--seed S] [--only redis|mysql|mongo|raft|redis-sentinel|redis-cluster
          |redis-sentinel-unsafe|redis-cluster-unsafe]
                   the process chaos tests (bench/tests/chaos.rs) for N minutes per coordinator

@@ -121,21 +121,44 @@ async fn observe(
         if let Some(feed) = &mut feed {
             feed.mark_seen();
         }
-        let wait = match timeout(max_interval, store.leader(&election)).await {
+        // Notices that arrive during the read are taken at once (a leader they carry is shown
+        // without waiting for the read), and make the read's answer suspect: it may predate
+        // them, so another read follows at once.
+        let mut noticed = false;
+        let read = timeout(max_interval, store.leader(&election));
+        tokio::pin!(read);
+        let answer = loop {
+            tokio::select! {
+                answer = &mut read => break answer,
+                alive = next_notice(&mut feed) => if alive {
+                    noticed = true;
+                    take_hint(feed.as_ref(), &mut newest, &tx);
+                } else {
+                    feed = None;
+                },
+            }
+        };
+        let wait = match answer {
             Ok(Ok(info)) => {
                 health.replied();
-                newest = newest.max(info.as_ref().map(|i| i.term));
-                let wait = info
-                    .as_ref()
-                    .map_or(max_interval, |i| i.remaining + Duration::from_millis(1));
-                tx.send_if_modified(|current| {
-                    let key =
-                        |i: &Option<LeaderInfo>| i.as_ref().map(|i| (i.holder.clone(), i.term));
-                    let changed = key(current) != key(&info);
-                    *current = info;
-                    changed
-                });
-                wait.min(max_interval)
+                let term = info.as_ref().map(|i| i.term);
+                // A read older than a leader a notice named during it is not shown.
+                if !(noticed && term < newest) {
+                    newest = newest.max(term);
+                    let wait = info
+                        .as_ref()
+                        .map_or(max_interval, |i| i.remaining + Duration::from_millis(1));
+                    tx.send_if_modified(|current| {
+                        let key =
+                            |i: &Option<LeaderInfo>| i.as_ref().map(|i| (i.holder.clone(), i.term));
+                        let changed = key(current) != key(&info);
+                        *current = info;
+                        changed
+                    });
+                    wait.min(max_interval)
+                } else {
+                    max_interval
+                }
             }
             Ok(Err(error)) => {
                 failed(&health, &error);
@@ -149,27 +172,43 @@ async fn observe(
                 max_interval
             }
         };
-        let notice = async {
-            match &mut feed {
-                Some(f) => f.changed().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = sleep(wait) => {}
-            alive = notice => if !alive { feed = None; },
-        }
-        // A notice that carried the new leader (a change stream with the document) is shown at
-        // once; the read that follows confirms it and corrects its `remaining`.
-        if let Some(hint) = feed.as_ref().and_then(ChangeFeed::leader_hint) {
-            if newest.is_none_or(|t| hint.term > t) {
-                debug!(holder = %hint.holder, term = %hint.term, "the change feed named a new leader");
-                newest = Some(hint.term);
-                tx.send_replace(Some(hint));
-            }
-        }
         if tx.is_closed() {
             return;
+        }
+        if noticed {
+            continue;
+        }
+        tokio::select! {
+            _ = sleep(wait) => {}
+            alive = next_notice(&mut feed) => if alive {
+                take_hint(feed.as_ref(), &mut newest, &tx);
+            } else {
+                feed = None;
+            },
+        }
+    }
+}
+
+/// The next notice of `feed` (`false` once it has ended); never, without a feed.
+async fn next_notice(feed: &mut Option<ChangeFeed>) -> bool {
+    match feed {
+        Some(f) => f.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Shows the leader the latest notice carried (a change stream with the document), when its
+/// term is above every term seen; the read that follows confirms it and corrects `remaining`.
+fn take_hint(
+    feed: Option<&ChangeFeed>,
+    newest: &mut Option<Term>,
+    tx: &watch::Sender<Option<LeaderInfo>>,
+) {
+    if let Some(hint) = feed.and_then(ChangeFeed::leader_hint) {
+        if newest.is_none_or(|t| hint.term > t) {
+            debug!(holder = %hint.holder, term = %hint.term, "the change feed named a new leader");
+            *newest = Some(hint.term);
+            tx.send_replace(Some(hint));
         }
     }
 }

@@ -11,8 +11,7 @@
 //! The stream asks for the document with every update it sends (`fullDocument: "updateLookup"`),
 //! so a notice of a new grant carries the new leader, its lease's remaining time counted from the
 //! event's `wallTime` (both on the server's clock): an [`Observer`](elect_core::Observer) shows
-//! the new leader without first reading the lease (measured: 5.2 ms from grant to observer on the
-//! MongoDB-wire server when it read first, of which the read was most). A looked-up document may
+//! the new leader without first reading the lease. A looked-up document may
 //! be newer than its event (it is read when the event is sent); that only makes the hint newer,
 //! and observers take a hint only when its term is above every term they have seen.
 

@@ -218,8 +218,11 @@ fn bench(args: &[String]) -> Result<(), String> {
     text.push('\n');
     let table = table(&results, &scale);
     println!("{table}");
+    // A partial run (`--only`) must not overwrite the dated results of a full one.
     let path = if quick {
         root().join("target/bench-quick.json")
+    } else if only.is_some() {
+        root().join("target/bench-only.json")
     } else {
         let dir = root().join("bench/results");
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
