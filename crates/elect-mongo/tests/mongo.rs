@@ -186,8 +186,14 @@ async fn a_grant_notice_carries_the_new_leader_and_a_release_notice_none() {
 
     // Renewals wake nobody; a release wakes the feed with no leader named.
     feed.mark_seen();
-    store.renew(&lease).await.unwrap();
-    store.release(&lease).await.unwrap();
+    assert!(matches!(
+        store.renew(&lease).await.unwrap(),
+        elect_mongo::Renewal::Renewed(_)
+    ));
+    assert_eq!(
+        store.release(&lease).await.unwrap(),
+        elect_mongo::Release::Released
+    );
     timeout(Duration::from_secs(5), feed.changed())
         .await
         .expect("a notice of the release");
