@@ -7,7 +7,7 @@
 //!
 //! The replicated Redis topologies (a master with two replicas behind three Sentinels; a Cluster
 //! of three masters with a replica each) get faults of their own — failovers, the master killed
-//! or frozen — once with `WAIT` for every replica and the restart quarantine (asserted: no
+//! or frozen, replicas resyncing — once with `WAIT` for every replica and the restart quarantine (asserted: no
 //! violation) and once without either (counted only: the hazard those settings close).
 //!
 //! Short mode (the default test run): 40 s of faults per coordinator. Long mode:
@@ -542,8 +542,8 @@ async fn the_checker_catches_a_leader_that_ignores_its_deadline() {
 /// candidates find the master through the topology's own discovery, so the faults are the
 /// topology's — failovers of every kind (`SENTINEL FAILOVER`; `CLUSTER FAILOVER` graceful,
 /// `FORCE` and `TAKEOVER`), the election's master killed and started again empty, or frozen
-/// past the failure detector and thawed — beside candidates killed and frozen. After each
-/// topology fault the run waits until the topology is whole again (every master with its
+/// past the failure detector and thawed, a replica killed and started again (a full resync) —
+/// beside candidates killed and frozen. After each topology fault the run waits until the topology is whole again (every master with its
 /// replicas online) and counts the recovery from there.
 ///
 /// `safety`: the candidates `WAIT` for every replica of their master and run the restart
@@ -566,7 +566,14 @@ fn topology_chaos(
         .wait(Duration::from_secs(60), |l| l.event == "work")
         .expect("a first leader");
     let mut faults = Vec::new();
-    const KINDS: [&str; 5] = ["kill", "freeze", "failover", "master-kill", "master-freeze"];
+    const KINDS: [&str; 6] = [
+        "kill",
+        "freeze",
+        "failover",
+        "master-kill",
+        "master-freeze",
+        "replica-restart",
+    ];
     while Instant::now() < deadline {
         run.group.collect(rng.duration_between(ms(200), ms(1500)));
         let kind = KINDS[rng.below(KINDS.len() as u64) as usize];
@@ -618,6 +625,16 @@ fn topology_chaos(
                     );
                     run.group.collect(ms(200));
                 }
+            }
+            "replica-restart" => {
+                // The replica comes back empty and resyncs in full from its master.
+                let replicas = topology.replicas_of(master());
+                let r = replicas[rng.below(replicas.len() as u64) as usize];
+                topology.nodes[r].signal("KILL");
+                run.group.collect(rng.duration_between(ms(200), ms(3000)));
+                topology.nodes[r]
+                    .restart()
+                    .expect("start the replica again");
             }
             "master-kill" => {
                 let m = master();

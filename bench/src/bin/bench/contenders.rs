@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use elect_bench::group::Group;
+use elect_tests::topology::Topology;
 
 /// The workspace root (`--root`): the tooz script, the rslock crate's lock file, the results.
 pub(crate) static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -33,6 +34,36 @@ pub(crate) enum Coord {
     Mysql,
     Mongo,
     Raft(usize),
+    /// A master with two replicas behind three Sentinels, of the bench's own.
+    Sentinel,
+    /// Three masters with a replica each, of the bench's own.
+    Cluster,
+}
+
+impl Coord {
+    /// A replicated Redis topology (elect only).
+    pub(crate) fn is_topology(self) -> bool {
+        matches!(self, Coord::Sentinel | Coord::Cluster)
+    }
+}
+
+/// The topologies of this bench run, started on first use and failed over by its rounds.
+static SENTINEL: std::sync::OnceLock<std::sync::Mutex<Topology>> = std::sync::OnceLock::new();
+static CLUSTER: std::sync::OnceLock<std::sync::Mutex<Topology>> = std::sync::OnceLock::new();
+
+/// The topology of `coord` (started on first use).
+pub(crate) fn topology(coord: Coord) -> Result<std::sync::MutexGuard<'static, Topology>, String> {
+    let (cell, start): (_, fn() -> Result<Topology, String>) = match coord {
+        Coord::Sentinel => (&SENTINEL, Topology::sentinel),
+        Coord::Cluster => (&CLUSTER, Topology::cluster),
+        other => return Err(format!("{other:?} is not a topology")),
+    };
+    if cell.get().is_none() {
+        let started = start()?;
+        let _ = cell.set(std::sync::Mutex::new(started));
+    }
+    let lock = cell.get().ok_or("the topology did not start")?;
+    Ok(lock.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -56,6 +87,8 @@ impl Contender {
             Coord::Mysql => "mysql".into(),
             Coord::Mongo => "mongo".into(),
             Coord::Raft(n) => format!("raft-{n}"),
+            Coord::Sentinel => "redis-sentinel".into(),
+            Coord::Cluster => "redis-cluster".into(),
         }
     }
 
@@ -74,6 +107,12 @@ impl Contender {
             ),
             (Lib::Elect, Coord::Redis) => format!(
                 "TTL {TTL_MS} ms, defaults (renew every TTL/3, release and grant notices over pub/sub)"
+            ),
+            (Lib::Elect, Coord::Sentinel) => format!(
+                "TTL {TTL_MS} ms, a master with two replicas behind three Sentinels (down after 2 s), WAIT for both replicas (100 ms), restart quarantine on (also after a failover)"
+            ),
+            (Lib::Elect, Coord::Cluster) => format!(
+                "TTL {TTL_MS} ms, a Cluster of three masters with a replica each (node timeout 2 s), WAIT for the replica (100 ms), restart quarantine on (also after a failover)"
             ),
             (Lib::Elect, Coord::Mongo) => format!(
                 "TTL {TTL_MS} ms, defaults (renew every TTL/3, release and grant notices over a change stream, which the wire server offers)"
@@ -140,7 +179,25 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         lib: Lib::Elect,
         coord: Coord::Raft(5),
     },
+    Contender {
+        lib: Lib::Elect,
+        coord: Coord::Sentinel,
+    },
+    Contender {
+        lib: Lib::Elect,
+        coord: Coord::Cluster,
+    },
 ];
+
+/// The election a round of `c` tagged `tag` campaigns in.
+pub(crate) fn election(c: &Contender, tag: &str) -> String {
+    format!(
+        "bench.{}.{}.{}.{tag}",
+        c.library(),
+        c.coordinator(),
+        std::process::id()
+    )
+}
 
 /// Paths and URLs every round needs.
 pub(crate) struct Ctx {
@@ -157,6 +214,9 @@ impl Ctx {
             Coord::Mysql => "ELECT_MYSQL_URL",
             Coord::Mongo => "ELECT_MONGO_URL",
             Coord::Raft(_) => return String::new(),
+            Coord::Sentinel | Coord::Cluster => {
+                return topology(coord).map(|t| t.url.clone()).unwrap_or_default()
+            }
         };
         let url = std::env::var(name).unwrap_or_default();
         // A MySQL URL without a database is the throwaway server xtask started (root): keep
@@ -193,6 +253,11 @@ impl Ctx {
                 let mut cmd = Command::new(&self.candidate);
                 cmd.args(["--store", &self.url(coord), "--election", election])
                     .args(["--ttl", &ttl, "--id", &id, "--work-ms", &work, "--migrate"]);
+                match coord {
+                    Coord::Sentinel => cmd.args(["--restart-quarantine", "--wait-replicas", "2"]),
+                    Coord::Cluster => cmd.args(["--restart-quarantine", "--wait-replicas", "1"]),
+                    _ => &mut cmd,
+                };
                 cmd
             }
             (Lib::Tooz, coord) => {
@@ -233,12 +298,7 @@ impl Ctx {
         tag: &str,
         observer: bool,
     ) -> Result<Group, String> {
-        let election = format!(
-            "bench.{}.{}.{}.{tag}",
-            c.library(),
-            c.coordinator(),
-            std::process::id()
-        );
+        let election = election(c, tag);
         let ports: Vec<String> = if c.is_raft() {
             (0..n)
                 .map(|_| {

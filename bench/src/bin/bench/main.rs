@@ -20,6 +20,7 @@ mod frozen;
 mod handover;
 mod load;
 mod machine;
+mod master;
 mod outcome;
 mod readme;
 mod rounds;
@@ -31,6 +32,7 @@ use frozen::frozen;
 use handover::handover;
 use load::load;
 use machine::{machine, text_of};
+use master::master_crash;
 use outcome::Outcome;
 use readme::{table, write_readme};
 use scale::scale;
@@ -91,9 +93,23 @@ fn run(
         out.stale_work(),
         out.loss_first()
     );
-    match load(ctx, c, load_s) {
-        Ok(load) => out.load = load,
-        Err(e) => out.errors.push(format!("load: {e}")),
+    if c.coord.is_topology() {
+        // A master crash takes a failover and a resync: a quarter of the rounds (at least 2).
+        for r in 0..rounds.div_ceil(4).max(2) {
+            match master_crash(ctx, c, &format!("master{r}"), rng) {
+                Ok(ms) => out.master_failover.push(ms),
+                Err(e) => out.errors.push(format!("master crash round {r}: {e}")),
+            }
+        }
+        eprintln!(
+            "bench: {name}: master crash: next election {} ms (p50 (p99))",
+            cell(&out.master_failover)
+        );
+    } else {
+        match load(ctx, c, load_s) {
+            Ok(load) => out.load = load,
+            Err(e) => out.errors.push(format!("load: {e}")),
+        }
     }
     let show = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.1}"));
     eprintln!(

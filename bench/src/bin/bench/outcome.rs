@@ -17,6 +17,9 @@ pub(crate) struct Outcome {
     /// `Observer` process on the stores, the third node on raft).
     pub(crate) notice: Vec<f64>,
     pub(crate) frozen: Vec<Frozen>,
+    /// Replicated Redis only: ms from the SIGKILL of the election's master until a candidate
+    /// is elected again.
+    pub(crate) master_failover: Vec<f64>,
     pub(crate) load: Load,
     pub(crate) errors: Vec<String>,
 }
@@ -76,6 +79,10 @@ impl Outcome {
                     ),
                     ("loss_reported_first".into(), Json::Str(self.loss_first())),
                 ]),
+            ),
+            (
+                "master_crash_next_election_ms".into(),
+                Json::stats(&self.master_failover),
             ),
             ("load_requests_per_s".into(), num(self.load.requests)),
             (

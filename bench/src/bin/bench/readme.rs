@@ -25,6 +25,8 @@ pub(crate) fn table(results: &[(Contender, Outcome)], scale: &Json) -> String {
         Coord::Mongo,
         Coord::Raft(3),
         Coord::Raft(5),
+        Coord::Sentinel,
+        Coord::Cluster,
     ] {
         let Some(e) = find(Lib::Elect, coord) else {
             continue;
@@ -91,7 +93,12 @@ pub(crate) fn table(results: &[(Contender, Outcome)], scale: &Json) -> String {
                 o.overlap_max(),
             )
         });
-        if matches!(coord, Coord::Raft(_)) {
+        if coord.is_topology() {
+            row(
+                "master crash: the election's master killed, to the next election",
+                &|o| (cell(&o.master_failover), p50(&o.master_failover)),
+            );
+        } else if matches!(coord, Coord::Raft(_)) {
             row("messages/s at steady state", &|o| {
                 (
                     o.load.messages.map_or("–".into(), |v| format!("{v:.0}")),
