@@ -23,7 +23,7 @@ use elect_bench::chaos::{check, Fault, Fence, Findings};
 use elect_bench::group::{now_ns, Group, Line};
 use elect_core::rand::Rng;
 use elect_tests::proxy::{FaultProxy, Mode};
-use elect_tests::topology::{command, Topology, SENTINEL_SERVICE};
+use elect_tests::topology::{command, Topology};
 use elect_tests::{Kind, OwnedServer};
 use rustix::process::Signal;
 use tokio::runtime::Handle;
@@ -100,6 +100,30 @@ impl Run {
         self.ended[who] = Some(self.group.signal(who, Signal::KILL));
         self.group.collect(down);
         self.current[slot] = self.spawn(slot);
+    }
+
+    /// A slot to fault: the leader's two times in three, else any.
+    fn pick(&self, rng: &mut Rng) -> usize {
+        match self.leader() {
+            Some(leader) if rng.below(3) > 0 => leader,
+            _ => rng.below(CANDIDATES as u64) as usize,
+        }
+    }
+
+    /// The faults every run shares, on the candidate in `slot`: `kill` (and start again
+    /// after a while) and `freeze` (SIGSTOP for half a TTL to three). False for other kinds.
+    fn candidate_fault(&mut self, kind: &str, slot: usize, rng: &mut Rng) -> bool {
+        match kind {
+            "kill" => self.kill_and_restart(slot, rng.duration_between(ms(100), ms(2000))),
+            "freeze" => {
+                self.signal(slot, Signal::STOP);
+                self.group
+                    .collect(rng.duration_between(ms(TTL_MS / 2), ms(3 * TTL_MS)));
+                self.signal(slot, Signal::CONT);
+            }
+            _ => return false,
+        }
+        true
     }
 
     /// The slot whose process leads right now, as the lines tell it.
@@ -204,20 +228,11 @@ fn store_chaos(
     ];
     while Instant::now() < deadline {
         run.group.collect(rng.duration_between(ms(200), ms(1500)));
-        let slot = match run.leader() {
-            Some(leader) if rng.below(3) > 0 => leader,
-            _ => rng.below(CANDIDATES as u64) as usize,
-        };
+        let slot = run.pick(&mut rng);
         let kind = KINDS[rng.below(KINDS.len() as u64) as usize];
         let started = now_ns();
         match kind {
-            "kill" => run.kill_and_restart(slot, rng.duration_between(ms(100), ms(2000))),
-            "freeze" => {
-                run.signal(slot, Signal::STOP);
-                run.group
-                    .collect(rng.duration_between(ms(TTL_MS / 2), ms(3 * TTL_MS)));
-                run.signal(slot, Signal::CONT);
-            }
+            _ if run.candidate_fault(kind, slot, &mut rng) => {}
             "blackhole" => {
                 proxies[slot].set(Mode::Blackhole);
                 run.group
@@ -578,23 +593,14 @@ fn topology_chaos(
         run.group.collect(rng.duration_between(ms(200), ms(1500)));
         let kind = KINDS[rng.below(KINDS.len() as u64) as usize];
         let started = now_ns();
-        let slot = match run.leader() {
-            Some(leader) if rng.below(3) > 0 => leader,
-            _ => rng.below(CANDIDATES as u64) as usize,
-        };
+        let slot = run.pick(&mut rng);
         let master = || {
             topology
                 .master_of("{chaos}")
                 .expect("a master serves the election")
         };
         match kind {
-            "kill" => run.kill_and_restart(slot, rng.duration_between(ms(100), ms(2000))),
-            "freeze" => {
-                run.signal(slot, Signal::STOP);
-                run.group
-                    .collect(rng.duration_between(ms(TTL_MS / 2), ms(3 * TTL_MS)));
-                run.signal(slot, Signal::CONT);
-            }
+            _ if run.candidate_fault(kind, slot, &mut rng) => {}
             "failover" if topology.sentinels.is_empty() => {
                 let m = master();
                 let replica = *topology
@@ -608,24 +614,9 @@ fn topology_chaos(
                 );
                 assert!(reply.contains("OK"), "CLUSTER FAILOVER{how}: {reply}");
             }
-            "failover" => {
-                let asked = Instant::now();
-                loop {
-                    let reply = command(
-                        topology.sentinels[0].port,
-                        &format!("SENTINEL FAILOVER {SENTINEL_SERVICE}"),
-                    );
-                    if reply.contains("OK") {
-                        break;
-                    }
-                    // No replica suitable yet (just resynced), or a failover under way.
-                    assert!(
-                        asked.elapsed() < Duration::from_secs(30),
-                        "SENTINEL FAILOVER: {reply}"
-                    );
-                    run.group.collect(ms(200));
-                }
-            }
+            "failover" => topology
+                .sentinel_failover(Duration::from_secs(30))
+                .expect("Sentinel accepts the failover"),
             "replica-restart" => {
                 // The replica comes back empty and resyncs in full from its master.
                 let replicas = topology.replicas_of(master());

@@ -450,6 +450,27 @@ impl Topology {
 }
 
 impl Topology {
+    /// Asks the first Sentinel for a failover (`SENTINEL FAILOVER`), again while it finds no
+    /// replica suitable (`NOGOODSLAVE`: it has not heard from them for long enough) or one is
+    /// under way (`INPROG`), for up to `within`.
+    pub fn sentinel_failover(&self, within: Duration) -> Result<(), String> {
+        let sentinel = self.sentinels.first().ok_or("a Cluster has no Sentinels")?;
+        let until = Instant::now() + within;
+        loop {
+            let reply = command(
+                sentinel.port,
+                &format!("SENTINEL FAILOVER {SENTINEL_SERVICE}"),
+            );
+            if reply.contains("OK") {
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                return Err(format!("SENTINEL FAILOVER: {}", reply.trim()));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// The port of the master the Sentinels name now (None when they name none or this
     /// is a Cluster).
     pub fn sentinel_master_port(&self) -> Option<u16> {
