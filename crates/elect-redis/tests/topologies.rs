@@ -165,7 +165,7 @@ async fn cluster_failover_with_wait_for_replicas() {
 
     use elect_core::conformance::Recorder;
     use elect_redis::{CandidateId, ElectionName, Elector};
-    use elect_tests::topology::command;
+    use elect_tests::topology::{command, SENTINEL_SERVICE};
     use tokio::time::{sleep, timeout};
 
     let topology = tokio::task::spawn_blocking(Topology::cluster)
@@ -277,7 +277,7 @@ async fn a_failover_that_lost_the_grant_is_quarantined_like_a_restart() {
     use std::time::Duration;
 
     use elect_redis::{Acquire, ElectionName, LeaseStore, Ttl, QUARANTINE_HOLDER};
-    use elect_tests::topology::command;
+    use elect_tests::topology::{command, SENTINEL_SERVICE};
     use elect_tests::{claim, id};
     use tokio::time::{sleep, timeout};
 
@@ -285,7 +285,8 @@ async fn a_failover_that_lost_the_grant_is_quarantined_like_a_restart() {
         .await
         .unwrap()
         .expect("a Sentinel topology of the test's own");
-    let ttl = Duration::from_secs(2);
+    // Long enough that a still believes when b asks, after the failover and the resync.
+    let ttl = Duration::from_secs(10);
     let ttl_ = Ttl::new(ttl).unwrap();
     let prefix = unique_name("fq");
     let connect = |quarantine: bool| {
@@ -298,7 +299,7 @@ async fn a_failover_that_lost_the_grant_is_quarantined_like_a_restart() {
     let guarded = ElectionName::new(unique_name("guarded")).unwrap();
     let control = ElectionName::new(unique_name("control")).unwrap();
     let granted = |store: RedisStore, e: ElectionName, who: &'static str| async move {
-        timeout(Duration::from_secs(10), async {
+        timeout(Duration::from_secs(30), async {
             loop {
                 match store.try_acquire(&claim(&e, who, ttl_)).await {
                     Ok(Acquire::Granted(lease)) => break lease,
@@ -311,6 +312,7 @@ async fn a_failover_that_lost_the_grant_is_quarantined_like_a_restart() {
         .unwrap_or_else(|_| panic!("{who} is granted {e}"))
     };
     let first = granted(connect(true).await, guarded.clone(), "a").await;
+    let first_granted = std::time::Instant::now();
     granted(connect(false).await, control.clone(), "a").await;
 
     // Both replicas have what the guarded election's grant wrote, the master's identity too.
@@ -329,10 +331,26 @@ async fn a_failover_that_lost_the_grant_is_quarantined_like_a_restart() {
     topology
         .sentinel_failover(Duration::from_secs(30))
         .expect("Sentinel accepts the failover");
+    // Until every Sentinel names the new master: a store asking one that does not yet would
+    // be sent to the old master.
     let new_master = timeout(Duration::from_secs(30), async {
         loop {
+            let named: Vec<String> = topology
+                .sentinels
+                .iter()
+                .map(|s| {
+                    command(
+                        s.port,
+                        &format!("SENTINEL GET-MASTER-ADDR-BY-NAME {SENTINEL_SERVICE}"),
+                    )
+                })
+                .collect();
             match topology.sentinel_master_port() {
-                Some(port) if port != old_master && command(port, "ROLE").contains("master") => {
+                Some(port)
+                    if port != old_master
+                        && named.iter().all(|n| n.contains(&format!("\r\n{port}\r\n")))
+                        && command(port, "ROLE").contains("master") =>
+                {
                     break port
                 }
                 _ => sleep(Duration::from_millis(100)).await,
@@ -350,6 +368,11 @@ async fn a_failover_that_lost_the_grant_is_quarantined_like_a_restart() {
     )
     .await
     .expect("connect");
+    assert!(
+        first_granted.elapsed() < ttl,
+        "a no longer believes: the failover took {:?}",
+        first_granted.elapsed()
+    );
     for e in [&guarded, &control] {
         let reply = command(new_master, &format!("DEL {}", store.lease_key(e)));
         assert!(reply.contains(":1"), "DEL on the new master: {reply}");
