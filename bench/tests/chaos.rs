@@ -602,11 +602,10 @@ fn topology_chaos(
         match kind {
             _ if run.candidate_fault(kind, slot, &mut rng) => {}
             "failover" if topology.sentinels.is_empty() => {
-                let m = master();
-                let replica = *topology
-                    .replicas_of(m)
-                    .first()
-                    .expect("the master has a replica");
+                let Some(&replica) = topology.replicas_of(master()).first() else {
+                    eprintln!("chaos {name}: the master has no replica now; no failover");
+                    continue;
+                };
                 let how = ["", " FORCE", " TAKEOVER"][rng.below(3) as usize];
                 let reply = command(
                     topology.nodes[replica].port,
@@ -620,6 +619,10 @@ fn topology_chaos(
             "replica-restart" => {
                 // The replica comes back empty and resyncs in full from its master.
                 let replicas = topology.replicas_of(master());
+                if replicas.is_empty() {
+                    eprintln!("chaos {name}: the master has no replica now; none restarted");
+                    continue;
+                }
                 let r = replicas[rng.below(replicas.len() as u64) as usize];
                 topology.nodes[r].signal("KILL");
                 run.group.collect(rng.duration_between(ms(200), ms(3000)));

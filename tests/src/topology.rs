@@ -383,31 +383,23 @@ impl Topology {
         self.nodes.iter().position(|n| n.port == port)
     }
 
-    /// The indices of the replicas of the master at index `master` (Cluster: as that master
-    /// lists them; Sentinel: every other data node).
+    /// The indices of the data nodes that replicate from the one at index `master`, as each
+    /// says of itself (`ROLE`); a node that does not answer within a second is left out.
     pub fn replicas_of(&self, master: usize) -> Vec<usize> {
-        if !self.sentinels.is_empty() {
-            return (0..self.nodes.len()).filter(|&k| k != master).collect();
-        }
-        let listed = cluster_nodes(self.nodes[master].port);
-        let Some(id) = listed
-            .iter()
-            .find(|n| n.port == self.nodes[master].port)
-            .map(|n| n.id.clone())
-        else {
-            return Vec::new();
-        };
-        listed
-            .iter()
-            .filter(|n| !n.master && n.of == id)
-            .filter_map(|n| self.nodes.iter().position(|m| m.port == n.port))
+        let of = format!("\r\n:{}\r\n", self.nodes[master].port);
+        (0..self.nodes.len())
+            .filter(|&k| k != master)
+            .filter(|&k| {
+                let role = command(self.nodes[k].port, "ROLE");
+                role.contains("slave") && role.contains(&of)
+            })
             .collect()
     }
 
     /// Whether the topology is whole again: every data node up and replicating, every master
     /// with its replicas online (Sentinel: all Sentinels name the same master, which has both
     /// replicas online; Cluster: `cluster_state:ok` on every node, three masters and three
-    /// replicas, none failing).
+    /// replicas, none failing, every master with a replica).
     pub fn healthy(&self) -> bool {
         if !self
             .nodes
@@ -427,7 +419,11 @@ impl Topology {
                     .filter(|n| n.master && n.ok && !n.slots.is_empty())
                     .count()
                     == 3
-                && listed.iter().filter(|n| !n.master && n.ok).count() == 3;
+                && listed.iter().filter(|n| !n.master && n.ok).count() == 3
+                && listed
+                    .iter()
+                    .filter(|m| m.master && !m.slots.is_empty())
+                    .all(|m| listed.iter().any(|r| !r.master && r.ok && r.of == m.id));
         }
         let named: Vec<String> = self
             .sentinels
