@@ -626,15 +626,13 @@ fn topology_chaos(
                 let r = replicas[rng.below(replicas.len() as u64) as usize];
                 topology.nodes[r].signal("KILL");
                 run.group.collect(rng.duration_between(ms(200), ms(3000)));
-                topology.nodes[r]
-                    .restart()
-                    .expect("start the replica again");
+                topology.restart(r).expect("start the replica again");
             }
             "master-kill" => {
                 let m = master();
                 topology.nodes[m].signal("KILL");
                 run.group.collect(rng.duration_between(ms(500), ms(5000)));
-                topology.nodes[m].restart().expect("start the master again");
+                topology.restart(m).expect("start the master again");
             }
             _ => {
                 let m = master();

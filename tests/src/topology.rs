@@ -446,6 +446,25 @@ impl Topology {
 }
 
 impl Topology {
+    /// Kills the data node at index `node` if it still runs and starts it again, empty, as an
+    /// operator's restart would: a Cluster node with its `nodes.conf`; behind Sentinels, as a
+    /// replica of the master the Sentinels name now (the `replicaof` that Sentinel's config
+    /// rewrite would have left in its config), or as a master when it is still the one named.
+    pub fn restart(&mut self, node: usize) -> Result<(), String> {
+        if !self.sentinels.is_empty() {
+            let named = self.sentinel_master_port();
+            let start = &mut self.nodes[node].start.2;
+            if let Some(at) = start.iter().position(|a| a == "--replicaof") {
+                start.drain(at..(at + 3).min(start.len()));
+            }
+            if let Some(port) = named.filter(|&p| p != self.nodes[node].port) {
+                let start = &mut self.nodes[node].start.2;
+                start.extend(["--replicaof".into(), "127.0.0.1".into(), port.to_string()]);
+            }
+        }
+        self.nodes[node].restart()
+    }
+
     /// Asks the first Sentinel for a failover (`SENTINEL FAILOVER`), again while it finds no
     /// replica suitable (`NOGOODSLAVE`: it has not heard from them for long enough) or one is
     /// under way (`INPROG`), for up to `within`.

@@ -32,7 +32,7 @@ pub(crate) fn master_crash(
             .wait(Duration::from_secs(60), |l| elected(l) && l.ns > killed)
             .ok_or("nobody elected within 60 s of the master's crash")?;
         let failover = millis(killed, next.ns);
-        topology.nodes[master].restart()?;
+        topology.restart(master)?;
         let healing = Instant::now();
         while !topology.healthy() {
             if healing.elapsed() > Duration::from_secs(90) {
