@@ -109,10 +109,10 @@ impl Contender {
                 "TTL {TTL_MS} ms, defaults (renew every TTL/3, release and grant notices over pub/sub)"
             ),
             (Lib::Elect, Coord::Sentinel) => format!(
-                "TTL {TTL_MS} ms, a master with two replicas behind three Sentinels (down after 2 s), WAIT for both replicas (100 ms), restart quarantine on (also after a failover)"
+                "TTL {TTL_MS} ms, a master with two replicas behind three Sentinels (down after 2 s), WAIT for both replicas (100 ms), restart quarantine on (also after a failover); master crash: the dead master is started again, empty, once Sentinel has promoted a replica"
             ),
             (Lib::Elect, Coord::Cluster) => format!(
-                "TTL {TTL_MS} ms, a Cluster of three masters with a replica each (node timeout 2 s), WAIT for the replica (100 ms), restart quarantine on (also after a failover)"
+                "TTL {TTL_MS} ms, a Cluster of three masters with a replica each (node timeout 2 s), WAIT for the replica (100 ms), restart quarantine on (also after a failover); master crash: the dead master is started again, empty, once its replica has taken the slots over"
             ),
             (Lib::Elect, Coord::Mongo) => format!(
                 "TTL {TTL_MS} ms, defaults (renew every TTL/3, release and grant notices over a change stream, which the wire server offers)"
