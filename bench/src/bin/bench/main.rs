@@ -10,7 +10,8 @@
 //! Scenarios (TTL 2 s): crash failover with the lease's remaining time read just before the
 //! kill, graceful hand-over, frozen leader (SIGSTOP for 3×TTL) with overlap, load on the
 //! server from 1 leader + 9 followers (raft: messages per second), and scale (10 000
-//! elections in one process on one Redis). Writes `bench/results/<date>.json` and the table
+//! elections in one process on one Redis); on the replicated Redis contenders (Sentinel,
+//! Cluster: topologies of the bench's own) a master crash instead of the load. Writes `bench/results/<date>.json` and the table
 //! in `bench/README.md`; `--quick` does a few rounds of each and writes only
 //! `target/bench-quick.json`.
 
