@@ -29,7 +29,7 @@ use tracing::debug;
 use crate::client::Client;
 use crate::error::STORE;
 use crate::error::{code, map_err};
-use crate::store::Record;
+use crate::record::Record;
 
 type Notifiers = Arc<FeedRegistry<String>>;
 

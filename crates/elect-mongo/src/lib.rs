@@ -16,6 +16,7 @@ mod client;
 mod config;
 mod error;
 mod feed;
+mod record;
 mod store;
 
 pub use config::MongoConfig;
