@@ -165,7 +165,7 @@ async fn cluster_failover_with_wait_for_replicas() {
 
     use elect_core::conformance::Recorder;
     use elect_redis::{CandidateId, ElectionName, Elector};
-    use elect_tests::topology::{command, SENTINEL_SERVICE};
+    use elect_tests::topology::command;
     use tokio::time::{sleep, timeout};
 
     let topology = tokio::task::spawn_blocking(Topology::cluster)
