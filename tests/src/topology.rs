@@ -425,22 +425,11 @@ impl Topology {
                     .filter(|m| m.master && !m.slots.is_empty())
                     .all(|m| listed.iter().any(|r| !r.master && r.ok && r.of == m.id));
         }
-        let named: Vec<String> = self
-            .sentinels
-            .iter()
-            .map(|s| {
-                command(
-                    s.port,
-                    &format!("SENTINEL GET-MASTER-ADDR-BY-NAME {SENTINEL_SERVICE}"),
-                )
-            })
-            .collect();
-        let Some(port) = self.sentinel_master_port() else {
+        let Some(port) = self.sentinels_agree() else {
             return false;
         };
         let replication = command(port, "INFO replication");
-        named.iter().all(|n| n == &named[0])
-            && replication.contains("role:master")
+        replication.contains("role:master")
             && replication.matches("state=online").count() == self.nodes.len() - 1
     }
 }
@@ -484,6 +473,23 @@ impl Topology {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// The port of the master every Sentinel names now; `None` while they disagree, or name
+    /// none (or this is a Cluster).
+    pub fn sentinels_agree(&self) -> Option<u16> {
+        let port = self.sentinel_master_port()?;
+        let named = format!("\r\n{port}\r\n");
+        self.sentinels
+            .iter()
+            .all(|s| {
+                command(
+                    s.port,
+                    &format!("SENTINEL GET-MASTER-ADDR-BY-NAME {SENTINEL_SERVICE}"),
+                )
+                .contains(&named)
+            })
+            .then_some(port)
     }
 
     /// The port of the master the Sentinels name now (None when they name none or this

@@ -277,7 +277,7 @@ async fn a_failover_that_lost_the_grant_is_quarantined_like_a_restart() {
     use std::time::Duration;
 
     use elect_redis::{Acquire, ElectionName, LeaseStore, Ttl, QUARANTINE_HOLDER};
-    use elect_tests::topology::{command, SENTINEL_SERVICE};
+    use elect_tests::topology::command;
     use elect_tests::{claim, id};
     use tokio::time::{sleep, timeout};
 
@@ -335,22 +335,8 @@ async fn a_failover_that_lost_the_grant_is_quarantined_like_a_restart() {
     // be sent to the old master.
     let new_master = timeout(Duration::from_secs(30), async {
         loop {
-            let named: Vec<String> = topology
-                .sentinels
-                .iter()
-                .map(|s| {
-                    command(
-                        s.port,
-                        &format!("SENTINEL GET-MASTER-ADDR-BY-NAME {SENTINEL_SERVICE}"),
-                    )
-                })
-                .collect();
-            match topology.sentinel_master_port() {
-                Some(port)
-                    if port != old_master
-                        && named.iter().all(|n| n.contains(&format!("\r\n{port}\r\n")))
-                        && command(port, "ROLE").contains("master") =>
-                {
+            match topology.sentinels_agree() {
+                Some(port) if port != old_master && command(port, "ROLE").contains("master") => {
                     break port
                 }
                 _ => sleep(Duration::from_millis(100)).await,
