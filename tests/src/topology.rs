@@ -223,18 +223,21 @@ impl Topology {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
-        for node in &nodes {
-            wait_until("the cluster to be ok", Duration::from_secs(30), || {
-                command(node.port, "CLUSTER INFO").contains("cluster_state:ok")
-            })?;
-        }
         let url = format!("redis-cluster://{}", hosts(&nodes));
-        Ok(Topology {
+        let topology = Topology {
             url,
             nodes,
             sentinels: Vec::new(),
             dir,
-        })
+        };
+        // `cluster_state:ok` comes before the replicas have synced: a `WAIT` for one replica
+        // would time out until they have.
+        wait_until(
+            "the cluster to be ok, each master with a synced replica",
+            Duration::from_secs(60),
+            || topology.healthy(),
+        )?;
+        Ok(topology)
     }
 
     /// One master, two replicas, three Sentinels (quorum 2, down after 2 s).
@@ -423,7 +426,12 @@ impl Topology {
                 && listed
                     .iter()
                     .filter(|m| m.master && !m.slots.is_empty())
-                    .all(|m| listed.iter().any(|r| !r.master && r.ok && r.of == m.id));
+                    .all(|m| listed.iter().any(|r| !r.master && r.ok && r.of == m.id))
+                && self.nodes.iter().all(|n| {
+                    let replication = command(n.port, "INFO replication");
+                    !replication.contains("role:slave")
+                        || replication.contains("master_link_status:up")
+                });
         }
         let Some(port) = self.sentinels_agree() else {
             return false;

@@ -196,7 +196,10 @@ async fn cluster_failover_with_wait_for_replicas() {
             g = electors[1].0.leading() => g.unwrap(),
         }
     };
-    let first = timeout(ttl * 3, leader()).await.expect("one of them leads");
+    // Generous: grants wait for a replica's acknowledgement, on a machine running other tests.
+    let first = timeout(Duration::from_secs(30), leader())
+        .await
+        .expect("one of them leads");
     let before = first.term();
     // The master of the election's slot, and its replica.
     let key = electors[0].1.lease_key(&election);
@@ -311,6 +314,17 @@ async fn a_failover_that_lost_the_grant_is_quarantined_like_a_restart() {
         .await
         .unwrap_or_else(|_| panic!("{who} is granted {e}"))
     };
+    // The new master must have been up for more than a TTL when b asks, so that only its new
+    // identity can quarantine the election (its uptime alone would): the nodes started
+    // together, so wait for that before the grant, after which only the failover's seconds
+    // pass.
+    timeout(Duration::from_secs(30), async {
+        while !topology.nodes.iter().all(|n| uptime(n.port) > ttl.as_secs() + 1) {
+            sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the nodes' uptime passes a TTL");
     let first = granted(connect(true).await, guarded.clone(), "a").await;
     let first_granted = std::time::Instant::now();
     granted(connect(false).await, control.clone(), "a").await;
@@ -363,13 +377,9 @@ async fn a_failover_that_lost_the_grant_is_quarantined_like_a_restart() {
         let reply = command(new_master, &format!("DEL {}", store.lease_key(e)));
         assert!(reply.contains(":1"), "DEL on the new master: {reply}");
     }
-    let uptime = command(new_master, "INFO server");
-    let uptime: u64 = uptime
-        .lines()
-        .find_map(|l| l.strip_prefix("uptime_in_seconds:"))
-        .and_then(|s| s.trim().parse().ok())
-        .expect("the new master's uptime");
-    assert!(uptime > ttl.as_secs() + 1, "uptime {uptime} s");
+    // The script quarantines on uptime while it is at most the TTL (in whole seconds).
+    let up = uptime(new_master);
+    assert!(up > ttl.as_secs(), "uptime {up} s");
 
     let b = claim(&guarded, "b", ttl_);
     let held = match timeout(Duration::from_secs(10), store.try_acquire(&b)).await {
@@ -407,4 +417,13 @@ async fn a_failover_that_lost_the_grant_is_quarantined_like_a_restart() {
         "failover from :{old_master} to :{new_master}: quarantined for {:?}, then term {} → {}",
         held.remaining, first.term, second.term
     );
+}
+
+/// A node's `uptime_in_seconds` (0 when it does not answer).
+fn uptime(port: u16) -> u64 {
+    elect_tests::topology::command(port, "INFO server")
+        .lines()
+        .find_map(|l| l.strip_prefix("uptime_in_seconds:"))
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
 }
