@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use testcontainers::runners::SyncRunner;
 use testcontainers::{Container, ImageExt};
-use testcontainers_modules::{mongo::Mongo, mysql::Mysql, redis::Redis};
+use testcontainers_modules::{mongo::Mongo, mysql::Mysql, postgres::Postgres, redis::Redis};
 
 use crate::Kind;
 
@@ -57,6 +57,8 @@ pub enum Running {
     Mysql(Container<Mysql>),
     /// MongoDB as a one-node replica set (change streams available).
     Mongo(Container<Mongo>),
+    /// PostgreSQL (user, password and database `postgres`).
+    Postgres(Container<Postgres>),
 }
 
 impl Running {
@@ -69,6 +71,7 @@ impl Running {
             }
             Kind::Mysql => Running::Mysql(Mysql::default().start().map_err(failed)?),
             Kind::Mongo => Running::Mongo(Mongo::repl_set().start().map_err(failed)?),
+            Kind::Postgres => Running::Postgres(Postgres::default().start().map_err(failed)?),
         })
     }
 
@@ -85,6 +88,10 @@ impl Running {
                 "mongodb://127.0.0.1:{}/?directConnection=true",
                 port(c.get_host_port_ipv4(27017))?
             ),
+            Running::Postgres(c) => format!(
+                "postgres://postgres:postgres@127.0.0.1:{}/postgres",
+                port(c.get_host_port_ipv4(5432))?
+            ),
         })
     }
 
@@ -94,6 +101,7 @@ impl Running {
             Running::Redis(c) => c.stop(),
             Running::Mysql(c) => c.stop(),
             Running::Mongo(c) => c.stop(),
+            Running::Postgres(c) => c.stop(),
         }
         .map_err(|e| e.to_string())
     }
@@ -105,6 +113,7 @@ impl Running {
             Running::Redis(c) => c.start(),
             Running::Mysql(c) => c.start(),
             Running::Mongo(c) => c.start(),
+            Running::Postgres(c) => c.start(),
         }
         .map_err(|e| e.to_string())
     }
@@ -115,6 +124,7 @@ impl Running {
             Running::Redis(c) => c.stop_with_timeout(Some(0)),
             Running::Mysql(c) => c.stop_with_timeout(Some(0)),
             Running::Mongo(c) => c.stop_with_timeout(Some(0)),
+            Running::Postgres(c) => c.stop_with_timeout(Some(0)),
         }
         .map_err(|e| e.to_string())
     }

@@ -18,7 +18,7 @@ pub mod topology;
 
 use std::path::PathBuf;
 
-pub use servers::{mongo, mysql, redis, unique_name, Origin, OwnedServer, Server};
+pub use servers::{mongo, mysql, postgres, redis, unique_name, Origin, OwnedServer, Server};
 
 use elect_core::{CandidateId, Claim, ElectionName, Ttl};
 
@@ -46,18 +46,21 @@ pub enum Kind {
     Mysql,
     /// A MongoDB-wire server (PyPI `secantusdb`, or a real `mongod` through a URL or Docker).
     Mongo,
+    /// PostgreSQL (Debian `postgresql`).
+    Postgres,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 3] = [Kind::Redis, Kind::Mysql, Kind::Mongo];
+    pub const ALL: [Kind; 4] = [Kind::Redis, Kind::Mysql, Kind::Mongo, Kind::Postgres];
 
-    /// `redis`, `mysql` or `mongo`.
+    /// `redis`, `mysql`, `mongo` or `postgres`.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Redis => "redis",
             Kind::Mysql => "mysql",
             Kind::Mongo => "mongo",
+            Kind::Postgres => "postgres",
         }
     }
 
@@ -67,6 +70,7 @@ impl Kind {
             Kind::Redis => "ELECT_REDIS_URL",
             Kind::Mysql => "ELECT_MYSQL_URL",
             Kind::Mongo => "ELECT_MONGO_URL",
+            Kind::Postgres => "ELECT_POSTGRES_URL",
         }
     }
 
@@ -76,6 +80,7 @@ impl Kind {
             Kind::Redis => "ELECT_REDIS_SERVER_BIN",
             Kind::Mysql => "ELECT_MYSQL_SERVER_BIN",
             Kind::Mongo => "ELECT_MONGO_SERVER_BIN",
+            Kind::Postgres => "ELECT_POSTGRES_SERVER_BIN",
         }
     }
 
@@ -85,6 +90,7 @@ impl Kind {
             Kind::Redis => "redis-server",
             Kind::Mysql => "mariadbd",
             Kind::Mongo => "secantusd-py",
+            Kind::Postgres => "postgres",
         }
     }
 
@@ -96,6 +102,7 @@ impl Kind {
             Kind::Mongo => {
                 "python3 -m venv target/elect-venv && target/elect-venv/bin/pip install secantusdb"
             }
+            Kind::Postgres => "apt-get install postgresql",
         }
     }
 }
@@ -119,6 +126,21 @@ async fn mysql_database(url: &str) -> Result<String, String> {
         .await
         .map_err(|e| format!("CREATE DATABASE {name}: {e}"))?;
     let _ = conn.disconnect().await;
+    Ok(with_database(url, &name))
+}
+
+async fn postgres_database(url: &str) -> Result<String, String> {
+    let name = unique_name("elect");
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| format!("connect to {url}: {e}"))?;
+    let driving = tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .map_err(|e| format!("CREATE DATABASE {name}: {e}"))?;
+    drop(client);
+    let _ = driving.await;
     Ok(with_database(url, &name))
 }
 

@@ -40,6 +40,9 @@ impl LocalServer {
         if kind == Kind::Mysql {
             init_mariadb(&dir)?;
         }
+        if kind == Kind::Postgres {
+            init_postgres(&dir)?;
+        }
         let mut server = LocalServer {
             kind,
             port,
@@ -62,6 +65,7 @@ impl LocalServer {
             Kind::Redis => format!("redis://127.0.0.1:{}", self.port),
             Kind::Mysql => format!("mysql://root@127.0.0.1:{}/", self.port),
             Kind::Mongo => format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port),
+            Kind::Postgres => format!("postgres://postgres@127.0.0.1:{}/postgres", self.port),
         }
     }
 
@@ -75,10 +79,16 @@ impl LocalServer {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
-    /// Stops the server gracefully (SIGTERM, then SIGKILL after 20 s).
+    /// Stops the server gracefully (SIGTERM; PostgreSQL's fast shutdown, SIGINT, which does
+    /// not wait for clients to leave), then SIGKILL after 20 s.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            signal(child.id(), "TERM");
+            let graceful = if self.kind == Kind::Postgres {
+                "INT"
+            } else {
+                "TERM"
+            };
+            signal(child.id(), graceful);
             let until = Instant::now() + Duration::from_secs(20);
             while Instant::now() < until {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -86,17 +96,27 @@ impl LocalServer {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            self.kill_group(&mut child);
         }
     }
 
-    /// Kills the server at once (SIGKILL): no shutdown work, no flush.
+    /// Kills the server at once (SIGKILL): no shutdown work, no flush. PostgreSQL's backends
+    /// die with their postmaster (its process group), as in a crash of the machine.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            self.kill_group(&mut child);
         }
+    }
+
+    fn kill_group(&self, child: &mut Child) {
+        if self.kind == Kind::Postgres {
+            signal(child.id(), "KILL");
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// Starts the server again on the same port with the same data directory.
@@ -206,6 +226,30 @@ impl LocalServer {
                     &format!("{dir}/data"),
                 ]);
             }
+            Kind::Postgres => {
+                command.args([
+                    "-D",
+                    &format!("{dir}/data"),
+                    "-p",
+                    &port,
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    &format!("unix_socket_directories={dir}"),
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=500",
+                ]);
+                // Its own process group, so a kill takes the backends with the postmaster.
+                use std::os::unix::process::CommandExt;
+                command.process_group(0);
+                as_postgres_user(&mut command)?;
+            }
         }
         command.args(&self.extra_args);
         Ok(command)
@@ -253,7 +297,108 @@ fn answers(kind: Kind, addr: SocketAddr) -> bool {
         // The server speaks first: a handshake packet, protocol version 10 after the header.
         Kind::Mysql => stream.read(&mut buf).is_ok_and(|n| n > 5 && buf[4] == 10),
         Kind::Mongo => mongo_answers_hello(&mut stream),
+        Kind::Postgres => postgres_accepts_startup(&mut stream),
     }
+}
+
+/// Sends a startup message (user `postgres`, protocol 3.0) and checks that the server asks
+/// for authentication or grants it ('R'), not an error ('E': still starting up, shutting
+/// down).
+fn postgres_accepts_startup(stream: &mut TcpStream) -> bool {
+    let mut body = Vec::new();
+    body.extend_from_slice(&196608i32.to_be_bytes()); // 3.0
+    for (k, v) in [("user", "postgres"), ("database", "postgres")] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    let mut first = [0u8; 1];
+    stream.write_all(&msg).is_ok() && stream.read_exact(&mut first).is_ok() && first[0] == b'R'
+}
+
+/// The `postgres` user's uid and gid from `/etc/passwd` (Debian's `postgresql` package
+/// creates it): initdb and postgres refuse to run as root.
+fn postgres_user() -> Result<(u32, u32), String> {
+    let passwd = fs::read_to_string("/etc/passwd").map_err(|e| format!("/etc/passwd: {e}"))?;
+    passwd
+        .lines()
+        .find_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            (f.first() == Some(&"postgres") && f.len() > 3)
+                .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+                .flatten()
+        })
+        .ok_or_else(|| {
+            "PostgreSQL refuses to run as root, and there is no `postgres` user to run it as              (apt-get install postgresql creates one)"
+                .to_string()
+        })
+}
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Runs `command` as the `postgres` user when this process is root.
+fn as_postgres_user(command: &mut Command) -> Result<(), String> {
+    if running_as_root() {
+        use std::os::unix::process::CommandExt;
+        let (uid, gid) = postgres_user()?;
+        command.uid(uid).gid(gid);
+    }
+    Ok(())
+}
+
+/// `initdb` into `dir/data` (trust authentication, UTF-8), as the `postgres` user when root.
+fn init_postgres(dir: &Path) -> Result<(), String> {
+    if running_as_root() {
+        let (uid, gid) = postgres_user()?;
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+            .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+    }
+    let mut initdb = Command::new(find_postgres_binary("initdb")?);
+    initdb
+        .args(["-D", &format!("{}/data", dir.display())])
+        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+        .current_dir(dir);
+    as_postgres_user(&mut initdb)?;
+    let output = initdb.output().map_err(|e| format!("initdb: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "initdb failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+/// A PostgreSQL program: on `PATH`, else in Debian's `/usr/lib/postgresql/<newest>/bin`.
+pub fn find_postgres_binary(name: &str) -> Result<PathBuf, String> {
+    if let Some(found) = find_in_path(name) {
+        return Ok(found);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin").join(name);
+            bin.is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or_else(|| missing(Kind::Postgres))
 }
 
 /// Sends `{hello: 1, $db: "admin"}` as an OP_MSG and checks for a reply with the same id.
@@ -325,6 +470,9 @@ pub fn find_binary(kind: Kind) -> Result<PathBuf, String> {
         if venv.exists() {
             return Ok(venv);
         }
+    }
+    if kind == Kind::Postgres {
+        return find_postgres_binary(kind.binary());
     }
     find_in_path(kind.binary()).ok_or_else(|| missing(kind))
 }

@@ -68,6 +68,17 @@ impl Server {
         );
         crate::mysql_database(&self.url).await
     }
+
+    /// Creates a fresh database on this PostgreSQL server and returns a URL that selects it.
+    pub async fn postgres_database(&self) -> Result<String, String> {
+        assert_eq!(
+            self.kind,
+            Kind::Postgres,
+            "postgres_database on a {:?} server",
+            self.kind
+        );
+        crate::postgres_database(&self.url).await
+    }
 }
 
 /// The shared Redis server; panics with instructions when none can be had.
@@ -83,6 +94,11 @@ pub async fn mysql() -> Server {
 /// The shared MongoDB-wire server; panics with instructions when none can be had.
 pub async fn mongo() -> Server {
     shared_or_panic(Kind::Mongo).await
+}
+
+/// The shared PostgreSQL server; panics with instructions when none can be had.
+pub async fn postgres() -> Server {
+    shared_or_panic(Kind::Postgres).await
 }
 
 async fn shared_or_panic(kind: Kind) -> Server {

@@ -319,7 +319,11 @@ async fn a_failover_that_lost_the_grant_is_quarantined_like_a_restart() {
     // together, so wait for that before the grant, after which only the failover's seconds
     // pass.
     timeout(Duration::from_secs(30), async {
-        while !topology.nodes.iter().all(|n| uptime(n.port) > ttl.as_secs() + 1) {
+        while !topology
+            .nodes
+            .iter()
+            .all(|n| uptime(n.port) > ttl.as_secs() + 1)
+        {
             sleep(Duration::from_millis(200)).await;
         }
     })
