@@ -12,7 +12,7 @@
 //!
 //! Short mode (the default test run): 40 s of faults per coordinator. Long mode:
 //! `cargo xtask chaos --minutes N --seed S` (sets `ELECT_CHAOS_MINUTES` / `ELECT_CHAOS_SEED`;
-//! `ELECT_CHAOS_ONLY=redis|mysql|mongo|raft|redis-sentinel|redis-cluster|redis-sentinel-unsafe|
+//! `ELECT_CHAOS_ONLY=redis|mysql|mongo|postgres|raft|redis-sentinel|redis-cluster|redis-sentinel-unsafe|
 //! redis-cluster-unsafe` picks one). A failure prints the seed.
 
 use std::path::PathBuf;
@@ -321,6 +321,14 @@ async fn chaos_mysql() {
     if wanted("mysql") {
         // The server's own `mysql` schema holds the table (the candidates migrate it).
         lease_store(Kind::Mysql, "mysql", "mysql", &[]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_postgres() {
+    if wanted("postgres") {
+        // The server's own `postgres` database holds the table (the candidates migrate it).
+        lease_store(Kind::Postgres, "postgres", "", &[]).await;
     }
 }
 

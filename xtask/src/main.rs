@@ -26,6 +26,7 @@ const PUBLISHED: &[&str] = &[
     "elect-redis",
     "elect-mysql",
     "elect-mongo",
+    "elect-postgres",
     "elect-raft",
     "elect-cli",
 ];
@@ -73,9 +74,10 @@ const HELP: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  test [ARGS...]  install what the tests need (apt: mariadb-server, redis-server; a Python
-                  venv with secantusdb under target/), start one server of each kind unless
-                  ELECT_REDIS_URL / ELECT_MYSQL_URL / ELECT_MONGO_URL name one, run every
+  test [ARGS...]  install what the tests need (apt: mariadb-server, redis-server, postgresql,
+                  pgbouncer; a Python venv with secantusdb under target/), start one server
+                  of each kind unless ELECT_REDIS_URL / ELECT_MYSQL_URL / ELECT_MONGO_URL /
+                  ELECT_POSTGRES_URL name one, run every
                   test of the workspace (nextest if installed, else cargo test) and the
                   doctests, then stop the servers; ARGS go to the test runner
   circles [DIR]   list files of one crate that import each other in a circle (lint fails on any)
@@ -86,7 +88,7 @@ commands:
                   writes bench/results/<date>.json and the table in bench/README.md
                   (--quick: a few rounds, writes target/bench-quick.json only; --only:
                   target/bench-only.json)
-  chaos [--minutes N] [--seed S] [--only redis|mysql|mongo|raft|redis-sentinel|redis-cluster
+  chaos [--minutes N] [--seed S] [--only redis|mysql|mongo|postgres|raft|redis-sentinel|redis-cluster
          |redis-sentinel-unsafe|redis-cluster-unsafe]
                   the process chaos tests (bench/tests/chaos.rs) for N minutes per coordinator
                   (default 10) in release mode; prints faults per kind, leader changes,
@@ -194,6 +196,7 @@ fn chaos(args: &[String]) -> Result<(), String> {
             Some("redis") => "process_chaos_on_redis",
             Some("mysql") => "process_chaos_on_mariadb",
             Some("mongo") => "process_chaos_on_the_mongodb_wire_server",
+            Some("postgres") => "process_chaos_on_postgresql",
             Some("raft") => "process_chaos_on_a_three_host_raft_group",
             // The replicated Redis topologies have no `elect run` counterpart.
             Some(
@@ -204,7 +207,7 @@ fn chaos(args: &[String]) -> Result<(), String> {
             ) => return Ok(()),
             Some(other) => {
                 return Err(format!(
-                    "--only {other:?}: redis, mysql, mongo, raft, redis-sentinel, redis-cluster, \
+                    "--only {other:?}: redis, mysql, mongo, postgres, raft, redis-sentinel, redis-cluster, \
                      redis-sentinel-unsafe or redis-cluster-unsafe"
                 ))
             }

@@ -12,27 +12,34 @@ struct Kind {
     name: &'static str,
     url_env: &'static str,
     binaries: &'static [&'static str],
-    apt: Option<&'static str>,
+    apt: &'static [&'static str],
 }
 
-const KINDS: [Kind; 3] = [
+const KINDS: [Kind; 4] = [
     Kind {
         name: "redis",
         url_env: "ELECT_REDIS_URL",
         binaries: &["redis-server"],
-        apt: Some("redis-server"),
+        apt: &["redis-server"],
     },
     Kind {
         name: "mysql",
         url_env: "ELECT_MYSQL_URL",
         binaries: &["mariadbd", "mariadb-install-db"],
-        apt: Some("mariadb-server"),
+        apt: &["mariadb-server"],
     },
     Kind {
         name: "mongo",
         url_env: "ELECT_MONGO_URL",
         binaries: &[],
-        apt: None,
+        apt: &[],
+    },
+    // PgBouncer too: the PostgreSQL suite runs through it in transaction mode as well.
+    Kind {
+        name: "postgres",
+        url_env: "ELECT_POSTGRES_URL",
+        binaries: &["postgres", "initdb", "pgbouncer"],
+        apt: &["postgresql", "pgbouncer"],
     },
 ];
 
@@ -48,8 +55,22 @@ fn find(binary: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
+        .chain(postgres_bin_dirs())
         .map(|d| d.join(binary))
         .find(|p| p.is_file())
+}
+
+/// Debian's PostgreSQL programs live off `PATH`, in `/usr/lib/postgresql/<version>/bin`.
+fn postgres_bin_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .collect();
+    dirs.sort();
+    dirs.reverse();
+    dirs
 }
 
 fn env_url(kind: &Kind) -> Option<String> {
@@ -178,7 +199,7 @@ fn install_packages(needed: &[&Kind]) -> Result<(), String> {
     let missing: Vec<&str> = needed
         .iter()
         .filter(|k| k.binaries.iter().any(|b| find(b).is_none()))
-        .filter_map(|k| k.apt)
+        .flat_map(|k| k.apt.iter().copied())
         .collect();
     if missing.is_empty() {
         return Ok(());

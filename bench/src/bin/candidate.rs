@@ -102,6 +102,9 @@ async fn store(url: &str, args: &Args) -> Result<Arc<dyn LeaseStore>, String> {
     if let (elect::Coordinator::Mysql(mysql), true) = (&store, args.migrate) {
         mysql.migrate().await.map_err(|e| e.to_string())?;
     }
+    if let (elect::Coordinator::Postgres(postgres), true) = (&store, args.migrate) {
+        postgres.migrate().await.map_err(|e| e.to_string())?;
+    }
     Ok(store.lease_store())
 }
 

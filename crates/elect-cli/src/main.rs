@@ -8,6 +8,7 @@
         feature = "redis",
         feature = "mysql",
         feature = "mongo",
+        feature = "postgres",
         feature = "raft"
     )),
     allow(unused, unreachable_code)
@@ -101,7 +102,7 @@ enum Command {
 #[derive(Args, Debug, Clone)]
 pub(crate) struct Where {
     /// The coordinator: redis://, rediss://, redis-cluster://, redis-sentinel://, mysql:// (with
-    /// a database) or mongodb:// URL.
+    /// a database), mongodb:// or postgres:// URL.
     /// Its value is never printed (a password in it is hidden everywhere).
     #[arg(
         long,

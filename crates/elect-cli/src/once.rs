@@ -38,6 +38,8 @@ pub(crate) async fn claim(
             Store::Mysql(s) => once_mysql::claim(s, election, candidate, term).await,
             #[cfg(feature = "mongo")]
             Store::Mongo(s) => once_mongo::claim(s, election, candidate, term).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(s) => once_postgres::claim(s, election, candidate, term).await,
             _ => Err("this build of elect does not support this store".to_owned()),
         };
         claimed
@@ -72,6 +74,8 @@ pub(crate) async fn unclaim(
             Store::Mysql(s) => once_mysql::unclaim(s, election, &record).await,
             #[cfg(feature = "mongo")]
             Store::Mongo(s) => once_mongo::unclaim(s, election, &record).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(s) => once_postgres::unclaim(s, election, &record).await,
             _ => Err("this build of elect does not support this store".to_owned()),
         };
         removed
@@ -103,6 +107,8 @@ pub(crate) async fn done(
             Store::Mysql(s) => once_mysql::done(s, election, term, status).await,
             #[cfg(feature = "mongo")]
             Store::Mongo(s) => once_mongo::done(s, election, term, status).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(s) => once_postgres::done(s, election, term, status).await,
             _ => Err("this build of elect does not support this store".to_owned()),
         };
         recorded
@@ -288,6 +294,106 @@ mod once_mysql {
             (format!("done {term} {status}"), election.as_str()),
         )
         .await
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// PostgreSQL: a row in the table `elect_once` (created if missing), found through the
+/// connection's `search_path` like the lease table. Unnamed statements only, as the store's
+/// own: PgBouncer in transaction mode carries them.
+#[cfg(feature = "postgres")]
+mod once_postgres {
+    use elect::postgres::deadpool_postgres::Object;
+    use elect::postgres::tokio_postgres::error::SqlState;
+    use elect::postgres::tokio_postgres::types::Type;
+    use elect::postgres::PostgresStore;
+    use elect::{CandidateId, ElectionName, Term};
+
+    use super::{parse_record, Once};
+
+    const CREATE: &str = "CREATE TABLE IF NOT EXISTS elect_once (\
+        election TEXT COLLATE \"C\" NOT NULL PRIMARY KEY, \
+        record TEXT NOT NULL, \
+        updated_at TIMESTAMPTZ NOT NULL)";
+
+    async fn connection(store: &PostgresStore) -> Result<Object, String> {
+        let pool = store
+            .pool()
+            .ok_or("--once needs a store with a connection pool")?;
+        pool.get().await.map_err(|e| e.to_string())
+    }
+
+    pub(super) async fn claim(
+        store: &PostgresStore,
+        election: &ElectionName,
+        candidate: &CandidateId,
+        term: Term,
+    ) -> Result<Once, String> {
+        let conn = connection(store).await?;
+        let record = format!("started {term} {candidate}");
+        let insert = "INSERT INTO elect_once (election, record, updated_at) \
+                      VALUES ($1, $2, clock_timestamp()) ON CONFLICT (election) DO NOTHING \
+                      RETURNING 1";
+        let (e, r) = (election.as_str(), record.as_str());
+        let params = [(&e as _, Type::TEXT), (&r as _, Type::TEXT)];
+        let inserted = match conn.query_typed(insert, &params).await {
+            // Created on first use only: a user without CREATE works once the table exists.
+            Err(err) if err.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+                conn.batch_execute(CREATE).await.map_err(|e| e.to_string())?;
+                conn.query_typed(insert, &params).await
+            }
+            other => other,
+        }
+        .map_err(|e| e.to_string())?;
+        if !inserted.is_empty() {
+            return Ok(Once::Claimed);
+        }
+        let rows = conn
+            .query_typed(
+                "SELECT record FROM elect_once WHERE election = $1",
+                &[(&e as _, Type::TEXT)],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let found: String = rows
+            .first()
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        parse_record(&found)
+    }
+
+    pub(super) async fn unclaim(
+        store: &PostgresStore,
+        election: &ElectionName,
+        record: &str,
+    ) -> Result<(), String> {
+        let conn = connection(store).await?;
+        let e = election.as_str();
+        conn.query_typed(
+            "DELETE FROM elect_once WHERE election = $1 AND record = $2",
+            &[(&e as _, Type::TEXT), (&record as _, Type::TEXT)],
+        )
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+    }
+
+    pub(super) async fn done(
+        store: &PostgresStore,
+        election: &ElectionName,
+        term: Term,
+        status: i64,
+    ) -> Result<(), String> {
+        let conn = connection(store).await?;
+        let (e, r) = (election.as_str(), format!("done {term} {status}"));
+        conn.query_typed(
+            "UPDATE elect_once SET record = $2, updated_at = clock_timestamp() WHERE election = $1",
+            &[(&e as _, Type::TEXT), (&r as _, Type::TEXT)],
+        )
+        .await
+        .map(drop)
         .map_err(|e| e.to_string())
     }
 }

@@ -76,6 +76,12 @@ pub(crate) async fn connect(url: &str, options: Connect) -> Result<Store, Failur
             store.migrate().await.map_err(fail)?;
         }
     }
+    #[cfg(feature = "postgres")]
+    if let (Store::Postgres(store), true) = (&opened, options.create_missing_table) {
+        if !store.table_exists().await.map_err(fail)? {
+            store.migrate().await.map_err(fail)?;
+        }
+    }
     Ok(opened)
 }
 

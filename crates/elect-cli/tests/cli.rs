@@ -277,6 +277,16 @@ async fn on_the_mongodb_wire_server() {
     on_store("mongo", elect_tests::mongo().await.url().to_owned()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql() {
+    let url = elect_tests::postgres()
+        .await
+        .postgres_database()
+        .await
+        .unwrap();
+    on_store("postgres", url).await;
+}
+
 #[test]
 fn on_a_three_host_raft_group() {
     let dir = scratch("raft-key");

@@ -717,6 +717,16 @@ async fn process_chaos_on_the_mongodb_wire_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_chaos_on_postgresql() {
+    let url = elect_tests::postgres()
+        .await
+        .postgres_database()
+        .await
+        .unwrap();
+    store_chaos("postgres", url, &[], None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_chaos_on_a_three_host_raft_group() {
     let dir = scratch("chaos-raft");
     let group = support::RaftGroup::new(&dir);

@@ -79,6 +79,9 @@ impl LeaseRow {
     }
 }
 
+/// The advisory lock key `migrate` holds while it creates the table (`"elect"` in ASCII).
+const MIGRATE_LOCK: i64 = 0x656c_6563_74;
+
 /// A nonce's 64 bits in a signed `BIGINT`.
 fn nonce(n: u64) -> i64 {
     n as i64
@@ -166,7 +169,16 @@ impl PostgresStore {
     /// like every store does before its first request. Call it from a migration step or a
     /// tool with DDL rights; elect never calls it by itself.
     pub async fn migrate(&self) -> Result<()> {
-        let ddl = create_table_sql(&self.inner.client.config.table);
+        // Concurrent `CREATE TABLE IF NOT EXISTS` can fail in PostgreSQL (a unique violation
+        // on the catalog's type names: seen when two `elect run --store postgres://` started
+        // together on an empty database); a transaction-scoped advisory lock serialises them.
+        // One simple-protocol message, so one implicit transaction (rolled back whole on an
+        // error, leaving no transaction open on the connection), which a transaction-mode
+        // pooler keeps on one server connection.
+        let ddl = format!(
+            "SELECT pg_advisory_xact_lock({MIGRATE_LOCK}); {}",
+            create_table_sql(&self.inner.client.config.table)
+        );
         self.inner.client.batch("migrate", &ddl).await?;
         let wrong = self.inspect().await?;
         match wrong {

@@ -4,7 +4,8 @@
 //!
 //! - the root: everything from `elect-core`, [`connect`], [`open`], [`Coordinator`],
 //!   [`Options`];
-//! - `redis`, `mysql`, `mongo`, `raft`: the coordinator crates, each behind its feature.
+//! - `redis`, `mysql`, `mongo`, `postgres`, `raft`: the coordinator crates, each behind its
+//!   feature.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
@@ -25,6 +26,10 @@ pub use elect_mysql as mysql;
 /// The MongoDB coordinator (feature `mongo`).
 #[cfg(feature = "mongo")]
 pub use elect_mongo as mongo;
+
+/// The PostgreSQL coordinator (feature `postgres`).
+#[cfg(feature = "postgres")]
+pub use elect_postgres as postgres;
 
 /// Election among peers without a shared store (feature `raft`).
 #[cfg(feature = "raft")]
@@ -79,6 +84,9 @@ pub enum Coordinator {
     /// `mongodb://`, `mongodb+srv://`.
     #[cfg(feature = "mongo")]
     Mongo(elect_mongo::MongoStore),
+    /// `postgres://`, `postgresql://`.
+    #[cfg(feature = "postgres")]
+    Postgres(elect_postgres::PostgresStore),
     #[doc(hidden)]
     /// Keeps every `match` exhaustive in a build with no coordinator feature.
     __Never(std::convert::Infallible),
@@ -94,6 +102,8 @@ impl Coordinator {
             Coordinator::Mysql(s) => Arc::new(s.clone()),
             #[cfg(feature = "mongo")]
             Coordinator::Mongo(s) => Arc::new(s.clone()),
+            #[cfg(feature = "postgres")]
+            Coordinator::Postgres(s) => Arc::new(s.clone()),
             Coordinator::__Never(never) => match *never {},
         }
     }
@@ -107,7 +117,8 @@ impl Coordinator {
 
 /// The schemes each feature brings, for messages.
 const SCHEMES: &str = "redis://, rediss://, redis-cluster://, rediss-cluster:// and \
-     redis-sentinel:// (feature redis), mysql:// (feature mysql), mongodb:// (feature mongo)";
+     redis-sentinel:// (feature redis), mysql:// (feature mysql), mongodb:// (feature mongo), \
+     postgres:// and postgresql:// (feature postgres)";
 
 /// The Redis schemes: standalone, Cluster and Sentinel, with TLS.
 const REDIS_SCHEMES: [&str; 5] = [
@@ -123,8 +134,8 @@ const REDIS_SCHEMES: [&str; 5] = [
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// // A scheme no feature provides is a configuration error naming what to enable.
-/// let err = elect::connect("postgres://db/app").await.unwrap_err();
-/// assert!(err.to_string().contains("postgres"), "{err}");
+/// let err = elect::connect("etcd://db:2379").await.unwrap_err();
+/// assert!(err.to_string().contains("etcd"), "{err}");
 /// # });
 /// ```
 pub async fn connect(url: &str) -> Result<Arc<dyn LeaseStore>> {
@@ -156,6 +167,7 @@ pub async fn open(url: &str, options: &Options) -> Result<Coordinator> {
         _ if redis => open_redis(url, options).await,
         "mysql" => open_mysql(url, options).await,
         "mongodb" | "mongodb+srv" => open_mongo(url, options).await,
+        "postgres" | "postgresql" => open_postgres(url, options).await,
         other => Err(Error::config(format!(
             "store scheme {other:?} is not supported: use {SCHEMES}"
         ))),
@@ -221,4 +233,20 @@ async fn open_mongo(url: &str, options: &Options) -> Result<Coordinator> {
 #[cfg(not(feature = "mongo"))]
 async fn open_mongo(url: &str, _: &Options) -> Result<Coordinator> {
     Err(disabled(url, "mongo"))
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str, options: &Options) -> Result<Coordinator> {
+    let mut config = elect_postgres::PostgresConfig::new(url);
+    if let Some(files) = &options.tls {
+        config = config.tls(files.clone());
+    }
+    Ok(Coordinator::Postgres(
+        elect_postgres::PostgresStore::connect(config).await?,
+    ))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(url: &str, _: &Options) -> Result<Coordinator> {
+    Err(disabled(url, "postgres"))
 }

@@ -5,7 +5,7 @@
 //! (`ELECT_REDIS_CLUSTER_URL`, `ELECT_REDIS_SENTINEL_URL`).
 //!
 //! ```text
-//! elect-servers [redis] [mysql] [mongo] [topologies]
+//! elect-servers [redis] [mysql] [mongo] [postgres] [topologies]
 //! ```
 
 use std::io::{Read, Write};
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         match Kind::ALL.into_iter().find(|k| k.name() == arg) {
             Some(kind) => kinds.push(kind),
             None => {
-                eprintln!("elect-servers: unknown server kind {arg:?} (redis, mysql, mongo)");
+                eprintln!("elect-servers: unknown server kind {arg:?} (redis, mysql, mongo, postgres)");
                 return ExitCode::from(2);
             }
         }
