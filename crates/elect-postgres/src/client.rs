@@ -132,9 +132,21 @@ impl Client {
         statement: &str,
         params: &[Param<'_>],
     ) -> Result<Vec<Row>> {
+        self.query_raw(operation, statement, params)
+            .await?
+            .map_err(|e| map_err(operation, &self.config.table, e))
+    }
+
+    /// Like [`query`](Self::query), with the statement's own error left to the caller: the
+    /// outer error is the pool's or the timeout's.
+    pub(crate) async fn query_raw(
+        &self,
+        operation: &'static str,
+        statement: &str,
+        params: &[Param<'_>],
+    ) -> Result<std::result::Result<Vec<Row>, tokio_postgres::Error>> {
         let deadline = Instant::now() + self.config.timeout;
         let timed_out = || Error::timeout(STORE, operation, self.config.timeout);
-        let mapped = |e| map_err(operation, &self.config.table, e);
         match &self.conn {
             Conn::Pool(pool) => {
                 let object = match timeout_at(deadline, pool.get()).await {
@@ -143,7 +155,7 @@ impl Client {
                     Ok(Ok(object)) => object,
                 };
                 match timeout_at(deadline, object.query_typed(statement, params)).await {
-                    Ok(result) => result.map_err(mapped),
+                    Ok(result) => Ok(result),
                     Err(_) => {
                         drop(deadpool_postgres::Object::take(object));
                         Err(timed_out())
@@ -152,8 +164,7 @@ impl Client {
             }
             Conn::Client(client) => timeout_at(deadline, client.query_typed(statement, params))
                 .await
-                .map_err(|_| timed_out())?
-                .map_err(mapped),
+                .map_err(|_| timed_out()),
         }
     }
 

@@ -32,6 +32,45 @@ pub(crate) fn wrong_table(table: &str, wrong: &[String]) -> Error {
     }
 }
 
+/// A tokio-postgres error shown whole: its own `Display` is only its kind ("db error"), with
+/// the server's message, SQLSTATE, detail and hint (or the I/O cause) left to its source.
+#[derive(Debug)]
+pub(crate) struct PgError(pub(crate) tokio_postgres::Error);
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(db) = self.0.as_db_error() {
+            write!(
+                f,
+                "{}: {} (SQLSTATE {})",
+                db.severity(),
+                db.message(),
+                db.code().code()
+            )?;
+            if let Some(detail) = db.detail() {
+                write!(f, "; {detail}")?;
+            }
+            if let Some(hint) = db.hint() {
+                write!(f, "; hint: {hint}")?;
+            }
+            return Ok(());
+        }
+        write!(f, "{}", self.0)?;
+        let mut cause = std::error::Error::source(&self.0);
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PgError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 /// Maps a tokio-postgres error by what it means for the caller, by its SQLSTATE.
 pub(crate) fn map_err(operation: &'static str, table: &str, e: tokio_postgres::Error) -> Error {
     if let Some(refused) = elect_core::backend::tls_refusal(STORE, &format!("{e:?}")) {
@@ -40,7 +79,7 @@ pub(crate) fn map_err(operation: &'static str, table: &str, e: tokio_postgres::E
     let Some(code) = e.code() else {
         // No SQLSTATE: the connection (refused, closed, reset, an I/O error, a protocol
         // error): the next request may well succeed on a new one.
-        return Error::unavailable(STORE, operation, e);
+        return Error::unavailable(STORE, operation, PgError(e));
     };
     let message = e
         .as_db_error()
@@ -84,9 +123,9 @@ pub(crate) fn map_err(operation: &'static str, table: &str, e: tokio_postgres::E
             || *c == SqlState::IDLE_SESSION_TIMEOUT
             || c.code().starts_with("08") =>
         {
-            Error::unavailable(STORE, operation, e)
+            Error::unavailable(STORE, operation, PgError(e))
         }
-        _ => Error::other(STORE, e),
+        _ => Error::other(STORE, PgError(e)),
     }
 }
 

@@ -15,7 +15,7 @@ use tracing::debug;
 
 use crate::client::{Client, Param};
 use crate::config::{redact, PostgresConfig};
-use crate::error::{missing_table, out_of_range, wrong_table, STORE};
+use crate::error::{map_err, missing_table, out_of_range, wrong_table, STORE};
 use crate::feed::Listener;
 use crate::schema::{self, create_table_sql, Column};
 
@@ -308,25 +308,22 @@ impl PostgresStore {
             (&value, Type::BYTEA),
             (&channel, Type::TEXT),
         ];
+        let table = &self.inner.client.config.table;
         let rows = match self
             .inner
             .client
-            .query("try_acquire", &sql.grant, &params)
-            .await
+            .query_raw("try_acquire", &sql.grant, &params)
+            .await?
         {
             Ok(rows) => rows,
-            Err(e)
-                if std::error::Error::source(&e)
-                    .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
-                    .is_some_and(out_of_range) =>
-            {
+            Err(e) if out_of_range(&e) => {
                 return Err(Error::corrupt(
                     STORE,
                     self.key(&claim.election),
                     "the term counter is exhausted (term + 1 is out of BIGINT's range)",
                 ))
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(map_err("try_acquire", table, e)),
         };
         let Some(row) = rows.first() else {
             return Ok(None);
