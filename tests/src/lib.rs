@@ -11,6 +11,7 @@
 pub mod docker;
 mod keeper;
 pub mod local;
+pub mod pgbouncer;
 pub mod proxy;
 pub mod servers;
 pub mod tls;

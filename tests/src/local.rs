@@ -343,6 +343,28 @@ fn running_as_root() -> bool {
     fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
+/// Whether a PostgreSQL server (or PgBouncer) on loopback `port` accepts a startup message.
+pub(crate) fn postgres_accepts(port: u16) -> bool {
+    TcpStream::connect_timeout(
+        &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        Duration::from_millis(200),
+    )
+    .is_ok_and(|mut stream| {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        postgres_accepts_startup(&mut stream)
+    })
+}
+
+/// Runs `command` as the `postgres` user when this process is root, giving it `dir`.
+pub(crate) fn run_as_postgres_user(command: &mut Command, dir: &Path) -> Result<(), String> {
+    if running_as_root() {
+        let (uid, gid) = postgres_user()?;
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+            .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+    }
+    as_postgres_user(command)
+}
+
 /// Runs `command` as the `postgres` user when this process is root.
 fn as_postgres_user(command: &mut Command) -> Result<(), String> {
     if running_as_root() {
@@ -489,12 +511,12 @@ fn missing(kind: Kind) -> String {
     format!("{} not found ({})", kind.binary(), kind.install_hint())
 }
 
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
     Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
 }
 
-fn fresh_dir(kind: Kind) -> Result<PathBuf, String> {
+pub(crate) fn fresh_dir(kind: Kind) -> Result<PathBuf, String> {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let base = std::env::temp_dir().join("elect-test-servers");
     fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;

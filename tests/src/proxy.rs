@@ -155,7 +155,7 @@ impl Drop for FaultProxy {
 }
 
 /// `host` and `port` of a `scheme://[user[:pass]@]host:port/...` URL.
-fn host_port(url: &str) -> Option<(String, u16)> {
+pub(crate) fn host_port(url: &str) -> Option<(String, u16)> {
     let rest = url.split_once("://")?.1;
     let authority = rest.split(['/', '?']).next()?;
     let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);

@@ -339,7 +339,9 @@ mod once_postgres {
         let inserted = match conn.query_typed(insert, &params).await {
             // Created on first use only: a user without CREATE works once the table exists.
             Err(err) if err.code() == Some(&SqlState::UNDEFINED_TABLE) => {
-                conn.batch_execute(CREATE).await.map_err(|e| e.to_string())?;
+                conn.batch_execute(CREATE)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 conn.query_typed(insert, &params).await
             }
             other => other,

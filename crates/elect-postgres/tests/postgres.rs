@@ -93,7 +93,11 @@ async fn a_missing_table_names_the_ddl_and_migrate() {
     let url = fresh_database().await;
     let store = PostgresStore::connect_url(&url).await.unwrap();
     assert!(!store.table_exists().await.unwrap());
-    let c = claim(&election("missing"), "a", Ttl::new(Duration::from_secs(2)).unwrap());
+    let c = claim(
+        &election("missing"),
+        "a",
+        Ttl::new(Duration::from_secs(2)).unwrap(),
+    );
     match store.try_acquire(&c).await {
         Err(Error::NotSetUp { message, .. }) => {
             assert!(message.contains("does not exist"), "{message}");
@@ -128,9 +132,21 @@ async fn tables_not_of_elects_shape_are_refused_naming_what_differs() {
         )
     };
     for (name, shape, expect) in [
-        ("t_secs", base("TIMESTAMPTZ(0)", "PRIMARY KEY"), "fewer than 6 fractional digits"),
-        ("t_local", base("TIMESTAMP", "PRIMARY KEY"), "not TIMESTAMPTZ"),
-        ("t_nokey", base("TIMESTAMPTZ", ""), "no primary key or unique index"),
+        (
+            "t_secs",
+            base("TIMESTAMPTZ(0)", "PRIMARY KEY"),
+            "fewer than 6 fractional digits",
+        ),
+        (
+            "t_local",
+            base("TIMESTAMP", "PRIMARY KEY"),
+            "not TIMESTAMPTZ",
+        ),
+        (
+            "t_nokey",
+            base("TIMESTAMPTZ", ""),
+            "no primary key or unique index",
+        ),
         (
             "t_int",
             "(election TEXT PRIMARY KEY, holder TEXT NOT NULL, nonce BIGINT NOT NULL DEFAULT 0, \
@@ -147,7 +163,11 @@ async fn tables_not_of_elects_shape_are_refused_naming_what_differs() {
                 .to_owned(),
             "extra column \"owner\"",
         ),
-        ("t_novalue", "(election TEXT PRIMARY KEY, holder TEXT NOT NULL)".to_owned(), "\"value\" is missing"),
+        (
+            "t_novalue",
+            "(election TEXT PRIMARY KEY, holder TEXT NOT NULL)".to_owned(),
+            "\"value\" is missing",
+        ),
     ] {
         client
             .batch_execute(&format!("CREATE TABLE \"{name}\" {shape}"))
@@ -156,7 +176,11 @@ async fn tables_not_of_elects_shape_are_refused_naming_what_differs() {
         let store = PostgresStore::connect(PostgresConfig::new(&url).table(name))
             .await
             .unwrap();
-        let c = claim(&election("shape"), "a", Ttl::new(Duration::from_secs(2)).unwrap());
+        let c = claim(
+            &election("shape"),
+            "a",
+            Ttl::new(Duration::from_secs(2)).unwrap(),
+        );
         match store.try_acquire(&c).await {
             Err(Error::NotSetUp { message, .. }) => {
                 assert!(message.contains(expect), "{name}: {message}")
@@ -170,17 +194,24 @@ async fn tables_not_of_elects_shape_are_refused_naming_what_differs() {
     }
     // A VARCHAR(255) holder and a renamed table of elect's shape are fine.
     client
-        .batch_execute(&elect_postgres::create_table_sql("Renamed").replace(
-            "\"holder\" TEXT",
-            "\"holder\" VARCHAR(255)",
-        ))
+        .batch_execute(
+            &elect_postgres::create_table_sql("Renamed")
+                .replace("\"holder\" TEXT", "\"holder\" VARCHAR(255)"),
+        )
         .await
         .unwrap();
     let store = PostgresStore::connect(PostgresConfig::new(&url).table("Renamed"))
         .await
         .unwrap();
-    let c = claim(&election("renamed"), "a", Ttl::new(Duration::from_secs(2)).unwrap());
-    assert!(matches!(store.try_acquire(&c).await.unwrap(), Acquire::Granted(_)));
+    let c = claim(
+        &election("renamed"),
+        "a",
+        Ttl::new(Duration::from_secs(2)).unwrap(),
+    );
+    assert!(matches!(
+        store.try_acquire(&c).await.unwrap(),
+        Acquire::Granted(_)
+    ));
 }
 
 /// Foreign `UPDATE`s (lowering terms, rewriting the holder, ending the lease) never take terms
@@ -195,7 +226,9 @@ async fn foreign_writes_never_take_terms_back_and_end_leases_within_a_renewal() 
         let client = client.clone();
         async move {
             let set = match what {
-                ForeignWrite::LowerLiveTerm | ForeignWrite::LowerStoredTerm => "term = 1".to_owned(),
+                ForeignWrite::LowerLiveTerm | ForeignWrite::LowerStoredTerm => {
+                    "term = 1".to_owned()
+                }
                 ForeignWrite::RewriteHolder(who) => format!("holder = '{who}'"),
                 ForeignWrite::EndLease => {
                     "expires_at = clock_timestamp() - interval '1 second'".to_owned()
@@ -225,11 +258,26 @@ async fn rows_and_notices_written_with_psql_are_typed_errors_or_ignored() {
     let ttl = Ttl::new(Duration::from_secs(2)).unwrap();
     psql(&url, "ALTER TABLE elect_leases ALTER holder DROP NOT NULL");
     for (name, values) in [
-        ("bad-holder", "'not valid!', 0, 5, clock_timestamp() + interval '1 hour'"),
-        ("null-holder", "NULL, 0, 5, clock_timestamp() + interval '1 hour'"),
-        ("zero-term", "'a', 0, 0, clock_timestamp() + interval '1 hour'"),
-        ("long-value", "'a', 0, 5, clock_timestamp() + interval '1 hour'"),
-        ("max-term", "'a', 0, 9223372036854775807, clock_timestamp() - interval '1 hour'"),
+        (
+            "bad-holder",
+            "'not valid!', 0, 5, clock_timestamp() + interval '1 hour'",
+        ),
+        (
+            "null-holder",
+            "NULL, 0, 5, clock_timestamp() + interval '1 hour'",
+        ),
+        (
+            "zero-term",
+            "'a', 0, 0, clock_timestamp() + interval '1 hour'",
+        ),
+        (
+            "long-value",
+            "'a', 0, 5, clock_timestamp() + interval '1 hour'",
+        ),
+        (
+            "max-term",
+            "'a', 0, 9223372036854775807, clock_timestamp() - interval '1 hour'",
+        ),
     ] {
         psql(
             &url,
@@ -244,7 +292,13 @@ async fn rows_and_notices_written_with_psql_are_typed_errors_or_ignored() {
         "UPDATE elect_leases SET value = convert_to(repeat('v', 2000), 'UTF8') \
          WHERE election = 'long-value'",
     );
-    for name in ["bad-holder", "null-holder", "zero-term", "long-value", "max-term"] {
+    for name in [
+        "bad-holder",
+        "null-holder",
+        "zero-term",
+        "long-value",
+        "max-term",
+    ] {
         let e = election(name);
         match store.try_acquire(&claim(&e, "b", ttl)).await {
             Err(Error::CorruptRecord { key, message, .. }) => {
@@ -270,15 +324,24 @@ async fn rows_and_notices_written_with_psql_are_typed_errors_or_ignored() {
         other => panic!("{other:?}"),
     };
     let mut feed = store.subscribe(&e).await.unwrap().expect("a feed");
-    for junk in ["hello", "r notices extra", "g notices 0 a 5", "r not valid!"] {
+    for junk in [
+        "hello",
+        "r notices extra",
+        "g notices 0 a 5",
+        "r not valid!",
+    ] {
         psql(&url, &format!("NOTIFY elect_leases, '{junk}'"));
     }
     assert!(
-        timeout(Duration::from_millis(500), feed.changed()).await.is_err(),
+        timeout(Duration::from_millis(500), feed.changed())
+            .await
+            .is_err(),
         "a foreign notice woke the feed"
     );
     assert_eq!(store.release(&granted).await.unwrap(), Release::Released);
-    assert!(timeout(Duration::from_secs(5), feed.changed()).await.unwrap());
+    assert!(timeout(Duration::from_secs(5), feed.changed())
+        .await
+        .unwrap());
 }
 
 /// Every connection of the campaign (pooled ones and the listener) terminated by an operator,
@@ -295,10 +358,13 @@ async fn terminated_backends_mid_campaign_are_survived() {
     let mut electors = Vec::new();
     for who in ["a", "b", "c"] {
         // Each its own store: its own pool and listener, as separate processes have.
-        let store = PostgresStore::connect(PostgresConfig::new(&url).timeout(Duration::from_millis(500)))
-            .await
-            .unwrap();
-        let builder = Elector::builder(store, e.clone()).candidate(id(who)).ttl(ttl);
+        let store =
+            PostgresStore::connect(PostgresConfig::new(&url).timeout(Duration::from_millis(500)))
+                .await
+                .unwrap();
+        let builder = Elector::builder(store, e.clone())
+            .candidate(id(who))
+            .ttl(ttl);
         recorder.track(id(who), builder.events());
         electors.push(builder.start().unwrap());
     }
@@ -339,9 +405,10 @@ async fn a_blackholed_leader_steps_down_before_the_server_side_expiry() {
     let url = fresh_database().await;
     migrated(&url).await;
     let (proxy, via) = FaultProxy::in_front_of(&url).await.unwrap();
-    let store = PostgresStore::connect(PostgresConfig::new(&via).timeout(Duration::from_millis(500)))
-        .await
-        .unwrap();
+    let store =
+        PostgresStore::connect(PostgresConfig::new(&via).timeout(Duration::from_millis(500)))
+            .await
+            .unwrap();
     let direct = raw(&url).await;
     let ttl = Duration::from_secs(2);
     let e = election("blackholed");
@@ -374,7 +441,9 @@ async fn a_blackholed_leader_steps_down_before_the_server_side_expiry() {
         "the leader stepped down {stepped_down:?} after the cut, {}ms after the server's expiry",
         -left_ms
     );
-    eprintln!("stepped down {stepped_down:?} after the cut, {left_ms} ms before the server's expiry");
+    eprintln!(
+        "stepped down {stepped_down:?} after the cut, {left_ms} ms before the server's expiry"
+    );
     proxy.set(Mode::Pass);
     let _ = elector.shutdown().await;
 }
@@ -410,7 +479,9 @@ async fn a_terminated_listener_ends_its_feeds_and_a_new_one_listens() {
     again.mark_seen();
     assert_eq!(store.release(&lease).await.unwrap(), Release::Released);
     assert!(
-        timeout(Duration::from_secs(5), again.changed()).await.unwrap(),
+        timeout(Duration::from_secs(5), again.changed())
+            .await
+            .unwrap(),
         "the new listener hears the release"
     );
 }
@@ -448,9 +519,10 @@ async fn stores_on_the_applications_own_pool_and_client_pass_the_feed_and_value_
         ) as Arc<dyn LeaseStore>
     };
     checks_for_another_path(from_client, Settings::real_server()).await;
-    let quiet = PostgresStore::from_client(client.clone(), PostgresConfig::new("").listen(Listen::Off))
-        .await
-        .unwrap();
+    let quiet =
+        PostgresStore::from_client(client.clone(), PostgresConfig::new("").listen(Listen::Off))
+            .await
+            .unwrap();
     assert!(quiet.subscribe(&election("quiet")).await.unwrap().is_none());
     // A stale lease changes nothing on the application's client either.
     let ttl = Ttl::new(Duration::from_secs(2)).unwrap();

@@ -27,7 +27,9 @@ fn main() -> ExitCode {
         match Kind::ALL.into_iter().find(|k| k.name() == arg) {
             Some(kind) => kinds.push(kind),
             None => {
-                eprintln!("elect-servers: unknown server kind {arg:?} (redis, mysql, mongo, postgres)");
+                eprintln!(
+                    "elect-servers: unknown server kind {arg:?} (redis, mysql, mongo, postgres)"
+                );
                 return ExitCode::from(2);
             }
         }
