@@ -80,7 +80,7 @@ impl LeaseRow {
 }
 
 /// The advisory lock key `migrate` holds while it creates the table (`"elect"` in ASCII).
-const MIGRATE_LOCK: i64 = 0x656c_6563_74;
+const MIGRATE_LOCK: i64 = 0x0065_6c65_6374;
 
 /// A nonce's 64 bits in a signed `BIGINT`.
 fn nonce(n: u64) -> i64 {
