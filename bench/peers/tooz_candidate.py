@@ -15,6 +15,8 @@ Two ways of campaigning, each as tooz documents it:
 - ``--backend mysql``: tooz's MySQL lock, i.e. ``GET_LOCK`` — a *connection-bound lock*: it is
   held as long as the connection lives, whatever the holder's process is doing. Polled with
   ``acquire(blocking=False)`` every ``--poll`` seconds; resign = ``release()``.
+- ``--backend postgresql``: tooz's PostgreSQL lock, i.e. ``pg_try_advisory_lock`` (psycopg2),
+  connection-bound the same way, campaigned the same way.
 
 Neither has a fencing token: ``elected`` reports term 0. Work (``--work-ms``) is done while
 the app believes it leads, which is all tooz offers.
@@ -41,8 +43,8 @@ def out(what, at=None):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--backend", choices=["redis", "mysql"], required=True)
-    p.add_argument("--url", required=True, help="redis://HOST:PORT or mysql://USER@HOST:PORT/DB")
+    p.add_argument("--backend", choices=["redis", "mysql", "postgresql"], required=True)
+    p.add_argument("--url", required=True, help="redis://HOST:PORT, mysql://USER@HOST:PORT/DB or postgresql://USER@HOST:PORT/DB")
     p.add_argument("--election", default="bench")
     p.add_argument("--id", default=None)
     p.add_argument("--ttl", type=int, default=2000, help="milliseconds; tooz takes whole seconds")

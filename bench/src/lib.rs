@@ -63,7 +63,8 @@ impl Default for MonoClock {
 }
 
 /// The server's own count of requests it has served so far: the sum of `calls` over Redis
-/// `INFO commandstats`, MariaDB's global `Questions`, or the sum of MongoDB's `serverStatus`
+/// `INFO commandstats`, MariaDB's global `Questions`, PostgreSQL's statements
+/// (`pg_stat_statements`), or the sum of MongoDB's `serverStatus`
 /// opcounters (the MongoDB-wire server used here offers the same fields). Each reading costs
 /// a few requests itself; callers measure that with two back-to-back readings.
 pub async fn counters(url: &str) -> Result<u64, String> {
@@ -100,6 +101,29 @@ pub async fn counters(url: &str) -> Result<u64, String> {
                 .await
                 .map_err(|e| e.to_string())?;
             row.map(|(_, n)| n).ok_or("no Questions status".into())
+        }
+        elect::Coordinator::Postgres(store) => {
+            // Statements executed, by pg_stat_statements (loaded by the servers the tests and
+            // the bench start; counted at once, every statement, utility ones such as BEGIN
+            // and SAVEPOINT included: what MariaDB's `Questions` counts). A server without it
+            // falls back to transactions committed or rolled back (`pg_stat_database`), which
+            // reach the counters up to a second late, and which some clients' statements
+            // were seen not to reach at all (the distributed-lock peer's polls).
+            let pool = store.pool().ok_or("no pool")?;
+            let client = pool.get().await.map_err(|e| e.to_string())?;
+            let statements = client
+                .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                .await;
+            let query = match statements {
+                Ok(()) => "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements",
+                Err(_) => "SELECT sum(xact_commit + xact_rollback)::bigint FROM pg_stat_database",
+            };
+            let row = client
+                .query_one(query, &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            let n: i64 = row.get(0);
+            Ok(n as u64)
         }
         elect::Coordinator::Mongo(store) => {
             let status = store

@@ -244,6 +244,10 @@ impl LocalServer {
                     "full_page_writes=off",
                     "-c",
                     "max_connections=500",
+                    // Statement counts for the bench (`CREATE EXTENSION pg_stat_statements`
+                    // makes them readable).
+                    "-c",
+                    "shared_preload_libraries=pg_stat_statements",
                 ]);
                 // Its own process group, so a kill takes the backends with the postmaster.
                 use std::os::unix::process::CommandExt;
@@ -302,8 +306,9 @@ fn answers(kind: Kind, addr: SocketAddr) -> bool {
 }
 
 /// Sends a startup message (user `postgres`, protocol 3.0) and checks that the server asks
-/// for authentication or grants it ('R'), not an error ('E': still starting up, shutting
-/// down).
+/// for authentication or grants it ('R'), or refuses this plaintext connection by its
+/// `pg_hba.conf` (SQLSTATE 28000: a server that takes TLS only is up too) — not another error
+/// ('E' with 57P03: still starting up, shutting down).
 fn postgres_accepts_startup(stream: &mut TcpStream) -> bool {
     let mut body = Vec::new();
     body.extend_from_slice(&196608i32.to_be_bytes()); // 3.0
@@ -316,8 +321,15 @@ fn postgres_accepts_startup(stream: &mut TcpStream) -> bool {
     body.push(0);
     let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
     msg.extend_from_slice(&body);
-    let mut first = [0u8; 1];
-    stream.write_all(&msg).is_ok() && stream.read_exact(&mut first).is_ok() && first[0] == b'R'
+    let mut reply = [0u8; 512];
+    if stream.write_all(&msg).is_err() {
+        return false;
+    }
+    match stream.read(&mut reply) {
+        Ok(n) if n > 0 && reply[0] == b'R' => true,
+        Ok(n) if n > 0 && reply[0] == b'E' => reply[..n].windows(6).any(|w| w == b"C28000"),
+        _ => false,
+    }
 }
 
 /// The `postgres` user's uid and gid from `/etc/passwd` (Debian's `postgresql` package
@@ -353,6 +365,19 @@ pub(crate) fn postgres_accepts(port: u16) -> bool {
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
         postgres_accepts_startup(&mut stream)
     })
+}
+
+/// Gives `path` to the `postgres` user (when this process is root) with mode `mode`: the
+/// server reads its TLS key and certificates as that user, and refuses a key others can read.
+pub fn give_to_postgres_user(path: &Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    if running_as_root() {
+        let (uid, gid) = postgres_user()?;
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .map_err(|e| format!("chown {}: {e}", path.display()))?;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))
 }
 
 /// Runs `command` as the `postgres` user when this process is root, giving it `dir`.

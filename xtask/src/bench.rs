@@ -1,5 +1,5 @@
-//! `cargo xtask bench`: installs the peers under `target/` (tooz into a venv from PyPI, the
-//! rslock candidate crate from crates.io), builds the candidates, starts the servers the way
+//! `cargo xtask bench`: installs the peers under `target/` (tooz and psycopg2 into a venv from
+//! PyPI, the rslock and distributed-lock candidate crates from crates.io), builds the candidates, starts the servers the way
 //! the tests do, and runs elect-bench's `bench` binary (the scenarios, the JSON and the
 //! table: `bench/src/bin/bench/`).
 
@@ -8,8 +8,16 @@ use std::process::Command;
 
 use crate::{cargo, provision, root, step};
 
-/// tooz into `target/peer-venv`, the rslock candidate into `target/peers`.
-fn install_peers(release: bool) -> Result<(PathBuf, PathBuf), String> {
+/// The peers: tooz's python and the rslock and distributed-lock candidates.
+struct Peers {
+    python: PathBuf,
+    rslock: PathBuf,
+    dlock: PathBuf,
+}
+
+/// tooz into `target/peer-venv`, the rslock and distributed-lock candidates into
+/// `target/peers`.
+fn install_peers(release: bool) -> Result<Peers, String> {
     let venv = provision::target_dir().join("peer-venv");
     let python = venv.join("bin/python");
     if !python.is_file() {
@@ -18,35 +26,50 @@ fn install_peers(release: bool) -> Result<(PathBuf, PathBuf), String> {
         step("python3 -m venv target/peer-venv", create)?;
     }
     let probe = Command::new(&python)
-        .args(["-c", "import tooz, redis, pymysql"])
+        .args(["-c", "import tooz, redis, pymysql, psycopg2"])
         .output();
     if !probe.map(|o| o.status.success()).unwrap_or(false) {
         let mut pip = Command::new(venv.join("bin/pip"));
         pip.args(["install", "-q", "--disable-pip-version-check"])
-            .args(["tooz", "redis", "PyMySQL"]);
-        step("pip install tooz redis PyMySQL", pip)?;
+            .args(["tooz", "redis", "PyMySQL", "psycopg2-binary"]);
+        step("pip install tooz redis PyMySQL psycopg2-binary", pip)?;
     }
-    let mut build = cargo();
-    build.args(["build", "--manifest-path", "bench/peers/rslock/Cargo.toml"]);
-    build
-        .arg("--target-dir")
-        .arg(provision::target_dir().join("peers"));
-    if release {
-        build.arg("--release");
-    }
-    step("build the rslock candidate", build)?;
     let profile = if release { "release" } else { "debug" };
-    let binary = provision::target_dir()
-        .join("peers")
-        .join(profile)
-        .join("rslock-candidate");
-    Ok((python, binary))
+    let mut built = Vec::new();
+    for (name, binary) in [("rslock", "rslock-candidate"), ("dlock", "dlock-candidate")] {
+        let mut build = cargo();
+        build.args([
+            "build",
+            "--manifest-path",
+            &format!("bench/peers/{name}/Cargo.toml"),
+        ]);
+        build
+            .arg("--target-dir")
+            .arg(provision::target_dir().join("peers"));
+        if release {
+            build.arg("--release");
+        }
+        step(&format!("build the {name} candidate"), build)?;
+        built.push(
+            provision::target_dir()
+                .join("peers")
+                .join(profile)
+                .join(binary),
+        );
+    }
+    let dlock = built.pop().expect("two candidates");
+    let rslock = built.pop().expect("two candidates");
+    Ok(Peers {
+        python,
+        rslock,
+        dlock,
+    })
 }
 
 pub(crate) fn bench(args: &[String]) -> Result<(), String> {
     // Full runs measure release builds; --quick (CI) reuses the debug build the tests made.
     let release = !args.iter().any(|a| a == "--quick");
-    let (python, rslock) = install_peers(release)?;
+    let peers = install_peers(release)?;
     let mut build = cargo();
     build.args(["build", "-p", "elect-bench", "--bins"]);
     if release {
@@ -59,9 +82,11 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
     run.arg("--root")
         .arg(root())
         .arg("--python")
-        .arg(python)
+        .arg(peers.python)
         .arg("--rslock")
-        .arg(rslock)
+        .arg(peers.rslock)
+        .arg("--dlock")
+        .arg(peers.dlock)
         .args(args)
         .envs(servers.env());
     let result = step("bench", run);

@@ -441,7 +441,7 @@ fn bad_flags_urls_and_unreachable_stores_are_one_line_and_a_code() {
             &[
                 "run",
                 "--store",
-                "postgres://h/db",
+                "etcd://h:2379",
                 "--election",
                 "e",
                 "--",

@@ -350,12 +350,11 @@ impl PostgresStore {
         ttl: Duration,
     ) -> Result<bool> {
         let sql = &self.inner.client.sql;
-        let (e, n, t, ttl) = (
-            election.as_str(),
-            nonce(n),
-            i64::try_from(term.get()).unwrap_or(i64::MAX),
-            micros(ttl),
-        );
+        // A term above BIGINT's range was never granted by this table: nothing to extend.
+        let Ok(t) = i64::try_from(term.get()) else {
+            return Ok(false);
+        };
+        let (e, n, ttl) = (election.as_str(), nonce(n), micros(ttl));
         let params: [Param; 5] = [
             (&e, Type::TEXT),
             (&ttl, Type::INT8),
@@ -437,11 +436,14 @@ impl LeaseStore for PostgresStore {
     async fn release(&self, lease: &Lease) -> Result<Release> {
         self.check_schema().await?;
         let sql = &self.inner.client.sql;
-        let (e, h, n, t) = (
+        // A term above BIGINT's range was never granted by this table: nothing to release.
+        let Ok(t) = i64::try_from(lease.term.get()) else {
+            return Ok(Release::NotHeld);
+        };
+        let (e, h, n) = (
             lease.election.as_str(),
             lease.holder.as_str(),
             nonce(lease.nonce.get()),
-            i64::try_from(lease.term.get()).unwrap_or(i64::MAX),
         );
         let channel = sql.channel.as_str();
         let params: [Param; 5] = [

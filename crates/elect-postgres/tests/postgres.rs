@@ -5,7 +5,7 @@
 //! store does (restarts, junk rows, unreachable servers, data loss) is in `conformance.rs`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use elect_core::conformance::{Recorder, Settings};
 use elect_postgres::tokio_postgres::NoTls;
@@ -15,7 +15,7 @@ use elect_postgres::{
 };
 use elect_tests::proxy::{FaultProxy, Mode};
 use elect_tests::{claim, election, id};
-use tokio::time::{sleep, timeout};
+use tokio::time::{sleep, timeout, Instant};
 
 async fn fresh_database() -> String {
     elect_tests::postgres()
@@ -421,28 +421,40 @@ async fn a_blackholed_leader_steps_down_before_the_server_side_expiry() {
     sleep(ttl / 2).await;
     proxy.set(Mode::Blackhole);
     let cut = Instant::now();
-    timeout(ttl * 2, guard.lost())
-        .await
-        .expect("the leader steps down");
-    let stepped_down = cut.elapsed();
+    // No renewal reaches the server from now on: its expiry is fixed. Read it as time left
+    // by the server's clock; the expiry comes no earlier than the query's start plus that.
+    sleep(Duration::from_millis(100)).await;
+    let asked = Instant::now();
     let rows = direct
         .query(
-            "SELECT (extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint, holder \
+            "SELECT (extract(epoch FROM expires_at - clock_timestamp()) * 1000000)::bigint, holder \
              FROM elect_leases WHERE election = $1",
             &[&e.as_str()],
         )
         .await
         .unwrap();
-    let left_ms: i64 = rows[0].get(0);
+    let left_us: i64 = rows[0].get(0);
     let holder: String = rows[0].get(1);
     assert_eq!(holder, "a");
+    let server_expiry = asked + Duration::from_micros(left_us.max(0) as u64);
+    timeout(ttl * 2, guard.lost())
+        .await
+        .expect("the leader steps down");
+    let lost_at = Instant::now();
+    // The guard's deadline is when it stopped believing (the step-down is reported at once
+    // or a little after it).
+    let deadline = guard.deadline();
     assert!(
-        left_ms > 0,
-        "the leader stepped down {stepped_down:?} after the cut, {}ms after the server's expiry",
-        -left_ms
+        deadline < server_expiry,
+        "the leader believed until {:?} after the cut, the server's lease ended {:?} after it",
+        deadline - cut,
+        server_expiry - cut
     );
+    assert!(lost_at >= deadline || lost_at < server_expiry, "lost reported after both");
     eprintln!(
-        "stepped down {stepped_down:?} after the cut, {left_ms} ms before the server's expiry"
+        "believed until {:?} after the cut, {:?} before the server's expiry",
+        deadline - cut,
+        server_expiry - deadline
     );
     proxy.set(Mode::Pass);
     let _ = elector.shutdown().await;
@@ -555,4 +567,40 @@ async fn bad_credentials_and_missing_databases_are_not_set_up_and_never_show_the
     assert!(!error.to_string().contains("s3cretpw"), "{error}");
     let config = PostgresConfig::new(format!("postgres://u:s3cretpw@127.0.0.1:{port}/db"));
     assert!(!format!("{config:?}").contains("s3cretpw"));
+}
+
+/// A lease whose term is above BIGINT's range was never granted by the table: renewing or
+/// releasing it changes nothing, even against a row at BIGINT's limit with the same holder and
+/// nonce (a saturating conversion would have matched that row).
+#[tokio::test]
+async fn a_lease_with_a_term_beyond_bigint_matches_no_row() {
+    let url = fresh_database().await;
+    let store = migrated(&url).await;
+    let nonce = elect_postgres::Nonce::new(42).unwrap();
+    psql(
+        &url,
+        "INSERT INTO elect_leases (election, holder, nonce, term, expires_at) \
+         VALUES ('edge', 'a', 42, 9223372036854775807, clock_timestamp() + interval '1 hour')",
+    );
+    let mut c = claim(
+        &election("edge"),
+        "a",
+        Ttl::new(Duration::from_secs(2)).unwrap(),
+    );
+    c.nonce = nonce;
+    let forged = c.granted(Term(u64::MAX));
+    assert_eq!(store.renew(&forged).await.unwrap(), Renewal::Lost);
+    assert_eq!(store.release(&forged).await.unwrap(), Release::NotHeld);
+    let left = psql(
+        &url,
+        "SELECT expires_at > clock_timestamp() + interval '50 minutes' FROM elect_leases \
+         WHERE election = 'edge'",
+    );
+    assert_eq!(left.trim(), "t", "the row was not touched");
+    // The real lease (its term as stored) is this claim's: renewing it works.
+    let real = c.granted(Term(i64::MAX as u64));
+    assert!(matches!(
+        store.renew(&real).await.unwrap(),
+        Renewal::Renewed(_)
+    ));
 }

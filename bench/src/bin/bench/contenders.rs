@@ -26,6 +26,8 @@ pub(crate) enum Lib {
     Elect,
     Tooz,
     Rslock,
+    /// The `distributed-lock` crate's PostgreSQL lock.
+    Dlock,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -33,6 +35,7 @@ pub(crate) enum Coord {
     Redis,
     Mysql,
     Mongo,
+    Postgres,
     Raft(usize),
     /// A master with two replicas behind three Sentinels, of the bench's own.
     Sentinel,
@@ -78,6 +81,7 @@ impl Contender {
             Lib::Elect => "elect",
             Lib::Tooz => "tooz",
             Lib::Rslock => "rslock",
+            Lib::Dlock => "distributed-lock",
         }
     }
 
@@ -86,6 +90,7 @@ impl Contender {
             Coord::Redis => "redis".into(),
             Coord::Mysql => "mysql".into(),
             Coord::Mongo => "mongo".into(),
+            Coord::Postgres => "postgres".into(),
             Coord::Raft(n) => format!("raft-{n}"),
             Coord::Sentinel => "redis-sentinel".into(),
             Coord::Cluster => "redis-cluster".into(),
@@ -114,6 +119,9 @@ impl Contender {
             (Lib::Elect, Coord::Cluster) => format!(
                 "TTL {TTL_MS} ms, a Cluster of three masters with a replica each (node timeout 2 s), WAIT for the replica (100 ms), restart quarantine on (also after a failover); master crash: the dead master is started again, empty, once its replica has taken the slots over"
             ),
+            (Lib::Elect, Coord::Postgres) => format!(
+                "TTL {TTL_MS} ms, defaults (renew every TTL/3, release and grant notices by LISTEN/NOTIFY on a connection of the store's own)"
+            ),
             (Lib::Elect, Coord::Mongo) => format!(
                 "TTL {TTL_MS} ms, defaults (renew every TTL/3, release and grant notices over a change stream, which the wire server offers)"
             ),
@@ -121,8 +129,14 @@ impl Contender {
                 "leader election (join_group + watch_elected_as_leader), lock_timeout = membership_timeout = {} s, run_watchers every {PEER_POLL_MS} ms, heart thread on (re-arms every lock_timeout/2); no loss notice exists, so `lost` is only reported on resign (= coordinator stop)",
                 TTL_MS / 1000
             ),
+            (Lib::Tooz, Coord::Postgres) => format!(
+                "connection-bound lock: tooz postgresql:// lock (pg_try_advisory_lock, psycopg2), acquire(blocking=False) every {PEER_POLL_MS} ms, resign = release(); held as long as the connection lives"
+            ),
             (Lib::Tooz, _) => format!(
                 "connection-bound lock: tooz mysql:// lock (GET_LOCK), acquire(blocking=False) every {PEER_POLL_MS} ms, resign = release(); held as long as the connection lives"
+            ),
+            (Lib::Dlock, _) => format!(
+                "connection-bound lock: distributed-lock-postgres (session pg_try_advisory_lock on a pooled connection the handle keeps), try_acquire every {PEER_POLL_MS} ms, resign = release + sit out one TTL; its lost token never fires (0.2.0 does not monitor the connection)"
             ),
             (Lib::Rslock, _) => format!(
                 "Redlock on one Redis used as a lease: lock(ttl {TTL_MS} ms, retry count 1) every {PEER_POLL_MS} ms, extend every TTL/3, work only within validity_time, resign = unlock + sit out one TTL"
@@ -132,7 +146,9 @@ impl Contender {
 
     /// Whether the lease's remaining time can be read from the coordinator.
     pub(crate) fn lease_readable(&self) -> bool {
-        let connection_bound = self.lib == Lib::Tooz && self.coord == Coord::Mysql;
+        let connection_bound = (self.lib == Lib::Tooz
+            && matches!(self.coord, Coord::Mysql | Coord::Postgres))
+            || self.lib == Lib::Dlock;
         !(self.is_raft() || connection_bound)
     }
 
@@ -173,6 +189,18 @@ pub(crate) const CONTENDERS: &[Contender] = &[
     },
     Contender {
         lib: Lib::Elect,
+        coord: Coord::Postgres,
+    },
+    Contender {
+        lib: Lib::Tooz,
+        coord: Coord::Postgres,
+    },
+    Contender {
+        lib: Lib::Dlock,
+        coord: Coord::Postgres,
+    },
+    Contender {
+        lib: Lib::Elect,
         coord: Coord::Raft(3),
     },
     Contender {
@@ -203,6 +231,7 @@ pub(crate) fn election(c: &Contender, tag: &str) -> String {
 pub(crate) struct Ctx {
     pub(crate) candidate: PathBuf,
     pub(crate) rslock: PathBuf,
+    pub(crate) dlock: PathBuf,
     pub(crate) python: PathBuf,
     pub(crate) tooz: PathBuf,
 }
@@ -213,6 +242,7 @@ impl Ctx {
             Coord::Redis => "ELECT_REDIS_URL",
             Coord::Mysql => "ELECT_MYSQL_URL",
             Coord::Mongo => "ELECT_MONGO_URL",
+            Coord::Postgres => "ELECT_POSTGRES_URL",
             Coord::Raft(_) => return String::new(),
             Coord::Sentinel | Coord::Cluster => {
                 return topology(coord).map(|t| t.url.clone()).unwrap_or_default()
@@ -262,20 +292,27 @@ impl Ctx {
             }
             (Lib::Tooz, coord) => {
                 let mut cmd = Command::new(&self.python);
-                let backend = if coord == Coord::Mysql {
-                    "mysql"
-                } else {
-                    "redis"
+                let backend = match coord {
+                    Coord::Mysql => "mysql",
+                    Coord::Postgres => "postgresql",
+                    _ => "redis",
                 };
+                // tooz names PostgreSQL `postgresql://`.
+                let url = self.url(coord).replacen("postgres://", "postgresql://", 1);
                 cmd.arg(&self.tooz)
-                    .args(["--backend", backend, "--url", &self.url(coord)])
+                    .args(["--backend", backend, "--url", &url])
                     .args(["--election", election, "--id", &id, "--ttl", &ttl])
                     .args(["--poll", &format!("{}", PEER_POLL_MS as f64 / 1000.0)])
                     .args(["--work-ms", &work]);
                 cmd
             }
-            (Lib::Rslock, coord) => {
-                let mut cmd = Command::new(&self.rslock);
+            (lib @ (Lib::Rslock | Lib::Dlock), coord) => {
+                let binary = if lib == Lib::Rslock {
+                    &self.rslock
+                } else {
+                    &self.dlock
+                };
+                let mut cmd = Command::new(binary);
                 cmd.args(["--store", &self.url(coord), "--election", election])
                     .args(["--ttl", &ttl, "--poll-ms", &PEER_POLL_MS.to_string()])
                     .args(["--work-ms", &work]);

@@ -31,17 +31,21 @@ pub(crate) fn machine(ctx: &Ctx, profile: &str) -> Vec<(String, String)> {
             .find_map(|l| l.strip_prefix("Version: ").map(str::to_owned))
             .unwrap_or_default()
     };
-    let rslock = std::fs::read_to_string(root().join("bench/peers/rslock/Cargo.lock"))
-        .unwrap_or_default()
-        .split("[[package]]")
-        .find(|p| p.contains("name = \"rslock\""))
-        .and_then(|p| {
-            p.lines().find_map(|l| {
-                l.strip_prefix("version = ")
-                    .map(|v| v.trim_matches('"').to_owned())
+    let locked = |lock_file: &str, name: &str| {
+        std::fs::read_to_string(root().join(lock_file))
+            .unwrap_or_default()
+            .split("[[package]]")
+            .find(|p| p.contains(&format!("name = \"{name}\"")))
+            .and_then(|p| {
+                p.lines().find_map(|l| {
+                    l.strip_prefix("version = ")
+                        .map(|v| v.trim_matches('"').to_owned())
+                })
             })
-        })
-        .unwrap_or_default();
+            .unwrap_or_default()
+    };
+    let rslock = locked("bench/peers/rslock/Cargo.lock", "rslock");
+    let dlock = locked("bench/peers/dlock/Cargo.lock", "distributed-lock-postgres");
     vec![
         ("cpu".into(), model),
         (
@@ -74,6 +78,13 @@ pub(crate) fn machine(ctx: &Ctx, profile: &str) -> Vec<(String, String)> {
             pip_version(ctx.python.with_file_name("pip"), "tooz"),
         ),
         ("rslock".into(), rslock),
+        ("postgresql".into(), {
+            let postgres = elect_tests::local::find_postgres_binary("postgres")
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "postgres".into());
+            text_of(&postgres, &["--version"])
+        }),
+        ("distributed-lock-postgres".into(), dlock),
     ]
 }
 

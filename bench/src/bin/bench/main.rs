@@ -1,10 +1,10 @@
 //! The benchmark runner behind `cargo xtask bench` (which installs the peers, starts the
-//! servers and passes their URLs as `ELECT_*_URL`): elect and its peers (tooz, rslock) on the
+//! servers and passes their URLs as `ELECT_*_URL`): elect and its peers (tooz, rslock, distributed-lock) on the
 //! same servers, timed from the candidates' own CLOCK_MONOTONIC event lines (protocol: the
 //! crate docs).
 //!
 //! ```text
-//! bench --root DIR --python PATH --rslock PATH [--quick] [--rounds N] [--seed S] [--only NAME]
+//! bench --root DIR --python PATH --rslock PATH --dlock PATH [--quick] [--rounds N] [--seed S] [--only NAME]
 //! ```
 //!
 //! Scenarios (TTL 2 s): crash failover with the lease's remaining time read just before the
@@ -174,6 +174,7 @@ fn bench(args: &[String]) -> Result<(), String> {
             .map_err(|e| e.to_string())?
             .with_file_name("candidate"),
         rslock: path("--rslock")?,
+        dlock: path("--dlock")?,
         python: path("--python")?,
         tooz: root().join("bench/peers/tooz_candidate.py"),
     };

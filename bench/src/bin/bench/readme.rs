@@ -10,7 +10,7 @@ use crate::outcome::Outcome;
 /// The markdown table: each figure for elect and each peer on the same coordinator.
 pub(crate) fn table(results: &[(Contender, Outcome)], scale: &Json) -> String {
     let mut t = String::from(
-        "| coordinator | figure (ms: p50 (p99)) | elect | tooz | elect/tooz | rslock | elect/rslock |\n|---|---|---|---|---|---|---|\n",
+        "| coordinator | figure (ms: p50 (p99)) | elect | tooz | elect/tooz | rslock (redis), distributed-lock (postgres) | elect/that peer |\n|---|---|---|---|---|---|---|\n",
     );
     let find = |lib: Lib, coord: Coord| {
         results
@@ -23,6 +23,7 @@ pub(crate) fn table(results: &[(Contender, Outcome)], scale: &Json) -> String {
         Coord::Redis,
         Coord::Mysql,
         Coord::Mongo,
+        Coord::Postgres,
         Coord::Raft(3),
         Coord::Raft(5),
         Coord::Sentinel,
@@ -31,9 +32,13 @@ pub(crate) fn table(results: &[(Contender, Outcome)], scale: &Json) -> String {
         let Some(e) = find(Lib::Elect, coord) else {
             continue;
         };
-        let peers = [find(Lib::Tooz, coord), find(Lib::Rslock, coord)];
+        let peers = [
+            find(Lib::Tooz, coord),
+            find(Lib::Rslock, coord).or_else(|| find(Lib::Dlock, coord)),
+        ];
         let label = match coord {
             Coord::Mysql => "mysql (tooz: connection-bound lock)".to_owned(),
+            Coord::Postgres => "postgres (peers: connection-bound locks)".to_owned(),
             other => Contender {
                 lib: Lib::Elect,
                 coord: other,
