@@ -440,9 +440,8 @@ async fn a_blackholed_leader_steps_down_before_the_server_side_expiry() {
     timeout(ttl * 2, guard.lost())
         .await
         .expect("the leader steps down");
-    let lost_at = Instant::now();
-    // The guard's deadline is when it stopped believing (the step-down is reported at once
-    // or a little after it).
+    // The guard's deadline is when it stopped believing (`is_leading()` answers false from
+    // then on, whenever the step-down is reported).
     let deadline = guard.deadline();
     assert!(
         deadline < server_expiry,
@@ -450,7 +449,6 @@ async fn a_blackholed_leader_steps_down_before_the_server_side_expiry() {
         deadline - cut,
         server_expiry - cut
     );
-    assert!(lost_at >= deadline || lost_at < server_expiry, "lost reported after both");
     eprintln!(
         "believed until {:?} after the cut, {:?} before the server's expiry",
         deadline - cut,
