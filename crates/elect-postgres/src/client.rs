@@ -145,6 +145,29 @@ impl Client {
         statement: &str,
         params: &[Param<'_>],
     ) -> Result<std::result::Result<Vec<Row>, tokio_postgres::Error>> {
+        self.run(operation, async |client| {
+            client.query_typed(statement, params).await
+        })
+        .await
+    }
+
+    /// Runs statements without parameters in one simple-protocol round trip (DDL).
+    pub(crate) async fn batch(&self, operation: &'static str, statements: &str) -> Result<()> {
+        self.run(operation, async |client| {
+            client.batch_execute(statements).await
+        })
+        .await?
+        .map_err(|e| map_err(operation, &self.config.table, e))
+    }
+
+    /// Runs `f` on a connection (pooled, or the application's client) under the configured
+    /// timeout; the outer error is the pool's or the timeout's. A pooled connection whose
+    /// request timed out is taken out of the pool and closed.
+    async fn run<T>(
+        &self,
+        operation: &'static str,
+        f: impl AsyncFnOnce(&tokio_postgres::Client) -> std::result::Result<T, tokio_postgres::Error>,
+    ) -> Result<std::result::Result<T, tokio_postgres::Error>> {
         let deadline = Instant::now() + self.config.timeout;
         let timed_out = || Error::timeout(STORE, operation, self.config.timeout);
         match &self.conn {
@@ -154,7 +177,7 @@ impl Client {
                     Ok(Err(e)) => return Err(pool_error(operation, &self.config.table, e)),
                     Ok(Ok(object)) => object,
                 };
-                match timeout_at(deadline, object.query_typed(statement, params)).await {
+                match timeout_at(deadline, f(&**object)).await {
                     Ok(result) => Ok(result),
                     Err(_) => {
                         drop(deadpool_postgres::Object::take(object));
@@ -162,33 +185,9 @@ impl Client {
                     }
                 }
             }
-            Conn::Client(client) => timeout_at(deadline, client.query_typed(statement, params))
+            Conn::Client(client) => timeout_at(deadline, f(client))
                 .await
                 .map_err(|_| timed_out()),
-        }
-    }
-
-    /// Runs statements without parameters in one simple-protocol round trip (DDL).
-    pub(crate) async fn batch(&self, operation: &'static str, statements: &str) -> Result<()> {
-        let deadline = Instant::now() + self.config.timeout;
-        let timed_out = || Error::timeout(STORE, operation, self.config.timeout);
-        let mapped = |e| map_err(operation, &self.config.table, e);
-        match &self.conn {
-            Conn::Pool(pool) => {
-                let object = match timeout_at(deadline, pool.get()).await {
-                    Err(_) => return Err(timed_out()),
-                    Ok(Err(e)) => return Err(pool_error(operation, &self.config.table, e)),
-                    Ok(Ok(object)) => object,
-                };
-                timeout_at(deadline, object.batch_execute(statements))
-                    .await
-                    .map_err(|_| timed_out())?
-                    .map_err(mapped)
-            }
-            Conn::Client(client) => timeout_at(deadline, client.batch_execute(statements))
-                .await
-                .map_err(|_| timed_out())?
-                .map_err(mapped),
         }
     }
 }

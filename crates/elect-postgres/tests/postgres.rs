@@ -58,34 +58,7 @@ fn psql(url: &str, sql: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_candidates_elect_exactly_one_leader() {
     let store = migrated(&fresh_database().await).await;
-    let e = election("fifty");
-    let recorder = Recorder::new();
-    let electors: Vec<Elector> = (0..50)
-        .map(|n| {
-            let builder = Elector::builder(store.clone(), e.clone())
-                .candidate(id(&format!("c{n}")))
-                .ttl(Duration::from_secs(3));
-            recorder.track(id(&format!("c{n}")), builder.events());
-            builder.start().unwrap()
-        })
-        .collect();
-    let first = recorder
-        .elected_since(0, None, Duration::from_secs(10))
-        .await
-        .expect("someone leads");
-    for _ in 0..40 {
-        sleep(Duration::from_millis(100)).await;
-        let leaders = electors.iter().filter(|e| e.is_leader()).count();
-        assert!(leaders <= 1, "{leaders} leaders at once");
-    }
-    let leaders: Vec<_> = electors.iter().filter(|e| e.is_leader()).collect();
-    assert_eq!(leaders.len(), 1);
-    assert_eq!(leaders[0].candidate(), &first.candidate);
-    assert_eq!(recorder.intervals().len(), 1, "leadership never moved");
-    for elector in electors {
-        elector.shutdown().await.unwrap();
-    }
-    recorder.check();
+    elect_core::conformance::many_candidates_elect_exactly_one(Arc::new(store), 50).await;
 }
 
 #[tokio::test]
