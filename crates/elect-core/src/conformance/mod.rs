@@ -146,46 +146,6 @@ where
     observers_learn_of_a_new_leader_from_the_feed(make().await, settings).await;
 }
 
-/// `n` candidates (say fifty) start on one election of `store` at once: exactly one leads, at
-/// no instant two, and leadership does not move for four seconds of renewals (TTL 3 s). A
-/// stress variant of `one_leader_among_five` for stores whose first grant is a race between
-/// inserts (a row, a document).
-pub async fn many_candidates_elect_exactly_one(
-    store: std::sync::Arc<dyn crate::LeaseStore>,
-    n: usize,
-) {
-    use crate::elector::Elector;
-    let election = fresh_election("many_candidates_elect_exactly_one");
-    let recorder = Recorder::new();
-    let electors: Vec<Elector> = (0..n)
-        .map(|k| {
-            let who = id(&format!("c{k}"));
-            let builder = Elector::builder_dyn(store.clone(), election.clone())
-                .candidate(who.clone())
-                .ttl(Duration::from_secs(3));
-            recorder.track(who, builder.events());
-            builder.start().expect("a valid elector configuration")
-        })
-        .collect();
-    let first = recorder
-        .elected_since(0, None, Duration::from_secs(10))
-        .await
-        .expect("someone leads");
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let leaders = electors.iter().filter(|e| e.is_leader()).count();
-        assert!(leaders <= 1, "{leaders} leaders at once");
-    }
-    let leaders: Vec<_> = electors.iter().filter(|e| e.is_leader()).collect();
-    assert_eq!(leaders.len(), 1, "one leader after four seconds");
-    assert_eq!(leaders[0].candidate(), &first.candidate);
-    assert_eq!(recorder.intervals().len(), 1, "leadership never moved");
-    for elector in electors {
-        elector.shutdown().await.expect("shutdown");
-    }
-    recorder.check();
-}
-
 /// A fresh election name for one check: `conformance.<check>.<random>`.
 pub fn fresh_election(check: &str) -> ElectionName {
     let suffix = crate::rand::Rng::from_entropy().next_u64();
