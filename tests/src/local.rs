@@ -371,23 +371,25 @@ pub(crate) fn postgres_accepts(port: u16) -> bool {
 /// server reads its TLS key and certificates as that user, and refuses a key others can read.
 pub fn give_to_postgres_user(path: &Path, mode: u32) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    if running_as_root() {
-        let (uid, gid) = postgres_user()?;
-        std::os::unix::fs::chown(path, Some(uid), Some(gid))
-            .map_err(|e| format!("chown {}: {e}", path.display()))?;
-    }
+    chown_to_postgres_user(path)?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .map_err(|e| format!("chmod {}: {e}", path.display()))
 }
 
 /// Runs `command` as the `postgres` user when this process is root, giving it `dir`.
 pub(crate) fn run_as_postgres_user(command: &mut Command, dir: &Path) -> Result<(), String> {
+    chown_to_postgres_user(dir)?;
+    as_postgres_user(command)
+}
+
+/// Gives `path` to the `postgres` user when this process is root (else leaves it).
+fn chown_to_postgres_user(path: &Path) -> Result<(), String> {
     if running_as_root() {
         let (uid, gid) = postgres_user()?;
-        std::os::unix::fs::chown(dir, Some(uid), Some(gid))
-            .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .map_err(|e| format!("chown {}: {e}", path.display()))?;
     }
-    as_postgres_user(command)
+    Ok(())
 }
 
 /// Runs `command` as the `postgres` user when this process is root.
@@ -402,17 +404,12 @@ fn as_postgres_user(command: &mut Command) -> Result<(), String> {
 
 /// `initdb` into `dir/data` (trust authentication, UTF-8), as the `postgres` user when root.
 fn init_postgres(dir: &Path) -> Result<(), String> {
-    if running_as_root() {
-        let (uid, gid) = postgres_user()?;
-        std::os::unix::fs::chown(dir, Some(uid), Some(gid))
-            .map_err(|e| format!("chown {}: {e}", dir.display()))?;
-    }
     let mut initdb = Command::new(find_postgres_binary("initdb")?);
     initdb
         .args(["-D", &format!("{}/data", dir.display())])
         .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
         .current_dir(dir);
-    as_postgres_user(&mut initdb)?;
+    run_as_postgres_user(&mut initdb, dir)?;
     let output = initdb.output().map_err(|e| format!("initdb: {e}"))?;
     if output.status.success() {
         Ok(())
