@@ -136,39 +136,65 @@ fn spawn(dir: &Path, name: &str, args: &[String]) -> Result<Child, String> {
     keeper::spawn(command).map_err(|e| format!("redis-server ({name}): {e}"))
 }
 
+/// Starts one data node on a free port and waits until it answers `PING`. A Cluster node also
+/// gets a cluster bus port of its own (`--cluster-port`): Redis's default, the port + 10 000,
+/// is refused above 55 535 ("Redis port number too high"), and a fifth of the ephemeral ports
+/// this machine hands out are (CI: "node4 to answer: not within 20s"). A node that exits while
+/// starting (e.g. its port was taken between our probe and its bind) is tried again on other
+/// ports, twice at most.
 fn data_node(dir: &Path, name: &str, extra: &[&str]) -> Result<Node, String> {
-    let port = free_port()?;
-    let node_dir = dir.join(name);
-    fs::create_dir_all(&node_dir).map_err(|e| e.to_string())?;
-    let mut args: Vec<String> = [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        node_dir.to_str().ok_or("temp dir is not UTF-8")?,
-        "--daemonize",
-        "no",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let child = spawn(dir, name, &args)?;
-    wait_until(
-        &format!("{name} to answer"),
-        Duration::from_secs(20),
-        || command(port, "PING").contains("PONG"),
-    )?;
-    Ok(Node {
-        port,
-        child,
-        start: (dir.to_owned(), name.to_owned(), args),
-    })
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        let port = free_port()?;
+        let node_dir = dir.join(name);
+        fs::create_dir_all(&node_dir).map_err(|e| e.to_string())?;
+        let mut args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            node_dir.to_str().ok_or("temp dir is not UTF-8")?,
+            "--daemonize",
+            "no",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if extra.contains(&"--cluster-enabled") {
+            args.extend(["--cluster-port".to_string(), free_port()?.to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut child = spawn(dir, name, &args)?;
+        let mut exited = false;
+        let answered = wait_until(
+            &format!("{name} (port {port}) to answer"),
+            Duration::from_secs(20),
+            || {
+                exited = matches!(child.try_wait(), Ok(Some(_)));
+                exited || command(port, "PING").contains("PONG")
+            },
+        );
+        if !exited {
+            answered?;
+            return Ok(Node {
+                port,
+                child,
+                start: (dir.to_owned(), name.to_owned(), args),
+            });
+        }
+        let log = fs::read_to_string(dir.join(format!("{name}.out"))).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(3).collect();
+        failures.push(format!(
+            "{name} on port {port} exited while starting: {}",
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        ));
+    }
+    Err(failures.join("; "))
 }
 
 /// `127.0.0.1:P0?node=127.0.0.1:P1&node=…`: the first node as the URL's host, the others as
