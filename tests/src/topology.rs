@@ -330,12 +330,18 @@ impl Topology {
             "redis-sentinel://{}&sentinelServiceName={SENTINEL_SERVICE}",
             hosts(&sentinels)
         );
-        Ok(Topology {
+        let topology = Topology {
             url,
             nodes,
             sentinels,
             dir,
-        })
+        };
+        wait_until(
+            "the Sentinels to know each other",
+            Duration::from_secs(30),
+            || topology.sentinels_know_each_other(),
+        )?;
+        Ok(topology)
     }
 }
 
@@ -465,6 +471,26 @@ impl Topology {
         let replication = command(port, "INFO replication");
         replication.contains("role:master")
             && replication.matches("state=online").count() == self.nodes.len() - 1
+            && self.sentinels_know_each_other()
+    }
+
+    /// Whether every Sentinel knows the other two. They find each other through hello
+    /// messages on the master's pub/sub (every 2 s): a master killed before that leaves each
+    /// Sentinel alone, unable to gather its quorum of 2 for objectively down, and no failover
+    /// ever comes (the bench's master crash, round 0 on CI: "no failover within 60 s").
+    pub fn sentinels_know_each_other(&self) -> bool {
+        let others = self.sentinels.len().saturating_sub(1);
+        self.sentinels.iter().all(|s| {
+            let reply = command(s.port, &format!("SENTINEL MASTER {SENTINEL_SERVICE}"));
+            let mut lines = reply.lines().filter(|l| !l.starts_with(['*', '$']));
+            while let Some(field) = lines.next() {
+                let value = lines.next();
+                if field == "num-other-sentinels" {
+                    return value.and_then(|v| v.parse::<usize>().ok()) >= Some(others);
+                }
+            }
+            false
+        })
     }
 }
 
@@ -528,14 +554,54 @@ impl Topology {
 
     /// The port of the master the Sentinels name now (None when they name none or this
     /// is a Cluster).
+    /// The first Sentinel that answers is asked.
     pub fn sentinel_master_port(&self) -> Option<u16> {
-        let sentinel = self.sentinels.first()?;
-        let reply = command(
-            sentinel.port,
-            &format!("SENTINEL GET-MASTER-ADDR-BY-NAME {SENTINEL_SERVICE}"),
-        );
-        // *2\r\n$9\r\n127.0.0.1\r\n$5\r\n12345\r\n
-        reply.lines().nth(4)?.trim().parse().ok()
+        self.sentinels.iter().find_map(|sentinel| {
+            let reply = command(
+                sentinel.port,
+                &format!("SENTINEL GET-MASTER-ADDR-BY-NAME {SENTINEL_SERVICE}"),
+            );
+            // *2\r\n$9\r\n127.0.0.1\r\n$5\r\n12345\r\n
+            reply.lines().nth(4)?.trim().parse().ok()
+        })
+    }
+
+    /// What each Sentinel and each data node says of the topology now, on one line each, for
+    /// an error message: the master a Sentinel names with its flags and failover state, and
+    /// each node's `ROLE`. Empty for a Cluster.
+    pub fn sentinel_report(&self) -> String {
+        let mut lines = Vec::new();
+        for (k, sentinel) in self.sentinels.iter().enumerate() {
+            let reply = command(
+                sentinel.port,
+                &format!("SENTINEL MASTER {SENTINEL_SERVICE}"),
+            );
+            let fields: Vec<&str> = reply
+                .lines()
+                .filter(|l| !l.starts_with(['*', '$']))
+                .collect();
+            let wanted = [
+                "port",
+                "flags",
+                "num-slaves",
+                "num-other-sentinels",
+                "failover-state",
+                "config-epoch",
+            ];
+            let shown: Vec<String> = fields
+                .chunks(2)
+                .filter(|pair| pair.len() == 2 && wanted.contains(&pair[0]))
+                .map(|pair| format!("{}={}", pair[0], pair[1]))
+                .collect();
+            lines.push(format!("sentinel{k}: {}", shown.join(" ")));
+        }
+        if !self.sentinels.is_empty() {
+            for node in &self.nodes {
+                let role = command(node.port, "ROLE").replace("\r\n", " ");
+                lines.push(format!("node {}: ROLE {}", node.port, role.trim()));
+            }
+        }
+        lines.join("\n")
     }
 }
 

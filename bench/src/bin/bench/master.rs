@@ -35,9 +35,13 @@ pub(crate) fn master_crash(
             let failing = Instant::now();
             while topology.master_of(&key).is_none_or(|m| m == master) {
                 // Generous: Sentinel retries a failed failover only after twice its failover
-                // timeout, and CI's quick run once saw none within 60 s (not yet understood).
+                // timeout. (CI's quick run once saw none within 60 s: its Sentinels had not
+                // yet found each other; `Topology::sentinel` now waits until they have.)
                 if failing.elapsed() > Duration::from_secs(120) {
-                    return Err("no failover within 120 s of the master's crash".to_owned());
+                    return Err(format!(
+                        "no failover within 120 s of the master's crash; now:\n{}",
+                        topology.sentinel_report()
+                    ));
                 }
                 g.collect(Duration::from_millis(100));
             }
