@@ -9,7 +9,12 @@
 //! - `work` stamped outside the process's own leadership;
 //! - a process whose terms go back, and successive leaders whose terms do not increase;
 //! - a fault after which no leader works within the bound;
-//! - writes the fenced resource accepted from a term lower than one it had already seen.
+//! - writes the fenced resource accepted from a term lower than one it had already seen;
+//! - with the register (the Jepsen lock workload: each leader reads a counter and writes it
+//!   back plus one, both stamped with its term), increments lost because another leader's
+//!   write came between a read and its write. A fenced register refuses a read or write whose
+//!   term is below the highest it has seen; an unfenced one (`Fence::start_unfenced`) accepts
+//!   everything and only counts, to show what the fence prevents.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -45,10 +50,20 @@ pub struct FenceStats {
     pub accepted_stale: u64,
     /// The highest term seen.
     pub highest: u64,
+    /// Register increments acknowledged (`write` answered `ok`).
+    pub increments: u64,
+    /// Acknowledged increments the register does not show (`increments − value`, as Jepsen
+    /// counts them): a write whose leader read a value that changed before the write landed
+    /// puts back an older count and loses the increments made in between.
+    pub lost_increments: u64,
+    /// The register's value (from 0).
+    pub value: u64,
 }
 
 /// A fenced resource: every leader writes `<id> <term>\n` and reads `ok` or `stale`. It
-/// refuses a term lower than the highest it has seen.
+/// refuses a term lower than the highest it has seen. It is also a register: `read <id>
+/// <term>` answers `value <v>` (or `stale`), `write <id> <term> <read> <new>` answers `ok` (or
+/// `stale`), each raising the highest term seen.
 #[derive(Debug, Clone, Default)]
 pub struct Fence {
     stats: Arc<Mutex<FenceStats>>,
@@ -57,6 +72,16 @@ pub struct Fence {
 impl Fence {
     /// Listens on a loopback port; returns the fence and its address.
     pub async fn start() -> std::io::Result<(Fence, std::net::SocketAddr)> {
+        Self::listen(true).await
+    }
+
+    /// A resource that checks nothing: every write is accepted, and what a fence would have
+    /// refused is only counted (`accepted_stale`, `lost_increments`).
+    pub async fn start_unfenced() -> std::io::Result<(Fence, std::net::SocketAddr)> {
+        Self::listen(false).await
+    }
+
+    async fn listen(fenced: bool) -> std::io::Result<(Fence, std::net::SocketAddr)> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let fence = Fence::default();
@@ -68,22 +93,11 @@ impl Fence {
                     let (read, mut write) = stream.into_split();
                     let mut lines = BufReader::new(read).lines();
                     while let Ok(Some(line)) = lines.next_line().await {
-                        let term = line
-                            .split_whitespace()
-                            .nth(1)
-                            .and_then(|t| t.parse::<u64>().ok());
-                        let Some(term) = term else { return };
-                        let verdict = {
+                        let answer = {
                             let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
-                            if term < s.highest {
-                                s.rejected += 1;
-                                "stale\n"
-                            } else {
-                                s.accepted += 1;
-                                s.highest = term;
-                                "ok\n"
-                            }
+                            serve(&mut s, fenced, &line)
                         };
+                        let Some(verdict) = answer else { return };
                         if write.write_all(verdict.as_bytes()).await.is_err() {
                             return;
                         }
@@ -98,6 +112,37 @@ impl Fence {
     pub fn stats(&self) -> FenceStats {
         *self.stats.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// One request to the resource; the reply line, or `None` for a malformed request.
+fn serve(s: &mut FenceStats, fenced: bool, line: &str) -> Option<String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let number = |k: usize| words.get(k).and_then(|w| w.parse::<u64>().ok());
+    let (term, op) = match words.first() {
+        Some(&"read") => (number(2)?, None),
+        Some(&"write") => (number(2)?, Some((number(3)?, number(4)?))),
+        _ => (number(1)?, None),
+    };
+    let stale = term < s.highest;
+    if stale && fenced {
+        s.rejected += 1;
+        return Some("stale\n".into());
+    }
+    s.accepted += 1;
+    if stale {
+        s.accepted_stale += 1;
+    }
+    s.highest = s.highest.max(term);
+    Some(match (words[0], op) {
+        ("read", _) => format!("value {}\n", s.value),
+        (_, Some((_read, new))) => {
+            s.increments += 1;
+            s.value = new;
+            s.lost_increments = s.increments.saturating_sub(s.value);
+            "ok\n".into()
+        }
+        _ => "ok\n".into(),
+    })
 }
 
 /// What a run found.
@@ -277,12 +322,57 @@ pub fn check(
             fence.accepted_stale
         ));
     }
+    if fence.lost_increments > 0 {
+        f.violations.push(format!(
+            "the register lost {} of {} acknowledged increments",
+            fence.lost_increments, fence.increments
+        ));
+    }
     f
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two leaders interleave a read-modify-write: term 5 reads, term 6 reads and writes, then
+    /// term 5 writes what it read plus one.
+    fn interleaved(fenced: bool) -> (FenceStats, Vec<String>) {
+        let mut s = FenceStats::default();
+        let replies = [
+            "read a 5",
+            "read b 6",
+            "write b 6 0 1",
+            "write a 5 0 1",
+            "read b 6",
+            "write b 6 1 2",
+        ]
+        .iter()
+        .map(|r| serve(&mut s, fenced, r).unwrap().trim().to_owned())
+        .collect();
+        (s, replies)
+    }
+
+    #[test]
+    fn a_fenced_register_refuses_the_stale_write() {
+        let (s, replies) = interleaved(true);
+        assert_eq!(
+            replies,
+            ["value 0", "value 0", "ok", "stale", "value 1", "ok"]
+        );
+        assert_eq!((s.increments, s.lost_increments, s.value), (2, 0, 2));
+        assert_eq!((s.rejected, s.accepted_stale), (1, 0));
+    }
+
+    #[test]
+    fn an_unfenced_register_counts_what_it_lost() {
+        let (s, replies) = interleaved(false);
+        assert_eq!(replies, ["value 0", "value 0", "ok", "ok", "value 1", "ok"]);
+        // a's write put back 1 over b's 1: one of three acknowledged increments is gone.
+        assert_eq!((s.increments, s.lost_increments, s.value), (3, 1, 2));
+        assert_eq!((s.rejected, s.accepted_stale), (0, 1));
+        assert!(serve(&mut FenceStats::default(), true, "write a x").is_none());
+    }
 
     fn l(who: usize, ms: u128, event: &str, term: u64) -> Line {
         Line {

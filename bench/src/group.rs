@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rustix::process::{kill_process, Pid, Signal};
+use rustix::process::{kill_process, kill_process_group, Pid, Signal};
 
 use crate::lines::intervals;
 pub use crate::lines::{now_ns, Line};
@@ -14,6 +14,21 @@ pub use crate::lines::{now_ns, Line};
 struct Member {
     child: Child,
     stdin: Option<ChildStdin>,
+    /// Started as the leader of a process group of its own, signalled as a group.
+    own_group: bool,
+}
+
+impl Member {
+    /// Signals the process, or its whole process group when it leads one of its own.
+    fn signal(&self, signal: Signal) {
+        if let Some(pid) = Pid::from_raw(self.child.id() as i32) {
+            let _ = if self.own_group {
+                kill_process_group(pid, signal)
+            } else {
+                kill_process(pid, signal)
+            };
+        }
+    }
 }
 
 /// Candidate processes started together; every line they print lands in `log`, in the order
@@ -38,7 +53,20 @@ impl Group {
     }
 
     /// Starts one more member; returns its index.
-    pub fn spawn(&mut self, mut command: Command) -> Result<usize, String> {
+    pub fn spawn(&mut self, command: Command) -> Result<usize, String> {
+        self.start(command, false)
+    }
+
+    /// Starts one more member in a process group of its own, which [`signal`](Self::signal)
+    /// and [`stop`](Self::stop) signal as a whole: for a member that is a wrapper around the
+    /// real candidate (the etcdctl peer), so a SIGKILL or SIGSTOP reaches that candidate too.
+    pub fn spawn_process_group(&mut self, mut command: Command) -> Result<usize, String> {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+        self.start(command, true)
+    }
+
+    fn start(&mut self, mut command: Command, own_group: bool) -> Result<usize, String> {
         let who = self.members.len();
         let mut child = command
             .stdin(Stdio::piped())
@@ -72,7 +100,11 @@ impl Group {
                 }
             }
         });
-        self.members.push(Member { child, stdin });
+        self.members.push(Member {
+            child,
+            stdin,
+            own_group,
+        });
         Ok(who)
     }
 
@@ -119,9 +151,7 @@ impl Group {
 
     /// Sends a signal; returns CLOCK_MONOTONIC just after it was delivered to the kernel.
     pub fn signal(&self, who: usize, signal: Signal) -> u128 {
-        if let Some(pid) = Pid::from_raw(self.pid(who) as i32) {
-            let _ = kill_process(pid, signal);
-        }
+        self.members[who].signal(signal);
         now_ns()
     }
 
@@ -140,6 +170,9 @@ impl Group {
                     break;
                 }
                 thread::sleep(Duration::from_millis(10));
+            }
+            if member.own_group {
+                member.signal(Signal::KILL);
             }
             let _ = member.child.kill();
             let _ = member.child.wait();
@@ -163,6 +196,9 @@ impl Drop for Group {
     /// Kills members still running (a panicking test must not leave candidates behind).
     fn drop(&mut self) {
         for member in &mut self.members {
+            if member.own_group {
+                member.signal(Signal::KILL);
+            }
             let _ = member.child.kill();
             let _ = member.child.wait();
         }

@@ -9,6 +9,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod docker;
+pub mod etcd;
 mod keeper;
 pub mod local;
 pub mod pgbouncer;

@@ -472,6 +472,20 @@ impl Topology {
         replication.contains("role:master")
             && replication.matches("state=online").count() == self.nodes.len() - 1
             && self.sentinels_know_each_other()
+            && self.sentinels_quiet()
+    }
+
+    /// Whether every Sentinel flags the master as just `master`: no failover under way, not
+    /// subjectively or objectively down. Until a failover ends (`+switch-master`, seconds after
+    /// `SENTINEL FAILOVER` answered OK or the old master came back from a freeze) the
+    /// Sentinels still name the old master, which may still list its replicas as online: a
+    /// topology is not whole while one is flagged otherwise.
+    fn sentinels_quiet(&self) -> bool {
+        self.sentinels.iter().all(|s| {
+            sentinel_fields(s.port)
+                .iter()
+                .any(|(field, value)| field == "flags" && value == "master")
+        })
     }
 
     /// Whether every Sentinel knows the other two. They find each other through hello
@@ -481,15 +495,11 @@ impl Topology {
     pub fn sentinels_know_each_other(&self) -> bool {
         let others = self.sentinels.len().saturating_sub(1);
         self.sentinels.iter().all(|s| {
-            let reply = command(s.port, &format!("SENTINEL MASTER {SENTINEL_SERVICE}"));
-            let mut lines = reply.lines().filter(|l| !l.starts_with(['*', '$']));
-            while let Some(field) = lines.next() {
-                let value = lines.next();
-                if field == "num-other-sentinels" {
-                    return value.and_then(|v| v.parse::<usize>().ok()) >= Some(others);
-                }
-            }
-            false
+            sentinel_fields(s.port)
+                .iter()
+                .find(|(field, _)| field == "num-other-sentinels")
+                .and_then(|(_, value)| value.parse::<usize>().ok())
+                >= Some(others)
         })
     }
 }
@@ -516,20 +526,56 @@ impl Topology {
 
     /// Asks the first Sentinel for a failover (`SENTINEL FAILOVER`), again while it finds no
     /// replica suitable (`NOGOODSLAVE`: it has not heard from them for long enough) or one is
-    /// under way (`INPROG`), for up to `within`.
-    pub fn sentinel_failover(&self, within: Duration) -> Result<(), String> {
+    /// under way (`INPROG`), and waits until every Sentinel names the promoted replica and it
+    /// says it is a master; all within `within`. Returns the new master's port.
+    ///
+    /// `SENTINEL FAILOVER` answers OK when the failover *starts*: the promotion and the
+    /// `+switch-master` come seconds later, and until then the Sentinels name the old master
+    /// (the chaos run that went on at the OK faulted a topology in mid-failover and blamed
+    /// elect for the minutes the replicas took to resync).
+    pub fn sentinel_failover(&self, within: Duration) -> Result<u16, String> {
         let sentinel = self.sentinels.first().ok_or("a Cluster has no Sentinels")?;
         let until = Instant::now() + within;
+        let old = self
+            .sentinel_master_port()
+            .ok_or("no Sentinel names a master")?;
         loop {
             let reply = command(
                 sentinel.port,
                 &format!("SENTINEL FAILOVER {SENTINEL_SERVICE}"),
             );
             if reply.contains("OK") {
-                return Ok(());
-            }
-            if Instant::now() >= until {
-                return Err(format!("SENTINEL FAILOVER: {}", reply.trim()));
+                // A failover that started may still be aborted (the chosen replica does not
+                // answer in time): then it is asked for again.
+                let mut promoted = None;
+                let switched = wait_until(
+                    "the Sentinels to name the promoted replica",
+                    until
+                        .saturating_duration_since(Instant::now())
+                        .min(Duration::from_secs(20)),
+                    || {
+                        promoted = self.sentinels_agree().filter(|&port| {
+                            port != old && command(port, "ROLE").contains("master")
+                        });
+                        promoted.is_some()
+                    },
+                );
+                if let Some(port) = promoted {
+                    return Ok(port);
+                }
+                if Instant::now() >= until {
+                    return Err(format!(
+                        "{}\n{}",
+                        switched.err().unwrap_or_default(),
+                        self.sentinel_report()
+                    ));
+                }
+            } else if Instant::now() >= until {
+                return Err(format!(
+                    "SENTINEL FAILOVER: {}\n{}",
+                    reply.trim(),
+                    self.sentinel_report()
+                ));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -572,14 +618,6 @@ impl Topology {
     pub fn sentinel_report(&self) -> String {
         let mut lines = Vec::new();
         for (k, sentinel) in self.sentinels.iter().enumerate() {
-            let reply = command(
-                sentinel.port,
-                &format!("SENTINEL MASTER {SENTINEL_SERVICE}"),
-            );
-            let fields: Vec<&str> = reply
-                .lines()
-                .filter(|l| !l.starts_with(['*', '$']))
-                .collect();
             let wanted = [
                 "port",
                 "flags",
@@ -588,10 +626,10 @@ impl Topology {
                 "failover-state",
                 "config-epoch",
             ];
-            let shown: Vec<String> = fields
-                .chunks(2)
-                .filter(|pair| pair.len() == 2 && wanted.contains(&pair[0]))
-                .map(|pair| format!("{}={}", pair[0], pair[1]))
+            let shown: Vec<String> = sentinel_fields(sentinel.port)
+                .into_iter()
+                .filter(|(field, _)| wanted.contains(&field.as_str()))
+                .map(|(field, value)| format!("{field}={value}"))
                 .collect();
             lines.push(format!("sentinel{k}: {}", shown.join(" ")));
         }
@@ -603,6 +641,21 @@ impl Topology {
         }
         lines.join("\n")
     }
+}
+
+/// The fields of `SENTINEL MASTER` as the Sentinel on `port` gives them now (none when it
+/// does not answer).
+fn sentinel_fields(port: u16) -> Vec<(String, String)> {
+    let reply = command(port, &format!("SENTINEL MASTER {SENTINEL_SERVICE}"));
+    let values: Vec<&str> = reply
+        .lines()
+        .filter(|l| !l.starts_with(['*', '$']))
+        .collect();
+    values
+        .chunks(2)
+        .filter(|pair| pair.len() == 2)
+        .map(|pair| (pair[0].to_owned(), pair[1].to_owned()))
+        .collect()
 }
 
 /// The URL of the Cluster the tests share: `ELECT_REDIS_CLUSTER_URL` (`cargo xtask test`

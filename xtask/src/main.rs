@@ -27,6 +27,7 @@ const PUBLISHED: &[&str] = &[
     "elect-mysql",
     "elect-mongo",
     "elect-postgres",
+    "elect-etcd",
     "elect-raft",
     "elect-cli",
 ];
@@ -198,17 +199,20 @@ fn chaos(args: &[String]) -> Result<(), String> {
             Some("mongo") => "process_chaos_on_the_mongodb_wire_server",
             Some("postgres") => "process_chaos_on_postgresql",
             Some("raft") => "process_chaos_on_a_three_host_raft_group",
-            // The replicated Redis topologies have no `elect run` counterpart.
+            // The replicated Redis topologies and etcd's lock workload have no `elect run`
+            // counterpart.
             Some(
                 "redis-sentinel"
                 | "redis-cluster"
                 | "redis-sentinel-unsafe"
-                | "redis-cluster-unsafe",
+                | "redis-cluster-unsafe"
+                | "etcd"
+                | "etcd-unfenced",
             ) => return Ok(()),
             Some(other) => {
                 return Err(format!(
                     "--only {other:?}: redis, mysql, mongo, postgres, raft, redis-sentinel, redis-cluster, \
-                     redis-sentinel-unsafe or redis-cluster-unsafe"
+                     redis-sentinel-unsafe, redis-cluster-unsafe, etcd or etcd-unfenced"
                 ))
             }
         };

@@ -7,41 +7,64 @@ use std::time::Instant;
 
 use crate::{cargo, root, step};
 
-/// A server kind: its URL variable, what provides it, and the binaries that must be present.
+/// A server kind: its URL variables (all set: nothing is started), what provides it, and the
+/// binaries that must be present.
 struct Kind {
     name: &'static str,
-    url_env: &'static str,
+    url_envs: &'static [&'static str],
     binaries: &'static [&'static str],
     apt: &'static [&'static str],
 }
 
-const KINDS: [Kind; 4] = [
+const KINDS: [Kind; 5] = [
     Kind {
         name: "redis",
-        url_env: "ELECT_REDIS_URL",
+        url_envs: &["ELECT_REDIS_URL"],
         binaries: &["redis-server"],
         apt: &["redis-server"],
     },
     Kind {
         name: "mysql",
-        url_env: "ELECT_MYSQL_URL",
+        url_envs: &["ELECT_MYSQL_URL"],
         binaries: &["mariadbd", "mariadb-install-db"],
         apt: &["mariadb-server"],
     },
     Kind {
         name: "mongo",
-        url_env: "ELECT_MONGO_URL",
+        url_envs: &["ELECT_MONGO_URL"],
         binaries: &[],
         apt: &[],
     },
     // PgBouncer too: the PostgreSQL suite runs through it in transaction mode as well.
     Kind {
         name: "postgres",
-        url_env: "ELECT_POSTGRES_URL",
+        url_envs: &["ELECT_POSTGRES_URL"],
         binaries: &["postgres", "initdb", "pgbouncer"],
         apt: &["postgresql", "pgbouncer"],
     },
+    // The etcd server comes with elect-tests (the etcd-bin-vendored crate: Debian 12's
+    // etcd-server is 3.4.23, older than the lease fixes elect-etcd needs); Debian's etcdctl
+    // writes the foreign keys of the tests and is the bench's `etcdctl elect` candidate.
+    Kind {
+        name: "etcd",
+        url_envs: &["ELECT_ETCD_URL", "ELECT_ETCD_CLUSTER_URL"],
+        binaries: &["etcdctl"],
+        apt: &["etcd-client"],
+    },
 ];
+
+/// What the build needs whatever the servers: etcd-client (elect-etcd's driver) compiles
+/// etcd's protobuf definitions with `protoc`, and they import protobuf's well-known types
+/// (`google/protobuf/descriptor.proto`), which Debian ships in `libprotobuf-dev` — only a
+/// recommendation of `protobuf-compiler`, so `--no-install-recommends` leaves them out and the
+/// build fails with "google/protobuf/descriptor.proto: File not found". (An absolute path in
+/// `binaries` is checked as a file.)
+const BUILD_TOOLS: Kind = Kind {
+    name: "build tools",
+    url_envs: &[],
+    binaries: &["protoc", "/usr/include/google/protobuf/descriptor.proto"],
+    apt: &["protobuf-compiler", "libprotobuf-dev"],
+};
 
 fn venv() -> PathBuf {
     root().join("target/elect-venv")
@@ -73,8 +96,14 @@ fn postgres_bin_dirs() -> Vec<PathBuf> {
     dirs
 }
 
+/// The kind's URLs from the environment, when every one of its variables is set.
 fn env_url(kind: &Kind) -> Option<String> {
-    std::env::var(kind.url_env).ok().filter(|u| !u.is_empty())
+    let urls: Option<Vec<String>> = kind
+        .url_envs
+        .iter()
+        .map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .collect();
+    urls.filter(|u| !u.is_empty()).map(|u| u.join(" "))
 }
 
 fn is_root() -> bool {
@@ -127,10 +156,12 @@ pub(crate) fn servers(topologies: bool) -> Result<Servers, String> {
     for kind in KINDS.iter().filter(|k| env_url(k).is_some()) {
         eprintln!(
             "xtask: {} from {}; nothing started for it",
-            kind.name, kind.url_env
+            kind.name,
+            kind.url_envs.join(", ")
         );
     }
     let mut packages = needed.clone();
+    packages.push(&BUILD_TOOLS);
     if topologies && !packages.iter().any(|k| k.name == "redis") {
         packages.push(&KINDS[0]);
     }
@@ -281,7 +312,7 @@ pub(crate) fn doctor() {
     println!("servers:");
     for kind in &KINDS {
         if let Some(url) = env_url(kind) {
-            show(kind.url_env, Some(url));
+            show(&kind.url_envs.join(", "), Some(url));
         }
         for binary in kind.binaries {
             show(binary, find(binary).map(|p| p.display().to_string()));
@@ -295,6 +326,9 @@ pub(crate) fn doctor() {
             .or_else(|| find("secantusd-py").map(|p| p.display().to_string())),
     );
     println!("tools:");
+    for binary in BUILD_TOOLS.binaries {
+        show(binary, find(binary).map(|p| p.display().to_string()));
+    }
     show(
         "cargo-nextest",
         cargo()

@@ -7,6 +7,8 @@
 //! candidate --raft-id ID --raft-listen ADDR --raft-peer ID=ADDR... [--raft-key KEY]
 //!           [--raft-state DIR] [--election NAME] [--work-ms MS]
 //! (any of them: --fence ADDR to write the term to a fenced resource with each `work`;
+//!  --register ADDR to increment the resource's register with each `work` instead: read,
+//!  --rmw-gap-ms MS of work (default 25), write the value read plus one, both with the term;
 //!  --unsafe-ignore-deadline: a deliberately broken leader for the chaos checker;
 //!  --restart-quarantine: RedisConfig::restart_quarantine;
 //!  --wait-replicas N: RedisConfig::wait_for_replicas(N, 100 ms))
@@ -35,6 +37,8 @@ struct Args {
     ttl_ms: u64,
     work_ms: Option<u64>,
     fence: Option<String>,
+    register: Option<String>,
+    rmw_gap_ms: u64,
     unsafe_ignore_deadline: bool,
     restart_quarantine: bool,
     wait_replicas: u32,
@@ -53,6 +57,7 @@ struct Args {
 fn parse() -> Result<Args, String> {
     let mut args = Args {
         ttl_ms: 2000,
+        rmw_gap_ms: 25,
         ..Args::default()
     };
     let mut it = std::env::args().skip(1);
@@ -69,6 +74,8 @@ fn parse() -> Result<Args, String> {
             "--ttl" => args.ttl_ms = number(value()?, "milliseconds")?,
             "--work-ms" => args.work_ms = Some(number(value()?, "milliseconds")?.max(1)),
             "--fence" => args.fence = Some(value()?),
+            "--register" => args.register = Some(value()?),
+            "--rmw-gap-ms" => args.rmw_gap_ms = number(value()?, "milliseconds")?,
             "--unsafe-ignore-deadline" => args.unsafe_ignore_deadline = true,
             "--restart-quarantine" => args.restart_quarantine = true,
             "--wait-replicas" => {
@@ -378,6 +385,8 @@ async fn main() -> ExitCode {
         let leadership = elector.watch();
         let id = args.id.clone().or(args.raft_id.clone()).unwrap_or_default();
         let fence = args.fence.clone();
+        let register = args.register.clone();
+        let gap = Duration::from_millis(args.rmw_gap_ms);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(ms));
             let mut fence_conn = None;
@@ -398,6 +407,10 @@ async fn main() -> ExitCode {
                 if let Some(addr) = &fence {
                     let verdict = fence_write(&mut fence_conn, addr, &id, term.0).await;
                     now(&clock, format_args!("fenced {term} {verdict}"));
+                }
+                if let Some(addr) = &register {
+                    let verdict = increment(&mut fence_conn, addr, &id, term.0, gap).await;
+                    now(&clock, format_args!("incremented {term} {verdict}"));
                 }
             }
         })
@@ -438,38 +451,67 @@ async fn main() -> ExitCode {
 }
 
 /// Writes `<id> <term>` to the fenced resource and returns its verdict (`ok`, `stale`, or
-/// `unreachable`); reconnects on the next write after a failure.
-async fn fence_write(
-    conn: &mut Option<tokio::io::Lines<BufReader<tokio::net::TcpStream>>>,
+/// `unreachable`).
+async fn fence_write(conn: &mut Option<Resource>, addr: &str, id: &str, term: u64) -> &'static str {
+    verdict(ask(conn, addr, &format!("{id} {term}")).await)
+}
+
+/// The Jepsen lock workload's step: reads the register, works for `gap`, writes back the value
+/// read plus one, both stamped with `term`; the write's verdict (`stale` when the read was
+/// refused).
+async fn increment(
+    conn: &mut Option<Resource>,
     addr: &str,
     id: &str,
     term: u64,
+    gap: Duration,
 ) -> &'static str {
+    let reply = ask(conn, addr, &format!("read {id} {term}")).await;
+    let Some(read) = reply
+        .as_deref()
+        .and_then(|r| r.strip_prefix("value "))
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return verdict(reply);
+    };
+    tokio::time::sleep(gap).await;
+    let write = format!("write {id} {term} {read} {}", read + 1);
+    verdict(ask(conn, addr, &write).await)
+}
+
+fn verdict(reply: Option<String>) -> &'static str {
+    match reply.as_deref() {
+        Some("ok") => "ok",
+        Some("stale") => "stale",
+        _ => "unreachable",
+    }
+}
+
+/// A connection to the fenced resource.
+type Resource = tokio::io::Lines<BufReader<tokio::net::TcpStream>>;
+
+/// One request line to the resource and its reply; `None` when it cannot be reached (the
+/// connection is made again on the next request).
+async fn ask(conn: &mut Option<Resource>, addr: &str, request: &str) -> Option<String> {
     use tokio::io::AsyncWriteExt;
     if conn.is_none() {
-        match tokio::net::TcpStream::connect(addr).await {
-            Ok(stream) => *conn = Some(BufReader::new(stream).lines()),
-            Err(_) => return "unreachable",
-        }
+        *conn = Some(BufReader::new(tokio::net::TcpStream::connect(addr).await.ok()?).lines());
     }
-    let Some(lines) = conn.as_mut() else {
-        return "unreachable";
-    };
+    let lines = conn.as_mut()?;
     let sent = lines
         .get_mut()
         .get_mut()
-        .write_all(format!("{id} {term}\n").as_bytes())
+        .write_all(format!("{request}\n").as_bytes())
         .await;
     let reply = match sent {
         Ok(()) => lines.next_line().await,
         Err(e) => Err(e),
     };
     match reply {
-        Ok(Some(r)) if r == "ok" => "ok",
-        Ok(Some(r)) if r == "stale" => "stale",
+        Ok(Some(r)) => Some(r),
         _ => {
             *conn = None;
-            "unreachable"
+            None
         }
     }
 }

@@ -102,7 +102,7 @@ enum Command {
 #[derive(Args, Debug, Clone)]
 pub(crate) struct Where {
     /// The coordinator: redis://, rediss://, redis-cluster://, redis-sentinel://, mysql:// (with
-    /// a database), mongodb:// or postgres:// URL.
+    /// a database), mongodb://, postgres:// or etcd:// (feature etcd) URL.
     /// Its value is never printed (a password in it is hidden everywhere).
     #[arg(
         long,

@@ -40,6 +40,8 @@ pub(crate) async fn claim(
             Store::Mongo(s) => once_mongo::claim(s, election, candidate, term).await,
             #[cfg(feature = "postgres")]
             Store::Postgres(s) => once_postgres::claim(s, election, candidate, term).await,
+            #[cfg(feature = "etcd")]
+            Store::Etcd(s) => once_etcd::claim(s, election, candidate, term).await,
             _ => Err("this build of elect does not support this store".to_owned()),
         };
         claimed
@@ -76,6 +78,8 @@ pub(crate) async fn unclaim(
             Store::Mongo(s) => once_mongo::unclaim(s, election, &record).await,
             #[cfg(feature = "postgres")]
             Store::Postgres(s) => once_postgres::unclaim(s, election, &record).await,
+            #[cfg(feature = "etcd")]
+            Store::Etcd(s) => once_etcd::unclaim(s, election, &record).await,
             _ => Err("this build of elect does not support this store".to_owned()),
         };
         removed
@@ -109,6 +113,8 @@ pub(crate) async fn done(
             Store::Mongo(s) => once_mongo::done(s, election, term, status).await,
             #[cfg(feature = "postgres")]
             Store::Postgres(s) => once_postgres::done(s, election, term, status).await,
+            #[cfg(feature = "etcd")]
+            Store::Etcd(s) => once_etcd::done(s, election, term, status).await,
             _ => Err("this build of elect does not support this store".to_owned()),
         };
         recorded
@@ -500,5 +506,79 @@ mod tests {
         );
         assert!(parse_record("").is_err());
         assert!(parse_record("done x").is_err());
+    }
+}
+
+/// etcd: the key `elect-once/` followed by the election's key (outside the lease prefix, so
+/// no election name can collide with it), created in a transaction only where none exists.
+/// It has no lease: it outlives every leadership.
+#[cfg(feature = "etcd")]
+mod once_etcd {
+    use elect::etcd::etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
+    use elect::etcd::EtcdStore;
+    use elect::{CandidateId, ElectionName, Term};
+
+    use super::{parse_record, Once};
+
+    fn key(store: &EtcdStore, election: &ElectionName) -> String {
+        format!("elect-once/{}{}", store.config().prefix, election.as_str())
+    }
+
+    pub(super) async fn claim(
+        store: &EtcdStore,
+        election: &ElectionName,
+        candidate: &CandidateId,
+        term: Term,
+    ) -> Result<Once, String> {
+        let key = key(store, election);
+        let record = format!("started {term} {candidate}");
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.as_str(), record, None)])
+            .or_else([TxnOp::get(key.as_str(), None)]);
+        let resp = store.client().txn(txn).await.map_err(|e| e.to_string())?;
+        if resp.succeeded() {
+            return Ok(Once::Claimed);
+        }
+        let found = resp
+            .op_responses()
+            .into_iter()
+            .find_map(|r| match r {
+                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.value().to_vec()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        parse_record(&String::from_utf8_lossy(&found))
+    }
+
+    pub(super) async fn unclaim(
+        store: &EtcdStore,
+        election: &ElectionName,
+        record: &str,
+    ) -> Result<(), String> {
+        let key = key(store, election);
+        let txn = Txn::new()
+            .when([Compare::value(key.as_str(), CompareOp::Equal, record)])
+            .and_then([TxnOp::delete(key.as_str(), None)]);
+        store
+            .client()
+            .txn(txn)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    pub(super) async fn done(
+        store: &EtcdStore,
+        election: &ElectionName,
+        term: Term,
+        status: i64,
+    ) -> Result<(), String> {
+        store
+            .client()
+            .put(key(store, election), format!("done {term} {status}"), None)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 }

@@ -309,7 +309,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
         None => {
             if args.once {
                 return Err(Failure::config(
-                    "--once needs a shared store (redis://, mysql://, mongodb://, postgres://): raft peers keep no record",
+                    "--once needs a shared store (redis://, mysql://, mongodb://, postgres://, etcd://): raft peers keep no record",
                 ));
             }
             let (elector, id) = raft::raft(&args.where_, value).await?;

@@ -12,7 +12,7 @@ use crate::{exit, Failure};
 #[derive(Args, Debug)]
 pub(crate) struct StatusArgs {
     /// The coordinator: redis://, rediss://, redis-cluster://, redis-sentinel://, mysql://
-    /// (with a database), mongodb:// or postgres:// URL.
+    /// (with a database), mongodb://, postgres:// or etcd:// (feature etcd) URL.
     /// Its value is never printed (a password in it is hidden everywhere).
     #[arg(long, env = "ELECT_STORE", hide_env_values = true)]
     store: String,

@@ -1,6 +1,7 @@
 //! The real `elect` binary against real servers: one program at a time, failover after a
 //! SIGKILL within TTL + 1 s with a higher ELECT_TERM, `--once` across three processes,
-//! `status --json`; on Redis, MariaDB, the MongoDB-wire server and a 3-host raft group.
+//! `status --json`; on Redis, MariaDB, the MongoDB-wire server, PostgreSQL, etcd and a 3-host
+//! raft group.
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -246,14 +247,14 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
 
 /// Failover, `--once` and `status` on one store (blocking: the processes are waited for).
 async fn on_store(name: &'static str, url: String) {
+    on_store_within(name, url, TTL + Duration::from_secs(1)).await;
+}
+
+/// [`on_store`], with failover expected within `failover_within` of the SIGKILL.
+async fn on_store_within(name: &'static str, url: String, failover_within: Duration) {
     tokio::task::spawn_blocking(move || {
         let election = format!("cli.{name}.{}", std::process::id());
-        failover(
-            name,
-            store_args(&url, &election),
-            2,
-            TTL + Duration::from_secs(1),
-        );
+        failover(name, store_args(&url, &election), 2, failover_within);
         once(name, &url);
         status(name, &url);
     })
@@ -285,6 +286,19 @@ async fn on_postgresql() {
         .await
         .unwrap();
     on_store("postgres", url).await;
+}
+
+/// etcd keeps lease time in whole seconds and deletes an expired lease's key at its next
+/// sweep (every 500 ms), and a follower sleeps the remaining time rounded up to a second:
+/// failover within TTL + 2 s.
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_etcd() {
+    let url = tokio::task::spawn_blocking(elect_tests::etcd::shared_url)
+        .await
+        .unwrap();
+    let url = format!("{url}/{}/", elect_tests::unique_name("cli"));
+    on_store_within("etcd", url, TTL + Duration::from_secs(2)).await;
 }
 
 #[test]
@@ -441,7 +455,7 @@ fn bad_flags_urls_and_unreachable_stores_are_one_line_and_a_code() {
             &[
                 "run",
                 "--store",
-                "etcd://h:2379",
+                "zookeeper://h:2181",
                 "--election",
                 "e",
                 "--",

@@ -17,7 +17,9 @@ use crate::term::Term;
 
 /// Follows who leads one election without campaigning — for dashboards, routing and health
 /// checks. It reads [`LeaseStore::leader`] when the current lease is due to expire, when the
-/// coordinator's change feed fires, and at least every `max_interval` (default 1 s).
+/// coordinator's change feed fires, and at least every `max_interval` (default 1 s). When the
+/// feed fails (a subscribe refused, a connection lost) it subscribes again with a backoff
+/// from 25 ms up to `max_interval`, reading the leader each time.
 ///
 /// Dropping the observer stops its task.
 ///
@@ -109,13 +111,22 @@ async fn observe(
     // The highest term read or hinted so far: a feed's hint is shown only when it is newer than
     // everything seen, since notices are not ordered with this task's reads.
     let mut newest: Option<Term> = None;
+    // Subscribe failures and ended feeds since the last notice: without a feed the next read
+    // (and subscribe) comes after 25 ms · 2ⁿ (at most `max_interval`), not a full interval.
+    let mut feed_failures = 0u32;
     loop {
         if feed.is_none() && feed_supported {
             match timeout(max_interval, store.subscribe(&election)).await {
                 Ok(Ok(Some(f))) => feed = Some(f),
                 Ok(Ok(None)) => feed_supported = false,
-                Ok(Err(error)) => debug!(%error, "subscribe failed; will retry"),
-                Err(_) => debug!("subscribe timed out; will retry"),
+                Ok(Err(error)) => {
+                    feed_failures = feed_failures.saturating_add(1);
+                    debug!(%error, "subscribe failed; will retry");
+                }
+                Err(_) => {
+                    feed_failures = feed_failures.saturating_add(1);
+                    debug!("subscribe timed out; will retry");
+                }
             }
         }
         if let Some(feed) = &mut feed {
@@ -132,9 +143,11 @@ async fn observe(
                 answer = &mut read => break answer,
                 alive = next_notice(&mut feed) => if alive {
                     noticed = true;
+                    feed_failures = 0;
                     take_hint(feed.as_ref(), &mut newest, &tx);
                 } else {
                     feed = None;
+                    feed_failures = feed_failures.saturating_add(1);
                 },
             }
         };
@@ -178,12 +191,20 @@ async fn observe(
         if noticed {
             continue;
         }
+        let wait = if feed.is_none() && feed_supported {
+            let backoff = Duration::from_millis(25).saturating_mul(1 << feed_failures.min(16));
+            wait.min(backoff)
+        } else {
+            wait
+        };
         tokio::select! {
             _ = sleep(wait) => {}
             alive = next_notice(&mut feed) => if alive {
+                feed_failures = 0;
                 take_hint(feed.as_ref(), &mut newest, &tx);
             } else {
                 feed = None;
+                feed_failures = feed_failures.saturating_add(1);
             },
         }
     }

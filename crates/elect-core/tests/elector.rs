@@ -578,6 +578,125 @@ async fn followers_wake_on_the_feed_or_else_at_the_reported_expiry() {
     }
 }
 
+/// A memory store whose change feed (a notice on every grant and release) can be ended (its
+/// connection killed, as a server restart or a failover does) and whose next subscribes can be
+/// refused.
+#[derive(Debug, Clone)]
+struct BreakableFeed {
+    inner: MemoryStore,
+    feeds: Arc<elect_core::backend::FeedRegistry<ElectionName>>,
+    refuse: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl BreakableFeed {
+    fn new() -> Self {
+        BreakableFeed {
+            inner: MemoryStore::new(),
+            feeds: Arc::new(elect_core::backend::FeedRegistry::new()),
+            refuse: Arc::default(),
+        }
+    }
+
+    fn refuse_subscribes(&self, n: u32) {
+        self.refuse.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl LeaseStore for BreakableFeed {
+    async fn try_acquire(&self, claim: &Claim) -> elect_core::Result<Acquire> {
+        let answer = self.inner.try_acquire(claim).await;
+        if matches!(answer, Ok(Acquire::Granted(_))) {
+            self.feeds.notify(&claim.election);
+        }
+        answer
+    }
+    async fn renew(&self, lease: &Lease) -> elect_core::Result<Renewal> {
+        self.inner.renew(lease).await
+    }
+    async fn release(&self, lease: &Lease) -> elect_core::Result<Release> {
+        let released = self.inner.release(lease).await;
+        self.feeds.notify(&lease.election);
+        released
+    }
+    async fn leader(&self, e: &ElectionName) -> elect_core::Result<Option<LeaderInfo>> {
+        self.inner.leader(e).await
+    }
+    async fn subscribe(&self, e: &ElectionName) -> elect_core::Result<Option<ChangeFeed>> {
+        use std::sync::atomic::Ordering;
+        let refused = self
+            .refuse
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if refused {
+            return Err(Error::Unavailable {
+                store: "test",
+                operation: "subscribe",
+                message: "subscriber connection refused".into(),
+                source: None,
+            });
+        }
+        Ok(Some(self.feeds.subscribe(e)))
+    }
+}
+
+/// A follower asleep on a long lease whose feed ended (its connection killed) or whose
+/// subscribes failed still wakes on the next hand-over: it subscribes again with a backoff and
+/// reads the lease, instead of sleeping blind until the expiry. An observer polling once a
+/// lease does the same. (Before: a killed subscriber
+/// connection on a shared Redis made a 10 s follower miss a resignation, CI 2026-12-03.)
+#[tokio::test(start_paused = true)]
+async fn a_follower_without_its_feed_subscribes_again_and_wakes_on_the_next_hand_over() {
+    let long = Duration::from_secs(60);
+    let start = |store: &BreakableFeed, who: &str| {
+        Elector::builder(store.clone(), election("e"))
+            .candidate(id(who))
+            .ttl(long)
+            .start()
+            .unwrap()
+    };
+    for (case, refused) in [("feed ended", 0), ("subscribes refused", 5)] {
+        let store = BreakableFeed::new();
+        let a = start(&store, "a");
+        lead(&a).await;
+        store.refuse_subscribes(refused);
+        let observer =
+            elect_core::Observer::with_interval(Arc::new(store.clone()), election("e"), long)
+                .unwrap();
+        let mut seen = observer.watch();
+        let b = start(&store, "b");
+        let mut watch = b.watch();
+        timeout(
+            Duration::from_secs(1),
+            watch.wait_for(|s| matches!(s, Leadership::Follower { leader: Some(_) })),
+        )
+        .await
+        .expect("b follows")
+        .unwrap();
+        // The subscriber connection dies under the sleeping follower.
+        store.feeds.end_all();
+        sleep(Duration::from_secs(5)).await;
+        let resigned = Instant::now();
+        a.resign().await.unwrap();
+        let guard = timeout(Duration::from_secs(1), b.leading())
+            .await
+            .unwrap_or_else(|_| panic!("{case}: b slept through the resignation"))
+            .unwrap();
+        let took = Instant::now() - resigned;
+        assert!(took < Duration::from_millis(1), "{case}: took {took:?}");
+        assert!(guard.is_leading());
+        timeout(
+            Duration::from_secs(1),
+            seen.wait_for(|i| i.as_ref().is_some_and(|i| i.holder == id("b"))),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{case}: the observer slept through the hand-over"))
+        .unwrap();
+        b.shutdown().await.unwrap();
+        a.shutdown().await.unwrap();
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn always_leader_leads_at_once_and_resign_starts_a_new_term() {
     let elector = Elector::always_leader(election("solo")).unwrap();

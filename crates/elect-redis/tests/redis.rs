@@ -202,9 +202,13 @@ async fn server_expiry_after_the_cut(direct: &RedisStore, e: &ElectionName) -> I
     asked + info.remaining
 }
 
+/// On a server of its own: `CLIENT KILL TYPE pubsub` kills every subscriber of the server, and on
+/// the shared one that ended the feeds of the tests running beside it (CI, 2026-12-03: the
+/// follower of `a_store_on_the_applications_own_pool…` slept through a resignation).
 #[tokio::test]
 async fn feeds_end_when_the_subscriber_connection_is_killed() {
-    let url = elect_tests::redis().await.url().to_owned();
+    let server = OwnedServer::start(Kind::Redis).await.unwrap();
+    let url = server.url();
     let store = connect(&url).await;
     let e = election("feed");
     let mut feed = store

@@ -4,7 +4,7 @@
 //!
 //! - the root: everything from `elect-core`, [`connect`], [`open`], [`Coordinator`],
 //!   [`Options`];
-//! - `redis`, `mysql`, `mongo`, `postgres`, `raft`: the coordinator crates, each behind its
+//! - `redis`, `mysql`, `mongo`, `postgres`, `etcd`, `raft`: the coordinator crates, each behind its
 //!   feature.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
@@ -30,6 +30,10 @@ pub use elect_mongo as mongo;
 /// The PostgreSQL coordinator (feature `postgres`).
 #[cfg(feature = "postgres")]
 pub use elect_postgres as postgres;
+
+/// The etcd coordinator (feature `etcd`).
+#[cfg(feature = "etcd")]
+pub use elect_etcd as etcd;
 
 /// Election among peers without a shared store (feature `raft`).
 #[cfg(feature = "raft")]
@@ -87,6 +91,9 @@ pub enum Coordinator {
     /// `postgres://`, `postgresql://`.
     #[cfg(feature = "postgres")]
     Postgres(elect_postgres::PostgresStore),
+    /// `etcd://`, `etcds://`.
+    #[cfg(feature = "etcd")]
+    Etcd(elect_etcd::EtcdStore),
     #[doc(hidden)]
     /// Keeps every `match` exhaustive in a build with no coordinator feature.
     __Never(std::convert::Infallible),
@@ -104,6 +111,8 @@ impl Coordinator {
             Coordinator::Mongo(s) => Arc::new(s.clone()),
             #[cfg(feature = "postgres")]
             Coordinator::Postgres(s) => Arc::new(s.clone()),
+            #[cfg(feature = "etcd")]
+            Coordinator::Etcd(s) => Arc::new(s.clone()),
             Coordinator::__Never(never) => match *never {},
         }
     }
@@ -118,7 +127,7 @@ impl Coordinator {
 /// The schemes each feature brings, for messages.
 const SCHEMES: &str = "redis://, rediss://, redis-cluster://, rediss-cluster:// and \
      redis-sentinel:// (feature redis), mysql:// (feature mysql), mongodb:// (feature mongo), \
-     postgres:// and postgresql:// (feature postgres)";
+     postgres:// and postgresql:// (feature postgres), etcd:// and etcds:// (feature etcd)";
 
 /// The Redis schemes: standalone, Cluster and Sentinel, with TLS.
 const REDIS_SCHEMES: [&str; 5] = [
@@ -134,8 +143,8 @@ const REDIS_SCHEMES: [&str; 5] = [
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// // A scheme no feature provides is a configuration error naming what to enable.
-/// let err = elect::connect("etcd://db:2379").await.unwrap_err();
-/// assert!(err.to_string().contains("etcd"), "{err}");
+/// let err = elect::connect("zookeeper://db:2181").await.unwrap_err();
+/// assert!(err.to_string().contains("zookeeper"), "{err}");
 /// # });
 /// ```
 pub async fn connect(url: &str) -> Result<Arc<dyn LeaseStore>> {
@@ -168,6 +177,7 @@ pub async fn open(url: &str, options: &Options) -> Result<Coordinator> {
         "mysql" => open_mysql(url, options).await,
         "mongodb" | "mongodb+srv" => open_mongo(url, options).await,
         "postgres" | "postgresql" => open_postgres(url, options).await,
+        "etcd" | "etcds" => open_etcd(url, options).await,
         other => Err(Error::config(format!(
             "store scheme {other:?} is not supported: use {SCHEMES}"
         ))),
@@ -249,4 +259,20 @@ async fn open_postgres(url: &str, options: &Options) -> Result<Coordinator> {
 #[cfg(not(feature = "postgres"))]
 async fn open_postgres(url: &str, _: &Options) -> Result<Coordinator> {
     Err(disabled(url, "postgres"))
+}
+
+#[cfg(feature = "etcd")]
+async fn open_etcd(url: &str, options: &Options) -> Result<Coordinator> {
+    let mut config = elect_etcd::EtcdConfig::from_url(url)?;
+    if let Some(files) = &options.tls {
+        config = config.tls(files.clone());
+    }
+    Ok(Coordinator::Etcd(
+        elect_etcd::EtcdStore::connect(config).await?,
+    ))
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn open_etcd(url: &str, _: &Options) -> Result<Coordinator> {
+    Err(disabled(url, "etcd"))
 }

@@ -2,16 +2,18 @@
 //! `ELECT_<KIND>_URL=<url>` lines on stdout, and stops them when its standard input closes.
 //! `cargo xtask test` runs it so that every test process shares the same servers. With
 //! `topologies` it also starts the Redis Cluster and Sentinel topologies
-//! (`ELECT_REDIS_CLUSTER_URL`, `ELECT_REDIS_SENTINEL_URL`).
+//! (`ELECT_REDIS_CLUSTER_URL`, `ELECT_REDIS_SENTINEL_URL`); with `etcd` a single etcd and a
+//! three-member etcd cluster (`ELECT_ETCD_URL`, `ELECT_ETCD_CLUSTER_URL`).
 //!
 //! ```text
-//! elect-servers [redis] [mysql] [mongo] [postgres] [topologies]
+//! elect-servers [redis] [mysql] [mongo] [postgres] [topologies] [etcd]
 //! ```
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use elect_tests::etcd::EtcdCluster;
 use elect_tests::local::LocalServer;
 use elect_tests::topology::Topology;
 use elect_tests::Kind;
@@ -19,23 +21,30 @@ use elect_tests::Kind;
 fn main() -> ExitCode {
     let mut kinds = Vec::new();
     let mut topologies = false;
+    let mut etcd = false;
     for arg in std::env::args().skip(1) {
         if arg == "topologies" {
             topologies = true;
+            continue;
+        }
+        if arg == "etcd" {
+            etcd = true;
             continue;
         }
         match Kind::ALL.into_iter().find(|k| k.name() == arg) {
             Some(kind) => kinds.push(kind),
             None => {
                 eprintln!(
-                    "elect-servers: unknown server kind {arg:?} (redis, mysql, mongo, postgres)"
+                    "elect-servers: unknown server kind {arg:?} (redis, mysql, mongo, postgres, \
+                     topologies, etcd)"
                 );
                 return ExitCode::from(2);
             }
         }
     }
-    if kinds.is_empty() && !topologies {
+    if kinds.is_empty() && !topologies && !etcd {
         kinds = Kind::ALL.to_vec();
+        etcd = true;
     }
     // Start them side by side: MariaDB's initialisation dominates.
     let started = Instant::now();
@@ -54,6 +63,10 @@ fn main() -> ExitCode {
             ("ELECT_REDIS_SENTINEL_URL", Topology::sentinel),
         ]
         .map(|(env, start)| std::thread::spawn(move || (env, start())))
+    });
+    let etcds = etcd.then(|| {
+        [("ELECT_ETCD_URL", 1), ("ELECT_ETCD_CLUSTER_URL", 3)]
+            .map(|(env, size)| std::thread::spawn(move || (env, EtcdCluster::start(size))))
     });
     let mut servers = Vec::new();
     let mut failed = false;
@@ -95,6 +108,21 @@ fn main() -> ExitCode {
             }
         }
     }
+    let mut clusters = Vec::new();
+    for handle in etcds.into_iter().flatten() {
+        let (env, result) = handle.join().expect("start-up thread");
+        match result {
+            Ok(cluster) => {
+                eprintln!("elect-servers: {env}={}", cluster.url());
+                println!("{env}={}", cluster.url());
+                clusters.push(cluster);
+            }
+            Err(why) => {
+                eprintln!("elect-servers: {env}: {why}");
+                failed = true;
+            }
+        }
+    }
     if failed {
         return ExitCode::FAILURE;
     }
@@ -110,6 +138,7 @@ fn main() -> ExitCode {
         server.stop();
     }
     drop(shared);
+    drop(clusters);
     eprintln!("elect-servers: stopped");
     ExitCode::SUCCESS
 }

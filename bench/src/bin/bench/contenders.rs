@@ -28,6 +28,8 @@ pub(crate) enum Lib {
     Rslock,
     /// The `distributed-lock` crate's PostgreSQL lock.
     Dlock,
+    /// etcd's own election client, `etcdctl elect` (clientv3/concurrency).
+    Etcdctl,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -36,6 +38,8 @@ pub(crate) enum Coord {
     Mysql,
     Mongo,
     Postgres,
+    /// One etcd member (the same server the tests use).
+    Etcd,
     Raft(usize),
     /// A master with two replicas behind three Sentinels, of the bench's own.
     Sentinel,
@@ -82,6 +86,7 @@ impl Contender {
             Lib::Tooz => "tooz",
             Lib::Rslock => "rslock",
             Lib::Dlock => "distributed-lock",
+            Lib::Etcdctl => "etcdctl",
         }
     }
 
@@ -91,6 +96,7 @@ impl Contender {
             Coord::Mysql => "mysql".into(),
             Coord::Mongo => "mongo".into(),
             Coord::Postgres => "postgres".into(),
+            Coord::Etcd => "etcd".into(),
             Coord::Raft(n) => format!("raft-{n}"),
             Coord::Sentinel => "redis-sentinel".into(),
             Coord::Cluster => "redis-cluster".into(),
@@ -122,6 +128,13 @@ impl Contender {
             (Lib::Elect, Coord::Postgres) => format!(
                 "TTL {TTL_MS} ms, defaults (renew every TTL/3, release and grant notices by LISTEN/NOTIFY on a connection of the store's own)"
             ),
+            (Lib::Elect, Coord::Etcd) => format!(
+                "TTL {TTL_MS} ms (an etcd lease of 2 s), defaults (renew every TTL/3 by lease keep-alive, release and grant notices by one prefix watch per process); one etcd 3.7 member"
+            ),
+            (Lib::Etcdctl, _) => format!(
+                "etcdctl elect (Debian's etcdctl 3.4.23, the clientv3/concurrency recipe) on the same etcd: its session TTL is fixed at 60 s (no flag), so crash and frozen failovers wait a minute; crash rounds: 1, bounded at {} s; waiting candidates watch the previous key (no poll); resign = SIGINT (etcdctl's own resign) + sit out one TTL; no fencing token is printed (term 0), loss only when the session ends",
+                ETCDCTL_CRASH_BOUND.as_secs()
+            ),
             (Lib::Elect, Coord::Mongo) => format!(
                 "TTL {TTL_MS} ms, defaults (renew every TTL/3, release and grant notices over a change stream, which the wire server offers)"
             ),
@@ -148,8 +161,10 @@ impl Contender {
     pub(crate) fn lease_readable(&self) -> bool {
         let connection_bound = (self.lib == Lib::Tooz
             && matches!(self.coord, Coord::Mysql | Coord::Postgres))
-            || self.lib == Lib::Dlock;
-        !(self.is_raft() || connection_bound)
+            || matches!(self.lib, Lib::Dlock | Lib::Etcdctl);
+        // etcd reports a lease's time to live in whole seconds: "lease left" would be off by
+        // up to a second, and the slack computed from it meaningless.
+        !(self.is_raft() || connection_bound || self.coord == Coord::Etcd)
     }
 
     /// Whether this is elect (whose candidates report followers' notices of a new leader).
@@ -160,7 +175,29 @@ impl Contender {
     pub(crate) fn is_raft(&self) -> bool {
         matches!(self.coord, Coord::Raft(_))
     }
+
+    /// Crash rounds of a run of `rounds`: one for etcdctl, whose 60 s session makes each last
+    /// a minute.
+    pub(crate) fn crash_rounds(&self, rounds: usize) -> usize {
+        if self.lib == Lib::Etcdctl {
+            rounds.min(1)
+        } else {
+            rounds
+        }
+    }
+
+    /// How long a crash round waits for the next leader.
+    pub(crate) fn crash_bound(&self) -> std::time::Duration {
+        if self.lib == Lib::Etcdctl {
+            ETCDCTL_CRASH_BOUND
+        } else {
+            std::time::Duration::from_secs(20)
+        }
+    }
 }
+
+/// etcdctl's session TTL (60 s, fixed) and some.
+pub(crate) const ETCDCTL_CRASH_BOUND: std::time::Duration = std::time::Duration::from_secs(75);
 
 pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
@@ -201,6 +238,14 @@ pub(crate) const CONTENDERS: &[Contender] = &[
     },
     Contender {
         lib: Lib::Elect,
+        coord: Coord::Etcd,
+    },
+    Contender {
+        lib: Lib::Etcdctl,
+        coord: Coord::Etcd,
+    },
+    Contender {
+        lib: Lib::Elect,
         coord: Coord::Raft(3),
     },
     Contender {
@@ -234,6 +279,8 @@ pub(crate) struct Ctx {
     pub(crate) dlock: PathBuf,
     pub(crate) python: PathBuf,
     pub(crate) tooz: PathBuf,
+    /// `bench/peers/etcdctl_candidate.py`, run by `python`.
+    pub(crate) etcdctl: PathBuf,
 }
 
 impl Ctx {
@@ -243,6 +290,7 @@ impl Ctx {
             Coord::Mysql => "ELECT_MYSQL_URL",
             Coord::Mongo => "ELECT_MONGO_URL",
             Coord::Postgres => "ELECT_POSTGRES_URL",
+            Coord::Etcd => "ELECT_ETCD_URL",
             Coord::Raft(_) => return String::new(),
             Coord::Sentinel | Coord::Cluster => {
                 return topology(coord).map(|t| t.url.clone()).unwrap_or_default()
@@ -306,6 +354,13 @@ impl Ctx {
                     .args(["--work-ms", &work]);
                 cmd
             }
+            (Lib::Etcdctl, coord) => {
+                let mut cmd = Command::new(&self.python);
+                cmd.arg(&self.etcdctl)
+                    .args(["--url", &self.url(coord), "--election", election])
+                    .args(["--id", &id, "--ttl", &ttl, "--work-ms", &work]);
+                cmd
+            }
             (lib @ (Lib::Rslock | Lib::Dlock), coord) => {
                 let binary = if lib == Lib::Rslock {
                     &self.rslock
@@ -350,7 +405,12 @@ impl Ctx {
         };
         let mut group = Group::new();
         for k in 0..n {
-            group.spawn(self.command(c, k, &election, &ports))?;
+            let command = self.command(c, k, &election, &ports);
+            if c.lib == Lib::Etcdctl {
+                group.spawn_process_group(command)?;
+            } else {
+                group.spawn(command)?;
+            }
         }
         if observer && c.is_elect() && !c.is_raft() {
             let mut command = self.command(c, n, &election, &ports);

@@ -34,10 +34,8 @@ pub(crate) fn crash(
         }
         let killed = g.signal(leader.who, Signal::KILL);
         let next = g
-            .wait(Duration::from_secs(20), |l| {
-                elected(l) && l.who != leader.who
-            })
-            .ok_or("no failover within 20 s")?;
+            .wait(c.crash_bound(), |l| elected(l) && l.who != leader.who)
+            .ok_or(format!("no failover within {:?}", c.crash_bound()))?;
         // In f64: the kill can be stamped a few µs "before" the reply it followed (each
         // process maps its clock to the shared monotonic one with an error), and a u128
         // difference then wrapped around (seen once: a slack p99 of 3.4e32 ms).

@@ -1,6 +1,6 @@
 //! The benchmark runner behind `cargo xtask bench` (which installs the peers, starts the
 //! servers and passes their URLs as `ELECT_*_URL`): elect and its peers (tooz, rslock, distributed-lock) on the
-//! same servers, timed from the candidates' own CLOCK_MONOTONIC event lines (protocol: the
+//! same servers (and etcdctl elect on etcd), timed from the candidates' own CLOCK_MONOTONIC event lines (protocol: the
 //! crate docs).
 //!
 //! ```text
@@ -55,15 +55,17 @@ fn run(
     let mut out = Outcome::default();
     let name = c.name();
     for r in 0..rounds {
-        match crash(ctx, c, &format!("crash{r}"), rng) {
-            Ok((failover, left)) => {
-                out.failover.push(failover);
-                if let Some(left) = left {
-                    out.remaining.push(left);
-                    out.slack.push(failover - left);
+        if r < c.crash_rounds(rounds) {
+            match crash(ctx, c, &format!("crash{r}"), rng) {
+                Ok((failover, left)) => {
+                    out.failover.push(failover);
+                    if let Some(left) = left {
+                        out.remaining.push(left);
+                        out.slack.push(failover - left);
+                    }
                 }
+                Err(e) => out.errors.push(format!("crash round {r}: {e}")),
             }
-            Err(e) => out.errors.push(format!("crash round {r}: {e}")),
         }
         match handover(ctx, c, &format!("handover{r}"), rng) {
             Ok((ms, notice)) => {
@@ -177,6 +179,7 @@ fn bench(args: &[String]) -> Result<(), String> {
         dlock: path("--dlock")?,
         python: path("--python")?,
         tooz: root().join("bench/peers/tooz_candidate.py"),
+        etcdctl: root().join("bench/peers/etcdctl_candidate.py"),
     };
     let mut rng = Rng::seeded(seed);
     let mut results = Vec::new();

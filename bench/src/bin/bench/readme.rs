@@ -10,7 +10,7 @@ use crate::outcome::Outcome;
 /// The markdown table: each figure for elect and each peer on the same coordinator.
 pub(crate) fn table(results: &[(Contender, Outcome)], scale: &Json) -> String {
     let mut t = String::from(
-        "| coordinator | figure (ms: p50 (p99)) | elect | tooz | elect/tooz | rslock (redis), distributed-lock (postgres) | elect/that peer |\n|---|---|---|---|---|---|---|\n",
+        "| coordinator | figure (ms: p50 (p99)) | elect | tooz | elect/tooz | rslock (redis), distributed-lock (postgres), etcdctl elect (etcd) | elect/that peer |\n|---|---|---|---|---|---|---|\n",
     );
     let find = |lib: Lib, coord: Coord| {
         results
@@ -24,6 +24,7 @@ pub(crate) fn table(results: &[(Contender, Outcome)], scale: &Json) -> String {
         Coord::Mysql,
         Coord::Mongo,
         Coord::Postgres,
+        Coord::Etcd,
         Coord::Raft(3),
         Coord::Raft(5),
         Coord::Sentinel,
@@ -34,7 +35,9 @@ pub(crate) fn table(results: &[(Contender, Outcome)], scale: &Json) -> String {
         };
         let peers = [
             find(Lib::Tooz, coord),
-            find(Lib::Rslock, coord).or_else(|| find(Lib::Dlock, coord)),
+            find(Lib::Rslock, coord)
+                .or_else(|| find(Lib::Dlock, coord))
+                .or_else(|| find(Lib::Etcdctl, coord)),
         ];
         let label = match coord {
             Coord::Mysql => "mysql (tooz: connection-bound lock)".to_owned(),

@@ -67,6 +67,10 @@ pub struct Settings {
     pub change_feed: bool,
     /// How long the randomized fault run of [`believed_leadership_never_overlaps`] lasts.
     pub chaos_duration: Duration,
+    /// How long after a lease's end the coordinator may still report it live (default 50 ms).
+    /// Stores that check expiry in each request need none; etcd deletes an expired lease's
+    /// keys from a periodic sweep (every 500 ms) and keeps time in whole seconds.
+    pub expiry_slack: Duration,
 }
 
 impl Settings {
@@ -79,6 +83,7 @@ impl Settings {
             handover_bound: Duration::from_millis(50),
             change_feed: true,
             chaos_duration: Duration::from_secs(120),
+            expiry_slack: Duration::from_millis(50),
         }
     }
 
@@ -91,6 +96,7 @@ impl Settings {
             handover_bound: Duration::from_millis(500),
             change_feed: true,
             chaos_duration: Duration::from_secs(10),
+            expiry_slack: Duration::from_millis(50),
         }
     }
 
@@ -123,6 +129,12 @@ impl Settings {
     /// Sets [`Settings::chaos_duration`].
     pub fn with_chaos_duration(mut self, duration: Duration) -> Self {
         self.chaos_duration = duration;
+        self
+    }
+
+    /// Sets [`Settings::expiry_slack`].
+    pub fn with_expiry_slack(mut self, slack: Duration) -> Self {
+        self.expiry_slack = slack;
         self
     }
 

@@ -452,7 +452,7 @@ pub async fn expiry_makes_election_acquirable(store: Store, settings: Settings) 
         info.remaining,
         settings.ttl_duration()
     );
-    sleep(info.remaining + Duration::from_millis(50)).await;
+    sleep(info.remaining + settings.expiry_slack).await;
     assert_eq!(
         leader(&store, &election).await,
         None,
@@ -467,7 +467,7 @@ pub async fn expiry_makes_election_acquirable(store: Store, settings: Settings) 
 pub async fn renew_after_expiry_is_refused(store: Store, settings: Settings) {
     let election = fresh_election("renew_after_expiry_is_refused");
     let lease = grant(&store, &election, &id("a"), settings.ttl).await;
-    sleep(settings.ttl_duration() + Duration::from_millis(50)).await;
+    sleep(settings.ttl_duration() + settings.expiry_slack).await;
     assert_eq!(
         renew(&store, &lease).await,
         Renewal::Lost,
@@ -510,7 +510,7 @@ pub async fn leader_reports_the_truth(store: Store, settings: Settings) {
         &lease,
         "after a second grant",
     );
-    sleep(settings.ttl_duration() + Duration::from_millis(50)).await;
+    sleep(settings.ttl_duration() + settings.expiry_slack).await;
     assert_eq!(leader(&store, &election).await, None, "after expiry");
 }
 

@@ -169,6 +169,7 @@ impl ElectorBuilder {
             events: events.clone(),
             commands: command_rx,
             feed: FeedState::Unknown,
+            feed_failures: 0,
             rng: Rng::from_entropy(),
             health: health.clone(),
         };

@@ -55,6 +55,10 @@ pub(crate) struct Campaign {
     pub(crate) events: Emitter,
     pub(crate) commands: mpsc::Receiver<ElectorCommand>,
     pub(crate) feed: FeedState,
+    /// Subscribe failures and ended feeds since the feed last delivered a notice: the backoff
+    /// of the next subscribe while sleeping as a follower, so a feed that keeps ending costs a
+    /// few requests, not a loop.
+    pub(crate) feed_failures: u32,
     pub(crate) rng: Rng,
     pub(crate) health: Arc<HealthCell>,
 }
@@ -284,9 +288,19 @@ impl Campaign {
 
     /// Sleeps as a follower; wakes early on a change notice or a command. A closed command
     /// channel (handle dropped) is returned as a shutdown.
+    ///
+    /// Without a live feed (a subscribe failed, or the feed ended with its connection: a server
+    /// restart, a failover, a killed connection), it subscribes again after a backoff instead of
+    /// sleeping blind until the expiry, which for a long lease would miss every hand-over of the
+    /// rest of the sleep; once subscribed it wakes to read the lease, since a notice may have been
+    /// sent while nobody listened.
     async fn wait_as_follower(&mut self, wait: Duration) -> Option<ElectorCommand> {
         let until = Instant::now() + wait;
+        let mut resubscribe = None;
         loop {
+            if matches!(self.feed, FeedState::Unknown) && resubscribe.is_none() {
+                resubscribe = Some(Instant::now() + self.backoff(self.feed_failures));
+            }
             let (feed, commands) = (&mut self.feed, &mut self.commands);
             let notice = async {
                 match feed {
@@ -294,14 +308,31 @@ impl Campaign {
                     _ => std::future::pending().await,
                 }
             };
+            let at = resubscribe;
+            let retry = async move {
+                match at {
+                    Some(at) => sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = sleep_until(until) => return None,
-                alive = notice => {
-                    if alive {
+                () = retry => {
+                    resubscribe = None;
+                    self.ensure_feed().await;
+                    if matches!(self.feed, FeedState::Live(_)) {
+                        debug!("subscribed again; reading the lease for what the feed missed");
                         return None;
                     }
-                    debug!("change feed ended; sleeping until expiry");
+                }
+                alive = notice => {
+                    if alive {
+                        self.feed_failures = 0;
+                        return None;
+                    }
+                    debug!("change feed ended; subscribing again");
                     self.feed = FeedState::Unknown;
+                    self.feed_failures = self.feed_failures.saturating_add(1);
                 }
                 command = commands.recv() => {
                     return Some(command.unwrap_or_else(|| ElectorCommand::Shutdown(Reply(oneshot::channel().0))));
@@ -322,6 +353,7 @@ impl Campaign {
             Ok(None) => FeedState::Unsupported,
             Err(error) => {
                 debug!(error = %error, "subscribe failed; will retry");
+                self.feed_failures = self.feed_failures.saturating_add(1);
                 FeedState::Unknown
             }
         };

@@ -1,0 +1,419 @@
+//! [`EtcdStore`]: the [`LeaseStore`] on etcd.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use elect_core::backend::timed;
+use elect_core::{
+    async_trait, Acquire, ChangeFeed, Claim, ElectionName, Error, LeaderInfo, Lease, LeaseStore,
+    Release, Renewal, Result, Ttl,
+};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
+};
+use etcd_client::{KeyValue, TxnOpResponse};
+use tracing::debug;
+
+use crate::config::EtcdConfig;
+use crate::error::{map_err, none_if_lease_gone, resending_unsent, STORE};
+use crate::feed::Watcher;
+use crate::record::{self, Record};
+
+/// A [`LeaseStore`] on etcd v3 (3.5 or newer; see the README for the lease fixes that matter).
+///
+/// Each election is one key, `prefix + election`, attached to an etcd lease with the claim's
+/// TTL rounded up to whole seconds (etcd's resolution; etcd may raise it to its minimum, about
+/// 1.5 × its election timeout). etcd deletes the key when the lease expires, by its leader's
+/// clock, so client clocks do not matter; the holder's belief ends earlier, at its local
+/// deadline computed from the claim's TTL.
+///
+/// - **Grant**: a lease, then one transaction that puts the key only if it does not exist
+///   (`create_revision == 0`). The **term is the key's create revision**: etcd's revision
+///   counter is global to the cluster, raised by every write, replicated by Raft and kept in
+///   every member's backend, so a later grant always gets a larger term, across etcd leader
+///   changes and member restarts.
+/// - **Renewal**: a lease keep-alive, after checking that the key is still this claim's with
+///   this term; a lease that expired or was revoked is [`Renewal::Lost`].
+/// - **Release**: one transaction deletes the key if it is still the one this grant created
+///   (its mod revision is the term and its value this claim's); the lease, holding nothing
+///   then, is revoked in the background.
+/// - **Hand-over**: one watch on the prefix per store wakes waiting candidates on every grant
+///   and release; a cancelled or compacted watch ends the feeds.
+///
+/// Clones share the client and the watch.
+#[derive(Clone)]
+pub struct EtcdStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    config: EtcdConfig,
+    watcher: Watcher,
+}
+
+impl fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+/// The etcd lease TTL for `ttl`: whole seconds, rounded up, so that etcd never ends a lease
+/// before its holder stops believing in it.
+fn lease_seconds(ttl: Ttl) -> i64 {
+    ttl.get().as_millis().div_ceil(1000) as i64
+}
+
+impl EtcdStore {
+    /// Connects to the cluster `url` names (`etcd://host:port,host:port/prefix`).
+    pub async fn connect_url(url: &str) -> Result<EtcdStore> {
+        Self::connect(EtcdConfig::from_url(url)?).await
+    }
+
+    /// Validates `config`, connects, and checks with one read under the prefix that the
+    /// cluster answers and lets this user read there.
+    pub async fn connect(config: EtcdConfig) -> Result<EtcdStore> {
+        config.validate()?;
+        let options = connect_options(&config)?;
+        let client = timed(STORE, "connect", config.timeout, async {
+            Client::connect(&config.endpoints, Some(options))
+                .await
+                .map_err(|e| map_err("connect", e))
+        })
+        .await?;
+        Self::from_client(client, config).await
+    }
+
+    /// A store on the application's own etcd `client`. `config` gives the prefix and the
+    /// request timeout; its endpoints, user and TLS settings are not used.
+    ///
+    /// What elect needs of the client: permission to read, write and watch under the prefix
+    /// and to grant, keep alive and revoke leases. A client made with
+    /// `ConnectOptions::with_require_leader(true)` lets a partitioned member cancel elect's
+    /// watch at once instead of leaving it silent.
+    pub async fn from_client(client: Client, config: EtcdConfig) -> Result<EtcdStore> {
+        let watcher = Watcher::new(client.clone(), config.clone());
+        let store = EtcdStore {
+            inner: Arc::new(Inner {
+                client,
+                config,
+                watcher,
+            }),
+        };
+        store.ping().await?;
+        Ok(store)
+    }
+
+    /// The configuration (endpoints, prefix, timeout).
+    pub fn config(&self) -> &EtcdConfig {
+        &self.inner.config
+    }
+
+    /// The etcd client this store uses (clones share its connections).
+    pub fn client(&self) -> Client {
+        self.inner.client.clone()
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let key = self.inner.config.key("");
+        self.request("connect", |mut c| {
+            let key = key.clone();
+            async move {
+                c.get(key, Some(GetOptions::new().with_count_only()))
+                    .await
+                    .map(drop)
+            }
+        })
+        .await
+    }
+
+    /// One request under the configured timeout, sent again when it reached no member
+    /// ([`resending_unsent`]), its driver error mapped.
+    async fn request<T, F, Fut>(&self, operation: &'static str, f: F) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let client = &self.inner.client;
+        timed(STORE, operation, self.inner.config.timeout, async move {
+            resending_unsent(|| f(client.clone()))
+                .await
+                .map_err(|e| map_err(operation, e))
+        })
+        .await
+    }
+
+    /// The record at `key`, if any.
+    async fn read(&self, operation: &'static str, key: &str) -> Result<Option<Record>> {
+        let owned = key.to_owned();
+        let kv = self
+            .request(operation, |mut c| {
+                let owned = owned.clone();
+                async move {
+                    let mut resp = c.get(owned, None).await?;
+                    Ok(resp.take_kvs().into_iter().next())
+                }
+            })
+            .await?;
+        kv.map(|kv| decode(key, &kv)).transpose()
+    }
+
+    /// How long the etcd lease `id` has left, rounded up to whole seconds and at most its
+    /// granted TTL; `None` when it no longer exists.
+    async fn remaining(&self, operation: &'static str, id: i64) -> Result<Option<Duration>> {
+        let resp = self
+            .request(operation, |mut c| async move {
+                none_if_lease_gone(c.lease_time_to_live(id, None).await)
+            })
+            .await?;
+        Ok(resp.filter(|resp| resp.ttl() >= 0).map(|resp| {
+            // etcd truncates to whole seconds: the lease has [ttl, ttl + 1) s left.
+            Duration::from_secs((resp.ttl() + 1).min(resp.granted_ttl().max(1)) as u64)
+        }))
+    }
+
+    /// Extends the etcd lease `id` by its TTL; `false` when it no longer exists.
+    async fn keep_alive(&self, operation: &'static str, id: i64) -> Result<bool> {
+        // The first answer was read inside `lease_keep_alive`: an answer means the lease
+        // lives on.
+        let answer = self
+            .request(operation, |mut c| async move {
+                none_if_lease_gone(c.lease_keep_alive(id).await)
+            })
+            .await?;
+        Ok(answer.is_some())
+    }
+
+    /// Revokes the etcd lease `id` (deleting its keys); `false` when it no longer exists.
+    async fn revoke(&self, operation: &'static str, id: i64) -> Result<bool> {
+        let answer = self
+            .request(operation, |mut c| async move {
+                none_if_lease_gone(c.lease_revoke(id).await)
+            })
+            .await?;
+        Ok(answer.is_some())
+    }
+
+    async fn held(&self, record: Record) -> Result<Option<LeaderInfo>> {
+        Ok(self
+            .remaining("try_acquire", record.lease)
+            .await?
+            .map(|remaining| info(record, remaining)))
+    }
+
+    /// A new lease and a transaction that puts the key only where none exists.
+    async fn grant(&self, claim: &Claim, key: &str) -> Result<Acquire> {
+        let seconds = lease_seconds(claim.ttl);
+        let lease = self
+            .request("try_acquire", |mut c| async move {
+                c.lease_grant(seconds, None).await
+            })
+            .await?;
+        if lease.ttl() < seconds {
+            // etcd only ever raises a TTL (to its minimum); a shorter one would break the
+            // holder's deadline.
+            return Err(Error::Internal {
+                message: format!(
+                    "etcd granted a {} s lease for a {} s request",
+                    lease.ttl(),
+                    seconds
+                ),
+            });
+        }
+        let id = lease.id();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key,
+                record::encode(claim),
+                Some(PutOptions::new().with_lease(id)),
+            )])
+            .or_else([TxnOp::get(key, None)]);
+        let answer = self
+            .request("try_acquire", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await;
+        let resp = match answer {
+            Ok(resp) => resp,
+            Err(e) => {
+                self.revoke_in_background("try_acquire", id);
+                return Err(e);
+            }
+        };
+        if resp.succeeded() {
+            let revision = resp.header().map_or(0, |h| h.revision());
+            let term = elect_core::backend::term(
+                STORE,
+                key,
+                Some(revision as i128),
+                &format!("revision {revision}"),
+            )?;
+            debug!(key, term = term.0, lease = id, "etcd: granted");
+            return Ok(Acquire::Granted(claim.granted(term)));
+        }
+        self.revoke_in_background("try_acquire", id);
+        let kv = resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(mut get) => get.take_kvs().into_iter().next(),
+            _ => None,
+        });
+        match kv {
+            // Someone granted it between our read and our transaction: a fresh lease, whose
+            // remaining time is its whole TTL.
+            Some(kv) => {
+                let record = decode(key, &kv)?;
+                let ttl = record::granted_ttl(kv.value());
+                Ok(Acquire::Held(info(record, ttl)))
+            }
+            // Taken and gone again: let the caller ask again.
+            None => Err(Error::Unavailable {
+                store: STORE,
+                operation: "try_acquire",
+                message: "the election changed hands during the grant; try again".into(),
+                source: None,
+            }),
+        }
+    }
+
+    /// A lease of ours that holds no key: revoked without making the caller wait (it would
+    /// expire on its own within its TTL).
+    fn revoke_in_background(&self, operation: &'static str, id: i64) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let _ = store.revoke(operation, id).await;
+        });
+    }
+}
+
+fn connect_options(config: &EtcdConfig) -> Result<ConnectOptions> {
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(config.timeout)
+        .with_timeout(config.timeout)
+        // HTTP/2 pings find a dead connection (a watch would otherwise wait on it forever).
+        .with_keep_alive(Duration::from_secs(1), config.timeout)
+        .with_keep_alive_while_idle(true)
+        // A member cut off from its leader cancels our watch instead of going quiet.
+        .with_require_leader(true);
+    if let Some((name, password)) = &config.user {
+        options = options.with_user(name.clone(), password.clone());
+    }
+    #[cfg(feature = "tls")]
+    if let Some(files) = &config.tls {
+        options = options.with_tls(crate::tls::options(files)?);
+    }
+    Ok(options)
+}
+
+fn decode(key: &str, kv: &KeyValue) -> Result<Record> {
+    record::decode(key, kv.value(), kv.create_revision(), kv.lease())
+}
+
+fn info(record: Record, remaining: Duration) -> LeaderInfo {
+    LeaderInfo {
+        holder: record.holder,
+        term: record.term,
+        remaining,
+        value: record.value,
+    }
+}
+
+#[async_trait]
+impl LeaseStore for EtcdStore {
+    async fn try_acquire(&self, claim: &Claim) -> Result<Acquire> {
+        let key = self.inner.config.key(claim.election.as_str());
+        if let Some(record) = self.read("try_acquire", &key).await? {
+            if record.granted_to(claim) {
+                if self.keep_alive("try_acquire", record.lease).await? {
+                    return Ok(Acquire::Granted(claim.granted(record.term)));
+                }
+                // Expired while we looked: its key is being deleted.
+                return self.grant(claim, &key).await;
+            }
+            return match self.held(record).await? {
+                Some(info) => Ok(Acquire::Held(info)),
+                // The holder's lease is gone; its key goes with it.
+                None => self.grant(claim, &key).await,
+            };
+        }
+        self.grant(claim, &key).await
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<Renewal> {
+        let key = self.inner.config.key(lease.election.as_str());
+        let Some(record) = self.read("renew", &key).await? else {
+            return Ok(Renewal::Lost);
+        };
+        if record.holder != lease.holder
+            || record.nonce != lease.nonce.get()
+            || record.term != lease.term
+        {
+            return Ok(Renewal::Lost);
+        }
+        Ok(if self.keep_alive("renew", record.lease).await? {
+            Renewal::Renewed(lease.clone())
+        } else {
+            Renewal::Lost
+        })
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<Release> {
+        let key = self.inner.config.key(lease.election.as_str());
+        let Ok(revision) = i64::try_from(lease.term.0) else {
+            return Ok(Release::NotHeld);
+        };
+        // One transaction: delete the key only if it is the one this lease's grant created
+        // (it was written at revision `term` and never since) and holds this claim. The
+        // deletion is the hand-over notice; the lease, holding nothing now, is revoked after
+        // the caller has its answer (it would expire within its TTL anyway).
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(key.as_str(), CompareOp::Equal, revision),
+                Compare::value(key.as_str(), CompareOp::Equal, record::encode_lease(lease)),
+            ])
+            .and_then([TxnOp::delete(
+                key.as_str(),
+                Some(DeleteOptions::new().with_prev_key()),
+            )]);
+        let resp = self
+            .request("release", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        if !resp.succeeded() {
+            return Ok(Release::NotHeld);
+        }
+        let held_by = resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Delete(delete) => delete.prev_kvs().first().map(KeyValue::lease),
+            _ => None,
+        });
+        if let Some(id) = held_by.filter(|id| *id != 0) {
+            self.revoke_in_background("release", id);
+        }
+        debug!(key, term = lease.term.0, "etcd: released");
+        Ok(Release::Released)
+    }
+
+    async fn leader(&self, election: &ElectionName) -> Result<Option<LeaderInfo>> {
+        let key = self.inner.config.key(election.as_str());
+        let Some(record) = self.read("leader", &key).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .remaining("leader", record.lease)
+            .await?
+            .map(|remaining| info(record, remaining)))
+    }
+
+    async fn subscribe(&self, election: &ElectionName) -> Result<Option<ChangeFeed>> {
+        self.inner.watcher.subscribe(election).await.map(Some)
+    }
+
+    fn kind(&self) -> &'static str {
+        "etcd"
+    }
+}

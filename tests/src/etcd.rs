@@ -1,0 +1,308 @@
+//! etcd on loopback: a single member, or a cluster of three, started from an etcd binary —
+//! `ELECT_ETCD_SERVER_BIN`, else the release binary the `etcd-bin-vendored-linux-amd64` crate
+//! ships (etcd 3.7.2; Debian 12's `etcd-server` is 3.4.23, without the lease fixes elect-etcd
+//! asks for), else `etcd` on `PATH`. Members can be killed, frozen and restarted with their
+//! data; the leader is found through etcd's JSON gateway.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::keeper;
+use crate::local::free_port;
+
+/// The etcd binary the tests start.
+pub fn etcd_binary() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("ELECT_ETCD_SERVER_BIN").filter(|b| !b.is_empty()) {
+        return Ok(PathBuf::from(bin));
+    }
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        let vendored =
+            etcd_bin_vendored_linux_amd64::etcd_bin_path().unwrap_or_else(|never| match never {});
+        if vendored.is_file() {
+            return Ok(vendored.to_path_buf());
+        }
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("etcd"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            "no etcd binary: set ELECT_ETCD_SERVER_BIN, or put etcd (3.5.13 or newer) on PATH"
+                .to_owned()
+        })
+}
+
+/// One etcd process.
+#[derive(Debug)]
+pub struct Member {
+    /// Its name in the cluster (`m0`, `m1`, …).
+    pub name: String,
+    /// Its client port.
+    pub client_port: u16,
+    child: Option<Child>,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Member {
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .args([format!("-{signal}"), pid.to_string()])
+                .status();
+        }
+    }
+
+    /// Kills the process at once (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again with its data (after [`kill`](Self::kill)); waits until it is healthy.
+    pub fn start(&mut self) -> Result<(), String> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| e.to_string())?;
+        let mut command = Command::new(etcd_binary()?);
+        command
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log);
+        self.child = Some(keeper::spawn(command).map_err(|e| format!("etcd {}: {e}", self.name))?);
+        Ok(())
+    }
+
+    fn healthy(&self) -> bool {
+        http(self.client_port, "GET", "/health", "").contains("\"health\":\"true\"")
+    }
+}
+
+/// etcd members on loopback, started together as one cluster.
+#[derive(Debug)]
+pub struct EtcdCluster {
+    /// The members.
+    pub members: Vec<Member>,
+    dir: PathBuf,
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for member in &mut self.members {
+            member.signal("CONT");
+            member.kill();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl EtcdCluster {
+    /// Starts `size` members (1 or 3, say) and waits until every one is healthy.
+    pub fn start(size: usize) -> Result<EtcdCluster, String> {
+        let binary = etcd_binary()?;
+        let dir = std::env::temp_dir().join(crate::unique_name("elect-etcd"));
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let ports: Vec<(u16, u16)> = (0..size)
+            .map(|_| Ok((free_port()?, free_port()?)))
+            .collect::<Result<_, String>>()?;
+        let initial: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(k, (_, peer))| format!("m{k}=http://127.0.0.1:{peer}"))
+            .collect();
+        let token = crate::unique_name("elect");
+        let mut cluster = EtcdCluster {
+            members: Vec::new(),
+            dir: dir.clone(),
+        };
+        for (k, (client, peer)) in ports.iter().enumerate() {
+            let name = format!("m{k}");
+            let data = dir.join(&name);
+            let args: Vec<String> = vec![
+                "--name".into(),
+                name.clone(),
+                "--data-dir".into(),
+                data.to_str().ok_or("temp dir is not UTF-8")?.into(),
+                "--listen-client-urls".into(),
+                format!("http://127.0.0.1:{client}"),
+                "--advertise-client-urls".into(),
+                format!("http://127.0.0.1:{client}"),
+                "--listen-peer-urls".into(),
+                format!("http://127.0.0.1:{peer}"),
+                "--initial-advertise-peer-urls".into(),
+                format!("http://127.0.0.1:{peer}"),
+                "--initial-cluster".into(),
+                initial.join(","),
+                "--initial-cluster-token".into(),
+                token.clone(),
+                "--initial-cluster-state".into(),
+                "new".into(),
+                "--log-level".into(),
+                "warn".into(),
+            ];
+            let mut member = Member {
+                name: name.clone(),
+                client_port: *client,
+                child: None,
+                args,
+                log: dir.join(format!("{name}.log")),
+            };
+            member
+                .start()
+                .map_err(|e| format!("{e} ({})", binary.display()))?;
+            cluster.members.push(member);
+        }
+        cluster.wait_healthy(Duration::from_secs(60))?;
+        Ok(cluster)
+    }
+
+    /// Waits until every running member says it is healthy (it has a leader).
+    pub fn wait_healthy(&self, within: Duration) -> Result<(), String> {
+        let until = Instant::now() + within;
+        loop {
+            if self
+                .members
+                .iter()
+                .filter(|m| m.child.is_some())
+                .all(Member::healthy)
+            {
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                let logs: Vec<String> = self
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let log = fs::read_to_string(&m.log).unwrap_or_default();
+                        let tail: Vec<&str> = log.lines().rev().take(3).collect();
+                        format!("{}: {}", m.name, tail.join(" | "))
+                    })
+                    .collect();
+                return Err(format!(
+                    "etcd not healthy within {within:?}; {}",
+                    logs.join("; ")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `etcd://127.0.0.1:P0,127.0.0.1:P1,…` (no prefix).
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.client_port))
+            .collect();
+        format!("etcd://{}", hosts.join(","))
+    }
+
+    /// The index of the member that leads the etcd cluster now, as the running members say
+    /// (`None` while they name none, or disagree).
+    pub fn leader(&self) -> Option<usize> {
+        let mut named = None;
+        for member in self.members.iter().filter(|m| m.child.is_some()) {
+            let status = http(member.client_port, "POST", "/v3/maintenance/status", "{}");
+            let leader = json_field(&status, "leader")?;
+            if named.is_some_and(|n: String| n != leader) {
+                return None;
+            }
+            named = Some(leader);
+        }
+        let leader = named?;
+        self.members.iter().position(|m| {
+            m.child.is_some()
+                && json_field(
+                    &http(m.client_port, "POST", "/v3/maintenance/status", "{}"),
+                    "member_id",
+                )
+                .is_some_and(|id| id == leader)
+        })
+    }
+}
+
+/// The text of `"field":"value"` in a JSON reply (etcd's gateway quotes 64-bit numbers).
+fn json_field(json: &str, field: &str) -> Option<String> {
+    let at = json.find(&format!("\"{field}\":\""))? + field.len() + 4;
+    let end = json[at..].find('"')?;
+    Some(json[at..at + end].to_owned())
+}
+
+/// One HTTP/1.1 request to the member's client port; the reply's text, empty on failure.
+fn http(port: u16, method: &str, path: &str, body: &str) -> String {
+    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    reply
+}
+
+/// The URL of the single etcd the tests share: `ELECT_ETCD_URL` (`cargo xtask test` starts
+/// one for the whole run), else this process's own, started on first use.
+pub fn shared_url() -> String {
+    std::env::var("ELECT_ETCD_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| {
+            static ONE: OnceLock<EtcdCluster> = OnceLock::new();
+            ONE.get_or_init(|| EtcdCluster::start(1).unwrap_or_else(|e| panic!("an etcd: {e}")))
+                .url()
+        })
+}
+
+/// The URL of the three-member etcd cluster the tests share: `ELECT_ETCD_CLUSTER_URL`, else
+/// this process's own, started on first use.
+pub fn shared_cluster_url() -> String {
+    std::env::var("ELECT_ETCD_CLUSTER_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| {
+            static THREE: OnceLock<EtcdCluster> = OnceLock::new();
+            THREE
+                .get_or_init(|| {
+                    EtcdCluster::start(3).unwrap_or_else(|e| panic!("an etcd cluster: {e}"))
+                })
+                .url()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_fields_are_found() {
+        let json = r#"{"header":{"cluster_id":"1","member_id":"42"},"leader":"42"}"#;
+        assert_eq!(super::json_field(json, "leader").as_deref(), Some("42"));
+        assert_eq!(super::json_field(json, "member_id").as_deref(), Some("42"));
+        assert_eq!(super::json_field(json, "nope"), None);
+    }
+}
