@@ -99,7 +99,7 @@ impl FaultProxy {
             &format!("127.0.0.1:{}", proxy.addr.port()),
             1,
         );
-        Ok((proxy, rewritten))
+        Ok((proxy, through_tcp_only(&rewritten)))
     }
 
     /// Where clients connect.
@@ -152,6 +152,19 @@ impl Drop for FaultProxy {
         self.acceptor.abort();
         self.reset_all();
     }
+}
+
+/// A MySQL URL with `prefer_socket=false` (unless it says otherwise). mysql_async's default
+/// reads the server's `@@socket` after each TCP handshake and, where that file exists — a
+/// server on the same machine, whatever host the URL names — quietly reconnects through the
+/// Unix socket, around the proxy: until 2026-12-04 every MySQL "cut link" of the chaos tests
+/// cut nothing (CI: `process_chaos_on_mariadb`, "the faults moved nothing").
+fn through_tcp_only(url: &str) -> String {
+    if !url.starts_with("mysql://") || url.contains("prefer_socket=") {
+        return url.to_owned();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}prefer_socket=false")
 }
 
 /// `host` and `port` of a `scheme://[user[:pass]@]host:port/...` URL.
@@ -259,7 +272,24 @@ async fn pump(
 
 #[cfg(test)]
 mod tests {
-    use super::host_port;
+    use super::{host_port, through_tcp_only};
+
+    #[test]
+    fn mysql_urls_keep_to_tcp() {
+        assert_eq!(
+            through_tcp_only("mysql://u@127.0.0.1:1/db"),
+            "mysql://u@127.0.0.1:1/db?prefer_socket=false"
+        );
+        assert_eq!(
+            through_tcp_only("mysql://h:1/db?pool_max=2"),
+            "mysql://h:1/db?pool_max=2&prefer_socket=false"
+        );
+        assert_eq!(
+            through_tcp_only("mysql://h:1/db?prefer_socket=true"),
+            "mysql://h:1/db?prefer_socket=true"
+        );
+        assert_eq!(through_tcp_only("redis://h:1"), "redis://h:1");
+    }
 
     #[test]
     fn host_port_of_urls() {

@@ -53,6 +53,31 @@ async fn mysql_answers_through_mysql_async_in_its_own_database() {
     assert_eq!(sum, Some(42));
 }
 
+/// A MySQL connection through the fault proxy is cut by it: mysql_async's default would move
+/// it to the server's Unix socket right after the TCP handshake (see `FaultProxy::in_front_of`),
+/// and every MySQL partition of the chaos tests cut nothing.
+#[tokio::test]
+async fn a_mysql_connection_through_the_fault_proxy_is_cut_by_it() {
+    let url = elect_tests::mysql().await.mysql_database().await.unwrap();
+    let (proxy, proxied) = elect_tests::proxy::FaultProxy::in_front_of(&url)
+        .await
+        .unwrap();
+    let mut conn = mysql_async::Conn::from_url(&proxied).await.unwrap();
+    let one: Option<i64> = conn.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+    proxy.set(elect_tests::proxy::Mode::Blackhole);
+    let cut = tokio::time::timeout(
+        Duration::from_secs(1),
+        conn.query_first::<i64, _>("SELECT 2"),
+    )
+    .await;
+    assert!(
+        cut.is_err(),
+        "a query answered through a blackholed proxy: {cut:?}"
+    );
+    assert!(proxy.bytes().1 > 0, "the proxy dropped nothing");
+}
+
 #[tokio::test]
 async fn mongo_answers_through_the_mongodb_driver() {
     let server = elect_tests::mongo().await;

@@ -543,7 +543,8 @@ async fn chaos(
     for h in &mut hosts {
         h.start();
     }
-    let until = std::time::Instant::now() + chaos_duration();
+    let started = std::time::Instant::now();
+    let until = started + chaos_duration();
     let mut kills: Vec<(usize, u64)> = Vec::new();
     let mut done: Vec<String> = Vec::new();
     let mut moved = 0;
@@ -558,6 +559,7 @@ async fn chaos(
             Some(k) if forced || rng.below(3) < 2 => k,
             _ => rng.below(hosts.len() as u64) as usize,
         };
+        let at = started.elapsed().as_secs_f64();
         let kinds = 4 + usize::from(!links.is_empty()) + usize::from(server.is_some());
         let fault = match rng.below(kinds as u64) {
             0 => "kill",
@@ -606,8 +608,8 @@ async fn chaos(
             }
         }
         done.push(match fault {
-            "kill" | "restart server" => format!("{fault} h{target}"),
-            _ => format!("{fault} h{target} {}ms", hold.as_millis()),
+            "kill" | "restart server" => format!("{fault} h{target} at {at:.1}s"),
+            _ => format!("{fault} h{target} {}ms at {at:.1}s", hold.as_millis()),
         });
         tokio::time::sleep(rng.duration_between(
             Duration::from_millis(TTL.as_millis() as u64 / 2),
@@ -661,17 +663,33 @@ async fn chaos(
     }
     assert!(
         verdict.is_clean() && late.is_empty(),
-        "{name} (seed {seed}): {verdict:#?} {late:#?}\nfaults: {done:?}\nruns:\n{}",
-        describe(&runs)
+        "{name} (seed {seed}): {verdict:#?} {late:#?}\nfaults: {done:?}\nruns:\n{}\n{}",
+        describe(&runs),
+        log_tails(&hosts)
     );
     assert!(
         runs.len() >= 3,
-        "{name}: only {} program runs: the faults moved nothing",
-        runs.len()
+        "{name} (seed {seed}): only {} program runs: the faults moved nothing\n{}",
+        runs.len(),
+        log_tails(&hosts)
     );
     for h in &hosts {
         let _ = std::fs::remove_file(&h.log);
     }
+}
+
+/// The last lines of each host's log, for a failure's message.
+fn log_tails(hosts: &[Host]) -> String {
+    hosts
+        .iter()
+        .map(|h| {
+            let log = std::fs::read_to_string(&h.log).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(12)..].join("\n");
+            format!("--- {} (last lines of its log)\n{tail}", h.name)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 async fn store_chaos(name: &str, url: String, extra: &[&str], server: Option<OwnedServer>) {
