@@ -267,9 +267,25 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> String {
     reply
 }
 
+/// Whether the etcd at `port` on loopback says it is healthy (`GET /health`).
+pub(crate) fn healthy(port: u16) -> bool {
+    http(port, "GET", "/health", "").contains(r#""health":"true""#)
+}
+
 /// The URL of the single etcd the tests share: `ELECT_ETCD_URL` (`cargo xtask test` starts
-/// one for the whole run), else this process's own, started on first use.
+/// one for the whole run), else this process's own, started on first use — in a container
+/// with `ELECT_TEST_SERVERS=containers` (see `docker::Running::start_etcd`).
 pub fn shared_url() -> String {
+    if crate::Mode::from_env() == Ok(crate::Mode::Containers) {
+        static CONTAINER: OnceLock<crate::docker::Running> = OnceLock::new();
+        return CONTAINER
+            .get_or_init(|| {
+                crate::docker::Running::start_etcd()
+                    .unwrap_or_else(|e| panic!("an etcd container: {e}"))
+            })
+            .url()
+            .unwrap_or_else(|e| panic!("the etcd container's URL: {e}"));
+    }
     std::env::var("ELECT_ETCD_URL")
         .ok()
         .filter(|u| !u.is_empty())

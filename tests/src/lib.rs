@@ -20,7 +20,7 @@ pub mod topology;
 
 use std::path::PathBuf;
 
-pub use servers::{mongo, mysql, postgres, redis, unique_name, Origin, OwnedServer, Server};
+pub use servers::{mongo, mysql, postgres, redis, unique_name, Mode, Origin, OwnedServer, Server};
 
 use elect_core::{CandidateId, Claim, ElectionName, Ttl};
 

@@ -285,7 +285,7 @@ impl Drop for LocalServer {
 }
 
 /// Whether a server of `kind` answers its protocol's greeting at `addr`.
-fn answers(kind: Kind, addr: SocketAddr) -> bool {
+pub(crate) fn answers(kind: Kind, addr: SocketAddr) -> bool {
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
         return false;
     };

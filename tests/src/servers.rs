@@ -1,11 +1,12 @@
 //! Real servers for tests: an explicit URL from the environment, else a testcontainers
 //! instance when a Docker engine answers, else a throwaway server started from this machine's
-//! binaries, else a failure that says how to provide one.
+//! binaries, else a failure that says how to provide one. `ELECT_TEST_SERVERS` narrows that
+//! order (see [`Mode`]).
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::docker;
 use crate::local::LocalServer;
@@ -123,18 +124,51 @@ pub fn no_server_message(kind: Kind, why: &str) -> String {
     )
 }
 
-/// The server of `kind` shared by this process's tests, in the order env URL → container →
-/// local binary.
-pub async fn shared(kind: Kind) -> Result<Server, String> {
-    if let Some(url) = env_url(kind) {
-        return Ok(Server {
-            kind,
-            url,
-            origin: Origin::Env,
-            _keep: None,
-        });
+/// Where the tests' servers come from: `ELECT_TEST_SERVERS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Unset (or `auto`): env URL → container (when an engine answers; a container that cannot
+    /// be had, e.g. an image that cannot be pulled, falls through) → local binaries.
+    Auto,
+    /// `containers`: containers only — no env URL, no local binary; an engine must answer.
+    Containers,
+    /// `local`: never a container — an env URL (how `cargo xtask test` hands over the servers
+    /// it started) or local binaries.
+    Local,
+}
+
+impl Mode {
+    /// The mode `ELECT_TEST_SERVERS` asks for; an unknown value is an error.
+    pub fn from_env() -> Result<Mode, String> {
+        match std::env::var("ELECT_TEST_SERVERS")
+            .unwrap_or_default()
+            .trim()
+        {
+            "" | "auto" => Ok(Mode::Auto),
+            "containers" => Ok(Mode::Containers),
+            "local" => Ok(Mode::Local),
+            other => Err(format!(
+                "ELECT_TEST_SERVERS={other:?}: expected containers, local or auto"
+            )),
+        }
     }
-    tokio::task::spawn_blocking(move || shared_blocking(kind))
+}
+
+/// The server of `kind` shared by this process's tests, in the order env URL → container →
+/// local binary (narrowed by [`Mode`]).
+pub async fn shared(kind: Kind) -> Result<Server, String> {
+    let mode = Mode::from_env()?;
+    if mode != Mode::Containers {
+        if let Some(url) = env_url(kind) {
+            return Ok(Server {
+                kind,
+                url,
+                origin: Origin::Env,
+                _keep: None,
+            });
+        }
+    }
+    tokio::task::spawn_blocking(move || shared_blocking(kind, mode))
         .await
         .map_err(|e| format!("server start-up panicked: {e}"))?
 }
@@ -145,29 +179,23 @@ fn env_url(kind: Kind) -> Option<String> {
         .filter(|u| !u.trim().is_empty())
 }
 
-fn shared_blocking(kind: Kind) -> Result<Server, String> {
-    if docker::engine_answers() {
-        // Containers are shared while some test holds them, then removed: statics are never
-        // dropped, and a container outlives the process that started it.
-        static CONTAINERS: OnceLock<Mutex<HashMap<Kind, Weak<docker::Running>>>> = OnceLock::new();
-        let mut containers = CONTAINERS
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let running = match containers.get(&kind).and_then(Weak::upgrade) {
-            Some(running) => running,
-            None => {
-                let running = Arc::new(docker::Running::start(kind)?);
-                containers.insert(kind, Arc::downgrade(&running));
-                running
-            }
-        };
-        return Ok(Server {
-            kind,
-            url: running.url()?,
-            origin: Origin::Container,
-            _keep: Some(running),
-        });
+fn shared_blocking(kind: Kind, mode: Mode) -> Result<Server, String> {
+    let mut no_container = None;
+    if mode == Mode::Containers && !docker::engine_answers() {
+        return Err("ELECT_TEST_SERVERS=containers, and no Docker engine answers".into());
+    }
+    if mode != Mode::Local && docker::engine_answers() {
+        match shared_container(kind) {
+            Ok(server) => return Ok(server),
+            Err(why) if mode == Mode::Containers => return Err(why),
+            Err(why) => no_container = Some(why),
+        }
+    }
+    if let Some(why) = &no_container {
+        eprintln!(
+            "elect-tests: no {} container ({why}); local binaries instead",
+            kind.name()
+        );
     }
     // Local processes are shared for the life of the process; they die with it (see keeper).
     static LOCAL: OnceLock<Mutex<HashMap<Kind, Arc<LocalServer>>>> = OnceLock::new();
@@ -191,6 +219,32 @@ fn shared_blocking(kind: Kind) -> Result<Server, String> {
     })
 }
 
+/// The container of `kind` the process's tests share. It lives as long as the process, as a
+/// local server does (tests take a URL from a `Server` and let it go:
+/// `mysql().await.mysql_database()`), and is removed when the process ends (see the reaper in
+/// [`docker`]).
+fn shared_container(kind: Kind) -> Result<Server, String> {
+    static CONTAINERS: OnceLock<Mutex<HashMap<Kind, Arc<docker::Running>>>> = OnceLock::new();
+    let mut containers = CONTAINERS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let running = match containers.get(&kind) {
+        Some(running) => running.clone(),
+        None => {
+            let running = Arc::new(docker::Running::start(kind, &[])?);
+            containers.insert(kind, running.clone());
+            running
+        }
+    };
+    Ok(Server {
+        kind,
+        url: running.url()?,
+        origin: Origin::Container,
+        _keep: Some(running),
+    })
+}
+
 /// A server of its own for one test, which it can stop, kill and restart (same port, same data
 /// directory). Never taken from the environment: a shared server must not be restarted under
 /// other tests.
@@ -208,22 +262,29 @@ enum Owned {
 
 impl OwnedServer {
     /// Starts a server of `kind` from the local binaries, or in a container when the binaries
-    /// are missing and a Docker engine answers.
+    /// are missing and a Docker engine answers (`ELECT_TEST_SERVERS=containers`: in a
+    /// container only; `=local`: local binaries only).
     pub async fn start(kind: Kind) -> Result<OwnedServer, String> {
         Self::start_with_args(kind, &[]).await
     }
 
-    /// Like [`start`](Self::start), with extra arguments for a local server (a container
-    /// ignores them).
+    /// Like [`start`](Self::start), with extra arguments for the server (a container from
+    /// [`docker::LOCAL_IMAGE`] passes them on; an official image ignores them).
     pub async fn start_with_args(kind: Kind, args: &[&str]) -> Result<OwnedServer, String> {
+        let mode = Mode::from_env()?;
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let owned = tokio::task::spawn_blocking(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let container =
+                || docker::Running::start(kind, &args).map(|c| Owned::Container(Box::new(c)));
+            if mode == Mode::Containers {
+                return container();
+            }
             match LocalServer::start_with_args(kind, &args) {
                 Ok(local) => Ok(Owned::Local(local)),
-                Err(why) if docker::engine_answers() => docker::Running::start(kind)
-                    .map(|c| Owned::Container(Box::new(c)))
-                    .map_err(|e| format!("{why}; {e}")),
+                Err(why) if mode == Mode::Auto && docker::engine_answers() => {
+                    container().map_err(|e| format!("{why}; {e}"))
+                }
                 Err(why) => Err(no_server_message(kind, &why)),
             }
         })
@@ -243,11 +304,11 @@ impl OwnedServer {
         }
     }
 
-    /// The server's process id, for a local server that runs.
+    /// The server's process id on this host (a container's: its entry point), while it runs.
     pub fn pid(&self) -> Option<u32> {
         match &*self.lock() {
             Owned::Local(s) => s.pid(),
-            Owned::Container(_) => None,
+            Owned::Container(c) => c.pid(),
         }
     }
 

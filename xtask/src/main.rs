@@ -4,11 +4,16 @@
 //!   with the MongoDB-wire server), starts one throwaway server of each kind, runs the whole
 //!   workspace's tests against them (nextest when installed, else `cargo test`) and the
 //!   doctests, then stops the servers.
+//!   When a Docker engine answers, it also builds the image of the container path (`images`)
+//!   and runs each store's conformance suite once more against containers
+//!   (`ELECT_TEST_SERVERS=containers`).
+//! - `images`: builds `elect-test/servers:bookworm` from Debian's packages (`images.rs`).
 //! - `doctor`: what is present and what is missing.
 //! - `lint`: rustfmt, clippy, rustdoc and `cargo package` checks, as CI runs them.
 
 mod bench;
 mod circles;
+mod images;
 mod provision;
 
 use std::env;
@@ -52,6 +57,7 @@ fn main() -> ExitCode {
                 Err("import circles found".into())
             }
         }
+        Some("images") => images::images(),
         Some("doctor") => {
             provision::doctor();
             Ok(())
@@ -81,6 +87,9 @@ commands:
                   ELECT_POSTGRES_URL name one, run every
                   test of the workspace (nextest if installed, else cargo test) and the
                   doctests, then stop the servers; ARGS go to the test runner
+  images          build elect-test/servers:bookworm, the image of the tests' container path,
+                  from Debian's packages (debootstrap, docker import); skipped when the image
+                  present has the same recipe; `test` runs it when a Docker engine answers
   circles [DIR]   list files of one crate that import each other in a circle (lint fails on any)
   doctor          report which servers, binaries and tools are present
   bench [--quick] [--rounds N] [--seed S] [--only NAME]
@@ -151,18 +160,66 @@ fn test(extra: &[String]) -> Result<(), String> {
         tests.args(["test", "--workspace", "--all-features", "--no-fail-fast"]);
     }
     tests.args(extra).envs(servers.env());
-    let result = step("tests", tests).and_then(|()| {
-        let mut doc = cargo();
-        doc.args(["test", "--workspace", "--all-features", "--doc"])
-            .envs(servers.env());
-        step("doctests", doc)
-    });
+    let containers = images::engine_answers();
+    let result = (if containers { images::images() } else { Ok(()) })
+        .and_then(|()| step("tests", tests))
+        .and_then(|()| {
+            let mut doc = cargo();
+            doc.args(["test", "--workspace", "--all-features", "--doc"])
+                .envs(servers.env());
+            step("doctests", doc)
+        });
     servers.stop();
+    let result = result.and_then(|()| {
+        if containers {
+            container_conformance()
+        } else {
+            eprintln!("xtask: no Docker engine answers: no conformance run on containers");
+            Ok(())
+        }
+    });
     eprintln!(
         "xtask: test: {:.1}s in all",
         started.elapsed().as_secs_f64()
     );
     result
+}
+
+/// The stores whose conformance suites run a second time, against containers.
+const CONTAINER_SUITES: &[&str] = &[
+    "elect-redis",
+    "elect-mysql",
+    "elect-mongo",
+    "elect-postgres",
+    "elect-etcd",
+];
+
+/// Each store's conformance suite (`tests/conformance.rs`) against servers in containers from
+/// the local image (`ELECT_TEST_SERVERS=containers`: no env URL, no local binary), then raft's
+/// chaos run across containers (`bench/tests/chaos.rs`, `chaos_raft_in_containers`).
+fn container_conformance() -> Result<(), String> {
+    // cargo test, not nextest: one process per test binary shares one container per server
+    // (nextest's process per test started a container per test: 299 s against 187 s here).
+    let runner = || {
+        let mut run = cargo();
+        run.args(["test", "--all-features", "--no-fail-fast"])
+            .env("ELECT_TEST_SERVERS", "containers");
+        run
+    };
+    let mut suites = runner();
+    for package in CONTAINER_SUITES {
+        suites.args(["-p", package]);
+    }
+    suites.args(["--test", "conformance"]);
+    let mut raft = runner();
+    raft.args([
+        "-p",
+        "elect-bench",
+        "--test",
+        "chaos",
+        "chaos_raft_in_containers",
+    ]);
+    step("conformance on containers", suites).and(step("raft chaos across containers", raft))
 }
 
 /// Long chaos runs: the chaos tests with `ELECT_CHAOS_MINUTES` / `_SEED` / `_ONLY` set.

@@ -243,6 +243,18 @@ fn install_packages(needed: &[&Kind]) -> Result<(), String> {
             missing.join(" ")
         ));
     }
+    apt_install(&missing)
+}
+
+/// `apt-get update` and `apt-get install` of `missing` (as root).
+pub(crate) fn apt_install(missing: &[&str]) -> Result<(), String> {
+    if !is_root() {
+        return Err(format!(
+            "missing packages: {} — install them (sudo apt-get install {})",
+            missing.join(", "),
+            missing.join(" ")
+        ));
+    }
     let started = Instant::now();
     let mut update = Command::new("apt-get");
     update.args(["update", "-qq"]);
@@ -250,7 +262,7 @@ fn install_packages(needed: &[&Kind]) -> Result<(), String> {
     let mut install = Command::new("apt-get");
     install
         .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
+        .args(missing)
         .env("DEBIAN_FRONTEND", "noninteractive");
     step(&format!("apt-get install {}", missing.join(" ")), install)?;
     eprintln!(
@@ -325,6 +337,8 @@ pub(crate) fn doctor() {
             .then(|| secantusd().display().to_string())
             .or_else(|| find("secantusd-py").map(|p| p.display().to_string())),
     );
+    println!("containers:");
+    println!("  {}", crate::images::status());
     println!("tools:");
     for binary in BUILD_TOOLS.binaries {
         show(binary, find(binary).map(|p| p.display().to_string()));
