@@ -72,17 +72,26 @@ pub struct Fence {
 impl Fence {
     /// Listens on a loopback port; returns the fence and its address.
     pub async fn start() -> std::io::Result<(Fence, std::net::SocketAddr)> {
-        Self::listen(true).await
+        Self::listen(true, "127.0.0.1".parse().expect("an address")).await
+    }
+
+    /// Listens on a free port of `ip` (one of this host's addresses: for candidates in
+    /// containers, the gateway of their Docker network).
+    pub async fn start_at(ip: std::net::IpAddr) -> std::io::Result<(Fence, std::net::SocketAddr)> {
+        Self::listen(true, ip).await
     }
 
     /// A resource that checks nothing: every write is accepted, and what a fence would have
     /// refused is only counted (`accepted_stale`, `lost_increments`).
     pub async fn start_unfenced() -> std::io::Result<(Fence, std::net::SocketAddr)> {
-        Self::listen(false).await
+        Self::listen(false, "127.0.0.1".parse().expect("an address")).await
     }
 
-    async fn listen(fenced: bool) -> std::io::Result<(Fence, std::net::SocketAddr)> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+    async fn listen(
+        fenced: bool,
+        ip: std::net::IpAddr,
+    ) -> std::io::Result<(Fence, std::net::SocketAddr)> {
+        let listener = TcpListener::bind((ip, 0)).await?;
         let addr = listener.local_addr()?;
         let fence = Fence::default();
         let stats = fence.stats.clone();

@@ -20,7 +20,10 @@
 //! Short mode (the default test run): 40 s of faults per coordinator. Long mode:
 //! `cargo xtask chaos --minutes N --seed S` (sets `ELECT_CHAOS_MINUTES` / `ELECT_CHAOS_SEED`;
 //! `ELECT_CHAOS_ONLY=redis|mysql|mongo|postgres|raft|redis-sentinel|redis-cluster|redis-sentinel-unsafe|
-//! redis-cluster-unsafe|etcd|etcd-unfenced` picks one). A failure prints the seed.
+//! redis-cluster-unsafe|etcd|etcd-unfenced|raft-containers` picks one). A failure prints the seed.
+//!
+//! Raft also runs across containers (`raft-containers`, with `ELECT_TEST_SERVERS=containers`):
+//! partitions by `docker network disconnect`, freezes by `docker pause`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -72,16 +75,25 @@ struct Run {
     slot_of: Vec<usize>,
     ended: Vec<Option<u128>>,
     current: Vec<usize>,
+    /// Candidates in containers ([`chaos_raft_in_containers`]): each slot's container, created
+    /// once and started again after a kill, so that its raft state survives as it would on a
+    /// machine's disk. Signals become `docker kill` / `pause` / `unpause`.
+    containers: Option<Vec<String>>,
 }
 
 impl Run {
     fn start(args: Vec<Vec<String>>) -> Run {
+        Self::start_with(args, None)
+    }
+
+    fn start_with(args: Vec<Vec<String>>, containers: Option<Vec<String>>) -> Run {
         let mut run = Run {
             group: Group::new(),
             args,
             slot_of: Vec::new(),
             ended: Vec::new(),
             current: Vec::new(),
+            containers,
         };
         for slot in 0..run.args.len() {
             let who = run.spawn(slot);
@@ -91,21 +103,43 @@ impl Run {
     }
 
     fn spawn(&mut self, slot: usize) -> usize {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_candidate"));
-        command.args(&self.args[slot]);
+        let command = match &self.containers {
+            Some(names) => {
+                let mut command = Command::new("docker");
+                command.args(["start", "--attach", "--interactive", &names[slot]]);
+                command
+            }
+            None => {
+                let mut command = Command::new(env!("CARGO_BIN_EXE_candidate"));
+                command.args(&self.args[slot]);
+                command
+            }
+        };
         let who = self.group.spawn(command).expect("start a candidate");
         self.slot_of.push(slot);
         self.ended.push(None);
         who
     }
 
+    /// Signals the slot's candidate; the instant it was signalled. A container's is taken
+    /// after `docker` returns (the candidate is dead or frozen by then, not before), so that
+    /// the checker counts a killed leader as leading until then.
     fn signal(&self, slot: usize, signal: Signal) -> u128 {
-        self.group.signal(self.current[slot], signal)
+        let Some(names) = &self.containers else {
+            return self.group.signal(self.current[slot], signal);
+        };
+        let verb = match signal {
+            Signal::STOP => "pause",
+            Signal::CONT => "unpause",
+            _ => "kill",
+        };
+        docker(&[verb, &names[slot]]);
+        now_ns()
     }
 
     fn kill_and_restart(&mut self, slot: usize, down: Duration) {
         let who = self.current[slot];
-        self.ended[who] = Some(self.group.signal(who, Signal::KILL));
+        self.ended[who] = Some(self.signal(slot, Signal::KILL));
         self.group.collect(down);
         self.current[slot] = self.spawn(slot);
     }
@@ -524,6 +558,283 @@ fn raft_chaos(links: &[Vec<Option<FaultProxy>>], args: Vec<Vec<String>>, fence: 
     run.unseat_a_leader_never_unseated(&mut faults, bound);
     let (findings, fenced) = run.finish(&faults, bound, fence);
     report("raft", seed, &findings, fence, fenced);
+}
+
+/// `docker ARGS…`: its standard output, or what it said on failure.
+fn try_docker(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .map_err(|e| format!("docker: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// `docker ARGS…`, which must succeed.
+fn docker(args: &[&str]) -> String {
+    try_docker(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The raft candidates' containers and their two networks, removed when dropped: the raft
+/// network (a /24 of the test's own, so each container keeps its address across a
+/// disconnect) and a control network whose gateway, an address of this host, is where the
+/// fenced resource listens.
+struct Lab {
+    network: String,
+    prefix: String,
+    control: String,
+    control_prefix: String,
+    containers: Vec<String>,
+}
+
+impl Lab {
+    fn create() -> Lab {
+        let name = format!("elect-raft-{}", std::process::id());
+        let (network, prefix) = Self::network(&name, 0);
+        let (control, control_prefix) = Self::network(&format!("{name}-ctl"), 100);
+        Lab {
+            network,
+            prefix,
+            control,
+            control_prefix,
+            containers: Vec::new(),
+        }
+    }
+
+    /// Creates network `name` on a free 10.213.N.0/24; its name and `10.213.N`.
+    fn network(name: &str, offset: usize) -> (String, String) {
+        let _ = try_docker(&["network", "rm", name]);
+        let mut tried = Vec::new();
+        for k in 0..50 {
+            let prefix = format!(
+                "10.213.{}",
+                (std::process::id() as usize + k) % 50 + 20 + offset
+            );
+            let subnet = format!("{prefix}.0/24");
+            let gateway = format!("{prefix}.1");
+            let made = [
+                "network",
+                "create",
+                "--subnet",
+                &subnet,
+                "--gateway",
+                &gateway,
+                name,
+            ];
+            match try_docker(&made) {
+                Ok(_) => return (name.to_owned(), prefix),
+                Err(e) => tried.push(e),
+            }
+        }
+        panic!("no Docker network could be created: {tried:#?}");
+    }
+
+    /// The control network's gateway: an address of this host that every container reaches,
+    /// cut off from its peers or not.
+    fn gateway(&self) -> std::net::IpAddr {
+        format!("{}.1", self.control_prefix)
+            .parse()
+            .expect("an address")
+    }
+
+    fn ip(&self, slot: usize) -> String {
+        format!("{}.{}", self.prefix, 10 + slot)
+    }
+
+    /// Cuts the slot's container off from the raft network: no route to any peer.
+    fn disconnect(&self, slot: usize) {
+        docker(&[
+            "network",
+            "disconnect",
+            &self.network,
+            &self.containers[slot],
+        ]);
+    }
+
+    /// Puts it back, at its address.
+    fn connect(&self, slot: usize) {
+        docker(&[
+            "network",
+            "connect",
+            "--ip",
+            &self.ip(slot),
+            &self.network,
+            &self.containers[slot],
+        ]);
+    }
+
+    /// Whether the slot's container can open a connection to `to`'s raft port (python3 in
+    /// the image; a one-second timeout).
+    fn reaches(&self, slot: usize, to: usize) -> bool {
+        let probe = format!(
+            "import socket; socket.create_connection(('{}', 7000), timeout=1)",
+            self.ip(to)
+        );
+        try_docker(&["exec", &self.containers[slot], "python3", "-c", &probe]).is_ok()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for name in &self.containers {
+            let _ = try_docker(&["rm", "-f", name]);
+        }
+        let _ = try_docker(&["network", "rm", &self.network]);
+        let _ = try_docker(&["network", "rm", &self.control]);
+    }
+}
+
+/// Raft across containers (issue 21): five candidates, each in a container of the local image
+/// (`cargo xtask images`) with its raft state inside, on a Docker network of their own; also
+/// on a control network, where the fenced resource listens, so a candidate cut off from its
+/// peers still reaches the resource — the hazard the fence is there for. Faults: a
+/// candidate or two, or the leader, cut off by `docker network disconnect` (and `connect`
+/// again), frozen by `docker pause`, killed by `docker kill` and started again. The first cut
+/// is checked to cut (a probe from the cut container to a peer must fail, where before it
+/// succeeded): a partition that cuts nothing proves nothing. Runs with
+/// `ELECT_TEST_SERVERS=containers`, as the container pass of `cargo xtask test` sets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_raft_in_containers() {
+    if elect_tests::Mode::from_env() != Ok(elect_tests::Mode::Containers) {
+        eprintln!(
+            "chaos_raft_in_containers: runs with ELECT_TEST_SERVERS=containers (the container \
+             pass of cargo xtask test)"
+        );
+        return;
+    }
+    if !wanted("raft-containers") {
+        return;
+    }
+    let mut lab = Lab::create();
+    let (fence, fence_addr) = Fence::start_at(lab.gateway()).await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let (image, tag) = elect_tests::docker::LOCAL_IMAGE;
+        let candidate = format!(
+            "{}:/usr/local/bin/candidate:ro",
+            env!("CARGO_BIN_EXE_candidate")
+        );
+        for i in 0..CANDIDATES {
+            let name = format!("{}-n{i}", lab.network);
+            let _ = try_docker(&["rm", "-f", &name]);
+            let mut args: Vec<String> = [
+                "create",
+                "--name",
+                &name,
+                "--interactive",
+                "--network",
+                &lab.network,
+                "--ip",
+                &lab.ip(i),
+                "--volume",
+                &candidate,
+                "--entrypoint",
+                "/usr/local/bin/candidate",
+                &format!("{image}:{tag}"),
+                "--raft-id",
+                &format!("n{i}"),
+                "--raft-listen",
+                "0.0.0.0:7000",
+                "--raft-key",
+                "chaos-cluster-key-0123",
+                "--raft-state",
+                "/var/lib/candidate",
+                "--election",
+                "chaos",
+                "--work-ms",
+                "50",
+                "--fence",
+                &fence_addr.to_string(),
+            ]
+            .map(String::from)
+            .to_vec();
+            for j in 0..CANDIDATES {
+                args.push("--raft-peer".into());
+                args.push(format!("n{j}={}:7000", lab.ip(j)));
+            }
+            docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            lab.containers.push(name.clone());
+            docker(&["network", "connect", &lab.control, &name]);
+        }
+        raft_containers_chaos(&lab, &fence);
+    })
+    .await
+    .unwrap();
+}
+
+fn raft_containers_chaos(lab: &Lab, fence: &Fence) {
+    let seed = seed();
+    let mut rng = Rng::seeded(seed);
+    // Docker's own commands take a few hundred milliseconds on top of raft's election.
+    let bound = Duration::from_millis(RAFT_ELECTION_MAX_MS + 2500);
+    let deadline = Instant::now() + duration();
+    let mut run = Run::start_with(vec![Vec::new(); CANDIDATES], Some(lab.containers.clone()));
+    run.group
+        .wait(Duration::from_secs(60), |l| l.event == "work")
+        .expect("a first leader");
+    assert!(lab.reaches(0, 1), "n0 cannot reach n1 before any fault");
+    let mut checked_cut = false;
+    let mut faults = Vec::new();
+    const KINDS: [&str; 5] = ["kill", "freeze", "isolate", "isolate-two", "isolate-leader"];
+    while Instant::now() < deadline {
+        run.group.collect(rng.duration_between(ms(200), ms(1500)));
+        let leader = run.leader();
+        let slot = match leader {
+            Some(l) if rng.below(3) > 0 => l,
+            _ => rng.below(CANDIDATES as u64) as usize,
+        };
+        let kind = KINDS[rng.below(KINDS.len() as u64) as usize];
+        let hold = rng.duration_between(ms(300), ms(2 * TTL_MS));
+        let started = now_ns();
+        match kind {
+            "kill" => run.kill_and_restart(slot, rng.duration_between(ms(100), ms(1500))),
+            "freeze" => {
+                run.signal(slot, Signal::STOP);
+                run.group
+                    .collect(rng.duration_between(ms(300), ms(3 * TTL_MS)));
+                run.signal(slot, Signal::CONT);
+            }
+            _ => {
+                let mut cut = vec![match kind {
+                    "isolate-leader" => leader.unwrap_or(slot),
+                    _ => slot,
+                }];
+                if kind == "isolate-two" {
+                    cut.push((cut[0] + 1 + rng.below(CANDIDATES as u64 - 1) as usize) % CANDIDATES);
+                }
+                for &c in &cut {
+                    lab.disconnect(c);
+                }
+                if !checked_cut {
+                    let peer = (cut[0] + 1..cut[0] + CANDIDATES)
+                        .map(|j| j % CANDIDATES)
+                        .find(|j| !cut.contains(j))
+                        .expect("a peer not cut off");
+                    assert!(
+                        !lab.reaches(cut[0], peer),
+                        "n{} reaches n{peer} while disconnected: the partition cuts nothing",
+                        cut[0]
+                    );
+                    checked_cut = true;
+                }
+                run.group.collect(hold);
+                for &c in &cut {
+                    lab.connect(c);
+                }
+            }
+        }
+        faults.push(run.healed(kind, started, bound));
+    }
+    run.unseat_a_leader_never_unseated(&mut faults, bound);
+    let (findings, fenced) = run.finish(&faults, bound, fence);
+    report("raft-containers", seed, &findings, fence, fenced);
+    assert!(checked_cut, "chaos raft-containers: no partition was made");
 }
 
 /// The checker can fail: candidates that ignore their local deadline (they trust the lease
