@@ -137,6 +137,15 @@ pub(crate) fn status() -> String {
     }
 }
 
+/// Installs debootstrap with apt when it is missing: before anything runs beside the build,
+/// which may use apt itself (one dpkg at a time).
+pub(crate) fn ensure_debootstrap() -> Result<(), String> {
+    if Path::new("/usr/sbin/debootstrap").is_file() {
+        return Ok(());
+    }
+    crate::provision::apt_install(&["debootstrap"])
+}
+
 /// Builds the image unless the one present has the same recipe.
 pub(crate) fn images() -> Result<(), String> {
     if !engine_answers() {
@@ -149,9 +158,7 @@ pub(crate) fn images() -> Result<(), String> {
         return Ok(());
     }
     let started = Instant::now();
-    if !Path::new("/usr/sbin/debootstrap").is_file() {
-        crate::provision::apt_install(&["debootstrap"])?;
-    }
+    ensure_debootstrap()?;
     let work = root().join("target/elect-images");
     let rootfs = work.join("rootfs");
     if rootfs.exists() {
@@ -160,6 +167,9 @@ pub(crate) fn images() -> Result<(), String> {
     fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
     let mirror = std::env::var("ELECT_DEBIAN_MIRROR")
         .unwrap_or_else(|_| "http://deb.debian.org/debian".into());
+    // Its hundreds of progress lines go to a log, shown when it fails.
+    let log_path = work.join("debootstrap.log");
+    let log = fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
     let mut debootstrap = Command::new("debootstrap");
     debootstrap
         .args([
@@ -169,8 +179,18 @@ pub(crate) fn images() -> Result<(), String> {
         .arg(SUITE)
         .arg(&rootfs)
         .arg(&mirror)
-        .stdout(Stdio::null());
-    step("debootstrap", debootstrap)?;
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log);
+    step("debootstrap", debootstrap).map_err(|e| {
+        let log = fs::read_to_string(&log_path).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(
+            "{e}; the end of {}:\n{}",
+            log_path.display(),
+            tail.join("\n")
+        )
+    })?;
     let result = finish(&rootfs, &etcd, &recipe);
     let _ = fs::remove_dir_all(&rootfs);
     result?;
