@@ -272,11 +272,23 @@ pub(crate) fn healthy(port: u16) -> bool {
     http(port, "GET", "/health", "").contains(r#""health":"true""#)
 }
 
-/// The URL of the single etcd the tests share: `ELECT_ETCD_URL` (`cargo xtask test` starts
-/// one for the whole run), else this process's own, started on first use — in a container
-/// with `ELECT_TEST_SERVERS=containers` (see `docker::Running::start_etcd`).
+/// The URL of the single etcd the tests share, in the order of `servers::Mode`:
+/// `ELECT_ETCD_URL` (`cargo xtask test` starts one for the whole run), else a container of
+/// `docker::LOCAL_IMAGE` (there is no official image to pull: in `auto` only when the engine
+/// has that image), else this process's own from the local binary, started on first use.
 pub fn shared_url() -> String {
-    if crate::Mode::from_env() == Ok(crate::Mode::Containers) {
+    let mode = crate::Mode::from_env().unwrap_or_else(|e| panic!("{e}"));
+    if mode != crate::Mode::Containers {
+        if let Some(url) = std::env::var("ELECT_ETCD_URL").ok().filter(|u| !u.is_empty()) {
+            return url;
+        }
+    }
+    let container = match mode {
+        crate::Mode::Containers => true,
+        crate::Mode::Auto => crate::docker::local_image_present(),
+        crate::Mode::Local => false,
+    };
+    if container {
         static CONTAINER: OnceLock<crate::docker::Running> = OnceLock::new();
         return CONTAINER
             .get_or_init(|| {
@@ -286,14 +298,9 @@ pub fn shared_url() -> String {
             .url()
             .unwrap_or_else(|e| panic!("the etcd container's URL: {e}"));
     }
-    std::env::var("ELECT_ETCD_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| {
-            static ONE: OnceLock<EtcdCluster> = OnceLock::new();
-            ONE.get_or_init(|| EtcdCluster::start(1).unwrap_or_else(|e| panic!("an etcd: {e}")))
-                .url()
-        })
+    static ONE: OnceLock<EtcdCluster> = OnceLock::new();
+    ONE.get_or_init(|| EtcdCluster::start(1).unwrap_or_else(|e| panic!("an etcd: {e}")))
+        .url()
 }
 
 /// The URL of the three-member etcd cluster the tests share: `ELECT_ETCD_CLUSTER_URL`, else
