@@ -279,7 +279,10 @@ pub(crate) fn healthy(port: u16) -> bool {
 pub fn shared_url() -> String {
     let mode = crate::Mode::from_env().unwrap_or_else(|e| panic!("{e}"));
     if mode != crate::Mode::Containers {
-        if let Some(url) = std::env::var("ELECT_ETCD_URL").ok().filter(|u| !u.is_empty()) {
+        if let Some(url) = std::env::var("ELECT_ETCD_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
             return url;
         }
     }

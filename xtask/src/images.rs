@@ -121,20 +121,33 @@ fn present_recipe() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// What `cargo xtask doctor` says of the image.
+/// The engine's version, when one answers.
+fn engine_version() -> Option<String> {
+    let out = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// What `cargo xtask doctor` says of the engine and the image.
 pub(crate) fn status() -> String {
-    if !engine_answers() {
+    let Some(version) = engine_version().filter(|_| engine_answers()) else {
         return "no Docker engine answers (the tests use local binaries)".into();
-    }
+    };
     let wanted = etcd_binary().and_then(|etcd| recipe(&etcd));
-    match (present_recipe(), wanted) {
+    let image = match (present_recipe(), wanted) {
         (None, _) => format!("{IMAGE} missing (cargo xtask images builds it)"),
         (Some(have), Ok(want)) if have == want => format!("{IMAGE} present, current"),
         (Some(have), Ok(want)) => {
             format!("{IMAGE} present, recipe {have}; the recipe is now {want}: rebuild")
         }
         (Some(have), Err(e)) => format!("{IMAGE} present, recipe {have} ({e})"),
-    }
+    };
+    format!("Docker engine {version} answers; {image}")
 }
 
 /// Installs debootstrap with apt when it is missing: before anything runs beside the build,
