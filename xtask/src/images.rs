@@ -105,14 +105,19 @@ fn recipe(etcd: &Path) -> Result<String, String> {
 
 /// The recipe label of the image present, if any.
 fn present_recipe() -> Option<String> {
+    docker_says(&[
+        "image",
+        "inspect",
+        "--format",
+        &format!("{{{{index .Config.Labels \"{LABEL}\"}}}}"),
+        IMAGE,
+    ])
+}
+
+/// What `docker ARGS…` prints, trimmed, when it succeeds.
+fn docker_says(args: &[&str]) -> Option<String> {
     let out = Command::new("docker")
-        .args([
-            "image",
-            "inspect",
-            "--format",
-            &format!("{{{{index .Config.Labels \"{LABEL}\"}}}}"),
-            IMAGE,
-        ])
+        .args(args)
         .stderr(Stdio::null())
         .output()
         .ok()?;
@@ -123,14 +128,7 @@ fn present_recipe() -> Option<String> {
 
 /// The engine's version, when one answers.
 fn engine_version() -> Option<String> {
-    let out = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    docker_says(&["version", "--format", "{{.Server.Version}}"])
 }
 
 /// What `cargo xtask doctor` says of the engine and the image.
@@ -281,14 +279,7 @@ fn finish(rootfs: &Path, etcd: &Path, recipe: &str) -> Result<(), String> {
 
 /// The id of the image present under [`IMAGE`], if any.
 fn present_id() -> Option<String> {
-    let out = Command::new("docker")
-        .args(["image", "inspect", "--format", "{{.Id}}", IMAGE])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    docker_says(&["image", "inspect", "--format", "{{.Id}}", IMAGE])
 }
 
 /// `tar -C rootfs -c . | docker import … - IMAGE`; then removes the image it replaced (untagged,
