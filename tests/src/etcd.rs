@@ -322,6 +322,57 @@ pub fn shared_cluster_url() -> String {
         })
 }
 
+/// A single etcd of a test's own that it can kill and start again with its data: from the
+/// local binary, or a container of `docker::LOCAL_IMAGE` with `ELECT_TEST_SERVERS=containers`.
+/// Blocking, like [`EtcdCluster`].
+#[derive(Debug)]
+pub enum OwnedEtcd {
+    /// A one-member [`EtcdCluster`] from the local binary.
+    Local(EtcdCluster),
+    /// A container (its data stays in the container across a kill).
+    Container(crate::docker::Running),
+}
+
+impl OwnedEtcd {
+    /// Starts one, in a container when `ELECT_TEST_SERVERS=containers`.
+    pub fn start() -> Result<OwnedEtcd, String> {
+        if crate::Mode::from_env()? == crate::Mode::Containers {
+            return crate::docker::Running::start_etcd().map(OwnedEtcd::Container);
+        }
+        EtcdCluster::start(1).map(OwnedEtcd::Local)
+    }
+
+    /// Its `etcd://` URL.
+    pub fn url(&self) -> String {
+        match self {
+            OwnedEtcd::Local(cluster) => cluster.url(),
+            OwnedEtcd::Container(c) => c.url().unwrap_or_default(),
+        }
+    }
+
+    /// Kills it at once.
+    pub fn kill(&mut self) -> Result<(), String> {
+        match self {
+            OwnedEtcd::Local(cluster) => {
+                cluster.members[0].kill();
+                Ok(())
+            }
+            OwnedEtcd::Container(c) => c.kill(),
+        }
+    }
+
+    /// Starts it again with its data and waits until it is healthy.
+    pub fn start_again(&mut self) -> Result<(), String> {
+        match self {
+            OwnedEtcd::Local(cluster) => {
+                cluster.members[0].start()?;
+                cluster.wait_healthy(Duration::from_secs(30))
+            }
+            OwnedEtcd::Container(c) => c.start_again(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

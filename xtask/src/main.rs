@@ -227,6 +227,8 @@ fn container_conformance() -> Result<(), String> {
         "--test",
         "chaos",
         "chaos_raft_in_containers",
+        "--",
+        "--nocapture",
     ]);
     step("conformance on containers", suites).and(step("raft chaos across containers", raft))
 }

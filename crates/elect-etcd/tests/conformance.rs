@@ -9,7 +9,7 @@ use std::time::Duration;
 use elect_core::conformance::{DataLoss, Fixture, Junk};
 use elect_etcd::etcd_client::{Client, DeleteOptions};
 use elect_etcd::{ElectionName, Error, EtcdConfig, EtcdStore, LeaseStore};
-use elect_tests::etcd::EtcdCluster;
+use elect_tests::etcd::OwnedEtcd;
 
 mod common;
 use common::{prefix, settings};
@@ -20,22 +20,23 @@ async fn store() -> EtcdStore {
 
 elect_core::conformance_tests!(store: store(), settings: settings());
 
-/// An etcd of the check's own.
+/// An etcd of the check's own (in a container with `ELECT_TEST_SERVERS=containers`).
 struct EtcdFixture {
-    cluster: std::sync::Mutex<EtcdCluster>,
+    /// Used on blocking threads: a container's controls run a runtime of their own.
+    etcd: Arc<std::sync::Mutex<OwnedEtcd>>,
     url: String,
     prefix: String,
 }
 
 impl EtcdFixture {
     async fn start() -> EtcdFixture {
-        let cluster = tokio::task::spawn_blocking(|| EtcdCluster::start(1))
+        let etcd = tokio::task::spawn_blocking(OwnedEtcd::start)
             .await
             .expect("start-up thread")
             .expect("an etcd of the test's own");
-        let url = cluster.url();
+        let url = etcd.url();
         EtcdFixture {
-            cluster: std::sync::Mutex::new(cluster),
+            etcd: Arc::new(std::sync::Mutex::new(etcd)),
             url,
             prefix: prefix(),
         }
@@ -64,15 +65,19 @@ impl Fixture for EtcdFixture {
     }
 
     async fn kill_server(&self) {
-        self.cluster.lock().unwrap().members[0].kill();
+        let etcd = self.etcd.clone();
+        tokio::task::spawn_blocking(move || etcd.lock().unwrap().kill())
+            .await
+            .expect("a blocking thread")
+            .expect("kill etcd");
     }
 
     async fn start_server(&self) {
-        let mut cluster = self.cluster.lock().unwrap();
-        cluster.members[0].start().expect("start etcd again");
-        cluster
-            .wait_healthy(Duration::from_secs(30))
-            .expect("etcd healthy again");
+        let etcd = self.etcd.clone();
+        tokio::task::spawn_blocking(move || etcd.lock().unwrap().start_again())
+            .await
+            .expect("a blocking thread")
+            .expect("etcd started again and healthy");
     }
 
     async fn write_junk(&self, election: &ElectionName, junk: Junk) -> bool {
