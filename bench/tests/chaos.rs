@@ -116,6 +116,18 @@ impl Run {
             }
         };
         let who = self.group.spawn(command).expect("start a candidate");
+        if let Some(names) = &self.containers {
+            // `docker start` returns before the container runs: the next fault (a pause, a
+            // disconnect) must find it running.
+            let until = Instant::now() + Duration::from_secs(20);
+            while try_docker(&["inspect", "--format", "{{.State.Running}}", &names[slot]])
+                .as_deref()
+                != Ok("true")
+            {
+                assert!(Instant::now() < until, "{} did not start", names[slot]);
+                std::thread::sleep(ms(20));
+            }
+        }
         self.slot_of.push(slot);
         self.ended.push(None);
         who
@@ -134,6 +146,10 @@ impl Run {
             _ => "kill",
         };
         docker(&[verb, &names[slot]]);
+        if verb == "kill" {
+            // `docker kill` returns once the signal is sent; `docker wait`, once it is dead.
+            docker(&["wait", &names[slot]]);
+        }
         now_ns()
     }
 
