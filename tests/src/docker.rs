@@ -147,7 +147,7 @@ impl Serves {
     fn answers(self, addr: SocketAddr) -> bool {
         match self {
             Serves::Store(kind) => crate::local::answers(kind, addr),
-            Serves::Etcd => crate::etcd::healthy(addr.port()),
+            Serves::Etcd => crate::etcd_http::healthy(addr.port()),
         }
     }
 }

@@ -5,13 +5,12 @@
 //! data; the leader is found through etcd's JSON gateway.
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::etcd_http;
 use crate::keeper;
 use crate::local::free_port;
 
@@ -94,7 +93,7 @@ impl Member {
     }
 
     fn healthy(&self) -> bool {
-        http(self.client_port, "GET", "/health", "").contains("\"health\":\"true\"")
+        etcd_http::healthy(self.client_port)
     }
 }
 
@@ -222,7 +221,8 @@ impl EtcdCluster {
     pub fn leader(&self) -> Option<usize> {
         let mut named = None;
         for member in self.members.iter().filter(|m| m.child.is_some()) {
-            let status = http(member.client_port, "POST", "/v3/maintenance/status", "{}");
+            let status =
+                etcd_http::request(member.client_port, "POST", "/v3/maintenance/status", "{}");
             let leader = json_field(&status, "leader")?;
             if named.is_some_and(|n: String| n != leader) {
                 return None;
@@ -233,7 +233,7 @@ impl EtcdCluster {
         self.members.iter().position(|m| {
             m.child.is_some()
                 && json_field(
-                    &http(m.client_port, "POST", "/v3/maintenance/status", "{}"),
+                    &etcd_http::request(m.client_port, "POST", "/v3/maintenance/status", "{}"),
                     "member_id",
                 )
                 .is_some_and(|id| id == leader)
@@ -246,30 +246,6 @@ fn json_field(json: &str, field: &str) -> Option<String> {
     let at = json.find(&format!("\"{field}\":\""))? + field.len() + 4;
     let end = json[at..].find('"')?;
     Some(json[at..at + end].to_owned())
-}
-
-/// One HTTP/1.1 request to the member's client port; the reply's text, empty on failure.
-fn http(port: u16, method: &str, path: &str, body: &str) -> String {
-    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
-        return String::new();
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    if stream.write_all(request.as_bytes()).is_err() {
-        return String::new();
-    }
-    let mut reply = String::new();
-    let _ = stream.read_to_string(&mut reply);
-    reply
-}
-
-/// Whether the etcd at `port` on loopback says it is healthy (`GET /health`).
-pub(crate) fn healthy(port: u16) -> bool {
-    http(port, "GET", "/health", "").contains(r#""health":"true""#)
 }
 
 /// The URL of the single etcd the tests share, in the order of `servers::Mode`:

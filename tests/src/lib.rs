@@ -10,6 +10,7 @@
 
 pub mod docker;
 pub mod etcd;
+mod etcd_http;
 mod keeper;
 pub mod local;
 pub mod pgbouncer;

@@ -60,6 +60,8 @@ fn main() -> ExitCode {
         Some("images") => images::images(),
         Some("doctor") => {
             provision::doctor();
+            println!("containers:");
+            println!("  {}", images::status());
             Ok(())
         }
         Some("help") | Some("--help") | Some("-h") | None => {

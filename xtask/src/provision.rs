@@ -337,8 +337,6 @@ pub(crate) fn doctor() {
             .then(|| secantusd().display().to_string())
             .or_else(|| find("secantusd-py").map(|p| p.display().to_string())),
     );
-    println!("containers:");
-    println!("  {}", crate::images::status());
     println!("tools:");
     for binary in BUILD_TOOLS.binaries {
         show(binary, find(binary).map(|p| p.display().to_string()));
