@@ -51,34 +51,65 @@ fn entry_point() -> PathBuf {
     root().join("tests/images/elect-serve")
 }
 
-/// The etcd binary the tests vendor (etcd-bin-vendored-linux-amd64 in cargo's registry).
-fn etcd_binary() -> Result<PathBuf, String> {
+/// The etcd binary the tests vendor: `etcd-bin-vendored-linux-amd64`, at the version
+/// Cargo.lock names, in cargo's registry. On a fresh machine the image starts building before
+/// the workspace's build has downloaded it, so when `fetch` is set a missing crate is fetched
+/// (`cargo fetch --locked`, which waits for cargo's package lock if a build holds it).
+fn etcd_binary(fetch: bool) -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("ELECT_ETCD_SERVER_BIN") {
         return Ok(PathBuf::from(path));
     }
+    let crate_dir = format!("{ETCD_CRATE}-{}", locked_version(ETCD_CRATE)?);
     let home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
         .ok_or("neither CARGO_HOME nor HOME is set")?;
-    let mut found: Vec<PathBuf> = fs::read_dir(home.join("registry/src"))
-        .map_err(|e| format!("cargo's registry: {e}"))?
-        .flatten()
-        .flat_map(|index| fs::read_dir(index.path()).into_iter().flatten().flatten())
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("etcd-bin-vendored-linux-amd64-"))
-        })
-        .map(|p| p.join("bin/etcd"))
-        .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    found.pop().ok_or_else(|| {
-        "no etcd binary: cargo fetch (the tests' etcd-bin-vendored-linux-amd64) or set \
-         ELECT_ETCD_SERVER_BIN"
-            .into()
-    })
+    let find = || {
+        fs::read_dir(home.join("registry/src"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|index| index.path().join(&crate_dir).join("bin/etcd"))
+            .find(|p| p.is_file())
+    };
+    if let Some(found) = find() {
+        return Ok(found);
+    }
+    if fetch {
+        let mut command = crate::cargo();
+        command.args(["fetch", "--locked"]);
+        step("cargo fetch", command)?;
+        if let Some(found) = find() {
+            return Ok(found);
+        }
+    }
+    Err(format!(
+        "no etcd binary: {crate_dir} is not in cargo's registry (cargo fetch) and \
+         ELECT_ETCD_SERVER_BIN is not set"
+    ))
+}
+
+/// The crate that vendors etcd for the tests (tests/Cargo.toml).
+const ETCD_CRATE: &str = "etcd-bin-vendored-linux-amd64";
+
+/// The version of `package` that Cargo.lock pins.
+fn locked_version(package: &str) -> Result<String, String> {
+    let lock =
+        fs::read_to_string(root().join("Cargo.lock")).map_err(|e| format!("Cargo.lock: {e}"))?;
+    let name = format!("name = \"{package}\"");
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == name {
+            if let Some(version) = lines
+                .next()
+                .and_then(|l| l.strip_prefix("version = \""))
+                .and_then(|v| v.strip_suffix('"'))
+            {
+                return Ok(version.to_owned());
+            }
+        }
+    }
+    Err(format!("Cargo.lock names no {package}"))
 }
 
 /// FNV-1a, 64 bits: a stable hash (std's `DefaultHasher` may change between releases).
@@ -136,7 +167,7 @@ pub(crate) fn status() -> String {
     let Some(version) = engine_version().filter(|_| engine_answers()) else {
         return "no Docker engine answers (the tests use local binaries)".into();
     };
-    let wanted = etcd_binary().and_then(|etcd| recipe(&etcd));
+    let wanted = etcd_binary(false).and_then(|etcd| recipe(&etcd));
     let image = match (present_recipe(), wanted) {
         (None, _) => format!("{IMAGE} missing (cargo xtask images builds it)"),
         (Some(have), Ok(want)) if have == want => format!("{IMAGE} present, current"),
@@ -162,7 +193,7 @@ pub(crate) fn images() -> Result<(), String> {
     if !engine_answers() {
         return Err("no Docker engine answers: `docker version` cannot reach it".into());
     }
-    let etcd = etcd_binary()?;
+    let etcd = etcd_binary(true)?;
     let recipe = recipe(&etcd)?;
     if present_recipe().as_deref() == Some(recipe.as_str()) {
         eprintln!("xtask: images: {IMAGE} is current (recipe {recipe})");
@@ -330,4 +361,19 @@ fn import(rootfs: &Path, recipe: &str) -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vendored_etcd_version_is_read_from_cargo_lock() {
+        let version = locked_version(ETCD_CRATE).expect("Cargo.lock pins the etcd crate");
+        let parts: Vec<&str> = version.split('.').collect();
+        assert_eq!(parts.len(), 3, "{version}");
+        assert!(parts.iter().all(|p| p.parse::<u32>().is_ok()), "{version}");
+        let err = locked_version("no-such-crate-here").unwrap_err();
+        assert!(err.contains("no-such-crate-here"), "{err}");
+    }
 }
