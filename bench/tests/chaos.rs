@@ -195,15 +195,17 @@ impl Run {
     fn candidate_fault(&mut self, kind: &str, slot: usize, rng: &mut Rng) -> bool {
         match kind {
             "kill" => self.kill_and_restart(slot, rng.duration_between(ms(100), ms(2000))),
-            "freeze" => {
-                self.signal(slot, Signal::STOP);
-                self.group
-                    .collect(rng.duration_between(ms(TTL_MS / 2), ms(3 * TTL_MS)));
-                self.signal(slot, Signal::CONT);
-            }
+            "freeze" => self.freeze(slot, rng.duration_between(ms(TTL_MS / 2), ms(3 * TTL_MS))),
             _ => return false,
         }
         true
+    }
+
+    /// Freezes the slot's candidate (SIGSTOP, or `docker pause`) for `hold`, then thaws it.
+    fn freeze(&mut self, slot: usize, hold: Duration) {
+        self.signal(slot, Signal::STOP);
+        self.group.collect(hold);
+        self.signal(slot, Signal::CONT);
     }
 
     /// The slot whose process leads right now, as the lines tell it.
@@ -514,21 +516,13 @@ fn raft_chaos(links: &[Vec<Option<FaultProxy>>], args: Vec<Vec<String>>, fence: 
     while Instant::now() < deadline {
         run.group.collect(rng.duration_between(ms(200), ms(1500)));
         let leader = run.leader();
-        let slot = match leader {
-            Some(l) if rng.below(3) > 0 => l,
-            _ => rng.below(CANDIDATES as u64) as usize,
-        };
+        let slot = run.pick(&mut rng);
         let kind = KINDS[rng.below(KINDS.len() as u64) as usize];
         let hold = rng.duration_between(ms(300), ms(2 * TTL_MS));
         let started = now_ns();
         match kind {
             "kill" => run.kill_and_restart(slot, rng.duration_between(ms(100), ms(1500))),
-            "freeze" => {
-                run.signal(slot, Signal::STOP);
-                run.group
-                    .collect(rng.duration_between(ms(300), ms(3 * TTL_MS)));
-                run.signal(slot, Signal::CONT);
-            }
+            "freeze" => run.freeze(slot, rng.duration_between(ms(300), ms(3 * TTL_MS))),
             "partition" => {
                 // A minority of one or two, cut off both ways.
                 let mut minority = vec![slot];
@@ -801,21 +795,13 @@ fn raft_containers_chaos(lab: &Lab, fence: &Fence) {
     while Instant::now() < deadline {
         run.group.collect(rng.duration_between(ms(200), ms(1500)));
         let leader = run.leader();
-        let slot = match leader {
-            Some(l) if rng.below(3) > 0 => l,
-            _ => rng.below(CANDIDATES as u64) as usize,
-        };
+        let slot = run.pick(&mut rng);
         let kind = KINDS[rng.below(KINDS.len() as u64) as usize];
         let hold = rng.duration_between(ms(300), ms(2 * TTL_MS));
         let started = now_ns();
         match kind {
             "kill" => run.kill_and_restart(slot, rng.duration_between(ms(100), ms(1500))),
-            "freeze" => {
-                run.signal(slot, Signal::STOP);
-                run.group
-                    .collect(rng.duration_between(ms(300), ms(3 * TTL_MS)));
-                run.signal(slot, Signal::CONT);
-            }
+            "freeze" => run.freeze(slot, rng.duration_between(ms(300), ms(3 * TTL_MS))),
             _ => {
                 let mut cut = vec![match kind {
                     "isolate-leader" => leader.unwrap_or(slot),

@@ -239,6 +239,37 @@ impl EtcdCluster {
                 .is_some_and(|id| id == leader)
         })
     }
+
+    /// Moves the etcd cluster's leadership to another running member (etcd's
+    /// `MoveLeader`: a new Raft term without stopping anyone) and waits until it leads.
+    /// The index of the new leader.
+    pub fn move_leader(&self, within: Duration) -> Result<usize, String> {
+        let status =
+            |m: &Member| etcd_http::request(m.client_port, "POST", "/v3/maintenance/status", "{}");
+        let from = self.leader().ok_or("no etcd leader to move")?;
+        let to = (1..self.members.len())
+            .map(|k| (from + k) % self.members.len())
+            .find(|&k| self.members[k].child.is_some())
+            .ok_or("no other running member")?;
+        let target = json_field(&status(&self.members[to]), "member_id")
+            .ok_or("the target member did not say its id")?;
+        let reply = etcd_http::request(
+            self.members[from].client_port,
+            "POST",
+            "/v3/maintenance/transfer-leadership",
+            &format!("{{\"targetID\":\"{target}\"}}"),
+        );
+        let until = Instant::now() + within;
+        while self.leader() != Some(to) {
+            if Instant::now() >= until {
+                return Err(format!(
+                    "m{to} does not lead {within:?} after MoveLeader (etcd said {reply:?})"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(to)
+    }
 }
 
 /// The text of `"field":"value"` in a JSON reply (etcd's gateway quotes 64-bit numbers).

@@ -185,7 +185,7 @@ fn shared_blocking(kind: Kind, mode: Mode) -> Result<Server, String> {
         return Err("ELECT_TEST_SERVERS=containers, and no Docker engine answers".into());
     }
     if mode != Mode::Local && docker::engine_answers() {
-        match shared_container(kind) {
+        match shared_container(kind, mode) {
             Ok(server) => return Ok(server),
             Err(why) if mode == Mode::Containers => return Err(why),
             Err(why) => no_container = Some(why),
@@ -222,20 +222,32 @@ fn shared_blocking(kind: Kind, mode: Mode) -> Result<Server, String> {
 /// The container of `kind` the process's tests share. It lives as long as the process, as a
 /// local server does (tests take a URL from a `Server` and let it go:
 /// `mysql().await.mysql_database()`), and is removed when the process ends (see the reaper in
-/// [`docker`]).
-fn shared_container(kind: Kind) -> Result<Server, String> {
-    static CONTAINERS: OnceLock<Mutex<HashMap<Kind, Arc<docker::Running>>>> = OnceLock::new();
+/// [`docker`]). In [`Mode::Auto`] a container that could not be had is not tried again by the
+/// process's later tests (each would wait for the same failed pull or start): they go straight
+/// to the local binaries. [`Mode::Containers`] tries again, since it has nothing to fall back on.
+fn shared_container(kind: Kind, mode: Mode) -> Result<Server, String> {
+    static CONTAINERS: OnceLock<Mutex<HashMap<Kind, Result<Arc<docker::Running>, String>>>> =
+        OnceLock::new();
     let mut containers = CONTAINERS
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
     let running = match containers.get(&kind) {
-        Some(running) => running.clone(),
-        None => {
-            let running = Arc::new(docker::Running::start(kind, &[])?);
-            containers.insert(kind, running.clone());
-            running
+        Some(Ok(running)) => running.clone(),
+        Some(Err(why)) if mode == Mode::Auto => {
+            return Err(format!("{why} (earlier in this process)"))
         }
+        _ => match docker::Running::start(kind, &[]) {
+            Ok(running) => {
+                let running = Arc::new(running);
+                containers.insert(kind, Ok(running.clone()));
+                running
+            }
+            Err(why) => {
+                containers.insert(kind, Err(why.clone()));
+                return Err(why);
+            }
+        },
     };
     Ok(Server {
         kind,

@@ -1,6 +1,9 @@
 //! Hand-over notices: one etcd watch on the key prefix per store, fanned out to the feeds of
 //! each election.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use elect_core::backend::FeedRegistry;
 use elect_core::{ChangeFeed, ElectionName, Error, LeaderInfo, Result};
 use etcd_client::{Client, EventType, WatchOptions, WatchRequestSender, WatchResponseStream};
@@ -11,6 +14,10 @@ use tracing::{debug, warn};
 use crate::config::EtcdConfig;
 use crate::error::{map_err, STORE};
 use crate::record;
+use crate::vacancy::RELEASED_SUFFIX;
+
+/// The releases the watch has seen: election → released term, until the next grant.
+type Releases = Arc<std::sync::Mutex<HashMap<String, u64>>>;
 
 /// The watch of one store: started on the first subscription, confirmed by etcd before any
 /// feed is handed out, and started again by the next subscription after it ended.
@@ -18,6 +25,7 @@ pub(crate) struct Watcher {
     client: Client,
     config: EtcdConfig,
     feeds: std::sync::Arc<FeedRegistry<String>>,
+    releases: Releases,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -27,6 +35,7 @@ impl Watcher {
             client,
             config,
             feeds: std::sync::Arc::new(FeedRegistry::new()),
+            releases: Releases::default(),
             task: Mutex::new(None),
         }
     }
@@ -37,9 +46,17 @@ impl Watcher {
             let (sender, stream) = self.start().await?;
             let feeds = self.feeds.clone();
             let prefix = self.config.prefix.clone();
-            *task = Some(tokio::spawn(run(sender, stream, feeds, prefix)));
+            let releases = self.releases.clone();
+            *task = Some(tokio::spawn(run(sender, stream, feeds, releases, prefix)));
         }
         Ok(self.feeds.subscribe(election.as_str()))
+    }
+
+    /// The term of `election`'s last release, when the running watch saw the release's
+    /// marker and no grant since: the key is vacant, by a release, unless an event the watch
+    /// has not delivered yet says otherwise (a hint: the grant's transaction decides).
+    pub(crate) fn released(&self, election: &str) -> Option<u64> {
+        lock(&self.releases).get(election).copied()
     }
 
     /// Opens the watch and waits for etcd to confirm it.
@@ -90,6 +107,7 @@ async fn run(
     _sender: WatchRequestSender,
     mut stream: WatchResponseStream,
     feeds: std::sync::Arc<FeedRegistry<String>>,
+    releases: Releases,
     prefix: String,
 ) {
     loop {
@@ -114,14 +132,31 @@ async fn run(
         }
         for event in message.events() {
             let Some(kv) = event.kv() else { continue };
-            let Some(election) = std::str::from_utf8(kv.key())
+            let Some(name) = std::str::from_utf8(kv.key())
                 .ok()
                 .and_then(|k| k.strip_prefix(prefix.as_str()))
             else {
                 continue;
             };
+            if let Some(election) = name.strip_suffix(RELEASED_SUFFIX) {
+                // A release's marker, written in the transaction that deleted the key (whose
+                // event wakes the feeds).
+                let term = std::str::from_utf8(kv.value())
+                    .ok()
+                    .and_then(|t| t.parse::<u64>().ok());
+                if let (EventType::Put, Some(term), true) =
+                    (event.event_type(), term, feeds.contains(election))
+                {
+                    lock(&releases).insert(election.to_owned(), term);
+                }
+                continue;
+            }
+            let election = name;
             if !feeds.contains(election) {
                 continue;
+            }
+            if event.event_type() == EventType::Put {
+                lock(&releases).remove(election);
             }
             let hint = match event.event_type() {
                 // A new key (version 1) is a grant: it carries the new leader.
@@ -143,5 +178,11 @@ async fn run(
             }
         }
     }
+    // Hints from a watch that ended could miss a grant: none is kept.
+    lock(&releases).clear();
     feeds.end_all();
+}
+
+fn lock(releases: &Releases) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+    releases.lock().unwrap_or_else(|p| p.into_inner())
 }

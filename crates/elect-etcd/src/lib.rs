@@ -18,6 +18,7 @@ mod feed;
 mod record;
 mod store;
 mod tls;
+mod vacancy;
 
 pub use config::{EtcdConfig, DEFAULT_PREFIX};
 pub use store::EtcdStore;

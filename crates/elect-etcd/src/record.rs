@@ -28,6 +28,8 @@ pub(crate) struct Record {
     pub(crate) term: Term,
     /// The etcd lease the key is attached to.
     pub(crate) lease: i64,
+    /// The TTL the holder claimed: how long it may believe it leads after a renewal.
+    pub(crate) ttl: Duration,
 }
 
 impl Record {
@@ -106,7 +108,7 @@ pub(crate) fn decode(key: &str, bytes: &[u8], create_revision: i64, lease: i64) 
         .filter(|n| (1..=i64::MAX as u64).contains(n))
         .ok_or_else(|| corrupt(format!("nonce is {nonce_text:?}, not a positive integer")))?;
     let ttl_text = field("ttl_ms")?;
-    ttl_text
+    let ttl_ms = ttl_text
         .parse::<u64>()
         .ok()
         .filter(|t| *t > 0)
@@ -133,6 +135,7 @@ pub(crate) fn decode(key: &str, bytes: &[u8], create_revision: i64, lease: i64) 
         value,
         term,
         lease,
+        ttl: Duration::from_millis(ttl_ms),
     })
 }
 
@@ -170,6 +173,7 @@ mod tests {
             assert!(record.granted_to(&claim));
             assert_eq!(record.term, Term(42));
             assert_eq!(record.lease, 7);
+            assert_eq!(record.ttl, Duration::from_millis(3000));
             assert_eq!(record.value.as_ref().map(LeaderValue::as_str), value);
         }
     }

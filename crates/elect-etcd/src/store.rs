@@ -19,6 +19,7 @@ use crate::config::EtcdConfig;
 use crate::error::{map_err, none_if_lease_gone, resending_unsent, STORE};
 use crate::feed::Watcher;
 use crate::record::{self, Record};
+use crate::vacancy::{released_key, Sightings};
 
 /// A [`LeaseStore`] on etcd v3 (3.5 or newer; see the README for the lease fixes that matter).
 ///
@@ -36,8 +37,12 @@ use crate::record::{self, Record};
 /// - **Renewal**: a lease keep-alive, after checking that the key is still this claim's with
 ///   this term; a lease that expired or was revoked is [`Renewal::Lost`].
 /// - **Release**: one transaction deletes the key if it is still the one this grant created
-///   (its mod revision is the term and its value this claim's); the lease, holding nothing
-///   then, is revoked in the background.
+///   (its mod revision is the term and its value this claim's) and writes the marker
+///   `<key>#released` (the released term); the lease, holding nothing then, is revoked in the
+///   background.
+/// - **A key that vanished** after an etcd leader change, with no release marker, may have
+///   been revoked early by a stale etcd leader: candidates that saw its holder wait one more of
+///   its TTLs before taking the election (see the README, "A stale etcd leader").
 /// - **Hand-over**: one watch on the prefix per store wakes waiting candidates on every grant
 ///   and release; a cancelled or compacted watch ends the feeds.
 ///
@@ -51,6 +56,7 @@ struct Inner {
     client: Client,
     config: EtcdConfig,
     watcher: Watcher,
+    sightings: Sightings,
 }
 
 impl fmt::Debug for EtcdStore {
@@ -101,6 +107,7 @@ impl EtcdStore {
                 client,
                 config,
                 watcher,
+                sightings: Sightings::default(),
             }),
         };
         store.ping().await?;
@@ -146,19 +153,40 @@ impl EtcdStore {
         .await
     }
 
-    /// The record at `key`, if any.
-    async fn read(&self, operation: &'static str, key: &str) -> Result<Option<Record>> {
-        let owned = key.to_owned();
-        let kv = self
+    /// The record at `key`, if any, and the release marker's term, if any, from one read;
+    /// a record seen is remembered (see [`Sightings`]).
+    async fn read(&self, operation: &'static str, key: &str) -> Result<Read> {
+        let txn = Txn::new().and_then([TxnOp::get(key, None), TxnOp::get(released_key(key), None)]);
+        let resp = self
             .request(operation, |mut c| {
-                let owned = owned.clone();
-                async move {
-                    let mut resp = c.get(owned, None).await?;
-                    Ok(resp.take_kvs().into_iter().next())
-                }
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
             })
             .await?;
-        kv.map(|kv| decode(key, &kv)).transpose()
+        let raft_term = resp.header().map_or(0, |h| h.raft_term());
+        let mut gets = resp.op_responses().into_iter().filter_map(|r| match r {
+            TxnOpResponse::Get(mut get) => Some(get.take_kvs().into_iter().next()),
+            _ => None,
+        });
+        let record = gets
+            .next()
+            .flatten()
+            .map(|kv| decode(key, &kv))
+            .transpose()?;
+        // A marker that does not parse explains nothing: the vacancy is then not trusted.
+        let released = gets.next().flatten().and_then(|kv| {
+            std::str::from_utf8(kv.value())
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+        });
+        if let Some(record) = &record {
+            self.inner.sightings.saw(key, record, raft_term);
+        }
+        Ok(Read {
+            record,
+            released,
+            raft_term,
+        })
     }
 
     /// How long the etcd lease `id` has left, rounded up to whole seconds and at most its
@@ -253,6 +281,7 @@ impl EtcdStore {
                 Some(revision as i128),
                 &format!("revision {revision}"),
             )?;
+            self.inner.sightings.forget(key);
             debug!(key, term = term.0, lease = id, "etcd: granted");
             return Ok(Acquire::Granted(claim.granted(term)));
         }
@@ -266,6 +295,8 @@ impl EtcdStore {
             // remaining time is its whole TTL.
             Some(kv) => {
                 let record = decode(key, &kv)?;
+                let raft_term = resp.header().map_or(0, |h| h.raft_term());
+                self.inner.sightings.saw(key, &record, raft_term);
                 let ttl = record::granted_ttl(kv.value());
                 Ok(Acquire::Held(info(record, ttl)))
             }
@@ -287,6 +318,15 @@ impl EtcdStore {
             let _ = store.revoke(operation, id).await;
         });
     }
+}
+
+/// What one read of an election found.
+struct Read {
+    record: Option<Record>,
+    /// The term the release marker names, if there is one.
+    released: Option<u64>,
+    /// etcd's Raft term in the reply.
+    raft_term: u64,
 }
 
 fn connect_options(config: &EtcdConfig) -> Result<ConnectOptions> {
@@ -325,7 +365,15 @@ fn info(record: Record, remaining: Duration) -> LeaderInfo {
 impl LeaseStore for EtcdStore {
     async fn try_acquire(&self, claim: &Claim) -> Result<Acquire> {
         let key = self.inner.config.key(claim.election.as_str());
-        if let Some(record) = self.read("try_acquire", &key).await? {
+        // Woken by a release the watch saw: straight to the grant, without a read (the
+        // grant's transaction still takes only a vacant key).
+        if let Some(term) = self.inner.watcher.released(claim.election.as_str()) {
+            if self.inner.sightings.released(&key, term) {
+                return self.grant(claim, &key).await;
+            }
+        }
+        let read = self.read("try_acquire", &key).await?;
+        if let Some(record) = read.record {
             if record.granted_to(claim) {
                 if self.keep_alive("try_acquire", record.lease).await? {
                     return Ok(Acquire::Granted(claim.granted(record.term)));
@@ -339,12 +387,20 @@ impl LeaseStore for EtcdStore {
                 None => self.grant(claim, &key).await,
             };
         }
+        let now = std::time::Instant::now();
+        if let Some(old) =
+            self.inner
+                .sightings
+                .vacant(&key, claim, read.released, read.raft_term, now)
+        {
+            return Ok(Acquire::Held(old));
+        }
         self.grant(claim, &key).await
     }
 
     async fn renew(&self, lease: &Lease) -> Result<Renewal> {
         let key = self.inner.config.key(lease.election.as_str());
-        let Some(record) = self.read("renew", &key).await? else {
+        let Some(record) = self.read("renew", &key).await?.record else {
             return Ok(Renewal::Lost);
         };
         if record.holder != lease.holder
@@ -374,10 +430,10 @@ impl LeaseStore for EtcdStore {
                 Compare::mod_revision(key.as_str(), CompareOp::Equal, revision),
                 Compare::value(key.as_str(), CompareOp::Equal, record::encode_lease(lease)),
             ])
-            .and_then([TxnOp::delete(
-                key.as_str(),
-                Some(DeleteOptions::new().with_prev_key()),
-            )]);
+            .and_then([
+                TxnOp::delete(key.as_str(), Some(DeleteOptions::new().with_prev_key())),
+                TxnOp::put(released_key(&key), revision.to_string(), None),
+            ]);
         let resp = self
             .request("release", |mut c| {
                 let txn = txn.clone();
@@ -400,7 +456,7 @@ impl LeaseStore for EtcdStore {
 
     async fn leader(&self, election: &ElectionName) -> Result<Option<LeaderInfo>> {
         let key = self.inner.config.key(election.as_str());
-        let Some(record) = self.read("leader", &key).await? else {
+        let Some(record) = self.read("leader", &key).await?.record else {
             return Ok(None);
         };
         Ok(self
