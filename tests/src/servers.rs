@@ -226,8 +226,9 @@ fn shared_blocking(kind: Kind, mode: Mode) -> Result<Server, String> {
 /// process's later tests (each would wait for the same failed pull or start): they go straight
 /// to the local binaries. [`Mode::Containers`] tries again, since it has nothing to fall back on.
 fn shared_container(kind: Kind, mode: Mode) -> Result<Server, String> {
-    static CONTAINERS: OnceLock<Mutex<HashMap<Kind, Result<Arc<docker::Running>, String>>>> =
-        OnceLock::new();
+    /// Each kind's container, or why it could not be had.
+    type Containers = HashMap<Kind, Result<Arc<docker::Running>, String>>;
+    static CONTAINERS: OnceLock<Mutex<Containers>> = OnceLock::new();
     let mut containers = CONTAINERS
         .get_or_init(Default::default)
         .lock()
