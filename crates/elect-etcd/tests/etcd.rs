@@ -40,6 +40,14 @@ async fn connect(url: &str, prefix: &str) -> EtcdStore {
     EtcdStore::connect(config).await.expect("connect")
 }
 
+/// A three-member etcd of the test's own (its members are killed, frozen, moved).
+async fn own_cluster() -> EtcdCluster {
+    tokio::task::spawn_blocking(|| EtcdCluster::start(3))
+        .await
+        .unwrap()
+        .expect("a three-member etcd of the test's own")
+}
+
 /// Three candidates, each with a client of its own on all three members. The member that
 /// leads the etcd cluster is killed and started again with its data (a member restart), twice,
 /// while elect's leader renews: believed leadership never overlaps, terms rise, and someone
@@ -50,10 +58,7 @@ async fn connect(url: &str, prefix: &str) -> EtcdStore {
 /// `a_key_revoked_early_after_an_etcd_leader_change_is_not_taken_while_its_holder_believes`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_etcd_leader_member_killed_and_restarted_under_a_live_leader() {
-    let mut cluster = tokio::task::spawn_blocking(|| EtcdCluster::start(3))
-        .await
-        .unwrap()
-        .expect("a three-member etcd of the test's own");
+    let mut cluster = own_cluster().await;
     let url = cluster.url();
     let ttl = Duration::from_secs(3);
     let prefix = prefix();
@@ -141,10 +146,7 @@ async fn the_etcd_leader_member_killed_and_restarted_under_a_live_leader() {
 /// the holder believes until its next renewal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_revoked_early_after_an_etcd_leader_change_is_not_taken_while_its_holder_believes() {
-    let cluster = tokio::task::spawn_blocking(|| EtcdCluster::start(3))
-        .await
-        .unwrap()
-        .expect("a three-member etcd of the test's own");
+    let cluster = own_cluster().await;
     let url = cluster.url();
     let ttl = Duration::from_secs(3);
     let prefix = prefix();
