@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 use crate::config::EtcdConfig;
 use crate::error::{map_err, STORE};
 use crate::record;
-use crate::vacancy::RELEASED_SUFFIX;
+use crate::vacancy::{marker_term, RELEASED_SUFFIX};
 
 /// The releases the watch has seen: election → released term, until the next grant.
 type Releases = Arc<std::sync::Mutex<HashMap<String, u64>>>;
@@ -141,9 +141,7 @@ async fn run(
             if let Some(election) = name.strip_suffix(RELEASED_SUFFIX) {
                 // A release's marker, written in the transaction that deleted the key (whose
                 // event wakes the feeds).
-                let term = std::str::from_utf8(kv.value())
-                    .ok()
-                    .and_then(|t| t.parse::<u64>().ok());
+                let term = marker_term(kv.value());
                 if let (EventType::Put, Some(term), true) =
                     (event.event_type(), term, feeds.contains(election))
                 {

@@ -19,7 +19,7 @@ use crate::config::EtcdConfig;
 use crate::error::{map_err, none_if_lease_gone, resending_unsent, STORE};
 use crate::feed::Watcher;
 use crate::record::{self, Record};
-use crate::vacancy::{released_key, Sightings};
+use crate::vacancy::{marker_term, released_key, Sightings};
 
 /// A [`LeaseStore`] on etcd v3 (3.5 or newer; see the README for the lease fixes that matter).
 ///
@@ -173,12 +173,7 @@ impl EtcdStore {
             .flatten()
             .map(|kv| decode(key, &kv))
             .transpose()?;
-        // A marker that does not parse explains nothing: the vacancy is then not trusted.
-        let released = gets.next().flatten().and_then(|kv| {
-            std::str::from_utf8(kv.value())
-                .ok()
-                .and_then(|t| t.parse::<u64>().ok())
-        });
+        let released = gets.next().flatten().and_then(|kv| marker_term(kv.value()));
         if let Some(record) = &record {
             self.inner.sightings.saw(key, record, raft_term);
         }

@@ -46,6 +46,12 @@ use crate::record::Record;
 /// names, so no election's key is another's marker.
 pub(crate) const RELEASED_SUFFIX: &str = "#released";
 
+/// The term a release marker's value names; `None` when it does not parse (a marker that
+/// explains nothing: the vacancy is then not trusted).
+pub(crate) fn marker_term(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
 /// The marker a release writes beside deleting `key`: its value is the released term.
 pub(crate) fn released_key(key: &str) -> String {
     format!("{key}{RELEASED_SUFFIX}")
