@@ -44,6 +44,9 @@ pub struct Member {
     pub name: String,
     /// Its client port.
     pub client_port: u16,
+    /// Where it answers `/health` over plain HTTP: the client port, or with TLS a metrics
+    /// port of its own.
+    health_port: u16,
     child: Option<Child>,
     args: Vec<String>,
     log: PathBuf,
@@ -93,7 +96,7 @@ impl Member {
     }
 
     fn healthy(&self) -> bool {
-        etcd_http::healthy(self.client_port)
+        etcd_http::healthy(self.health_port)
     }
 }
 
@@ -103,6 +106,8 @@ pub struct EtcdCluster {
     /// The members.
     pub members: Vec<Member>,
     dir: PathBuf,
+    /// Whether clients must speak TLS ([`start_tls`](Self::start_tls)).
+    tls: bool,
 }
 
 impl Drop for EtcdCluster {
@@ -118,6 +123,21 @@ impl Drop for EtcdCluster {
 impl EtcdCluster {
     /// Starts `size` members (1 or 3, say) and waits until every one is healthy.
     pub fn start(size: usize) -> Result<EtcdCluster, String> {
+        Self::start_with(size, None)
+    }
+
+    /// Starts `size` members whose clients must speak TLS with a client certificate that
+    /// `certs.ca` signed (`--client-cert-auth`); members serve `certs.server_cert`. Health is
+    /// asked on a plain-HTTP metrics port of each member's own. [`url`](Self::url) is then
+    /// `etcds://…`.
+    pub fn start_tls(size: usize, certs: &crate::tls::TestCerts) -> Result<EtcdCluster, String> {
+        Self::start_with(size, Some(certs))
+    }
+
+    fn start_with(
+        size: usize,
+        certs: Option<&crate::tls::TestCerts>,
+    ) -> Result<EtcdCluster, String> {
         let binary = etcd_binary()?;
         let dir = std::env::temp_dir().join(crate::unique_name("elect-etcd"));
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -133,19 +153,21 @@ impl EtcdCluster {
         let mut cluster = EtcdCluster {
             members: Vec::new(),
             dir: dir.clone(),
+            tls: certs.is_some(),
         };
+        let scheme = if certs.is_some() { "https" } else { "http" };
         for (k, (client, peer)) in ports.iter().enumerate() {
             let name = format!("m{k}");
             let data = dir.join(&name);
-            let args: Vec<String> = vec![
+            let mut args: Vec<String> = vec![
                 "--name".into(),
                 name.clone(),
                 "--data-dir".into(),
                 data.to_str().ok_or("temp dir is not UTF-8")?.into(),
                 "--listen-client-urls".into(),
-                format!("http://127.0.0.1:{client}"),
+                format!("{scheme}://127.0.0.1:{client}"),
                 "--advertise-client-urls".into(),
-                format!("http://127.0.0.1:{client}"),
+                format!("{scheme}://127.0.0.1:{client}"),
                 "--listen-peer-urls".into(),
                 format!("http://127.0.0.1:{peer}"),
                 "--initial-advertise-peer-urls".into(),
@@ -159,9 +181,28 @@ impl EtcdCluster {
                 "--log-level".into(),
                 "warn".into(),
             ];
+            let mut health_port = *client;
+            if let Some(certs) = certs {
+                health_port = free_port()?;
+                let path = |p: &std::path::Path| {
+                    p.to_str().map(str::to_owned).ok_or("temp dir is not UTF-8")
+                };
+                args.extend([
+                    "--cert-file".into(),
+                    path(&certs.server_cert)?,
+                    "--key-file".into(),
+                    path(&certs.server_key)?,
+                    "--trusted-ca-file".into(),
+                    path(&certs.ca)?,
+                    "--client-cert-auth".into(),
+                    "--listen-metrics-urls".into(),
+                    format!("http://127.0.0.1:{health_port}"),
+                ]);
+            }
             let mut member = Member {
                 name: name.clone(),
                 client_port: *client,
+                health_port,
                 child: None,
                 args,
                 log: dir.join(format!("{name}.log")),
@@ -206,14 +247,15 @@ impl EtcdCluster {
         }
     }
 
-    /// `etcd://127.0.0.1:P0,127.0.0.1:P1,…` (no prefix).
+    /// `etcd://127.0.0.1:P0,127.0.0.1:P1,…` (no prefix), `etcds://…` with TLS.
     pub fn url(&self) -> String {
         let hosts: Vec<String> = self
             .members
             .iter()
             .map(|m| format!("127.0.0.1:{}", m.client_port))
             .collect();
-        format!("etcd://{}", hosts.join(","))
+        let scheme = if self.tls { "etcds" } else { "etcd" };
+        format!("{scheme}://{}", hosts.join(","))
     }
 
     /// The index of the member that leads the etcd cluster now, as the running members say

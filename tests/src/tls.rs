@@ -131,7 +131,7 @@ where
                 .await
                 .unwrap_or_else(|_| panic!("{what}: connecting hung"))
                 .expect_err(what);
-            eprintln!("{what}: {error}");
+            eprintln!("{what}: {error} / {error:?}");
             error
         }
     };

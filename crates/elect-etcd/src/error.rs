@@ -126,15 +126,21 @@ pub(crate) fn map_err(operation: &'static str, e: EtcdError) -> Error {
         message,
         source: Some(Arc::new(e)),
     };
+    let refused = |message: String| Error::NotSetUp {
+        store: STORE,
+        message: format!(
+            "etcd refused the request ({message}): check the user and password (the URL's \
+             user:password@, EtcdConfig::user) and that the user's role may read and write the \
+             key prefix and grant leases"
+        ),
+    };
     match code(&e) {
-        Some((Code::Unauthenticated | Code::PermissionDenied, message)) => Error::NotSetUp {
-            store: STORE,
-            message: format!(
-                "etcd refused the request ({message}): check the user and password (the URL's \
-                 user:password@, EtcdConfig::user) and that the user's role may read and write \
-                 the key prefix and grant leases"
-            ),
-        },
+        Some((Code::Unauthenticated | Code::PermissionDenied, message)) => refused(message),
+        // A wrong user or password: "etcdserver: authentication failed, invalid user ID or
+        // password", as InvalidArgument.
+        Some((Code::InvalidArgument, message)) if message.contains("authentication failed") => {
+            refused(message)
+        }
         Some((
             Code::Unavailable
             | Code::DeadlineExceeded

@@ -84,13 +84,22 @@ impl EtcdStore {
     pub async fn connect(config: EtcdConfig) -> Result<EtcdStore> {
         config.validate()?;
         let options = connect_options(&config)?;
-        let client = timed(STORE, "connect", config.timeout, async {
-            Client::connect(&config.endpoints, Some(options))
-                .await
-                .map_err(|e| map_err("connect", e))
-        })
-        .await?;
-        Self::from_client(client, config).await
+        let connected = async {
+            let client = timed(STORE, "connect", config.timeout, async {
+                Client::connect(&config.endpoints, Some(options))
+                    .await
+                    .map_err(|e| map_err("connect", e))
+            })
+            .await?;
+            Self::from_client(client, config.clone()).await
+        };
+        match connected.await {
+            #[cfg(feature = "tls")]
+            Err(e) if e.is_retryable() && config.tls.is_some() => {
+                Err(crate::tls::diagnose(&config).await.unwrap_or(e))
+            }
+            other => other,
+        }
     }
 
     /// A store on the application's own etcd `client`. `config` gives the prefix and the
@@ -153,10 +162,15 @@ impl EtcdStore {
         .await
     }
 
-    /// The record at `key`, if any, and the release marker's term, if any, from one read;
-    /// a record seen is remembered (see [`Sightings`]).
-    async fn read(&self, operation: &'static str, key: &str) -> Result<Read> {
-        let txn = Txn::new().and_then([TxnOp::get(key, None), TxnOp::get(released_key(key), None)]);
+    /// The record at `key`, if any, and with `marker` the release marker's term, if any, from
+    /// one read; a record seen is remembered (see [`Sightings`]). Only a candidate about to
+    /// take a missing key needs the marker: renewals and observers read the key alone.
+    async fn read(&self, operation: &'static str, key: &str, marker: bool) -> Result<Read> {
+        let mut gets = vec![TxnOp::get(key, None)];
+        if marker {
+            gets.push(TxnOp::get(released_key(key), None));
+        }
+        let txn = Txn::new().and_then(gets);
         let resp = self
             .request(operation, |mut c| {
                 let txn = txn.clone();
@@ -318,7 +332,7 @@ impl EtcdStore {
 /// What one read of an election found.
 struct Read {
     record: Option<Record>,
-    /// The term the release marker names, if there is one.
+    /// The term the release marker names, if there is one (and it was asked for).
     released: Option<u64>,
     /// etcd's Raft term in the reply.
     raft_term: u64,
@@ -367,7 +381,7 @@ impl LeaseStore for EtcdStore {
                 return self.grant(claim, &key).await;
             }
         }
-        let read = self.read("try_acquire", &key).await?;
+        let read = self.read("try_acquire", &key, true).await?;
         if let Some(record) = read.record {
             if record.granted_to(claim) {
                 if self.keep_alive("try_acquire", record.lease).await? {
@@ -395,7 +409,7 @@ impl LeaseStore for EtcdStore {
 
     async fn renew(&self, lease: &Lease) -> Result<Renewal> {
         let key = self.inner.config.key(lease.election.as_str());
-        let Some(record) = self.read("renew", &key).await?.record else {
+        let Some(record) = self.read("renew", &key, false).await?.record else {
             return Ok(Renewal::Lost);
         };
         if record.holder != lease.holder
@@ -451,7 +465,7 @@ impl LeaseStore for EtcdStore {
 
     async fn leader(&self, election: &ElectionName) -> Result<Option<LeaderInfo>> {
         let key = self.inner.config.key(election.as_str());
-        let Some(record) = self.read("leader", &key).await?.record else {
+        let Some(record) = self.read("leader", &key, false).await?.record else {
             return Ok(None);
         };
         Ok(self

@@ -25,7 +25,8 @@ pub fn prefix() -> String {
 }
 
 /// A store on the etcd `url` (found off the async runtime: it may start one), under a prefix
-/// of its own.
+/// of its own. (Not every test file uses it.)
+#[allow(dead_code)]
 pub async fn store_on(url: fn() -> String) -> EtcdStore {
     let url = tokio::task::spawn_blocking(url)
         .await
