@@ -147,6 +147,13 @@ pub(crate) struct Where {
 
 impl Where {
     /// Whether the store is Redis.
+    pub(crate) fn is_postgres(&self) -> bool {
+        self.store
+            .as_deref()
+            .and_then(|url| url.split_once("://"))
+            .is_some_and(|(scheme, _)| matches!(scheme, "postgres" | "postgresql"))
+    }
+
     pub(crate) fn is_redis(&self) -> bool {
         self.store
             .as_deref()

@@ -69,6 +69,17 @@ pub(crate) struct RunArgs {
     /// How long --wait-replicas waits for the acknowledgements.
     #[arg(long, default_value = "100ms", value_parser = duration::parse, requires = "wait_replicas")]
     wait_timeout: Duration,
+    /// PostgreSQL behind a pooler in transaction mode (PgBouncer), which cannot keep a
+    /// listening session: LISTEN for hand-over notices on a connection of its own to this
+    /// URL (the server itself, or a session-mode pool), or `off` for none (waiting hosts then
+    /// wake when the lease they were told of expires). PostgreSQL only.
+    #[arg(
+        long,
+        value_name = "URL|off",
+        env = "ELECT_PG_LISTEN",
+        hide_env_values = true
+    )]
+    pg_listen: Option<String>,
     /// Serve /healthz, /readyz, /leader (JSON) and /metrics (Prometheus text) on HOST:PORT (a
     /// port alone: 127.0.0.1:PORT) while elect runs.
     #[arg(long, value_name = "ADDR", value_parser = http::parse_addr)]
@@ -266,6 +277,11 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
             "--wait-replicas is for Redis stores (redis://, rediss://, redis-cluster://, redis-sentinel://)",
         ));
     }
+    if args.pg_listen.is_some() && !args.where_.is_postgres() {
+        return Err(Failure::config(
+            "--pg-listen is for PostgreSQL stores (postgres://, postgresql://)",
+        ));
+    }
     if args.restart_quarantine && !args.where_.is_redis() {
         return Err(Failure::config(
             "--restart-quarantine is for Redis stores (redis://, rediss://, redis-cluster://, redis-sentinel://)",
@@ -292,6 +308,10 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
                 create_missing_table: true,
                 tls: args.where_.tls.files(),
                 wait_for_replicas: args.wait_replicas.map(|n| (n, args.wait_timeout)),
+                postgres_listen: args.pg_listen.as_deref().map(|listen| match listen {
+                    "off" => elect::PostgresListen::Off,
+                    url => elect::PostgresListen::Url(url.to_owned()),
+                }),
             };
             let store = store::connect(url, options).await?;
             let candidate = store::candidate(args.id.as_deref())?;

@@ -53,6 +53,8 @@ pub(crate) struct Connect {
     pub(crate) tls: Option<TlsFiles>,
     /// Redis: replicas that must acknowledge each grant and renewal, and for how long.
     pub(crate) wait_for_replicas: Option<(u32, std::time::Duration)>,
+    /// PostgreSQL: where hand-over notices come from, when not from the store's URL.
+    pub(crate) postgres_listen: Option<elect::PostgresListen>,
     /// MySQL: create the lease table when it does not exist (never touch one that does), so
     /// a user with only SELECT/INSERT/UPDATE/DELETE works once the table is there.
     pub(crate) create_missing_table: bool,
@@ -68,6 +70,9 @@ pub(crate) async fn connect(url: &str, options: Connect) -> Result<Store, Failur
     }
     if let Some((replicas, timeout)) = options.wait_for_replicas {
         open = open.wait_for_replicas(replicas, timeout);
+    }
+    if let Some(listen) = options.postgres_listen {
+        open = open.postgres_listen(listen);
     }
     let opened = elect::open(url, &open).await.map_err(fail)?;
     #[cfg(feature = "mysql")]

@@ -600,6 +600,80 @@ fn first_contact_messages_say_what_is_wrong() {
         3,
         "--restart-quarantine",
     );
+    one_line(
+        &[
+            "run",
+            "--store",
+            "redis://127.0.0.1:1",
+            "--election",
+            "e",
+            "--pg-listen",
+            "off",
+            "--",
+            "true",
+        ],
+        3,
+        "--pg-listen",
+    );
+}
+
+/// Behind PgBouncer in transaction mode (which cannot keep a listening session),
+/// `--pg-listen` at the server itself brings the hand-over notice: with a 20 s lease the other
+/// host runs its program within a few seconds of the leader's SIGTERM (a release). Without
+/// the notice it would sleep until the lease it was told of expires, 13–20 s later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_pgbouncer_notices_come_from_the_pg_listen_url() {
+    let direct = elect_tests::postgres()
+        .await
+        .postgres_database()
+        .await
+        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        let bouncer = elect_tests::pgbouncer::PgBouncer::start(&direct).expect("PgBouncer");
+        let through = bouncer.url_for(&direct);
+        let dir = scratch("pg-listen");
+        let file = dir.join("ticks");
+        let election = format!("cli.pg-listen.{}", std::process::id());
+        let mut running = Running(Vec::new());
+        for k in 0..2 {
+            let id = format!("c{k}");
+            let child = elect()
+                .args(["run", "--store", &through, "--election", &election])
+                .args(["--ttl", "20s", "--id", &id, "--pg-listen", &direct, "--"])
+                .args(ticker(&file))
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            running.0.push((id, child));
+        }
+        wait_for("a first leader's program", Duration::from_secs(30), || {
+            ticks(&file).len() >= 3
+        });
+        let (leader, term, _) = ticks(&file).last().cloned().unwrap();
+        let k = running
+            .0
+            .iter()
+            .position(|(id, _)| *id == leader)
+            .expect("the leader is ours");
+        let asked = std::time::Instant::now();
+        terminate(&mut running.0[k].1);
+        wait_for("the other host's program", Duration::from_secs(8), || {
+            ticks(&file).iter().any(|(who, _, _)| *who != leader)
+        });
+        let all = ticks(&file);
+        assert_one_at_a_time(&all);
+        let (next, next_term, _) = all.iter().find(|(who, _, _)| *who != leader).unwrap();
+        assert!(*next_term > term);
+        eprintln!(
+            "through PgBouncer: {leader} released; {next} ran its program {:?} after the SIGTERM",
+            asked.elapsed()
+        );
+        drop(running);
+        drop(bouncer);
+        let _ = std::fs::remove_dir_all(dir);
+    })
+    .await
+    .unwrap();
 }
 
 /// Issue 14, item 17: a MySQL URL without a database is a configuration error (3), not 4.

@@ -52,6 +52,29 @@ pub struct Options {
     /// ([`RedisConfig::wait_for_replicas`](elect_redis::RedisConfig::wait_for_replicas)).
     /// Refused for other schemes.
     pub wait_for_replicas: Option<(u32, std::time::Duration)>,
+    /// PostgreSQL: where hand-over notices (`LISTEN`) come from when not from the store's own
+    /// URL — behind a transaction-mode pooler such as PgBouncer, which cannot keep a
+    /// listening session (`elect_postgres::Listen`). `None`: the store's URL. Refused for
+    /// other schemes.
+    pub postgres_listen: Option<PostgresListen>,
+}
+
+/// Where a PostgreSQL store listens for hand-over notices ([`Options::postgres_listen`]).
+#[derive(Clone, PartialEq, Eq)]
+pub enum PostgresListen {
+    /// On a connection of its own to this URL: the server itself, or a session-mode pool.
+    Url(String),
+    /// No notices: waiting candidates wake when the lease they were told of expires.
+    Off,
+}
+
+impl std::fmt::Debug for PostgresListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PostgresListen::Url(url) => f.debug_tuple("Url").field(&redact_url(url)).finish(),
+            PostgresListen::Off => f.write_str("Off"),
+        }
+    }
 }
 
 impl Options {
@@ -70,6 +93,12 @@ impl Options {
     /// Sets [`Options::wait_for_replicas`].
     pub fn wait_for_replicas(mut self, replicas: u32, timeout: std::time::Duration) -> Self {
         self.wait_for_replicas = Some((replicas, timeout));
+        self
+    }
+
+    /// Sets [`Options::postgres_listen`].
+    pub fn postgres_listen(mut self, listen: PostgresListen) -> Self {
+        self.postgres_listen = Some(listen);
         self
     }
 }
@@ -172,6 +201,11 @@ pub async fn open(url: &str, options: &Options) -> Result<Coordinator> {
             "waiting for replicas is for Redis stores, not {scheme}://"
         )));
     }
+    if options.postgres_listen.is_some() && !matches!(scheme, "postgres" | "postgresql") {
+        return Err(Error::config(format!(
+            "a separate LISTEN connection is for PostgreSQL stores, not {scheme}://"
+        )));
+    }
     match scheme {
         _ if redis => open_redis(url, options).await,
         "mysql" => open_mysql(url, options).await,
@@ -250,6 +284,13 @@ async fn open_postgres(url: &str, options: &Options) -> Result<Coordinator> {
     let mut config = elect_postgres::PostgresConfig::new(url);
     if let Some(files) = &options.tls {
         config = config.tls(files.clone());
+    }
+    match &options.postgres_listen {
+        Some(PostgresListen::Url(listen)) => {
+            config = config.listen(elect_postgres::Listen::Url(listen.clone()))
+        }
+        Some(PostgresListen::Off) => config = config.listen(elect_postgres::Listen::Off),
+        None => {}
     }
     Ok(Coordinator::Postgres(
         elect_postgres::PostgresStore::connect(config).await?,
