@@ -19,7 +19,7 @@ use crate::config::EtcdConfig;
 use crate::error::{map_err, none_if_lease_gone, resending_unsent, STORE};
 use crate::feed::Watcher;
 use crate::record::{self, Record};
-use crate::vacancy::{marker_term, released_key, Sightings};
+use crate::vacancy::{granted_marker, parse_marker, released_key, Marker, Sightings};
 
 /// A [`LeaseStore`] on etcd v3 (3.5 or newer; see the README for the lease fixes that matter).
 ///
@@ -30,7 +30,8 @@ use crate::vacancy::{marker_term, released_key, Sightings};
 /// deadline computed from the claim's TTL.
 ///
 /// - **Grant**: a lease, then one transaction that puts the key only if it does not exist
-///   (`create_revision == 0`). The **term is the key's create revision**: etcd's revision
+///   (`create_revision == 0`), and the election's marker `<key>#released` (`granted <raft term>
+///   <ttl ms> <nonce> <holder>`, no lease). The **term is the key's create revision**: etcd's revision
 ///   counter is global to the cluster, raised by every write, replicated by Raft and kept in
 ///   every member's backend, so a later grant always gets a larger term, across etcd leader
 ///   changes and member restarts.
@@ -40,9 +41,10 @@ use crate::vacancy::{marker_term, released_key, Sightings};
 ///   (its mod revision is the term and its value this claim's) and writes the marker
 ///   `<key>#released` (the released term); the lease, holding nothing then, is revoked in the
 ///   background.
-/// - **A key that vanished** after an etcd leader change, with no release marker, may have
-///   been revoked early by a stale etcd leader: candidates that saw its holder wait one more of
-///   its TTLs before taking the election (see the README, "A stale etcd leader").
+/// - **A key that vanished** without a release, its lease granted before an etcd leader change
+///   (the marker, which every grant writes too, names the Raft term of the grant), may have
+///   been revoked early by a stale etcd leader: candidates wait one more of its TTLs before
+///   taking the election (see the README, "A stale etcd leader").
 /// - **Hand-over**: one watch on the prefix per store wakes waiting candidates on every grant
 ///   and release; a cancelled or compacted watch ends the feeds.
 ///
@@ -187,13 +189,16 @@ impl EtcdStore {
             .flatten()
             .map(|kv| decode(key, &kv))
             .transpose()?;
-        let released = gets.next().flatten().and_then(|kv| marker_term(kv.value()));
+        let marker = gets
+            .next()
+            .flatten()
+            .map(|kv| parse_marker(kv.value(), kv.mod_revision()));
         if let Some(record) = &record {
-            self.inner.sightings.saw(key, record, raft_term);
+            self.inner.sightings.saw(key, record);
         }
         Ok(Read {
             record,
-            released,
+            marker,
             raft_term,
         })
     }
@@ -261,13 +266,19 @@ impl EtcdStore {
             });
         }
         let id = lease.id();
+        // The marker records the grant with the Raft term etcd answered the lease grant under
+        // (the transaction's can only be the same or later): see `vacancy`.
+        let raft_term = lease.header().map_or(0, |h| h.raft_term());
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key,
-                record::encode(claim),
-                Some(PutOptions::new().with_lease(id)),
-            )])
+            .and_then([
+                TxnOp::put(
+                    key,
+                    record::encode(claim),
+                    Some(PutOptions::new().with_lease(id)),
+                ),
+                TxnOp::put(released_key(key), granted_marker(claim, raft_term), None),
+            ])
             .or_else([TxnOp::get(key, None)]);
         let answer = self
             .request("try_acquire", |mut c| {
@@ -304,8 +315,7 @@ impl EtcdStore {
             // remaining time is its whole TTL.
             Some(kv) => {
                 let record = decode(key, &kv)?;
-                let raft_term = resp.header().map_or(0, |h| h.raft_term());
-                self.inner.sightings.saw(key, &record, raft_term);
+                self.inner.sightings.saw(key, &record);
                 let ttl = record::granted_ttl(kv.value());
                 Ok(Acquire::Held(info(record, ttl)))
             }
@@ -332,8 +342,9 @@ impl EtcdStore {
 /// What one read of an election found.
 struct Read {
     record: Option<Record>,
-    /// The term the release marker names, if there is one (and it was asked for).
-    released: Option<u64>,
+    /// The election's marker (the last grant or release), if there is one and it was asked
+    /// for.
+    marker: Option<Marker>,
     /// etcd's Raft term in the reply.
     raft_term: u64,
 }
@@ -400,7 +411,7 @@ impl LeaseStore for EtcdStore {
         if let Some(old) =
             self.inner
                 .sightings
-                .vacant(&key, claim, read.released, read.raft_term, now)
+                .vacant(&key, claim, read.marker.as_ref(), read.raft_term, now)
         {
             return Ok(Acquire::Held(old));
         }

@@ -13,25 +13,32 @@
 //! keep-alive, so a candidate granted the vacant key at once would lead beside it (seen on CI,
 //! 2026-12-04: 498 ms of two believers after a 6 s freeze of the etcd leader).
 //!
-//! What this guard knows: the store remembers each election's holder as it last saw it, with
-//! the etcd Raft term of the reply in which it first saw that holder's key. When the key is
-//! later found missing, the vacancy is trusted at once when
-//! - the holder released it: the release's transaction writes a marker (`<key>#released`,
-//!   the released term) beside deleting the key; or
-//! - etcd's Raft term is still the one it first saw the holder under: no leader change since,
-//!   so no stale lessor can have revoked the lease (a revocation by the only leader is the
-//!   lease's real expiry, by which time the holder's deadline has passed); or
-//! - it is this claim's own record.
+//! What this guard knows: every grant writes the election's marker (`<key>#released`, a key
+//! without a lease, so it outlives the election's key) in the transaction that creates the key:
+//! `granted <raft term> <ttl ms> <nonce> <holder>`, where the Raft term is the one etcd's reply
+//! to the grant's `LeaseGrant` named. Every release overwrites it with the released term, in the
+//! transaction that deletes the key. A candidate that finds the election's key missing reads
+//! the marker beside it and trusts the vacancy at once when
+//! - the marker names a release (a release is no early revocation); or
+//! - the marker names a grant made under etcd's current Raft term: no leader change since the
+//!   lease was granted, so no leader but the current one has ever known the lease (a member
+//!   that led under an older term and resumes stale can only revoke leases it applied while it
+//!   led), and a revocation by the current leader is the lease's real expiry, by which time the
+//!   holder's deadline has passed; or
+//! - the marker names this claim's own grant; or
+//! - there is no marker: the election was never granted (or someone deleted the marker).
 //!
 //! Otherwise the key may have been revoked early, and the candidate treats the old holder as
 //! leading for one more of its TTLs from the moment it found the key missing: the holder's
 //! deadline is at most a TTL after its last keep-alive, which etcd acknowledged before the
-//! revocation. Cost: a failover that follows an etcd leader change (or a foreign deletion of
-//! the key) takes one more TTL; hand-overs by release and failovers under a steady etcd leader
-//! do not.
+//! revocation. Cost: a failover whose lease was granted before an etcd leader change takes one
+//! more TTL; hand-overs by release and failovers under a steady etcd leader do not.
 //!
-//! What it cannot know: a candidate that never saw the old holder (it started after the key
-//! vanished), or that first saw it only after the etcd leader change, trusts the vacancy.
+//! Because the marker is in etcd, this holds for a candidate that never saw the old holder (it
+//! started after the key vanished) as for one that did. (An earlier version remembered the Raft
+//! term at which each store *first saw* the holder: a candidate that first saw it only after the
+//! etcd leader change trusted the vacancy, and a 10-minute chaos run found that overlap.) What
+//! the guard cannot catch: a foreign client deleting the key under an unchanged Raft term.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -66,12 +73,9 @@ pub(crate) struct Sightings {
 #[derive(Debug)]
 struct Sighting {
     holder: CandidateId,
-    nonce: u64,
     term: Term,
     value: Option<LeaderValue>,
     ttl: Duration,
-    /// etcd's Raft term in the reply that first showed this holder's key.
-    raft_term: u64,
     /// Set when the key was first found missing without an explanation.
     guard_until: Option<Instant>,
 }
@@ -81,8 +85,8 @@ impl Sightings {
         self.by_key.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `record` is at `key`, as a reply under etcd Raft term `raft_term` showed.
-    pub(crate) fn saw(&self, key: &str, record: &Record, raft_term: u64) {
+    /// `record` is at `key`, as a reply showed.
+    pub(crate) fn saw(&self, key: &str, record: &Record) {
         let mut by_key = self.lock();
         if let Some(known) = by_key.get(key) {
             if known.term == record.term {
@@ -93,11 +97,9 @@ impl Sightings {
             key.to_owned(),
             Sighting {
                 holder: record.holder.clone(),
-                nonce: record.nonce,
                 term: record.term,
                 value: record.value.clone(),
                 ttl: record.ttl,
-                raft_term,
                 guard_until: None,
             },
         );
@@ -121,38 +123,69 @@ impl Sightings {
         self.lock().remove(key);
     }
 
-    /// `key` was found missing by `claim` at `now`, in a reply under Raft term `raft_term`
-    /// that showed the release marker `released` (a term), if any. `None` when the vacancy can
-    /// be trusted; else the old holder, with how much longer it may believe it leads.
+    /// `key` was found missing by `claim` at `now`, in a reply under Raft term `raft_term` that
+    /// showed the election's `marker`, if any. `None` when the vacancy can be trusted; else the
+    /// old holder, with how much longer it may believe it leads.
     pub(crate) fn vacant(
         &self,
         key: &str,
         claim: &Claim,
-        released: Option<u64>,
+        marker: Option<&Marker>,
         raft_term: u64,
         now: Instant,
     ) -> Option<LeaderInfo> {
         let mut by_key = self.lock();
-        let known = by_key.get_mut(key)?;
-        let own = known.holder == claim.candidate && known.nonce == claim.nonce.get();
-        let trusted = own || released == Some(known.term.0) || raft_term <= known.raft_term;
-        if !trusted && known.guard_until.is_none() {
+        let seen = by_key.get(key).map(|known| known.term.0);
+        // Whether the vacancy is explained, and else the grant the marker names, if it does.
+        let (trusted, granted) = match marker {
+            None => (true, None),
+            // A release, unless this store saw a later grant (one that wrote no marker).
+            Some(Marker::Released { term }) => (seen.is_none_or(|seen| seen <= *term), None),
+            Some(Marker::Granted(g)) => {
+                let own =
+                    g.holder.as_ref() == Some(&claim.candidate) && g.nonce == claim.nonce.get();
+                (own || raft_term <= g.raft_term, Some(g))
+            }
+            // A marker elect did not write explains nothing: what this store saw is guarded.
+            Some(Marker::Unknown) => (seen.is_none(), None),
+        };
+        // The holder to guard: the grant the marker names (this store may never have seen
+        // it), else the one this store saw.
+        let fresh = match granted {
+            Some(g) if !trusted && seen != Some(g.term) => {
+                g.holder.clone().map(|holder| Sighting {
+                    holder,
+                    term: Term(g.term),
+                    value: None,
+                    ttl: g.ttl,
+                    guard_until: None,
+                })
+            }
+            _ => None,
+        };
+        if let Some(sighting) = fresh {
+            by_key.insert(key.to_owned(), sighting);
+        }
+        let known = match by_key.get_mut(key) {
+            Some(known) if !trusted => known,
+            _ => {
+                by_key.remove(key);
+                return None;
+            }
+        };
+        if known.guard_until.is_none() {
             warn!(
                 key,
                 holder = %known.holder,
                 term = known.term.0,
-                first_seen_raft_term = known.raft_term,
+                granted_under_raft_term = granted.map(|g| g.raft_term),
                 raft_term,
                 "etcd: the election's key vanished after an etcd leader change without a \
                  release: it may have been revoked early by a stale etcd leader; waiting one \
                  TTL before campaigning"
             );
         }
-        let until = match known.guard_until {
-            _ if trusted => now,
-            Some(until) => until,
-            None => *known.guard_until.insert(now + known.ttl),
-        };
+        let until = *known.guard_until.get_or_insert(now + known.ttl);
         if now >= until {
             by_key.remove(key);
             return None;
@@ -164,6 +197,69 @@ impl Sightings {
             value: known.value.clone(),
         })
     }
+}
+
+/// What the election's marker says: the last release, or the last grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Marker {
+    /// A release of this term (its value: the term).
+    Released {
+        /// The released term.
+        term: u64,
+    },
+    /// A grant (`granted <raft term> <ttl ms> <nonce> <holder>`).
+    Granted(Granted),
+    /// Something elect did not write.
+    Unknown,
+}
+
+/// A grant, as its marker records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Granted {
+    /// The grant's term: the marker's mod revision, written in the grant's transaction.
+    pub(crate) term: u64,
+    /// etcd's Raft term in the reply to the grant's `LeaseGrant`.
+    pub(crate) raft_term: u64,
+    /// The TTL the holder claimed.
+    pub(crate) ttl: Duration,
+    /// The holder's claim.
+    pub(crate) nonce: u64,
+    /// The holder (`None` if it does not parse as a candidate id).
+    pub(crate) holder: Option<CandidateId>,
+}
+
+/// The marker a grant of `claim` writes, the grant's `LeaseGrant` having been answered under
+/// etcd Raft term `raft_term`.
+pub(crate) fn granted_marker(claim: &Claim, raft_term: u64) -> String {
+    format!(
+        "granted {raft_term} {} {} {}",
+        claim.ttl.as_millis(),
+        claim.nonce.get(),
+        claim.candidate
+    )
+}
+
+/// Parses a marker's `value`, written at `mod_revision`.
+pub(crate) fn parse_marker(value: &[u8], mod_revision: i64) -> Marker {
+    if let Some(term) = marker_term(value) {
+        return Marker::Released { term };
+    }
+    let parsed = (|| {
+        let text = std::str::from_utf8(value).ok()?.strip_prefix("granted ")?;
+        let mut words = text.splitn(4, ' ');
+        let raft_term = words.next()?.parse().ok()?;
+        let ttl = Duration::from_millis(words.next()?.parse().ok()?);
+        let nonce = words.next()?.parse().ok()?;
+        let holder = CandidateId::new(words.next()?).ok();
+        Some(Granted {
+            term: u64::try_from(mod_revision).ok()?,
+            raft_term,
+            ttl,
+            nonce,
+            holder,
+        })
+    })();
+    parsed.map_or(Marker::Unknown, Marker::Granted)
 }
 
 #[cfg(test)]
@@ -183,29 +279,67 @@ mod tests {
         crate::record::decode("k", &crate::record::encode(of), term as i64, 7).unwrap()
     }
 
+    /// The marker `claim`'s grant of `term` wrote under Raft term `raft_term`.
+    fn granted(claim: &Claim, term: u64, raft_term: u64) -> Marker {
+        parse_marker(granted_marker(claim, raft_term).as_bytes(), term as i64)
+    }
+
     #[test]
-    fn a_vacancy_under_the_same_raft_term_or_after_a_release_is_trusted() {
+    fn markers_round_trip_and_junk_is_unknown() {
+        let a = claim("a");
+        let Marker::Granted(g) = granted(&a, 40, 7) else {
+            panic!("a grant's marker")
+        };
+        assert_eq!(
+            (g.term, g.raft_term, g.ttl, g.nonce, g.holder),
+            (
+                40,
+                7,
+                Duration::from_millis(3000),
+                a.nonce.get(),
+                Some(a.candidate.clone())
+            )
+        );
+        assert_eq!(parse_marker(b"41", 50), Marker::Released { term: 41 });
+        for junk in [
+            &b"granted"[..],
+            b"granted x 1 2 a",
+            b"",
+            b"\xff",
+            b"released 4",
+        ] {
+            assert_eq!(parse_marker(junk, 3), Marker::Unknown, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn a_vacancy_under_the_grants_raft_term_or_after_a_release_is_trusted() {
         let (a, b) = (claim("a"), claim("b"));
         let sightings = Sightings::default();
         let now = Instant::now();
         assert!(
             sightings.vacant("k", &b, None, 9, now).is_none(),
-            "never saw a holder"
+            "never granted"
         );
-        sightings.saw("k", &record(&a, 40), 5);
+        sightings.saw("k", &record(&a, 40));
         assert!(
-            sightings.vacant("k", &b, None, 5, now).is_none(),
+            sightings
+                .vacant("k", &b, Some(&granted(&a, 40, 5)), 5, now)
+                .is_none(),
             "same raft term"
         );
-        sightings.saw("k", &record(&a, 41), 5);
+        sightings.saw("k", &record(&a, 41));
         assert!(
-            sightings.vacant("k", &b, Some(41), 6, now).is_none(),
+            sightings
+                .vacant("k", &b, Some(&Marker::Released { term: 41 }), 6, now)
+                .is_none(),
             "released, though the raft term moved"
         );
-        sightings.saw("k", &record(&b, 42), 5);
         assert!(
-            sightings.vacant("k", &b, None, 6, now).is_none(),
-            "its own record"
+            sightings
+                .vacant("k", &b, Some(&granted(&b, 42, 5)), 6, now)
+                .is_none(),
+            "its own grant"
         );
     }
 
@@ -214,17 +348,16 @@ mod tests {
         let (a, b) = (claim("a"), claim("b"));
         let sightings = Sightings::default();
         let now = Instant::now();
-        sightings.saw("k", &record(&a, 40), 5);
-        // A later sighting of the same holder keeps the raft term of the first.
-        sightings.saw("k", &record(&a, 40), 6);
+        sightings.saw("k", &record(&a, 40));
+        let marker = granted(&a, 40, 5);
         let held = sightings
-            .vacant("k", &b, Some(39), 6, now)
-            .expect("a marker of an older term explains nothing");
+            .vacant("k", &b, Some(&marker), 6, now)
+            .expect("granted under raft term 5, missing under 6");
         assert_eq!(held.holder, a.candidate);
         assert_eq!(held.term, Term(40));
         assert_eq!(held.remaining, Duration::from_millis(3000));
         let later = sightings
-            .vacant("k", &b, None, 6, now + Duration::from_millis(1000))
+            .vacant("k", &b, Some(&marker), 6, now + Duration::from_millis(1000))
             .expect("still guarded");
         assert_eq!(
             later.remaining,
@@ -232,12 +365,40 @@ mod tests {
             "from the first finding"
         );
         assert!(sightings
-            .vacant("k", &b, None, 6, now + Duration::from_millis(3000))
+            .vacant("k", &b, Some(&marker), 6, now + Duration::from_millis(3000))
             .is_none());
         assert!(
             sightings.vacant("k", &b, None, 6, now).is_none(),
             "forgotten once trusted"
         );
+        // A release older than what this store saw explains nothing.
+        sightings.saw("k", &record(&a, 44));
+        assert!(sightings
+            .vacant("k", &b, Some(&Marker::Released { term: 43 }), 6, now)
+            .is_some());
+    }
+
+    /// The gap a 10-minute chaos run found: a candidate that first saw the holder only after
+    /// the etcd leader change (or never saw it) must not trust the vacancy either.
+    #[test]
+    fn a_candidate_that_never_saw_the_holder_waits_too() {
+        let (a, b) = (claim("a"), claim("b"));
+        let now = Instant::now();
+        let never_saw = Sightings::default();
+        let held = never_saw
+            .vacant("k", &b, Some(&granted(&a, 40, 5)), 6, now)
+            .expect("the marker names a grant under an older raft term");
+        assert_eq!((held.holder, held.term), (a.candidate.clone(), Term(40)));
+        assert_eq!(held.remaining, Duration::from_millis(3000));
+        let saw_late = Sightings::default();
+        saw_late.saw("k", &record(&a, 40));
+        assert!(saw_late
+            .vacant("k", &b, Some(&granted(&a, 40, 5)), 6, now)
+            .is_some());
+        // A marker elect did not write: nothing to guard without a sighting.
+        assert!(Sightings::default()
+            .vacant("k", &b, Some(&Marker::Unknown), 6, now)
+            .is_none());
     }
 
     #[test]
@@ -248,7 +409,7 @@ mod tests {
             sightings.released("k", 40),
             "no holder seen: nothing to contradict it"
         );
-        sightings.saw("k", &record(&a, 41), 5);
+        sightings.saw("k", &record(&a, 41));
         assert!(
             !sightings.released("k", 40),
             "an older release says nothing of term 41"

@@ -139,10 +139,11 @@ async fn the_etcd_leader_member_killed_and_restarted_under_a_live_leader() {
 /// The stale-etcd-leader hazard, reproduced without waiting for a race: an etcd leader
 /// change (`MoveLeader`), then the election's lease revoked while its holder keeps it alive —
 /// what a frozen old etcd leader's forwarded `LeaseRevoke` does when it resumes (CI,
-/// 2026-12-04: 498 ms of two believers; etcd-io/etcd#15247). The follower saw the holder
-/// before the leader change, so it does not take the vacant key at once: nobody believes at
-/// the same instant as the holder (the recorder's check), and someone leads again within a
-/// few TTLs. Without the guard, the follower is granted the key within milliseconds, while
+/// 2026-12-04: 498 ms of two believers; etcd-io/etcd#15247). Followers that saw the holder
+/// before the leader change (b), only after it (c), or never (d) do not take the vacant key at
+/// once — the election's marker says the lease was granted under an older etcd Raft term:
+/// nobody believes at the same instant as the holder (the recorder's check), and someone leads
+/// again within a few TTLs. Without the guard, the follower is granted the key within milliseconds, while
 /// the holder believes until its next renewal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_revoked_early_after_an_etcd_leader_change_is_not_taken_while_its_holder_believes() {
@@ -173,8 +174,12 @@ async fn a_key_revoked_early_after_an_etcd_leader_change_is_not_taken_while_its_
     assert!(!b.is_leader());
     let moved = tokio::task::block_in_place(|| cluster.move_leader(Duration::from_secs(10)))
         .expect("etcd moves its leadership");
+    // c first sees a's key only now, under the new etcd leader (the gap a 10-minute chaos run
+    // found in the first version of the guard, which went by the Raft term of first sight).
+    let c = start("c", connect(&url, &prefix).await);
     // a keeps its lease alive through the new etcd leader.
     sleep(ttl / 2).await;
+    assert!(!c.is_leader());
     let mut raw = elect_etcd::etcd_client::Client::connect(
         [url.trim_start_matches("etcd://").split(',').next().unwrap()],
         None,
@@ -188,6 +193,8 @@ async fn a_key_revoked_early_after_an_etcd_leader_change_is_not_taken_while_its_
     assert!(a.is_leader(), "a still leads before the revocation");
     raw.lease_revoke(lease).await.expect("revoke a's lease");
     let revoked = Instant::now();
+    // d never saw a's key at all.
+    let d = start("d", connect(&url, &prefix).await);
     let next = recorder
         .elected_since(mark, None, ttl * 4)
         .await
@@ -198,8 +205,9 @@ async fn a_key_revoked_early_after_an_etcd_leader_change_is_not_taken_while_its_
         next.term,
         revoked.elapsed()
     );
-    a.shutdown().await.expect("a shuts down");
-    b.shutdown().await.expect("b shuts down");
+    for elector in [a, b, c, d] {
+        elector.shutdown().await.expect("shut down");
+    }
     recorder.check();
 }
 
