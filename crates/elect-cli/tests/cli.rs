@@ -61,32 +61,45 @@ fn assert_one_at_a_time(ticks: &[(String, u64, u128)]) {
     }
 }
 
-/// Two (raft: three) `elect run` processes with the ticker; SIGKILL the leader's `elect`.
-fn failover(name: &str, args_for: impl Fn(usize) -> Vec<String>, n: usize, bound: Duration) {
-    let dir = scratch(name);
-    let file = dir.join("ticks");
+/// `n` `elect run` processes (`args_for(k)`, ids `c0`…) running the ticker into `file`, once
+/// the first leader's program has ticked `ticked` times: the processes, that leader, its term
+/// and its index among them.
+fn tickers(
+    file: &Path,
+    n: usize,
+    args_for: impl Fn(usize) -> Vec<String>,
+    ticked: usize,
+) -> (Running, String, u64, usize) {
     let mut running = Running(Vec::new());
     for k in 0..n {
         let id = format!("c{k}");
         let child = elect()
             .args(args_for(k))
             .arg("--")
-            .args(ticker(&file))
+            .args(ticker(file))
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         running.0.push((id, child));
     }
     wait_for("a first leader's program", Duration::from_secs(30), || {
-        ticks(&file).len() >= 5
+        ticks(file).len() >= ticked
     });
-    let (leader, term, _) = ticks(&file).last().cloned().unwrap();
-    let killed_at = epoch_ns();
+    let (leader, term, _) = ticks(file).last().cloned().unwrap();
     let k = running
         .0
         .iter()
         .position(|(id, _)| *id == leader)
         .expect("the leader is ours");
+    (running, leader, term, k)
+}
+
+/// Two (raft: three) `elect run` processes with the ticker; SIGKILL the leader's `elect`.
+fn failover(name: &str, args_for: impl Fn(usize) -> Vec<String>, n: usize, bound: Duration) {
+    let dir = scratch(name);
+    let file = dir.join("ticks");
+    let (mut running, leader, term, k) = tickers(&file, n, args_for, 5);
+    let killed_at = epoch_ns();
     running.0[k].1.kill().unwrap();
     let _ = running.0[k].1.wait();
     wait_for("the next leader's program", Duration::from_secs(30), || {
@@ -634,27 +647,23 @@ async fn behind_pgbouncer_notices_come_from_the_pg_listen_url() {
         let dir = scratch("pg-listen");
         let file = dir.join("ticks");
         let election = format!("cli.pg-listen.{}", std::process::id());
-        let mut running = Running(Vec::new());
-        for k in 0..2 {
+        let args_for = |k: usize| -> Vec<String> {
             let id = format!("c{k}");
-            let child = elect()
-                .args(["run", "--store", &through, "--election", &election])
-                .args(["--ttl", "20s", "--id", &id, "--pg-listen", &direct, "--"])
-                .args(ticker(&file))
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            running.0.push((id, child));
-        }
-        wait_for("a first leader's program", Duration::from_secs(30), || {
-            ticks(&file).len() >= 3
-        });
-        let (leader, term, _) = ticks(&file).last().cloned().unwrap();
-        let k = running
-            .0
-            .iter()
-            .position(|(id, _)| *id == leader)
-            .expect("the leader is ours");
+            [
+                "run",
+                "--store",
+                &through,
+                "--election",
+                &election,
+                "--ttl",
+                "20s",
+            ]
+            .into_iter()
+            .chain(["--id", &id, "--pg-listen", &direct])
+            .map(str::to_owned)
+            .collect()
+        };
+        let (mut running, leader, term, k) = tickers(&file, 2, args_for, 3);
         let asked = std::time::Instant::now();
         terminate(&mut running.0[k].1);
         wait_for("the other host's program", Duration::from_secs(8), || {
