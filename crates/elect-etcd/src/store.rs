@@ -392,20 +392,29 @@ impl LeaseStore for EtcdStore {
                 return self.grant(claim, &key).await;
             }
         }
-        let read = self.read("try_acquire", &key, true).await?;
-        if let Some(record) = read.record {
+        let mut read = self.read("try_acquire", &key, true).await?;
+        if let Some(record) = read.record.take() {
             if record.granted_to(claim) {
                 if self.keep_alive("try_acquire", record.lease).await? {
                     return Ok(Acquire::Granted(claim.granted(record.term)));
                 }
-                // Expired while we looked: its key is being deleted.
+                // Expired while we looked (this claim's own: nobody else believes in it).
                 return self.grant(claim, &key).await;
             }
-            return match self.held(record).await? {
-                Some(info) => Ok(Acquire::Held(info)),
-                // The holder's lease is gone; its key goes with it.
-                None => self.grant(claim, &key).await,
-            };
+            if let Some(info) = self.held(record).await? {
+                return Ok(Acquire::Held(info));
+            }
+            // The holder's lease ended between the read and the question, and its key with
+            // it. Not granted at once: the lease may have been revoked early by a stale etcd
+            // leader while its holder keeps it alive (a 10-minute chaos run found this path
+            // bypassing the guard, twice: 340–370 ms of two believers). Read again, and let
+            // the marker and etcd's Raft term decide as for any missing key.
+            read = self.read("try_acquire", &key, true).await?;
+            if let Some(record) = read.record {
+                // Someone was granted it meanwhile: a fresh lease.
+                let ttl = record.ttl;
+                return Ok(Acquire::Held(info(record, ttl)));
+            }
         }
         let now = std::time::Instant::now();
         if let Some(old) =
