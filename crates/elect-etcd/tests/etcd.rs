@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use elect_core::conformance::Recorder;
-use elect_etcd::{CandidateId, ElectionName, Elector, Error, EtcdConfig, EtcdStore, LeaseStore};
+use elect_etcd::{
+    Acquire, CandidateId, Claim, ElectionName, Elector, Error, EtcdConfig, EtcdStore, LeaseStore,
+    Ttl,
+};
 use elect_tests::etcd::{shared_cluster_url, shared_url, EtcdCluster};
 use elect_tests::proxy::{FaultProxy, Mode};
 use elect_tests::unique_name;
@@ -209,6 +212,72 @@ async fn a_key_revoked_early_after_an_etcd_leader_change_is_not_taken_while_its_
         elector.shutdown().await.expect("shut down");
     }
     recorder.check();
+}
+
+/// The second way around the guard (a 10-minute chaos run, 340 ms of two believers): a
+/// candidate reads the holder's key just before its lease is revoked early and asks etcd about
+/// the lease just after. Here the candidate's requests go through a proxy that delays every
+/// chunk by 300 ms, and the revocation lands between its read (at etcd after ~300 ms) and its
+/// `LeaseTimeToLive` (after ~900 ms), after an etcd leader change: the answer must be the old
+/// holder, not a grant, while that holder still believes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_ends_between_the_read_and_the_lease_question_is_not_taken_at_once() {
+    let cluster = own_cluster().await;
+    let url = cluster.url();
+    let ttl = Duration::from_secs(3);
+    let prefix = prefix();
+    let election = election("read-then-gone");
+    let a = Elector::builder(connect(&url, &prefix).await, election.clone())
+        .candidate(id("a"))
+        .ttl(ttl)
+        .start()
+        .expect("a valid elector");
+    timeout(ttl * 3, async {
+        while !a.is_leader() {
+            sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a leads");
+    tokio::task::block_in_place(|| cluster.move_leader(Duration::from_secs(10)))
+        .expect("etcd moves its leadership");
+    // a keeps its lease alive through the new etcd leader.
+    sleep(ttl / 2).await;
+    let first = url.trim_start_matches("etcd://").split(',').next().unwrap();
+    let (proxy, via) = FaultProxy::in_front_of(&format!("etcd://{first}"))
+        .await
+        .expect("a proxy");
+    let b = EtcdStore::connect(
+        EtcdConfig::from_url(&via)
+            .expect("URL")
+            .prefix(prefix.as_str())
+            .timeout(Duration::from_secs(10)),
+    )
+    .await
+    .expect("connect through the proxy");
+    let mut raw = b.client();
+    let key = format!("{prefix}{election}");
+    let lease = raw
+        .get(key.as_str(), None)
+        .await
+        .expect("read the key")
+        .kvs()[0]
+        .lease();
+    proxy.set(Mode::Delay(Duration::from_millis(300)));
+    let claim = Claim::new(election.clone(), id("b"), Ttl::new(ttl).unwrap());
+    let attempt = tokio::spawn(async move { b.try_acquire(&claim).await });
+    sleep(Duration::from_millis(450)).await;
+    let mut direct = elect_etcd::etcd_client::Client::connect([first], None)
+        .await
+        .expect("a direct client");
+    direct.lease_revoke(lease).await.expect("revoke a's lease");
+    assert!(a.is_leader(), "a believes until its next keep-alive fails");
+    let answer = attempt.await.unwrap();
+    assert!(
+        matches!(&answer, Ok(Acquire::Held(info)) if info.holder == id("a")),
+        "b was answered {answer:?} while a believed it led"
+    );
+    a.shutdown().await.expect("a shuts down");
 }
 
 /// A leader whose connection to etcd is blackholed (through a fault proxy: no bytes, no FIN,
