@@ -34,6 +34,11 @@
 //! revocation. Cost: a failover whose lease was granted before an etcd leader change takes one
 //! more TTL; hand-overs by release and failovers under a steady etcd leader do not.
 //!
+//! Every way to a grant passes this check, but two: a release the watch saw (a release is no
+//! early revocation) and the candidate's own lease found expired. In particular a holder's
+//! lease found gone between the read of its key and `LeaseTimeToLive` is read again and
+//! checked here (it was granted at once before: the second gap the chaos runs found).
+//!
 //! Because the marker is in etcd, this holds for a candidate that never saw the old holder (it
 //! started after the key vanished) as for one that did. (An earlier version remembered the Raft
 //! term at which each store *first saw* the holder: a candidate that first saw it only after the
