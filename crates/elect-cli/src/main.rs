@@ -146,24 +146,22 @@ pub(crate) struct Where {
 }
 
 impl Where {
-    /// Whether the store is Redis.
-    pub(crate) fn is_postgres(&self) -> bool {
-        self.store
-            .as_deref()
-            .and_then(|url| url.split_once("://"))
-            .is_some_and(|(scheme, _)| matches!(scheme, "postgres" | "postgresql"))
+    /// The store URL's scheme, if a store is given.
+    fn scheme(&self) -> Option<&str> {
+        Some(self.store.as_deref()?.split_once("://")?.0)
     }
 
+    /// Whether the store is PostgreSQL.
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self.scheme(), Some("postgres" | "postgresql"))
+    }
+
+    /// Whether the store is Redis.
     pub(crate) fn is_redis(&self) -> bool {
-        self.store
-            .as_deref()
-            .and_then(|url| url.split_once("://"))
-            .is_some_and(|(scheme, _)| {
-                matches!(
-                    scheme,
-                    "redis" | "rediss" | "redis-cluster" | "rediss-cluster" | "redis-sentinel"
-                )
-            })
+        matches!(
+            self.scheme(),
+            Some("redis" | "rediss" | "redis-cluster" | "rediss-cluster" | "redis-sentinel")
+        )
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use elect_core::backend::FeedRegistry;
-use elect_core::{ChangeFeed, ElectionName, Error, LeaderInfo, Result};
+use elect_core::{ChangeFeed, ElectionName, Error, Result};
 use etcd_client::{Client, EventType, WatchOptions, WatchRequestSender, WatchResponseStream};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 
 use crate::config::EtcdConfig;
 use crate::error::{map_err, STORE};
-use crate::record;
+use crate::record::{self, Record};
 use crate::vacancy::{marker_term, RELEASED_SUFFIX};
 
 /// The releases the watch has seen: election → released term, until the next grant.
@@ -161,12 +161,7 @@ async fn run(
                 EventType::Put if kv.version() == 1 => {
                     record::decode(election, kv.value(), kv.create_revision(), kv.lease())
                         .ok()
-                        .map(|r| LeaderInfo {
-                            holder: r.holder,
-                            term: r.term,
-                            remaining: record::granted_ttl(kv.value()),
-                            value: r.value,
-                        })
+                        .map(Record::just_granted)
                 }
                 _ => None,
             };

@@ -12,7 +12,9 @@
 
 use std::time::Duration;
 
-use elect_core::{backend, CandidateId, Claim, Error, LeaderValue, Lease, Result, Term, Ttl};
+use elect_core::{
+    backend, CandidateId, Claim, Error, LeaderInfo, LeaderValue, Lease, Result, Term, Ttl,
+};
 
 use crate::error::STORE;
 
@@ -33,6 +35,22 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    /// The leader this record names, with `remaining` on its lease.
+    pub(crate) fn leader(self, remaining: Duration) -> LeaderInfo {
+        LeaderInfo {
+            holder: self.holder,
+            term: self.term,
+            remaining,
+            value: self.value,
+        }
+    }
+
+    /// The leader this record names, its lease just granted: its whole TTL left.
+    pub(crate) fn just_granted(self) -> LeaderInfo {
+        let ttl = self.ttl;
+        self.leader(ttl)
+    }
+
     /// Whether this record's lease was granted to `claim`.
     pub(crate) fn granted_to(&self, claim: &Claim) -> bool {
         self.holder == claim.candidate && self.nonce == claim.nonce.get()
@@ -137,18 +155,6 @@ pub(crate) fn decode(key: &str, bytes: &[u8], create_revision: i64, lease: i64) 
         lease,
         ttl: Duration::from_millis(ttl_ms),
     })
-}
-
-/// The TTL a record was granted with (zero when unreadable): how long a lease just granted
-/// has left.
-pub(crate) fn granted_ttl(value: &[u8]) -> Duration {
-    let ms = std::str::from_utf8(value)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("ttl_ms "))
-        .and_then(|t| t.parse::<u64>().ok())
-        .unwrap_or(0);
-    Duration::from_millis(ms)
 }
 
 #[cfg(test)]

@@ -164,9 +164,10 @@ impl EtcdStore {
         .await
     }
 
-    /// The record at `key`, if any, and with `marker` the release marker's term, if any, from
-    /// one read; a record seen is remembered (see [`Sightings`]). Only a candidate about to
-    /// take a missing key needs the marker: renewals and observers read the key alone.
+    /// The record at `key`, if any, and with `marker` the election's marker (its last grant
+    /// or release), if any, from one read; a record seen is remembered (see [`Sightings`]).
+    /// Only a candidate about to take a missing key needs the marker: renewals and observers
+    /// read the key alone.
     async fn read(&self, operation: &'static str, key: &str, marker: bool) -> Result<Read> {
         let mut gets = vec![TxnOp::get(key, None)];
         if marker {
@@ -243,7 +244,7 @@ impl EtcdStore {
         Ok(self
             .remaining("try_acquire", record.lease)
             .await?
-            .map(|remaining| info(record, remaining)))
+            .map(|remaining| record.leader(remaining)))
     }
 
     /// A new lease and a transaction that puts the key only where none exists.
@@ -316,8 +317,7 @@ impl EtcdStore {
             Some(kv) => {
                 let record = decode(key, &kv)?;
                 self.inner.sightings.saw(key, &record);
-                let ttl = record::granted_ttl(kv.value());
-                Ok(Acquire::Held(info(record, ttl)))
+                Ok(Acquire::Held(record.just_granted()))
             }
             // Taken and gone again: let the caller ask again.
             None => Err(Error::Unavailable {
@@ -372,15 +372,6 @@ fn decode(key: &str, kv: &KeyValue) -> Result<Record> {
     record::decode(key, kv.value(), kv.create_revision(), kv.lease())
 }
 
-fn info(record: Record, remaining: Duration) -> LeaderInfo {
-    LeaderInfo {
-        holder: record.holder,
-        term: record.term,
-        remaining,
-        value: record.value,
-    }
-}
-
 #[async_trait]
 impl LeaseStore for EtcdStore {
     async fn try_acquire(&self, claim: &Claim) -> Result<Acquire> {
@@ -412,8 +403,7 @@ impl LeaseStore for EtcdStore {
             read = self.read("try_acquire", &key, true).await?;
             if let Some(record) = read.record {
                 // Someone was granted it meanwhile: a fresh lease.
-                let ttl = record.ttl;
-                return Ok(Acquire::Held(info(record, ttl)));
+                return Ok(Acquire::Held(record.just_granted()));
             }
         }
         let now = std::time::Instant::now();
@@ -491,7 +481,7 @@ impl LeaseStore for EtcdStore {
         Ok(self
             .remaining("leader", record.lease)
             .await?
-            .map(|remaining| info(record, remaining)))
+            .map(|remaining| record.leader(remaining)))
     }
 
     async fn subscribe(&self, election: &ElectionName) -> Result<Option<ChangeFeed>> {

@@ -154,22 +154,21 @@ impl Sightings {
             // A marker elect did not write explains nothing: what this store saw is guarded.
             Some(Marker::Unknown) => (seen.is_none(), None),
         };
-        // The holder to guard: the grant the marker names (this store may never have seen
-        // it), else the one this store saw.
-        let fresh = match granted {
-            Some(g) if !trusted && seen != Some(g.term) => {
-                g.holder.clone().map(|holder| Sighting {
-                    holder,
+        if !trusted {
+            // The holder to guard: the grant the marker names (this store may never have seen
+            // it), else the one this store saw.
+            let fresh = granted.filter(|g| seen != Some(g.term)).and_then(|g| {
+                Some(Sighting {
+                    holder: g.holder.clone()?,
                     term: Term(g.term),
                     value: None,
                     ttl: g.ttl,
                     guard_until: None,
                 })
+            });
+            if let Some(sighting) = fresh {
+                by_key.insert(key.to_owned(), sighting);
             }
-            _ => None,
-        };
-        if let Some(sighting) = fresh {
-            by_key.insert(key.to_owned(), sighting);
         }
         let known = match by_key.get_mut(key) {
             Some(known) if !trusted => known,
