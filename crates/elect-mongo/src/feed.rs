@@ -8,6 +8,12 @@
 //! stream is open once `watch` returns, so a release after `subscribe` returns is seen. When the
 //! stream fails, every feed ends and the next subscribe opens a new one.
 //!
+//! A release or a delete the stream saw is remembered for the election (until a grant of it is
+//! seen or a candidate of this store asks for the lease): a candidate woken by that notice goes
+//! straight to its acquiring update, one round trip, instead of reading first (see
+//! [`Feeds::take_vacancy`]). The memory only orders the store's requests: the update decides on
+//! the server either way.
+//!
 //! The stream asks for the document with every update it sends (`fullDocument: "updateLookup"`),
 //! so a notice of a new grant carries the new leader, its lease's remaining time counted from the
 //! event's `wallTime` (both on the server's clock): an [`Observer`](elect_core::Observer) shows
@@ -15,7 +21,8 @@
 //! be newer than its event (it is read when the event is sent); that only makes the hint newer,
 //! and observers take a hint only when its term is above every term they have seen.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use elect_core::backend::FeedRegistry;
@@ -33,9 +40,13 @@ use crate::record::Record;
 
 type Notifiers = Arc<FeedRegistry<String>>;
 
+/// The elections whose release (or delete) the stream saw and no grant since.
+type Vacated = Arc<Mutex<HashSet<String>>>;
+
 pub(crate) struct Feeds {
     timeout: Duration,
     state: tokio::sync::Mutex<State>,
+    vacated: Vacated,
 }
 
 #[derive(Default)]
@@ -51,7 +62,21 @@ impl Feeds {
         Feeds {
             timeout,
             state: tokio::sync::Mutex::default(),
+            vacated: Vacated::default(),
         }
+    }
+
+    /// Whether the stream saw `election` released or deleted since it last saw a grant of it
+    /// and since the last call for it; the call forgets it. A candidate woken by a release asks
+    /// for the lease with its acquiring update at once: the lease is most likely vacant, and
+    /// the update (which writes nothing when the lease is held) decides on the server anyway.
+    /// Otherwise — woken at the expiry it was told of, where the holder has most likely
+    /// renewed — it reads first, which writes nothing.
+    pub(crate) fn take_vacancy(&self, election: &str) -> bool {
+        self.vacated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(election)
     }
 
     pub(crate) async fn subscribe(
@@ -70,7 +95,7 @@ impl Feeds {
                 Some(stream) => {
                     let notifiers = Notifiers::default();
                     let names = format!("{}.{}", client.config.database, client.config.collection);
-                    tokio::spawn(run(stream, notifiers.clone(), names));
+                    tokio::spawn(run(stream, notifiers.clone(), self.vacated.clone(), names));
                     state.supported = Some(true);
                     state.running = Some(notifiers.clone());
                     notifiers
@@ -159,9 +184,22 @@ fn leader_in(event: &ChangeStreamEvent<Document>, names: &str) -> Option<LeaderI
     }
 }
 
+/// Whether the event releases its document (`released` set to true) or deletes it.
+fn vacates(event: &ChangeStreamEvent<Document>) -> bool {
+    match event.operation_type {
+        OperationType::Delete => true,
+        OperationType::Update => event
+            .update_description
+            .as_ref()
+            .is_some_and(|u| matches!(u.updated_fields.get("released"), Some(Bson::Boolean(true)))),
+        _ => false,
+    }
+}
+
 async fn run(
     mut stream: ChangeStream<ChangeStreamEvent<Document>>,
     notifiers: Notifiers,
+    vacated: Vacated,
     names: String,
 ) {
     // Every feed ends with this task, however it ends: waiters then fall back to the expiry
@@ -203,7 +241,18 @@ async fn run(
                     .as_ref()
                     .and_then(|k| k.get_str("_id").ok());
                 if let (true, Some(id)) = (changed_hands, id) {
-                    match leader_in(&event, &names) {
+                    let leader = leader_in(&event, &names);
+                    // Remembered before the waiters wake, and only for elections someone here
+                    // waits on (the stream sees the whole collection).
+                    {
+                        let mut vacated = vacated.lock().unwrap_or_else(|e| e.into_inner());
+                        if !vacates(&event) {
+                            vacated.remove(id);
+                        } else if notifiers.contains(id) {
+                            vacated.insert(id.to_owned());
+                        }
+                    }
+                    match leader {
                         Some(leader) => notifiers.notify_leader(id, leader),
                         None => notifiers.notify(id),
                     }

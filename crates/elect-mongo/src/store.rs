@@ -266,13 +266,18 @@ impl LeaseStore for MongoStore {
 
     async fn try_acquire(&self, claim: &Claim) -> Result<Acquire> {
         let election = &claim.election;
-        // Read first: a follower finding the lease held costs one read and writes nothing.
-        if let Some((record, remaining)) = self.read(election).await? {
-            if remaining > 0 && !record.granted_to(claim) {
-                return Ok(Acquire::Held(record.held(remaining)));
+        let e = election.as_str();
+        // Read first, unless the change stream just saw the lease released: a follower woken
+        // at the expiry it was told of most likely finds the lease renewed, and then costs one
+        // read and writes nothing; one woken by a release most likely takes the lease, in one
+        // round trip. Either way the update below decides on the server.
+        if !self.inner.feeds.take_vacancy(e) {
+            if let Some((record, remaining)) = self.read(election).await? {
+                if remaining > 0 && !record.granted_to(claim) {
+                    return Ok(Acquire::Held(record.held(remaining)));
+                }
             }
         }
-        let e = election.as_str();
         let mut attempt = 0;
         let d = loop {
             attempt += 1;
@@ -306,7 +311,8 @@ impl LeaseStore for MongoStore {
         if record.granted_to(claim) {
             return Ok(Acquire::Granted(claim.granted(record.term)));
         }
-        // Someone else took it between the read and the update: ask how long it has left.
+        // Someone else holds it (taken since the read, or the read was skipped): ask how long
+        // it has left.
         match self.read(election).await? {
             Some((record, remaining)) => Ok(Acquire::Held(record.held(remaining))),
             None => Ok(Acquire::Held(record.held(0))),

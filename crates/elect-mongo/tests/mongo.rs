@@ -349,3 +349,91 @@ async fn a_store_on_the_applications_own_client_passes_the_feed_and_value_checks
     ));
     client.shutdown().immediate(true).await;
 }
+
+type Commands = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A store on its own client whose lease commands (not the change stream's `getMore`s, nor
+/// the driver's own) are written down as they start.
+async fn counted_store(url: &str, database: &str) -> (MongoStore, Commands) {
+    use elect_mongo::mongodb::event::{command::CommandEvent, EventHandler};
+    let mut options = elect_mongo::mongodb::options::ClientOptions::parse(url)
+        .await
+        .unwrap();
+    let commands = Commands::default();
+    let log = commands.clone();
+    options.command_event_handler = Some(EventHandler::callback(move |event: CommandEvent| {
+        if let CommandEvent::Started(started) = event {
+            let driver_own = ["getMore", "killCursors", "endSessions", "hello", "isMaster"];
+            if !driver_own.contains(&started.command_name.as_str()) {
+                log.lock().unwrap().push(started.command_name);
+            }
+        }
+    }));
+    let client = elect_mongo::mongodb::Client::with_options(options).unwrap();
+    let store = MongoStore::from_client(client, MongoConfig::new("").database(database))
+        .await
+        .unwrap();
+    (store, commands)
+}
+
+fn taken(commands: &Commands) -> Vec<String> {
+    std::mem::take(&mut *commands.lock().unwrap())
+}
+
+/// A candidate woken by a release notice goes straight to its acquiring update: one round trip.
+/// Otherwise — the lease held, or its grant already seen on the stream — it reads first and
+/// writes nothing. (The MongoDB-wire server, not a real mongod.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_woken_by_a_release_takes_the_lease_in_one_round_trip() {
+    let server = elect_tests::mongo().await;
+    let url = server.url();
+    let database = unique_name("rtt");
+    let a = MongoStore::connect(MongoConfig::new(url).database(&database))
+        .await
+        .unwrap();
+    let (b, b_commands) = counted_store(url, &database).await;
+    let (c, c_commands) = counted_store(url, &database).await;
+    let e = election("rtt");
+    let ttl = Ttl::new(Duration::from_secs(10)).unwrap();
+    let Acquire::Granted(lease) = a.try_acquire(&claim(&e, "a", ttl)).await.unwrap() else {
+        panic!("a takes the new election");
+    };
+    let mut b_feed = b.subscribe(&e).await.unwrap().expect("a change stream");
+    let mut c_feed = c.subscribe(&e).await.unwrap().expect("a change stream");
+    taken(&b_commands);
+    taken(&c_commands);
+
+    // Held and never released: a read, no update.
+    let held = b.try_acquire(&claim(&e, "b", ttl)).await.unwrap();
+    assert!(
+        matches!(held, Acquire::Held(ref l) if l.holder.as_str() == "a"),
+        "{held:?}"
+    );
+    assert_eq!(taken(&b_commands), ["aggregate"]);
+
+    // Woken by the release: the update alone, and it takes the lease.
+    a.release(&lease).await.unwrap();
+    for feed in [&mut b_feed, &mut c_feed] {
+        assert!(timeout(Duration::from_secs(10), feed.changed())
+            .await
+            .unwrap());
+    }
+    let granted = b.try_acquire(&claim(&e, "b", ttl)).await.unwrap();
+    assert!(matches!(granted, Acquire::Granted(_)), "{granted:?}");
+    assert_eq!(taken(&b_commands), ["findAndModify"]);
+
+    // c saw the release too, and then b's grant: it reads first again and finds b.
+    assert!(timeout(Duration::from_secs(10), c_feed.changed())
+        .await
+        .unwrap());
+    let held = c.try_acquire(&claim(&e, "c", ttl)).await.unwrap();
+    assert!(
+        matches!(held, Acquire::Held(ref l) if l.holder.as_str() == "b"),
+        "{held:?}"
+    );
+    assert_eq!(taken(&c_commands), ["aggregate"]);
+
+    for store in [a, b, c] {
+        store.close().await;
+    }
+}
