@@ -186,9 +186,11 @@ pub(crate) struct Sql {
     pub(crate) channel: String,
     /// `$1` election → holder, term, remaining µs, nonce, value.
     pub(crate) read: String,
-    /// `$1` election, `$2` holder, `$3` nonce, `$4` TTL µs, `$5` value, `$6` channel → term,
-    /// when a new grant was made (the row was missing, expired or released).
-    pub(crate) grant: String,
+    /// `$1` election, `$2` holder, `$3` nonce, `$4` TTL µs, `$5` value, `$6` channel → one
+    /// row of `read`'s columns and a sixth, `granted`: true with the new term when a new grant
+    /// was made (the row was missing, expired or released); otherwise false with the row as
+    /// the statement found it (its remaining µs by the statement's clock), when there is one.
+    pub(crate) acquire: String,
     /// `$1` election, `$2` TTL µs, `$3` holder, `$4` nonce, `$5` term → one row when the live
     /// lease was extended.
     pub(crate) renew: String,
@@ -214,24 +216,38 @@ impl Sql {
             read: format!(
                 "SELECT holder, term, {remaining}, nonce, value FROM {t} WHERE election = $1"
             ),
-            // One statement, one reading of the clock (`ts`): the insert's expiry and term
-            // floor, and — through `excluded.expires_at - TTL`, which is `ts` exactly — the
-            // test that the existing lease is over. Concurrent candidates serialise on the
-            // row (`ON CONFLICT` locks it and re-reads its newest version at READ
-            // COMMITTED), so exactly one of them finds it over and takes it. The notice goes
-            // out when the grant commits.
-            grant: format!(
-                "WITH clock AS (SELECT clock_timestamp() AS ts), granted AS ( \
+            // One statement, one reading of the clock (`ts`): it reads the row (`found`),
+            // and only when it finds none, or a lease that is over and not foreign junk (a
+            // missing holder or nonce, a term below 1: left to the caller's validation, as a
+            // read would), tries the grant — so a follower that wakes into a renewed lease costs one
+            // plain read and takes no row lock, and one that wakes into an ended lease takes it
+            // in one round trip. The grant decides again under the row lock: `ON CONFLICT`
+            // locks the row and re-reads its newest version at READ COMMITTED, and tests that
+            // the lease is over through `excluded.expires_at - TTL`, which is `ts` exactly; so
+            // of concurrent candidates exactly one takes it, whatever their snapshots showed. A
+            // loser gets the row as its snapshot found it (over), and asks again. The notice
+            // goes out when the grant commits.
+            acquire: format!(
+                "WITH clock AS (SELECT clock_timestamp() AS ts), \
+                 found AS (SELECT holder, term, expires_at, nonce, value FROM {t} \
+                   WHERE election = $1), \
+                 granted AS ( \
                    INSERT INTO {t} AS l (election, holder, nonce, term, expires_at, version, value) \
                    SELECT $1, $2, $3, {MICROS}, ts + $4 * interval '1 microsecond', 1, $5 FROM clock \
+                   WHERE NOT EXISTS (SELECT 1 FROM found WHERE found.expires_at > clock.ts \
+                     OR found.holder IS NULL OR found.term < 1) \
                    ON CONFLICT (election) DO UPDATE SET holder = excluded.holder, \
                      nonce = excluded.nonce, term = greatest(l.term + 1, excluded.term), \
                      expires_at = excluded.expires_at, version = l.version + 1, \
                      value = excluded.value \
                    WHERE l.expires_at <= excluded.expires_at - $4 * interval '1 microsecond' \
-                   RETURNING l.term) \
-                 SELECT term, pg_notify($6, concat_ws(' ', 'g', $1, term, $2, $4) \
-                   || coalesce(E'\\n' || convert_from($5, 'UTF8'), '')) FROM granted"
+                   RETURNING l.term), \
+                 notified AS (SELECT term, pg_notify($6, concat_ws(' ', 'g', $1, term, $2, $4) \
+                   || coalesce(E'\\n' || convert_from($5, 'UTF8'), '')) FROM granted) \
+                 SELECT $2::text, term, $4::bigint, $3::bigint, $5::bytea, true FROM notified \
+                 UNION ALL \
+                 SELECT holder, term, (extract(epoch FROM (expires_at - ts)) * 1000000)::bigint, \
+                   nonce, value, false FROM found, clock WHERE NOT EXISTS (SELECT 1 FROM granted)"
             ),
             renew: format!(
                 "UPDATE {t} SET expires_at = clock_timestamp() + $2 * interval '1 microsecond', \

@@ -59,6 +59,15 @@ struct LeaseRow {
     value: Option<LeaderValue>,
 }
 
+/// What the acquire statement did.
+enum Acquired {
+    /// A new lease with this term.
+    Granted(Term),
+    /// No grant: the row as the statement found it, if there was one (a lease over by then
+    /// means another candidate took it first).
+    Found(Option<LeaseRow>),
+}
+
 impl LeaseRow {
     fn live(&self) -> bool {
         self.remaining_us > 0
@@ -288,9 +297,9 @@ impl PostgresStore {
         rows.first().map(|r| self.row(election, r)).transpose()
     }
 
-    /// The grant statement: `Some(term)` when `claim` was granted a new lease (the row was
-    /// missing, expired or released), `None` when someone holds it.
-    async fn grant(&self, claim: &Claim) -> Result<Option<Term>> {
+    /// The acquire statement: [`Acquired::Granted`] when `claim` was granted a new lease (the
+    /// row was missing, expired or released), else the row as the statement found it.
+    async fn acquire(&self, claim: &Claim) -> Result<Acquired> {
         let sql = &self.inner.client.sql;
         let (e, c, n, ttl) = (
             claim.election.as_str(),
@@ -312,7 +321,7 @@ impl PostgresStore {
         let rows = match self
             .inner
             .client
-            .query_raw("try_acquire", &sql.grant, &params)
+            .query_raw("try_acquire", &sql.acquire, &params)
             .await?
         {
             Ok(rows) => rows,
@@ -326,10 +335,16 @@ impl PostgresStore {
             Err(e) => return Err(map_err("try_acquire", table, e)),
         };
         let Some(row) = rows.first() else {
-            return Ok(None);
+            return Ok(Acquired::Found(None));
         };
+        let granted: bool = row
+            .try_get(5)
+            .map_err(|e| Error::corrupt(STORE, self.key(&claim.election), e.to_string()))?;
+        if !granted {
+            return Ok(Acquired::Found(Some(self.row(&claim.election, row)?)));
+        }
         let term: i64 = row
-            .try_get(0)
+            .try_get(1)
             .map_err(|e| Error::corrupt(STORE, self.key(&claim.election), e.to_string()))?;
         backend::term(
             STORE,
@@ -337,7 +352,7 @@ impl PostgresStore {
             Some(i128::from(term)),
             &term,
         )
-        .map(Some)
+        .map(Acquired::Granted)
     }
 
     /// The renew statement: whether the live lease `(holder, nonce, term)` was extended.
@@ -379,15 +394,17 @@ impl LeaseStore for PostgresStore {
 
     async fn try_acquire(&self, claim: &Claim) -> Result<Acquire> {
         self.check_schema().await?;
-        // Read first: a follower that wakes into a renewed lease costs one plain SELECT, and
-        // takes no row lock. A live lease of this claim is extended; a vacant, expired or
-        // released one goes to the grant statement, which decides again under the row lock.
+        // One statement reads the row and, only when the lease is vacant, expired or
+        // released, grants it (deciding again under the row lock): a follower that wakes into
+        // a renewed lease costs one plain read and takes no row lock; one that wakes into an
+        // ended lease takes it in one round trip. A live lease of this claim is extended.
         for attempt in 0..5 {
-            match self.read(&claim.election).await? {
-                Some(row) if row.live() && !row.granted_to(claim) => {
+            match self.acquire(claim).await? {
+                Acquired::Granted(term) => return Ok(Acquire::Granted(claim.granted(term))),
+                Acquired::Found(Some(row)) if row.live() && !row.granted_to(claim) => {
                     return Ok(Acquire::Held(row.info()))
                 }
-                Some(row) if row.live() => {
+                Acquired::Found(Some(row)) if row.live() => {
                     let (holder, ttl) = (claim.candidate.as_str(), claim.ttl.get());
                     let n = claim.nonce.get();
                     if self
@@ -396,15 +413,11 @@ impl LeaseStore for PostgresStore {
                     {
                         return Ok(Acquire::Granted(claim.granted(row.term)));
                     }
-                    debug!(attempt, "own lease ended while extending; reading again");
+                    debug!(attempt, "own lease ended while extending; asking again");
                 }
-                _ => match self.grant(claim).await? {
-                    Some(term) => return Ok(Acquire::Granted(claim.granted(term))),
-                    None => debug!(
-                        attempt,
-                        "another candidate was granted first; reading again"
-                    ),
-                },
+                Acquired::Found(_) => {
+                    debug!(attempt, "another candidate was granted first; asking again")
+                }
             }
         }
         Err(Error::Unavailable {

@@ -575,3 +575,74 @@ async fn a_lease_with_a_term_beyond_bigint_matches_no_row() {
         Renewal::Renewed(_)
     ));
 }
+
+/// One statement per question: a candidate that asks after the lease ended takes it in one
+/// round trip, and one that asks while it is held is told in one — with no row lock taken (a
+/// foreign transaction holding the row locked does not hold the question up). Counted by
+/// `pg_stat_statements` in a database of the test's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_lease_is_taken_in_one_statement_and_a_live_one_read_without_a_row_lock() {
+    let url = fresh_database().await;
+    let (a, b) = (migrated(&url).await, migrated(&url).await);
+    let counter = raw(&url).await;
+    counter
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .await
+        .unwrap();
+    let statements = || async {
+        counter
+            .query_one(
+                "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements \
+                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 AND query ILIKE '%elect_leases%' AND query NOT ILIKE '%pg_stat_statements%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let e = election("one-statement");
+    let (short, long) = (
+        Ttl::new(Duration::from_millis(300)).unwrap(),
+        Ttl::new(Duration::from_secs(10)).unwrap(),
+    );
+    let granted = a.try_acquire(&claim(&e, "a", short)).await.unwrap();
+    assert!(matches!(granted, Acquire::Granted(_)), "{granted:?}");
+    // b's first question also checks the table's shape, once.
+    let held = b.try_acquire(&claim(&e, "b", long)).await.unwrap();
+    assert!(matches!(held, Acquire::Held(_)), "{held:?}");
+
+    let before = statements().await;
+    let held = b.try_acquire(&claim(&e, "b", long)).await.unwrap();
+    assert!(
+        matches!(held, Acquire::Held(ref l) if l.holder.as_str() == "a"),
+        "{held:?}"
+    );
+    assert_eq!(
+        statements().await - before,
+        1,
+        "a held lease is told in one statement"
+    );
+
+    let locker = raw(&url).await;
+    locker
+        .batch_execute("BEGIN; SELECT * FROM elect_leases FOR UPDATE")
+        .await
+        .unwrap();
+    let held = timeout(Duration::from_secs(2), b.try_acquire(&claim(&e, "b", long)))
+        .await
+        .expect("a question about a held lease waited for a row lock")
+        .unwrap();
+    assert!(matches!(held, Acquire::Held(_)), "{held:?}");
+    locker.batch_execute("ROLLBACK").await.unwrap();
+
+    sleep(Duration::from_millis(400)).await;
+    let before = statements().await;
+    let granted = b.try_acquire(&claim(&e, "b", long)).await.unwrap();
+    assert!(matches!(granted, Acquire::Granted(_)), "{granted:?}");
+    assert_eq!(
+        statements().await - before,
+        1,
+        "an ended lease is taken in one statement"
+    );
+}
