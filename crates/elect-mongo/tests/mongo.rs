@@ -412,7 +412,11 @@ async fn a_candidate_woken_by_a_release_takes_the_lease_in_one_round_trip() {
     assert_eq!(taken(&b_commands), ["aggregate"]);
 
     // Woken by the release: the update alone, and it takes the lease.
-    a.release(&lease).await.unwrap();
+    let released = a.release(&lease).await.unwrap();
+    assert!(
+        matches!(released, elect_mongo::Release::Released),
+        "{released:?}"
+    );
     for feed in [&mut b_feed, &mut c_feed] {
         assert!(timeout(Duration::from_secs(10), feed.changed())
             .await
