@@ -8,19 +8,47 @@ use elect_core::rand::Rng;
 use crate::contenders::{Contender, Ctx};
 use crate::rounds::{elected, leader_then_pause, millis};
 
+/// How long after the new leader's election the requests of a hand-over are counted: the
+/// losing candidates' attempts and the observer's notice come within it (elect's leader renews
+/// at a third of the 2 s TTL, after it); a peer's polling during it is counted too, as part of
+/// what its hand-over costs.
+pub(crate) const SETTLED: Duration = Duration::from_millis(250);
+
+/// One hand-over round.
+pub(crate) struct HandOver {
+    /// ms from `resign` until another leads.
+    pub(crate) ms: f64,
+    /// elect only: ms from that election until an observer reports it.
+    pub(crate) notice: Option<f64>,
+    /// One server only: requests it counted from the resign until [`SETTLED`] after the
+    /// election (three candidates, and elect's observer).
+    pub(crate) requests: Option<u64>,
+}
+
 /// Graceful hand-over: ms from `resign` until another leads; and, for elect, ms from that
 /// election until an observer reports the new leader: on a store an `Observer` process of the
 /// election (`candidate --observe`, what a router or dashboard runs), on raft the third node —
 /// a follower throughout, whose `Event::LeaderObserved` comes from the new leader's heartbeat.
+/// On one server (not raft, not the replicated topologies), also the requests the server
+/// counted from the resign until [`SETTLED`] after the new leader's election.
 pub(crate) fn handover(
     ctx: &Ctx,
     c: &Contender,
     tag: &str,
     rng: &mut Rng,
-) -> Result<(f64, Option<f64>), String> {
+) -> Result<HandOver, String> {
     let mut g = ctx.group_observed(c, 3, tag, true)?;
     let result = (|| {
         let leader = leader_then_pause(&mut g, c, rng)?;
+        let counted = !c.is_raft() && !c.coord.is_topology();
+        // Two back-to-back readings measure what one reading costs the server.
+        let before = if counted {
+            let a = ctx.counters(c.coord)?;
+            let b = ctx.counters(c.coord)?;
+            Some((b, b.saturating_sub(a)))
+        } else {
+            None
+        };
         let asked = now_ns();
         g.send(leader.who, "resign");
         let next = g
@@ -29,8 +57,22 @@ pub(crate) fn handover(
             })
             .ok_or("no hand-over within 20 s")?;
         let handover = millis(asked, next.ns);
+        let requests = |g: &mut elect_bench::group::Group| match before {
+            Some((b, probe)) => {
+                let since = Duration::from_nanos(now_ns().saturating_sub(next.ns) as u64);
+                g.collect(SETTLED.saturating_sub(since));
+                let z = ctx.counters(c.coord)?;
+                Ok::<_, String>(Some(z.saturating_sub(b).saturating_sub(probe)))
+            }
+            None => Ok(None),
+        };
         if !c.is_elect() {
-            return Ok((handover, None));
+            let requests = requests(&mut g)?;
+            return Ok(HandOver {
+                ms: handover,
+                notice: None,
+                requests,
+            });
         }
         let term = next.rest.first().cloned().unwrap_or_default();
         let third = if c.is_raft() {
@@ -46,7 +88,11 @@ pub(crate) fn handover(
             Some(line) => Some(line),
             None => g.wait(Duration::from_secs(10), notice),
         };
-        Ok((handover, seen.map(|l| millis(next.ns, l.ns))))
+        Ok(HandOver {
+            ms: handover,
+            notice: seen.map(|l| millis(next.ns, l.ns)),
+            requests: requests(&mut g)?,
+        })
     })();
     g.stop();
     result

@@ -68,19 +68,21 @@ fn run(
             }
         }
         match handover(ctx, c, &format!("handover{r}"), rng) {
-            Ok((ms, notice)) => {
-                out.handover.push(ms);
-                out.notice.extend(notice);
+            Ok(h) => {
+                out.handover.push(h.ms);
+                out.notice.extend(h.notice);
+                out.handover_requests.extend(h.requests.map(|n| n as f64));
             }
             Err(e) => out.errors.push(format!("hand-over round {r}: {e}")),
         }
     }
     eprintln!(
-        "bench: {name}: crash failover {} / slack {} / hand-over {} / new-leader notice {} ms (p50 (p99))",
+        "bench: {name}: crash failover {} / slack {} / hand-over {} / new-leader notice {} ms (p50 (p99)); requests per hand-over {}",
         cell(&out.failover),
         cell(&out.slack),
         cell(&out.handover),
-        cell(&out.notice)
+        cell(&out.notice),
+        cell(&out.handover_requests)
     );
     for r in 0..frozen_rounds {
         match frozen(ctx, c, &format!("frozen{r}"), rng) {

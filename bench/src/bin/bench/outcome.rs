@@ -16,6 +16,9 @@ pub(crate) struct Outcome {
     /// elect only: ms from a new leader's election to an observer's notice of it (an
     /// `Observer` process on the stores, the third node on raft).
     pub(crate) notice: Vec<f64>,
+    /// One server only: the requests it counted in each hand-over round (see
+    /// [`crate::handover::SETTLED`]).
+    pub(crate) handover_requests: Vec<f64>,
     pub(crate) frozen: Vec<Frozen>,
     /// Replicated Redis only: ms from the SIGKILL of the election's master until a candidate
     /// is elected again.
@@ -61,6 +64,10 @@ impl Outcome {
             ("detection_slack_ms".into(), Json::stats(&self.slack)),
             ("handover_ms".into(), Json::stats(&self.handover)),
             ("notice_ms".into(), Json::stats(&self.notice)),
+            (
+                "requests_per_handover".into(),
+                Json::stats(&self.handover_requests),
+            ),
             (
                 "frozen_leader".into(),
                 Json::Obj(vec![

@@ -81,6 +81,15 @@ pub(crate) fn table(results: &[(Contender, Outcome)], scale: &Json) -> String {
             "new leader: an observer's notice after the election",
             &|o| (cell(&o.notice), p50(&o.notice)),
         );
+        if !coord.is_topology() && !matches!(coord, Coord::Raft(_)) {
+            let figure = format!(
+                "requests per hand-over: resign to {} ms after the new leader, all candidates",
+                crate::handover::SETTLED.as_millis()
+            );
+            row(&figure, &|o| {
+                (cell(&o.handover_requests), p50(&o.handover_requests))
+            });
+        }
         row("frozen leader: failover", &|o| {
             let f = o.frozen_failover();
             let none = o.frozen.len() - f.len();
