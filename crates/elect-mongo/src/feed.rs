@@ -218,24 +218,28 @@ async fn run(
         match stream.next_if_any().await {
             Ok(Some(event)) => {
                 quick_empties = 0;
-                let changed_hands = match event.operation_type {
-                    // A release sets `released`; a new grant sets a new term (and holder).
-                    OperationType::Update => event.update_description.as_ref().is_some_and(|u| {
-                        matches!(u.updated_fields.get("released"), Some(Bson::Boolean(true)))
-                            || u.updated_fields.contains_key("term")
-                            || u.updated_fields.contains_key("holder")
-                    }),
-                    OperationType::Insert | OperationType::Replace | OperationType::Delete => true,
-                    OperationType::Drop
-                    | OperationType::Rename
-                    | OperationType::DropDatabase
-                    | OperationType::Invalidate => {
-                        debug!(operation = ?event.operation_type, "leases collection went away; ending feeds");
-                        end_feeds();
-                        return;
-                    }
-                    _ => false,
-                };
+                // A release sets `released` (or the document is deleted); a new grant sets a
+                // new term (and holder).
+                let vacated_now = vacates(&event);
+                let changed_hands = vacated_now
+                    || match event.operation_type {
+                        OperationType::Update => {
+                            event.update_description.as_ref().is_some_and(|u| {
+                                u.updated_fields.contains_key("term")
+                                    || u.updated_fields.contains_key("holder")
+                            })
+                        }
+                        OperationType::Insert | OperationType::Replace => true,
+                        OperationType::Drop
+                        | OperationType::Rename
+                        | OperationType::DropDatabase
+                        | OperationType::Invalidate => {
+                            debug!(operation = ?event.operation_type, "leases collection went away; ending feeds");
+                            end_feeds();
+                            return;
+                        }
+                        _ => false,
+                    };
                 let id = event
                     .document_key
                     .as_ref()
@@ -246,7 +250,7 @@ async fn run(
                     // waits on (the stream sees the whole collection).
                     {
                         let mut vacated = vacated.lock().unwrap_or_else(|e| e.into_inner());
-                        if !vacates(&event) {
+                        if !vacated_now {
                             vacated.remove(id);
                         } else if notifiers.contains(id) {
                             vacated.insert(id.to_owned());

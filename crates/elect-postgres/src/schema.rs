@@ -207,14 +207,17 @@ impl Sql {
     pub(crate) fn new(table: &str) -> Sql {
         debug_assert!(valid_table_name(table));
         let t = format!("\"{table}\"");
-        let remaining = "(extract(epoch FROM (expires_at - clock_timestamp())) * 1000000)::bigint";
+        // Microseconds left on the lease at `clock`.
+        let remaining =
+            |clock: &str| format!("(extract(epoch FROM (expires_at - {clock})) * 1000000)::bigint");
+        let (remaining_now, remaining_at_ts) = (remaining("clock_timestamp()"), remaining("ts"));
         let guard = "election = $1 AND holder = $2 AND nonce = $3 AND term = $4 \
                      AND expires_at > clock_timestamp()";
         Sql {
             quoted: t.clone(),
             channel: table.to_owned(),
             read: format!(
-                "SELECT holder, term, {remaining}, nonce, value FROM {t} WHERE election = $1"
+                "SELECT holder, term, {remaining_now}, nonce, value FROM {t} WHERE election = $1"
             ),
             // One statement, one reading of the clock (`ts`): it reads the row (`found`),
             // and only when it finds none, or a lease that is over and not foreign junk (a
@@ -246,8 +249,8 @@ impl Sql {
                    || coalesce(E'\\n' || convert_from($5, 'UTF8'), '')) FROM granted) \
                  SELECT $2::text, term, $4::bigint, $3::bigint, $5::bytea, true FROM notified \
                  UNION ALL \
-                 SELECT holder, term, (extract(epoch FROM (expires_at - ts)) * 1000000)::bigint, \
-                   nonce, value, false FROM found, clock WHERE NOT EXISTS (SELECT 1 FROM granted)"
+                 SELECT holder, term, {remaining_at_ts}, nonce, value, false FROM found, clock \
+                   WHERE NOT EXISTS (SELECT 1 FROM granted)"
             ),
             renew: format!(
                 "UPDATE {t} SET expires_at = clock_timestamp() + $2 * interval '1 microsecond', \

@@ -443,6 +443,25 @@ impl Ctx {
         }
     }
 
+    /// A starting mark for [`Ctx::requests_since`]: two back-to-back readings of the
+    /// server's counter measure what one reading costs the server.
+    pub(crate) fn counter_mark(&self, coord: Coord) -> Result<CounterMark, String> {
+        let a = self.counters(coord)?;
+        let at = std::time::Instant::now();
+        let count = self.counters(coord)?;
+        Ok(CounterMark {
+            count,
+            probe: count.saturating_sub(a),
+            at,
+        })
+    }
+
+    /// The requests the server counted since `mark`, less the cost of this reading.
+    pub(crate) fn requests_since(&self, coord: Coord, mark: &CounterMark) -> Result<u64, String> {
+        let z = self.counters(coord)?;
+        Ok(z.saturating_sub(mark.count).saturating_sub(mark.probe))
+    }
+
     /// The server's own request counter (see `elect_bench::counters`).
     pub(crate) fn counters(&self, coord: Coord) -> Result<u64, String> {
         let out = Command::new(&self.candidate)
@@ -454,4 +473,14 @@ impl Ctx {
             .parse()
             .map_err(|_| format!("counters: {}", String::from_utf8_lossy(&out.stderr).trim()))
     }
+}
+
+/// Where a count of the server's requests starts (see [`Ctx::counter_mark`]).
+pub(crate) struct CounterMark {
+    /// The second reading.
+    count: u64,
+    /// What one reading costs the server.
+    probe: u64,
+    /// When the second reading was asked for.
+    pub(crate) at: std::time::Instant,
 }

@@ -41,11 +41,8 @@ pub(crate) fn handover(
     let result = (|| {
         let leader = leader_then_pause(&mut g, c, rng)?;
         let counted = !c.is_raft() && !c.coord.is_topology();
-        // Two back-to-back readings measure what one reading costs the server.
-        let before = if counted {
-            let a = ctx.counters(c.coord)?;
-            let b = ctx.counters(c.coord)?;
-            Some((b, b.saturating_sub(a)))
+        let mark = if counted {
+            Some(ctx.counter_mark(c.coord)?)
         } else {
             None
         };
@@ -57,12 +54,11 @@ pub(crate) fn handover(
             })
             .ok_or("no hand-over within 20 s")?;
         let handover = millis(asked, next.ns);
-        let requests = |g: &mut elect_bench::group::Group| match before {
-            Some((b, probe)) => {
+        let requests = |g: &mut elect_bench::group::Group| match mark {
+            Some(ref mark) => {
                 let since = Duration::from_nanos(now_ns().saturating_sub(next.ns) as u64);
                 g.collect(SETTLED.saturating_sub(since));
-                let z = ctx.counters(c.coord)?;
-                Ok::<_, String>(Some(z.saturating_sub(b).saturating_sub(probe)))
+                ctx.requests_since(c.coord, mark).map(Some)
             }
             None => Ok(None),
         };

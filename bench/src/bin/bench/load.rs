@@ -49,19 +49,14 @@ pub(crate) fn load(ctx: &Ctx, c: &Contender, seconds: u64) -> Result<Load, Strin
                 ..Load::default()
             });
         }
-        // Two back-to-back readings measure what one reading costs the server.
-        let a = ctx.counters(c.coord)?;
-        let t0 = Instant::now();
-        let b = ctx.counters(c.coord)?;
-        let probe = b.saturating_sub(a);
+        let mark = ctx.counter_mark(c.coord)?;
         let monitored = if c.coord == Coord::Redis {
             Some(ctx.monitor(c.coord, seconds)?)
         } else {
             g.collect(Duration::from_secs(seconds));
             None
         };
-        let z = ctx.counters(c.coord)?;
-        let per_s = z.saturating_sub(b).saturating_sub(probe) as f64 / t0.elapsed().as_secs_f64();
+        let per_s = ctx.requests_since(c.coord, &mark)? as f64 / mark.at.elapsed().as_secs_f64();
         Ok(match monitored {
             Some((clients, _)) => Load {
                 requests: Some(clients as f64 / seconds as f64),
