@@ -236,10 +236,11 @@ impl LocalServer {
                     "listen_addresses=127.0.0.1",
                     "-c",
                     &format!("unix_socket_directories={dir}"),
+                    // Fast, and a killed server keeps every acknowledged commit (the WAL is
+                    // in the kernel at commit); `synchronous_commit=off` would not (the
+                    // smoke test `postgres_is_killed_right_after_a_commit_and_keeps_it`).
                     "-c",
                     "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
                     "-c",
                     "full_page_writes=off",
                     "-c",

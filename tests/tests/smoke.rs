@@ -153,3 +153,41 @@ async fn mongo_wire_server_restarts_and_the_driver_reconnects() {
         "the same client reads the persisted document after a restart"
     );
 }
+
+/// A commit PostgreSQL acknowledged survives a kill right after it: the servers run with
+/// `fsync=off` (the WAL reaches the kernel at commit, which a killed process does not undo) but
+/// not `synchronous_commit=off`, which acknowledges before the WAL is written at all and lost
+/// the conformance fixture's freshly created table when the restart check killed the server
+/// within the WAL writer's delay (CI, 2026-12-05).
+#[tokio::test]
+async fn postgres_is_killed_right_after_a_commit_and_keeps_it() {
+    let server = OwnedServer::start(Kind::Postgres).await.unwrap();
+    let url = server.url();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driving = tokio::spawn(connection);
+    client
+        .batch_execute("CREATE TABLE keep (n INT); INSERT INTO keep VALUES (7)")
+        .await
+        .unwrap();
+    server.kill().await.unwrap();
+    let _ = driving.await;
+    assert!(
+        tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .is_err(),
+        "killed"
+    );
+    server.start_again().await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let n: i32 = client
+        .query_one("SELECT n FROM keep", &[])
+        .await
+        .expect("the table created before the kill")
+        .get(0);
+    assert_eq!(n, 7, "an acknowledged commit survives a kill");
+}
