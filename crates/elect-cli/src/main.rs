@@ -135,7 +135,7 @@ pub(crate) struct Where {
     /// leads nor votes); repeat for each. This node may be one.
     #[arg(long = "raft-observer", value_name = "ID=ADDR")]
     raft_observers: Vec<String>,
-    /// Raft: the leader's heartbeat interval (default 50ms; at most a third of the minimum
+    /// Raft: the leader's heartbeat interval (default 50ms; at most half the minimum
     /// election timeout).
     #[arg(long, value_parser = duration::parse)]
     raft_heartbeat: Option<std::time::Duration>,

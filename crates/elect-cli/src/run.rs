@@ -30,7 +30,7 @@ pub(crate) struct RunArgs {
     #[command(flatten)]
     where_: Where,
     /// The lease's time to live (store coordinators): how long a crashed leader keeps the
-    /// election before another can lead. 100ms to 1 day.
+    /// election before another can lead. 10ms to 1 day (under 100ms: a LAN only).
     #[arg(long, default_value = "10s", value_parser = duration::parse)]
     ttl: Duration,
     /// This candidate's id (default: hostname-pid-random). Two hosts given the same id are still

@@ -10,13 +10,18 @@ use crate::term::Term;
 /// A validated lease duration: between [`Ttl::MIN`] and [`Ttl::MAX`].
 ///
 /// Coordinators keep time in milliseconds at best, and the elector renews every third of the
-/// TTL with a safety margin of a few milliseconds, so shorter leases cannot be kept safely.
+/// TTL with a safety margin of a few milliseconds (below a tenth of the TTL, which the
+/// [`ElectorBuilder`](crate::ElectorBuilder) checks), so shorter leases cannot be kept safely.
+/// Leases under 100 ms assume a LAN: round trips, scheduling delays and pauses of the process
+/// well under a tenth of the TTL, every time — raft at the Raft paper's fastest setting (election
+/// timeouts of 12–24 ms) is what they are for. Anything slower than that turns them into
+/// leader changes (never into two leaders: the deadline is kept whatever the delays).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ttl(Duration);
 
 impl Ttl {
-    /// The shortest accepted lease: 100 ms.
-    pub const MIN: Duration = Duration::from_millis(100);
+    /// The shortest accepted lease: 10 ms (see above for what leases under 100 ms assume).
+    pub const MIN: Duration = Duration::from_millis(10);
     /// The longest accepted lease: one day.
     pub const MAX: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -32,7 +37,7 @@ impl Ttl {
         if ttl < Self::MIN {
             Err(Error::InvalidTtl {
                 ttl,
-                reason: "must be at least 100 ms",
+                reason: "must be at least 10 ms",
             })
         } else if ttl > Self::MAX {
             Err(Error::InvalidTtl {
@@ -339,7 +344,7 @@ mod tests {
         assert!(Ttl::new(Ttl::MAX).is_ok());
         for bad in [
             Duration::ZERO,
-            Duration::from_millis(99),
+            Duration::from_millis(9),
             Ttl::MAX + Duration::from_nanos(1),
             Duration::MAX,
         ] {

@@ -20,9 +20,21 @@ pub struct RaftConfig {
     pub voters: Vec<NodeId>,
     /// Non-voting members: they follow, never vote, never lead.
     pub observers: Vec<NodeId>,
-    /// Heartbeat interval (default 50 ms); well under the minimum election timeout.
+    /// Heartbeat interval (default 50 ms); at most half the minimum election timeout.
+    ///
+    /// Half is the Raft paper's setting (Ongaro & Ousterhout 2014, §9.3): it is safe — the
+    /// lease counts from each heartbeat's send time, whatever the interval — but then a single
+    /// lost or late heartbeat round ends the leader's lease (it steps down by check-quorum)
+    /// and may start an election. The default (a sixth) rides out several.
     pub heartbeat: Duration,
-    /// Minimum election timeout (default 300 ms, at least 100 ms); also the leader lease.
+    /// Minimum election timeout (default 300 ms, at least [`Ttl::MIN`], 10 ms); also the leader
+    /// lease.
+    ///
+    /// Under 100 ms assumes a LAN: round trips, scheduling delays and process pauses well
+    /// under the heartbeat, every time (the paper's 12–24 ms setting ran on dedicated servers).
+    /// On a loaded host or across a WAN such timeouts turn every hiccup into a leader change;
+    /// they never make two leaders (the lease is bounded by send times on each node's own
+    /// monotonic clock and ρ).
     pub election_timeout_min: Duration,
     /// Maximum election timeout (default 600 ms).
     pub election_timeout_max: Duration,
@@ -96,7 +108,7 @@ impl RaftConfig {
     }
 
     /// Checks the configuration: unique ids, at least one voter, this node a member, and a
-    /// heartbeat well under the minimum election timeout.
+    /// heartbeat of at most half the minimum election timeout.
     pub fn validate(&self) -> Result<()> {
         let voters: BTreeSet<_> = self.voters.iter().collect();
         let observers: BTreeSet<_> = self.observers.iter().collect();
@@ -127,9 +139,9 @@ impl RaftConfig {
         if self.election_timeout_max < self.election_timeout_min {
             return Err(Error::config("the election timeout range is empty"));
         }
-        if self.heartbeat.is_zero() || self.heartbeat * 3 > self.election_timeout_min {
+        if self.heartbeat.is_zero() || self.heartbeat * 2 > self.election_timeout_min {
             return Err(Error::config(format!(
-                "the heartbeat {:?} must be at most a third of the minimum election timeout {:?}",
+                "the heartbeat {:?} must be at most half the minimum election timeout {:?}",
                 self.heartbeat, self.election_timeout_min
             )));
         }

@@ -37,8 +37,39 @@ pub(crate) struct Sim {
     pub(crate) steps: u64,
 }
 
+/// Heartbeat and election timeout range of every node in a simulation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub(crate) heartbeat: Duration,
+    pub(crate) min: Duration,
+    pub(crate) max: Duration,
+}
+
+impl Timing {
+    /// What the simulation tests use unless they say otherwise.
+    pub(crate) const SIM: Timing = Timing::ms(20, 150, 300);
+    /// The Raft paper's settings (§9.3): a heartbeat of half the minimum election timeout.
+    pub(crate) const PAPER: [Timing; 3] = [
+        Timing::ms(75, 150, 155),
+        Timing::ms(75, 150, 200),
+        Timing::ms(6, 12, 24),
+    ];
+
+    const fn ms(heartbeat: u64, min: u64, max: u64) -> Timing {
+        Timing {
+            heartbeat: Duration::from_millis(heartbeat),
+            min: Duration::from_millis(min),
+            max: Duration::from_millis(max),
+        }
+    }
+}
+
 impl Sim {
     pub(crate) fn new(voters: usize, observers: usize, seed: u64) -> Sim {
+        Sim::with_timing(voters, observers, seed, Timing::SIM)
+    }
+
+    pub(crate) fn with_timing(voters: usize, observers: usize, seed: u64, timing: Timing) -> Sim {
         let n = voters + observers;
         let ids: Vec<CandidateId> = (0..n)
             .map(|i| CandidateId::new(format!("n{i}")).expect("valid"))
@@ -51,9 +82,9 @@ impl Sim {
                 id: id.clone(),
                 voters: voter_set.clone(),
                 observers: ids[voters..].iter().cloned().collect(),
-                heartbeat: 20 * MS,
-                election_timeout_min: 150 * MS,
-                election_timeout_max: 300 * MS,
+                heartbeat: timing.heartbeat,
+                election_timeout_min: timing.min,
+                election_timeout_max: timing.max,
                 clock_drift: 0.01,
                 seed: seed.wrapping_mul(31).wrapping_add(i as u64),
                 value: None,
@@ -317,18 +348,36 @@ mod tests {
     /// crashes and restarts, resigns. Safety is checked after every step.
     #[test]
     fn safety_holds_under_chaos_over_many_seeds() {
+        chaos(seeds(), Timing::SIM, 8 * MS);
+    }
+
+    /// The same chaos at the Raft paper's settings: a heartbeat of half the minimum election
+    /// timeout, and a 12 ms lease whose heartbeats the network delays by up to 4 ms (a third
+    /// of it) — leases lapse all the time there, and still no two nodes believe at once.
+    #[test]
+    fn safety_holds_under_chaos_at_the_raft_papers_settings() {
+        for timing in Timing::PAPER {
+            let scale = timing.min.as_secs_f64() / Timing::SIM.min.as_secs_f64();
+            chaos(seeds() / 2, timing, (8 * MS).mul_f64(scale).max(4 * MS));
+        }
+    }
+
+    /// Runs `seeds` seeds of chaos at `timing`, messages delayed by up to `max_delay`; fault
+    /// periods scale with the minimum election timeout.
+    fn chaos(seeds: u64, timing: Timing, max_delay: Duration) {
         let (mut steps, mut leaderships, mut elections) = (0u64, 0usize, 0u64);
-        let seeds = seeds();
+        let scale = timing.min.as_secs_f64() / Timing::SIM.min.as_secs_f64();
+        let period = |d: Duration| d.mul_f64(scale);
         for seed in 0..seeds {
             let mut rng = Rng::seeded(seed ^ 0xE1EC7);
             let voters = [3, 5][(seed % 2) as usize];
-            let mut sim = Sim::new(voters, 1, seed);
+            let mut sim = Sim::with_timing(voters, 1, seed, timing);
             sim.drop = 0.05;
             sim.duplicate = 0.05;
-            sim.max_delay = 8 * MS;
+            sim.max_delay = max_delay;
             let n = voters + 1;
             for _ in 0..30 {
-                let until = sim.now() + 20 * MS + rng.duration_up_to(200 * MS);
+                let until = sim.now() + period(20 * MS) + rng.duration_up_to(period(200 * MS));
                 let leader_or_any = sim.leader().unwrap_or((rng.next_u64() as usize) % n);
                 match rng.next_u64() % 10 {
                     0 => sim.isolate((rng.next_u64() as usize) % n, true),
@@ -364,6 +413,8 @@ mod tests {
             (0..n).for_each(|i| sim.restart(i));
             sim.drop = 0.0;
             sim.duplicate = 0.0;
+            // A 12 ms lease cannot last over round trips of 8 ms: healed means a LAN again.
+            sim.max_delay = max_delay.min(timing.min / 12);
             let healed = sim.now();
             sim.run_until(healed + Duration::from_secs(3));
             assert!(
@@ -375,8 +426,8 @@ mod tests {
             leaderships += sim.check_intervals();
         }
         eprintln!(
-            "raft simulation: {seeds} seeds, {steps} steps, {leaderships} leaderships, {elections} terms; \
-             safety checked after every step"
+            "raft simulation at {timing:?}: {seeds} seeds, {steps} steps, {leaderships} \
+             leaderships, {elections} terms; safety checked after every step"
         );
         assert!(leaderships as u64 >= seeds, "the runs exercised too little");
     }

@@ -301,8 +301,9 @@ fn bad_configurations_are_typed_errors() {
         RaftConfig::new(a.clone(), [id("b")]),
         RaftConfig::new(a.clone(), [a.clone(), a.clone()]),
         RaftConfig::new(a.clone(), [a.clone()]).observers([a.clone()]),
-        RaftConfig::new(a.clone(), [a.clone()]).timing(100 * MS, 150 * MS, 300 * MS),
-        RaftConfig::new(a.clone(), [a.clone()]).timing(20 * MS, 50 * MS, 300 * MS),
+        RaftConfig::new(a.clone(), [a.clone()]).timing(76 * MS, 150 * MS, 155 * MS),
+        RaftConfig::new(a.clone(), [a.clone()]).timing(Duration::ZERO, 150 * MS, 300 * MS),
+        RaftConfig::new(a.clone(), [a.clone()]).timing(4 * MS, 9 * MS, 300 * MS),
         RaftConfig::new(a.clone(), [a.clone()]).timing(20 * MS, 300 * MS, 200 * MS),
     ];
     for config in cases {
@@ -314,6 +315,12 @@ fn bad_configurations_are_typed_errors() {
             "{config:?}"
         );
     }
-    assert!(RaftConfig::new(a.clone(), [a]).validate().is_ok());
+    assert!(RaftConfig::new(a.clone(), [a.clone()]).validate().is_ok());
+    // The Raft paper's settings (§9.3): a heartbeat of half the minimum timeout, and 12 ms.
+    for (heartbeat, min, max) in [(75, 150, 155), (75, 150, 200), (6, 12, 24)] {
+        let config =
+            RaftConfig::new(a.clone(), [a.clone()]).timing(heartbeat * MS, min * MS, max * MS);
+        assert!(config.validate().is_ok(), "{config:?}");
+    }
     let _ = Term::ZERO;
 }
