@@ -210,7 +210,13 @@ impl Drop for Group {
 /// without leading. Returns (milliseconds during which two or more members led, work lines
 /// printed at an instant another member led).
 pub fn overlap(log: &[Line], members: usize, end_ns: u128) -> (f64, usize) {
-    let intervals: Vec<(u128, u128, usize)> = intervals(log, &[], &vec![None; members], end_ns)
+    overlap_with_kills(log, &vec![None; members], end_ns)
+}
+
+/// [`overlap`] of a group whose members may have been killed: `ended[who]` is when (a killed
+/// member's open interval ends there, as it could not act after).
+pub fn overlap_with_kills(log: &[Line], ended: &[Option<u128>], end_ns: u128) -> (f64, usize) {
+    let intervals: Vec<(u128, u128, usize)> = intervals(log, &[], ended, end_ns)
         .into_iter()
         .map(|i| (i.start, i.end, i.who))
         .collect();

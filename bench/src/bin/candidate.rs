@@ -5,7 +5,8 @@
 //! candidate --store URL --election NAME [--ttl MS] [--id ID] [--migrate] [--work-ms MS]
 //! candidate --store URL --election PREFIX --elections N [--ttl MS]     (scale mode)
 //! candidate --raft-id ID --raft-listen ADDR --raft-peer ID=ADDR... [--raft-key KEY]
-//!           [--raft-state DIR] [--election NAME] [--work-ms MS]
+//!           [--raft-state DIR] [--raft-timing HB,MIN,MAX] [--election NAME] [--work-ms MS]
+//!           (--raft-timing: heartbeat and election timeout range in ms; default 50,300,600)
 //! (any of them: --fence ADDR to write the term to a fenced resource with each `work`;
 //!  --register ADDR to increment the resource's register with each `work` instead: read,
 //!  --rmw-gap-ms MS of work (default 25), write the value read plus one, both with the term;
@@ -51,6 +52,8 @@ struct Args {
     raft_peers: Vec<String>,
     raft_key: Option<String>,
     raft_state: Option<String>,
+    /// Heartbeat, minimum and maximum election timeout, in ms.
+    raft_timing: Option<[u64; 3]>,
     observe: bool,
 }
 
@@ -91,6 +94,17 @@ fn parse() -> Result<Args, String> {
             "--raft-peer" => args.raft_peers.push(value()?),
             "--raft-key" => args.raft_key = Some(value()?),
             "--raft-state" => args.raft_state = Some(value()?),
+            "--raft-timing" => {
+                let v = value()?;
+                let ms: Vec<u64> = v
+                    .split(',')
+                    .map(|n| number(n.to_owned(), "HB,MIN,MAX in milliseconds"))
+                    .collect::<Result<_, _>>()?;
+                args.raft_timing = Some(
+                    ms.try_into()
+                        .map_err(|_| format!("--raft-timing takes HB,MIN,MAX, not {v:?}"))?,
+                );
+            }
             "--observe" => args.observe = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -174,6 +188,10 @@ async fn campaign(args: &Args) -> Result<Campaign, String> {
     let mut config = elect::raft::RaftConfig::new(id, peers.keys().cloned()).election(election);
     if let Some(dir) = &args.raft_state {
         config = config.state_dir(dir);
+    }
+    if let Some([heartbeat, min, max]) = args.raft_timing {
+        let ms = Duration::from_millis;
+        config = config.timing(ms(heartbeat), ms(min), ms(max));
     }
     let (elector, transport) = elect::raft::start_tcp(config, listen, peers, key)
         .await

@@ -10,7 +10,8 @@
 //! Scenarios (TTL 2 s): crash failover with the lease's remaining time read just before the
 //! kill, graceful hand-over, frozen leader (SIGSTOP for 3×TTL) with overlap, load on the
 //! server from 1 leader + 9 followers (raft: messages per second), and scale (10 000
-//! elections in one process on one Redis); on the replicated Redis contenders (Sentinel,
+//! elections in one process on one Redis), raft at the Raft paper's three settings (200 crashes
+//! each, `paper.rs`); on the replicated Redis contenders (Sentinel,
 //! Cluster: topologies of the bench's own) a master crash instead of the load. Writes `bench/results/<date>.json` and the table
 //! in `bench/README.md`; `--quick` does a few rounds of each and writes only
 //! `target/bench-quick.json`.
@@ -23,6 +24,7 @@ mod load;
 mod machine;
 mod master;
 mod outcome;
+mod paper;
 mod readme;
 mod rounds;
 mod scale;
@@ -39,6 +41,9 @@ use readme::{table, write_readme};
 use scale::scale;
 
 use std::path::PathBuf;
+
+/// Crashes per setting of the Raft paper's (the issue asks for at least 200).
+const PAPER_TRIALS: usize = 200;
 use std::time::Instant;
 
 use elect_bench::report::{cell, ms, Json};
@@ -194,6 +199,14 @@ fn bench(args: &[String]) -> Result<(), String> {
         }
         results.push((*c, run(&ctx, c, rounds, frozen_rounds, load_s, &mut rng)));
     }
+    let paper = if only
+        .as_ref()
+        .is_none_or(|o| "raft-paper".contains(o.as_str()))
+    {
+        paper::paper(&ctx, if quick { 10 } else { PAPER_TRIALS }, &mut rng)
+    } else {
+        Json::Null
+    };
     let scale = if only.as_ref().is_none_or(|o| "scale".contains(o.as_str())) {
         scale(&ctx, scale_n, steady_s)
             .unwrap_or_else(|e| Json::Obj(vec![("error".into(), Json::Str(e))]))
@@ -231,6 +244,7 @@ fn bench(args: &[String]) -> Result<(), String> {
             Json::Arr(results.iter().map(|(c, o)| o.json(c)).collect()),
         ),
         ("scale".into(), scale.clone()),
+        ("raft_paper".into(), paper.clone()),
         (
             "duration_s".into(),
             Json::Num(started.elapsed().as_secs_f64()),
@@ -239,7 +253,7 @@ fn bench(args: &[String]) -> Result<(), String> {
     let mut text = String::new();
     json.render(0, &mut text);
     text.push('\n');
-    let table = table(&results, &scale);
+    let table = table(&results, &scale) + &paper::table(&paper);
     println!("{table}");
     // A partial run (`--only`) must not overwrite the dated results of a full one.
     let path = if quick {
@@ -282,6 +296,7 @@ fn bench(args: &[String]) -> Result<(), String> {
             broken.push(format!("scale: {e}"));
         }
     }
+    broken.extend(paper::broken(&paper));
     if broken.is_empty() {
         Ok(())
     } else {
