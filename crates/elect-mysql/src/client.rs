@@ -17,6 +17,9 @@ const IDLE_CONNECTION_TTL: Duration = Duration::from_secs(60);
 pub(crate) struct Client {
     pub(crate) config: MysqlConfig,
     pub(crate) pool: Pool,
+    /// How to open a connection outside the pool (named-lock wake-ups); `None` for a client
+    /// on the application's pool, whose wake-ups take connections from that pool.
+    opts: Option<Opts>,
     /// The statements for a table without the `value` column, and with it.
     pub(crate) sql: [Sql; 2],
 }
@@ -62,7 +65,9 @@ impl Client {
             files.check_files()?;
             opts = opts.ssl_opts(Some(ssl_opts(files)));
         }
-        let client = Self::with_pool(Pool::new(opts), config);
+        let opts: Opts = opts.into();
+        let mut client = Self::with_pool(Pool::new(opts.clone()), config);
+        client.opts = Some(opts);
         client
             .request("connect", async |conn| conn.ping().await)
             .await?;
@@ -96,6 +101,16 @@ impl Client {
             ],
             config,
             pool,
+            opts: None,
+        }
+    }
+
+    /// A connection for a session of its own (a named lock held or waited on): outside the
+    /// pool, or the application's pool's own.
+    pub(crate) async fn dedicated(&self) -> mysql_async::Result<Conn> {
+        match &self.opts {
+            Some(opts) => Conn::new(opts.clone()).await,
+            None => self.pool.get_conn().await,
         }
     }
 

@@ -30,10 +30,21 @@ pub struct MysqlConfig {
     pub pool_size: usize,
     /// How long connecting and each request may take (default 5 s).
     pub timeout: Duration,
-    /// How often waiting candidates' elections are checked for a release (default 100 ms; one
-    /// query per store for all its elections). `None` turns the change feed off: waiters then
-    /// wake only when the lease they were told of expires.
+    /// How often waiting candidates' elections are checked for a release and a new grant
+    /// (default 2 s; one query per store for all its elections). With
+    /// [`release_locks`](Self::release_locks) it is only the fallback; without them, set it
+    /// short (100 ms was the default before them). `None` turns the poll off: waiters then
+    /// wake by the named locks alone, or, without them too, only when the lease they were
+    /// told of expires.
     pub release_poll: Option<Duration>,
+    /// Release wake-ups by named locks (default on): the leader holds its election's
+    /// `GET_LOCK` on a connection of its own, and each store with candidates waiting blocks
+    /// in `GET_LOCK` on it (one connection per election), so a release or a dead leader's
+    /// connection wakes them at once. The lease still decides who leads; a missed wake-up only
+    /// costs latency. Costs one connection per election led and one per election waited on
+    /// (outside the pool; on a pool given to [`MysqlStore::from_pool`](crate::MysqlStore::from_pool),
+    /// from that pool).
+    pub release_locks: bool,
     /// TLS with these certificates (default none: the URL's options decide, e.g.
     /// `require_ssl=true` trusts the platform's roots). Setting it turns TLS on and requires
     /// it; needs the `tls` feature.
@@ -48,7 +59,8 @@ impl MysqlConfig {
             table: DEFAULT_TABLE.into(),
             pool_size: 4,
             timeout: Duration::from_secs(5),
-            release_poll: Some(Duration::from_millis(100)),
+            release_poll: Some(Duration::from_secs(2)),
+            release_locks: true,
             tls: None,
         }
     }
@@ -74,6 +86,12 @@ impl MysqlConfig {
     /// Sets [`MysqlConfig::timeout`].
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets [`MysqlConfig::release_locks`].
+    pub fn release_locks(mut self, on: bool) -> Self {
+        self.release_locks = on;
         self
     }
 
@@ -127,6 +145,7 @@ impl fmt::Debug for MysqlConfig {
             .field("pool_size", &self.pool_size)
             .field("timeout", &self.timeout)
             .field("release_poll", &self.release_poll)
+            .field("release_locks", &self.release_locks)
             .field("tls", &self.tls)
             .finish()
     }

@@ -1,10 +1,12 @@
-//! Release and grant notices by polling: MySQL has no pub/sub, so one task per store checks the
-//! `version` and `term` of every election someone waits on, in one query per interval, and
-//! wakes the waiters of an election whose lease is no longer live and whose version moved (a
-//! release), or whose term moved (a new grant: observers learn of the new leader). Expiry needs
-//! no notice: waiters already sleep until the expiry they were told of.
+//! Release and grant notices: MySQL has no pub/sub, so one task per store checks the `version`
+//! and `term` of every election someone waits on, in one query per interval, and wakes the
+//! waiters of an election whose lease is no longer live and whose version moved (a release),
+//! or whose term moved (a new grant: observers learn of the new leader). With named-lock
+//! wake-ups (see `wake.rs`) the same check runs the moment the leader's lock is let go, and
+//! the poll is only the fallback. Expiry needs no notice: waiters already sleep until the
+//! expiry they were told of.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -23,6 +25,8 @@ const CHUNK: usize = 500;
 /// The feeds of one store, and the versions the poll last saw.
 pub(crate) struct Poller {
     interval: Option<Duration>,
+    /// Whether waiters block on the elections' named locks (see `wake.rs`).
+    locks: bool,
     shared: Arc<Shared>,
     started: OnceLock<()>,
 }
@@ -34,6 +38,8 @@ struct Shared {
     /// new grant moves the term. 0 while the row does not exist (every row ever written has
     /// version 1 or more).
     versions: Mutex<HashMap<ElectionName, Seen>>,
+    /// The elections a named-lock waiter runs for.
+    lock_waiters: Mutex<HashSet<ElectionName>>,
 }
 
 /// What the poll saw of one election's row.
@@ -48,12 +54,52 @@ impl Shared {
     fn versions(&self) -> std::sync::MutexGuard<'_, HashMap<ElectionName, Seen>> {
         self.versions.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Compares what the server holds now with what was seen, wakes the feeds of every
+    /// election released or granted since, and remembers the new state.
+    fn apply(&self, now: &HashMap<String, Seen>) {
+        let mut changed = Vec::new();
+        for (election, seen) in self.versions().iter_mut() {
+            let Some(&row) = now.get(election.as_str()) else {
+                continue;
+            };
+            let released = !row.live && row.version != seen.version;
+            let granted = row.live && row.term != seen.term;
+            if released || granted {
+                changed.push(election.clone());
+            }
+            *seen = row;
+        }
+        for election in changed {
+            self.feeds.notify(&election);
+        }
+    }
+
+    fn lock_waiters(&self) -> std::sync::MutexGuard<'_, HashSet<ElectionName>> {
+        self.lock_waiters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads `election`'s row now (a named-lock wake-up) and applies it: whether its lease is
+    /// live (`None`: the read failed; a missing row is not live).
+    async fn check(&self, client: &Client, election: &ElectionName) -> Option<bool> {
+        match versions(client, std::slice::from_ref(election)).await {
+            Ok(now) => {
+                self.apply(&now);
+                Some(now.get(election.as_str()).is_some_and(|s| s.live))
+            }
+            Err(error) => {
+                debug!(%error, %election, "reading after a wake-up failed");
+                None
+            }
+        }
+    }
 }
 
 impl Poller {
-    pub(crate) fn new(interval: Option<Duration>) -> Poller {
+    pub(crate) fn new(interval: Option<Duration>, locks: bool) -> Poller {
         Poller {
             interval,
+            locks,
             shared: Arc::default(),
             started: OnceLock::new(),
         }
@@ -66,9 +112,9 @@ impl Poller {
         client: &Arc<Client>,
         election: &ElectionName,
     ) -> Result<Option<ChangeFeed>> {
-        let Some(interval) = self.interval else {
+        if self.interval.is_none() && !self.locks {
             return Ok(None);
-        };
+        }
         if !self.shared.feeds.contains(election) {
             let now = versions(client, std::slice::from_ref(election)).await?;
             let seen = now.get(election.as_str()).copied().unwrap_or_default();
@@ -78,9 +124,30 @@ impl Poller {
                 .or_insert(seen);
         }
         let feed = self.shared.feeds.subscribe(election);
-        self.started.get_or_init(|| {
-            tokio::spawn(poll(Arc::downgrade(client), self.shared.clone(), interval));
-        });
+        if let Some(interval) = self.interval {
+            self.started.get_or_init(|| {
+                tokio::spawn(poll(Arc::downgrade(client), self.shared.clone(), interval));
+            });
+        }
+        if self.locks && self.shared.lock_waiters().insert(election.clone()) {
+            let shared = self.shared.clone();
+            let weak = Arc::downgrade(client);
+            let election = election.clone();
+            tokio::spawn(async move {
+                // Pruning here too: without the poll nobody else forgets dropped feeds.
+                let waited = |e: &ElectionName| shared.feeds.prune().contains(e);
+                let check = |e: ElectionName| {
+                    let shared = shared.clone();
+                    let weak = weak.clone();
+                    async move {
+                        let client = weak.upgrade()?;
+                        shared.check(&client, &e).await
+                    }
+                };
+                crate::wake::waiter(weak.clone(), election.clone(), waited, check).await;
+                shared.lock_waiters().remove(&election);
+            });
+        }
         Ok(Some(feed))
     }
 }
@@ -127,23 +194,7 @@ async fn poll(client: Weak<Client>, shared: Arc<Shared>, interval: Duration) {
             continue;
         }
         match versions(&client, &elections).await {
-            Ok(now) => {
-                let mut changed = Vec::new();
-                for (election, seen) in shared.versions().iter_mut() {
-                    let Some(&row) = now.get(election.as_str()) else {
-                        continue;
-                    };
-                    let released = !row.live && row.version != seen.version;
-                    let granted = row.live && row.term != seen.term;
-                    if released || granted {
-                        changed.push(election.clone());
-                    }
-                    *seen = row;
-                }
-                for election in changed {
-                    shared.feeds.notify(&election);
-                }
-            }
+            Ok(now) => shared.apply(&now),
             Err(error) => {
                 // Releases may go unnoticed now: end every feed, so waiters fall back to
                 // their expiry and subscribe again.

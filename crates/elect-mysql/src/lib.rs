@@ -18,6 +18,7 @@ mod error;
 mod feed;
 mod schema;
 mod store;
+mod wake;
 
 pub use config::MysqlConfig;
 pub use schema::{

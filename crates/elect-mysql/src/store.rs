@@ -34,6 +34,8 @@ pub struct MysqlStore {
 struct Inner {
     client: Arc<Client>,
     feed: Poller,
+    /// The named locks held while leading (with `release_locks`).
+    beacons: Option<crate::wake::Beacons>,
     /// Set once the table was found fit (see [`schema::inspect`]): whether it has the `value`
     /// column.
     schema_checked: tokio::sync::OnceCell<bool>,
@@ -128,7 +130,11 @@ impl MysqlStore {
     fn open(client: Client) -> MysqlStore {
         MysqlStore {
             inner: Arc::new(Inner {
-                feed: Poller::new(client.config.release_poll),
+                feed: Poller::new(client.config.release_poll, client.config.release_locks),
+                beacons: client
+                    .config
+                    .release_locks
+                    .then(crate::wake::Beacons::default),
                 client: Arc::new(client),
                 schema_checked: tokio::sync::OnceCell::new(),
                 warned_no_value: std::sync::atomic::AtomicBool::new(false),
@@ -402,7 +408,14 @@ impl LeaseStore for MysqlStore {
         // Lost insert races and deadlocks resolve on the next attempt.
         for attempt in 0..5 {
             match self.acquire_once(sql, value, claim).await {
-                Ok(Some(outcome)) => return Ok(outcome),
+                Ok(Some(outcome)) => {
+                    if let (Acquire::Granted(lease), Some(beacons)) =
+                        (&outcome, &self.inner.beacons)
+                    {
+                        beacons.granted(&self.inner.client, lease);
+                    }
+                    return Ok(outcome);
+                }
                 Ok(None) => debug!(attempt, "insert race; trying again"),
                 Err(e) if is_deadlock(&e) && attempt < 4 => {
                     debug!(attempt, "deadlock; trying again")
@@ -430,6 +443,13 @@ impl LeaseStore for MysqlStore {
         )
             .into();
         let renewed = self.guarded("renew", &sql.renew, params).await?;
+        if let Some(beacons) = &self.inner.beacons {
+            if renewed {
+                beacons.renewed(lease);
+            } else {
+                beacons.ended(lease);
+            }
+        }
         Ok(if renewed {
             Renewal::Renewed(lease.clone())
         } else {
@@ -447,6 +467,10 @@ impl LeaseStore for MysqlStore {
         )
             .into();
         let released = self.guarded("release", &sql.release, params).await?;
+        // After the row says so: a waiter woken by the lock reads a released lease.
+        if let Some(beacons) = &self.inner.beacons {
+            beacons.ended(lease);
+        }
         Ok(if released {
             Release::Released
         } else {

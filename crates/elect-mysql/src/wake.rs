@@ -1,0 +1,281 @@
+//! Release wake-ups by named locks (`GET_LOCK`): MySQL has no pub/sub, but a session blocked
+//! in `GET_LOCK` returns the moment the lock's holder releases it or its connection dies.
+//!
+//! - **Beacons** (the leader's side): while this store holds an election's lease it holds the
+//!   election's named lock on a connection of its own, and gives it up right after its
+//!   release, when a renewal is refused, when it grants the election again, or a TTL after the
+//!   last grant or renewal it saw (a leader that stopped renewing without telling the store).
+//! - **Waiters** (the followers' side, in the feed): for every election someone in this store
+//!   waits on, a connection blocks in `GET_LOCK` on the same name. When it gets the lock after
+//!   having blocked, the feed reads that election's row at once (instead of at its next poll)
+//!   and, if the lease was released, wakes the waiters and reads again a few times for the
+//!   next grant, so observers learn the new leader within milliseconds too.
+//!
+//! The lock never decides who leads: only the lease row does, under its own guarded
+//! statements. A wake-up that never comes (no beacon: a leader on an older elect, a foreign
+//! client holding the name, a dropped connection) only costs latency — waiters still wake at
+//! the expiry they were told of, and the poll still runs (its default interval is 2 s with
+//! wake-ups on). A spurious wake-up costs one read.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use elect_core::{ElectionName, Lease, Term};
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+use tokio::sync::watch;
+use tokio::time::{sleep, timeout, Instant};
+use tracing::debug;
+
+use crate::client::Client;
+
+/// How long one blocking `GET_LOCK` of a waiter lasts before it looks again whether anyone
+/// still waits on the election (seconds).
+const WAIT_S: u64 = 5;
+/// A `GET_LOCK` that returns sooner than this did not block: nobody held the lock.
+const BLOCKED: Duration = Duration::from_millis(5);
+/// After a `GET_LOCK` that did not block (nobody held the lock: no leader, or one that has not
+/// taken its beacon yet, or one without beacons), the waiter reads the row this much later —
+/// which catches a grant and release inside the gap — and blocks again; the pause doubles
+/// while the lock stays free, up to `PACE_MAX`, so a leader without a beacon is not spun on.
+const PACE: Duration = Duration::from_millis(10);
+const PACE_MAX: Duration = Duration::from_secs(1);
+/// After a release, the row is read every `BURST_EVERY` until a grant is seen, at most
+/// `BURST` times.
+const BURST_EVERY: Duration = Duration::from_millis(3);
+const BURST: usize = 60;
+
+/// The expression naming an election's lock: server-wide names, so the database and table
+/// are part of it; SHA2-224 keeps it within MySQL's 64 characters.
+pub(crate) fn lock_name_sql(table: &str) -> String {
+    format!("SHA2(CONCAT(DATABASE(), '.{table}/', ?), 224)")
+}
+
+/// The beacons of one store: per election it leads, the lock task's handle.
+#[derive(Default)]
+pub(crate) struct Beacons {
+    held: Mutex<HashMap<ElectionName, Beacon>>,
+}
+
+struct Beacon {
+    term: Term,
+    /// Until when the lock may be held; `None` (or the sender dropped) gives it up.
+    until: watch::Sender<Option<Instant>>,
+}
+
+impl Beacons {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<ElectionName, Beacon>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `lease` was just granted: hold its election's lock until told otherwise, or a TTL.
+    pub(crate) fn granted(&self, client: &Arc<Client>, lease: &Lease) {
+        let until = Instant::now() + lease.ttl.get();
+        let (tx, rx) = watch::channel(Some(until));
+        let old = self.held().insert(
+            lease.election.clone(),
+            Beacon {
+                term: lease.term,
+                until: tx,
+            },
+        );
+        if let Some(old) = old {
+            let _ = old.until.send(None);
+        }
+        tokio::spawn(beacon(Arc::downgrade(client), lease.election.clone(), rx));
+    }
+
+    /// `lease` was renewed: the lock may be held a TTL from now.
+    pub(crate) fn renewed(&self, lease: &Lease) {
+        if let Some(b) = self.held().get(&lease.election) {
+            if b.term == lease.term {
+                let _ = b.until.send(Some(Instant::now() + lease.ttl.get()));
+            }
+        }
+    }
+
+    /// `lease` ended (released, or a renewal was refused): give its lock up now.
+    pub(crate) fn ended(&self, lease: &Lease) {
+        let mut held = self.held();
+        if held
+            .get(&lease.election)
+            .is_some_and(|b| b.term == lease.term)
+        {
+            if let Some(b) = held.remove(&lease.election) {
+                let _ = b.until.send(None);
+            }
+        }
+    }
+}
+
+/// Holds `election`'s lock while `until` allows, on a connection of its own.
+async fn beacon(
+    client: Weak<Client>,
+    election: ElectionName,
+    mut until: watch::Receiver<Option<Instant>>,
+) {
+    let mut conn: Option<Conn> = None;
+    let mut locked = false;
+    loop {
+        let Some(deadline) = *until.borrow_and_update() else {
+            break;
+        };
+        if Instant::now() >= deadline {
+            break;
+        }
+        if !locked {
+            let Some(c) = client.upgrade() else { break };
+            match take(&c, &mut conn, &election, Duration::from_secs(1)).await {
+                Ok(true) => locked = true,
+                Ok(false) => {}
+                Err(error) => {
+                    debug!(%error, %election, "beacon: no lock; trying again");
+                    conn = None;
+                    tokio::select! {
+                        _ = sleep(PACE_MAX / 10) => {}
+                        changed = until.changed() => if changed.is_err() { break },
+                    }
+                }
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break,
+            changed = until.changed() => if changed.is_err() { break },
+        }
+    }
+    if let (Some(mut c), true) = (conn, locked) {
+        if let Some(client) = client.upgrade() {
+            let release = format!("DO RELEASE_LOCK({})", lock_name_sql(&client.config.table));
+            let _ = timeout(
+                client.config.timeout,
+                c.exec_drop(release, (election.as_str(),)),
+            )
+            .await;
+        }
+        // Closing the connection would free the lock too; the explicit release is quicker
+        // than the server noticing a dropped socket, and keeps the connection's
+        // disconnect off the critical path.
+        let _ = timeout(Duration::from_secs(1), c.disconnect()).await;
+    }
+}
+
+/// `GET_LOCK` of `election`'s name on `conn` (opened when `None`), waiting up to `wait`:
+/// whether it was got.
+async fn take(
+    client: &Client,
+    conn: &mut Option<Conn>,
+    election: &ElectionName,
+    wait: Duration,
+) -> mysql_async::Result<bool> {
+    if conn.is_none() {
+        *conn = Some(client.dedicated().await?);
+    }
+    let c = conn.as_mut().expect("just set");
+    let sql = format!(
+        "SELECT GET_LOCK({}, {})",
+        lock_name_sql(&client.config.table),
+        wait.as_secs().max(1)
+    );
+    let got: Option<Option<i64>> = match timeout(
+        wait + client.config.timeout,
+        c.exec_first(sql, (election.as_str(),)),
+    )
+    .await
+    {
+        Ok(r) => r?,
+        Err(_) => {
+            // The connection is mid-statement: drop it (the server frees what it held).
+            *conn = None;
+            return Ok(false);
+        }
+    };
+    Ok(got.flatten() == Some(1))
+}
+
+/// Blocks in `GET_LOCK` on `election`'s name while `waited(election)` holds, calling
+/// `check` after each time it got the lock having blocked. `check` reads the election's row
+/// (waking the feed's waiters as the poll would) and says whether its lease is live (`None`:
+/// the read failed).
+pub(crate) async fn waiter<W, C, F>(
+    client: Weak<Client>,
+    election: ElectionName,
+    waited: W,
+    check: C,
+) where
+    W: Fn(&ElectionName) -> bool,
+    C: Fn(ElectionName) -> F,
+    F: std::future::Future<Output = Option<bool>>,
+{
+    let mut conn: Option<Conn> = None;
+    let mut pace = PACE;
+    while waited(&election) {
+        let Some(c) = client.upgrade() else { return };
+        let asked = Instant::now();
+        let got = take(&c, &mut conn, &election, Duration::from_secs(WAIT_S)).await;
+        let blocked = asked.elapsed() >= BLOCKED;
+        match got {
+            Ok(true) => {
+                if blocked {
+                    pace = PACE;
+                    // Its holder let go (a release, or its connection died): look now, before
+                    // giving the lock back, so the read is not held up by it.
+                    let released = check(election.clone()).await == Some(false);
+                    let _ = free(&c, &mut conn, &election).await;
+                    drop(c);
+                    if released {
+                        // A grant follows a release within milliseconds: find it for the
+                        // observers, then go back to waiting on the new leader's beacon.
+                        for _ in 0..BURST {
+                            sleep(BURST_EVERY).await;
+                            if check(election.clone()).await != Some(false) {
+                                break;
+                            }
+                        }
+                    }
+                } else {
+                    let _ = free(&c, &mut conn, &election).await;
+                    drop(c);
+                    sleep(pace).await;
+                    pace = (pace * 2).min(PACE_MAX);
+                    check(election.clone()).await;
+                }
+            }
+            Ok(false) => {}
+            Err(error) => {
+                debug!(%error, %election, "release wake-up: GET_LOCK failed; trying again");
+                conn = None;
+                drop(c);
+                sleep(pace).await;
+                pace = (pace * 2).min(PACE_MAX);
+            }
+        }
+    }
+    if let Some(c) = conn {
+        let _ = timeout(Duration::from_secs(1), c.disconnect()).await;
+    }
+}
+
+async fn free(
+    client: &Client,
+    conn: &mut Option<Conn>,
+    election: &ElectionName,
+) -> mysql_async::Result<()> {
+    let Some(c) = conn.as_mut() else {
+        return Ok(());
+    };
+    let sql = format!("DO RELEASE_LOCK({})", lock_name_sql(&client.config.table));
+    match timeout(
+        client.config.timeout,
+        c.exec_drop(sql, (election.as_str(),)),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => {
+            *conn = None;
+            Ok(())
+        }
+    }
+}

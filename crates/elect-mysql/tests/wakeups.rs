@@ -1,0 +1,134 @@
+//! Named-lock wake-ups on a real server: a release wakes a follower in another store at once
+//! (with no poll at all), and a wake-up that never comes — a leader without beacons, a
+//! foreign session holding the lock's name — costs latency and nothing else: one leader at a
+//! time, the lease row deciding.
+
+use std::time::Duration;
+
+use elect_core::{Elector, LeaderGuard};
+use elect_mysql::mysql_async::prelude::Queryable;
+use elect_mysql::{MysqlConfig, MysqlStore};
+use elect_tests::{election, id};
+use tokio::time::{timeout, Instant};
+
+async fn fresh_database() -> String {
+    elect_tests::mysql().await.mysql_database().await.unwrap()
+}
+
+async fn store(config: MysqlConfig) -> MysqlStore {
+    let store = MysqlStore::connect(config).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+fn elector(store: MysqlStore, name: &str, who: &str, ttl: Duration) -> Elector {
+    Elector::builder(store, election(name))
+        .candidate(id(who))
+        .ttl(ttl)
+        .start()
+        .unwrap()
+}
+
+async fn lead(elector: &Elector, within: Duration) -> LeaderGuard {
+    timeout(within, elector.leading())
+        .await
+        .expect("leads in time")
+        .expect("running")
+}
+
+/// Leader `a` in one store, follower `b` in another (two processes, as far as the server can
+/// tell), no poll: `a` shuts down (a release), and `b` leads long before the lease it was told
+/// of would have ended. Fails with `release_locks(false)`: `b` then waits for the expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_wakes_a_follower_in_another_store_without_any_poll() {
+    let url = fresh_database().await;
+    let config = MysqlConfig::new(&url).release_poll(None);
+    let ttl = Duration::from_secs(20);
+    let a = elector(store(config.clone()).await, "e", "a", ttl);
+    let first = lead(&a, Duration::from_secs(5)).await;
+    let b = elector(store(config).await, "e", "b", ttl);
+    // b has read the lease and waits; its store blocks on a's lock.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let released = Instant::now();
+    a.shutdown().await.expect("a releases");
+    let second = lead(&b, Duration::from_secs(5)).await;
+    let took = released.elapsed();
+    assert!(second.term() > first.term());
+    assert!(
+        took < Duration::from_secs(1),
+        "b led {took:?} after the release (the lease had {ttl:?}): no wake-up"
+    );
+    b.shutdown().await.unwrap();
+}
+
+/// The leader's store takes no beacon (`release_locks(false)`): the follower's lock is free
+/// every time it asks, so it paces itself and reads the row instead, and still takes over
+/// within about a second of the release — never while `a` leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_without_beacons_is_followed_by_reads_not_by_a_spin() {
+    let url = fresh_database().await;
+    let ttl = Duration::from_secs(20);
+    let a = elector(
+        store(
+            MysqlConfig::new(&url)
+                .release_poll(None)
+                .release_locks(false),
+        )
+        .await,
+        "e",
+        "a",
+        ttl,
+    );
+    let first = lead(&a, Duration::from_secs(5)).await;
+    let b = elector(
+        store(MysqlConfig::new(&url).release_poll(None)).await,
+        "e",
+        "b",
+        ttl,
+    );
+    // Long enough for b's pause to grow to its longest (1 s).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!b.is_leader(), "b leads while a does");
+    let released = Instant::now();
+    a.shutdown().await.expect("a releases");
+    assert!(!first.is_leading(), "a believes after its release");
+    let second = lead(&b, Duration::from_secs(5)).await;
+    let took = released.elapsed();
+    assert!(second.term() > first.term());
+    assert!(
+        took < Duration::from_millis(2500),
+        "b led {took:?} after the release: the paced reads did not see it"
+    );
+    b.shutdown().await.unwrap();
+}
+
+/// A foreign session holds the election's lock name: the leader gets no beacon and the
+/// follower blocks on the stranger, so no wake-up comes. The follower leads at the expiry it
+/// was told of (TTL 1 s), not before `a` released, and not never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_session_on_the_lock_name_costs_latency_only() {
+    let url = fresh_database().await;
+    let mut foreign = elect_mysql::mysql_async::Conn::from_url(&url)
+        .await
+        .unwrap();
+    let got: Option<i64> = foreign
+        .exec_first(
+            "SELECT GET_LOCK(SHA2(CONCAT(DATABASE(), '.elect_leases/', ?), 224), 0)",
+            ("e",),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, Some(1), "the stranger holds the name");
+    let ttl = Duration::from_secs(1);
+    let config = MysqlConfig::new(&url).release_poll(None);
+    let a = elector(store(config.clone()).await, "e", "a", ttl);
+    let first = lead(&a, Duration::from_secs(5)).await;
+    let b = elector(store(config).await, "e", "b", ttl);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!b.is_leader(), "b leads while a does");
+    a.shutdown().await.expect("a releases");
+    let second = lead(&b, ttl * 3).await;
+    assert!(second.term() > first.term());
+    b.shutdown().await.unwrap();
+    foreign.disconnect().await.unwrap();
+}
