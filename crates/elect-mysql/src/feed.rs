@@ -40,6 +40,8 @@ struct Shared {
     versions: Mutex<HashMap<ElectionName, Seen>>,
     /// The elections a named-lock waiter runs for.
     lock_waiters: Mutex<HashSet<ElectionName>>,
+    /// Those whose waiter's last `GET_LOCK` answered: the poll leaves them alone.
+    locks_working: Mutex<HashSet<ElectionName>>,
 }
 
 /// What the poll saw of one election's row.
@@ -144,7 +146,18 @@ impl Poller {
                         shared.check(&client, &e).await
                     }
                 };
-                crate::wake::waiter(weak.clone(), election.clone(), waited, check).await;
+                let working = |ok: bool| {
+                    let mut set = shared
+                        .locks_working
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    if ok {
+                        set.insert(election.clone());
+                    } else {
+                        set.remove(&election);
+                    }
+                };
+                crate::wake::waiter(weak.clone(), election.clone(), waited, check, working).await;
                 shared.lock_waiters().remove(&election);
             });
         }
@@ -188,8 +201,15 @@ async fn poll(client: Weak<Client>, shared: Arc<Shared>, interval: Duration) {
             return;
         };
         // Forget elections nobody waits on any more.
-        let elections = shared.feeds.prune();
+        let mut elections = shared.feeds.prune();
         shared.versions().retain(|e, _| elections.contains(e));
+        {
+            let working = shared
+                .locks_working
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            elections.retain(|e| !working.contains(e));
+        }
         if elections.is_empty() {
             continue;
         }

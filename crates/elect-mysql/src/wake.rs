@@ -32,7 +32,7 @@ use crate::client::Client;
 
 /// How long one blocking `GET_LOCK` of a waiter lasts before it looks again whether anyone
 /// still waits on the election (seconds).
-const WAIT_S: u64 = 5;
+const WAIT_S: u64 = 30;
 /// A `GET_LOCK` that returns sooner than this did not block: nobody held the lock.
 const BLOCKED: Duration = Duration::from_millis(5);
 /// After a `GET_LOCK` that did not block (nobody held the lock: no leader, or one that has not
@@ -197,12 +197,16 @@ async fn take(
 /// Blocks in `GET_LOCK` on `election`'s name while `waited(election)` holds, calling
 /// `check` after each time it got the lock having blocked. `check` reads the election's row
 /// (waking the feed's waiters as the poll would) and says whether its lease is live (`None`:
-/// the read failed).
+/// the read failed). `working(false)` after a `GET_LOCK` failed, `working(true)` after one
+/// answered: while it works, the waiter itself notices every release and grant (blocked on
+/// a beacon, or reading at its pace while the lock is free), and the poll can leave the
+/// election alone.
 pub(crate) async fn waiter<W, C, F>(
     client: Weak<Client>,
     election: ElectionName,
     waited: W,
     check: C,
+    working: impl Fn(bool),
 ) where
     W: Fn(&ElectionName) -> bool,
     C: Fn(ElectionName) -> F,
@@ -215,6 +219,7 @@ pub(crate) async fn waiter<W, C, F>(
         let asked = Instant::now();
         let got = take(&c, &mut conn, &election, Duration::from_secs(WAIT_S)).await;
         let blocked = asked.elapsed() >= BLOCKED;
+        working(got.is_ok());
         match got {
             Ok(true) => {
                 if blocked {
@@ -252,6 +257,7 @@ pub(crate) async fn waiter<W, C, F>(
             }
         }
     }
+    working(false);
     if let Some(c) = conn {
         let _ = timeout(Duration::from_secs(1), c.disconnect()).await;
     }

@@ -114,7 +114,7 @@ impl Contender {
                 "{n} voters over loopback TCP with HMAC; defaults: heartbeat 50 ms, election timeout 300–600 ms"
             ),
             (Lib::Elect, Coord::Mysql) => format!(
-                "TTL {TTL_MS} ms, defaults (renew every TTL/3, release and grant notices by one 100 ms poll per process)"
+                "TTL {TTL_MS} ms, defaults (renew every TTL/3, release wake-ups by named locks: the leader holds the election's GET_LOCK, followers block on it; a 2 s poll per process as fallback)"
             ),
             (Lib::Elect, Coord::Redis) => format!(
                 "TTL {TTL_MS} ms, defaults (renew every TTL/3, release and grant notices over pub/sub)"
