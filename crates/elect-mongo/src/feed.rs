@@ -10,9 +10,9 @@
 //!
 //! A release or a delete the stream saw is remembered for the election (until a grant of it is
 //! seen or a candidate of this store asks for the lease): a candidate woken by that notice goes
-//! straight to its acquiring update, one round trip, instead of reading first (see
-//! [`Feeds::take_vacancy`]). The memory only orders the store's requests: the update decides on
-//! the server either way.
+//! straight to its acquiring update, one round trip, even when the store has no estimate of the
+//! server's clock yet (see [`Feeds::take_vacancy`]). The memory only orders the store's
+//! requests: the update decides on the server either way.
 //!
 //! The stream asks for the document with every update it sends (`fullDocument: "updateLookup"`),
 //! so a notice of a new grant carries the new leader, its lease's remaining time counted from the
@@ -70,8 +70,8 @@ impl Feeds {
     /// and since the last call for it; the call forgets it. A candidate woken by a release asks
     /// for the lease with its acquiring update at once: the lease is most likely vacant, and
     /// the update (which writes nothing when the lease is held) decides on the server anyway.
-    /// Otherwise — woken at the expiry it was told of, where the holder has most likely
-    /// renewed — it reads first, which writes nothing.
+    /// Otherwise it does the same when the store has a fresh estimate of the server's clock
+    /// (to tell a holder's remaining time from its record), and reads first when not.
     pub(crate) fn take_vacancy(&self, election: &str) -> bool {
         self.vacated
             .lock()

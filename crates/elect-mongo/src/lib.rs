@@ -7,12 +7,15 @@
 //! - `error`: the driver's failures, classified by server codes and driver error kinds.
 //! - `client`: the driver's client and the leases collection; the one timed request helper.
 //! - `store`: [`MongoStore`], the `LeaseStore`, with its update pipelines.
+//! - `clock`: the server's clock as estimated from grants and reads, for a losing acquire's
+//!   remaining time without a second round trip.
 //! - `feed`: release notices from one change stream per store.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
 mod client;
+mod clock;
 mod config;
 mod error;
 mod feed;

@@ -15,6 +15,8 @@ pub(crate) struct Record {
     nonce: i64,
     pub(crate) term: Term,
     value: Option<LeaderValue>,
+    /// When the lease ends, in the server's milliseconds since the epoch.
+    pub(crate) expires_ms: i64,
 }
 
 impl Record {
@@ -33,10 +35,10 @@ impl Record {
             _ => None,
         };
         let term = backend::term(STORE, &key, number, &shown(d.get("term")))?;
-        match d.get("expires") {
-            Some(Bson::DateTime(_)) => {}
+        let expires_ms = match d.get("expires") {
+            Some(Bson::DateTime(at)) => at.timestamp_millis(),
             other => return Err(corrupt(format!("expires is {}, not a date", shown(other)))),
-        }
+        };
         let nonce = match d.get("nonce") {
             Some(Bson::Int64(n)) => *n,
             Some(Bson::Int32(n)) => *n as i64,
@@ -57,6 +59,7 @@ impl Record {
             nonce,
             term,
             value,
+            expires_ms,
         })
     }
 

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use elect_core::{
     async_trait, Acquire, ChangeFeed, Claim, ElectionName, Error, LeaderInfo, Lease, LeaseStore,
@@ -12,6 +13,7 @@ use mongodb::options::ReturnDocument;
 use mongodb::Collection;
 
 use crate::client::Client;
+use crate::clock::ServerClock;
 use crate::config::{redact, MongoConfig};
 use crate::error::is_duplicate_key;
 use crate::error::STORE;
@@ -36,6 +38,7 @@ pub struct MongoStore {
 struct Inner {
     client: Client,
     feeds: Feeds,
+    clock: ServerClock,
 }
 
 impl fmt::Debug for MongoStore {
@@ -162,6 +165,7 @@ impl MongoStore {
         MongoStore {
             inner: Arc::new(Inner {
                 feeds: Feeds::new(client.config.timeout),
+                clock: ServerClock::new(),
                 client,
             }),
         }
@@ -210,6 +214,7 @@ impl MongoStore {
             doc! { "$match": { "_id": e } },
             doc! { "$set": { "_remaining": remaining() } },
         ];
+        let sent = Instant::now();
         let found = self
             .request("leader", async {
                 let mut cursor = self.inner.client.leases.aggregate(pipeline).await?;
@@ -220,6 +225,7 @@ impl MongoStore {
                 }
             })
             .await?;
+        let received = Instant::now();
         let Some(d) = found else {
             return Ok(None);
         };
@@ -235,6 +241,9 @@ impl MongoStore {
                 ))
             }
         };
+        self.inner
+            .clock
+            .observe(record.expires_ms - remaining, sent, received);
         Ok(Some((record, remaining)))
     }
 
@@ -267,11 +276,15 @@ impl LeaseStore for MongoStore {
     async fn try_acquire(&self, claim: &Claim) -> Result<Acquire> {
         let election = &claim.election;
         let e = election.as_str();
-        // Read first, unless the change stream just saw the lease released: a follower woken
-        // at the expiry it was told of most likely finds the lease renewed, and then costs one
-        // read and writes nothing; one woken by a release most likely takes the lease, in one
-        // round trip. Either way the update below decides on the server.
-        if !self.inner.feeds.take_vacancy(e) {
+        // Read first only when this store has no fresh estimate of the server's clock and the
+        // change stream did not just see the lease released. Otherwise the acquiring update
+        // goes first and answers alone, in one round trip: a grant, or the holder's record,
+        // whose remaining time the estimate gives (see `clock`). A follower woken at the
+        // expiry it was told of thus costs one request whether the holder renewed (the update
+        // writes nothing) or died (the update takes the lease). The update decides on the
+        // server either way.
+        let vacated = self.inner.feeds.take_vacancy(e);
+        if !vacated && !self.inner.clock.is_fresh(Instant::now()) {
             if let Some((record, remaining)) = self.read(election).await? {
                 if remaining > 0 && !record.granted_to(claim) {
                     return Ok(Acquire::Held(record.held(remaining)));
@@ -279,7 +292,7 @@ impl LeaseStore for MongoStore {
             }
         }
         let mut attempt = 0;
-        let d = loop {
+        let (d, sent, received) = loop {
             attempt += 1;
             let update = self
                 .inner
@@ -288,8 +301,9 @@ impl LeaseStore for MongoStore {
                 .find_one_and_update(doc! { "_id": e }, acquire_pipeline(claim))
                 .upsert(true)
                 .return_document(ReturnDocument::After);
+            let sent = Instant::now();
             match self.request("try_acquire", update).await {
-                Ok(Some(d)) => break d,
+                Ok(Some(d)) => break (d, sent, Instant::now()),
                 // A lost upsert race: some servers report it as a duplicate key (11000),
                 // others (the MongoDB-wire server in our tests) as no document at all. Either
                 // way the document exists now, so the next attempt updates it and finds it
@@ -309,10 +323,20 @@ impl LeaseStore for MongoStore {
         };
         let record = self.record(e, &d)?;
         if record.granted_to(claim) {
+            // A grant's `expires` is the server's `$$NOW` plus the TTL.
+            let ttl_ms = claim.ttl.as_millis() as i64;
+            self.inner
+                .clock
+                .observe(record.expires_ms - ttl_ms, sent, received);
             return Ok(Acquire::Granted(claim.granted(record.term)));
         }
-        // Someone else holds it (taken since the read, or the read was skipped): ask how long
-        // it has left.
+        // Someone else holds it, live by the server's clock when the update ran: its remaining
+        // time by the estimate, within (0, TTL] (a holder's longer TTL only wakes us early),
+        // or read when the estimate went stale meanwhile.
+        if let Some(left) = self.inner.clock.until(record.expires_ms, received) {
+            let ttl_ms = claim.ttl.as_millis() as f64;
+            return Ok(Acquire::Held(record.held(left.clamp(1.0, ttl_ms).round() as i64)));
+        }
         match self.read(election).await? {
             Some((record, remaining)) => Ok(Acquire::Held(record.held(remaining))),
             None => Ok(Acquire::Held(record.held(0))),

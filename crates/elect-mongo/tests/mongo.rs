@@ -381,7 +381,7 @@ fn taken(commands: &Commands) -> Vec<String> {
 }
 
 /// A candidate woken by a release notice goes straight to its acquiring update: one round trip.
-/// Otherwise — the lease held, or its grant already seen on the stream — it reads first and
+/// A store that knows nothing yet of the server's clock (no grant, no read) reads first and
 /// writes nothing. (The MongoDB-wire server, not a real mongod.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_candidate_woken_by_a_release_takes_the_lease_in_one_round_trip() {
@@ -438,6 +438,68 @@ async fn a_candidate_woken_by_a_release_takes_the_lease_in_one_round_trip() {
     assert_eq!(taken(&c_commands), ["aggregate"]);
 
     for store in [a, b, c] {
+        store.close().await;
+    }
+}
+
+/// A follower woken at the expiry it was told of costs one request, whether the holder renewed
+/// meanwhile (the update writes nothing and its record, with the store's estimate of the
+/// server's clock, tells the new remaining time) or died (the update takes the lease). Before
+/// the estimate, that was a read and then, when the lease had ended, the update. (The
+/// MongoDB-wire server, not a real mongod.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_woken_at_the_expiry_it_was_told_of_needs_one_round_trip() {
+    let server = elect_tests::mongo().await;
+    let url = server.url();
+    let database = unique_name("expiry");
+    let a = MongoStore::connect(MongoConfig::new(url).database(&database))
+        .await
+        .unwrap();
+    let (b, b_commands) = counted_store(url, &database).await;
+    let e = election("expiry");
+    let ttl = Ttl::new(Duration::from_millis(1500)).unwrap();
+    let Acquire::Granted(lease) = a.try_acquire(&claim(&e, "a", ttl)).await.unwrap() else {
+        panic!("a takes the new election");
+    };
+    taken(&b_commands);
+
+    // No estimate yet: a read.
+    let Acquire::Held(told) = b.try_acquire(&claim(&e, "b", ttl)).await.unwrap() else {
+        panic!("a holds the lease");
+    };
+    assert_eq!(taken(&b_commands), ["aggregate"]);
+    let woken = Instant::now() + told.remaining;
+
+    // a renews; b wakes at the old expiry and learns the new one from the update alone.
+    sleep(Duration::from_millis(300)).await;
+    assert!(matches!(
+        a.renew(&lease).await.unwrap(),
+        elect_mongo::Renewal::Renewed(_)
+    ));
+    tokio::time::sleep_until(woken).await;
+    let Acquire::Held(renewed) = b.try_acquire(&claim(&e, "b", ttl)).await.unwrap() else {
+        panic!("a renewed its lease");
+    };
+    assert_eq!(taken(&b_commands), ["findAndModify"]);
+    assert_eq!(renewed.holder.as_str(), "a");
+    let read = b.leader(&e).await.unwrap().expect("a leads");
+    taken(&b_commands);
+    // Renewed 300 ms into a 1.5 s lease and read ~1.2 s later: ~300 ms left. The estimate is
+    // within the round trips and the server's millisecond of the read that followed it.
+    let (estimated, read) = (renewed.remaining.as_millis(), read.remaining.as_millis());
+    assert!(
+        estimated + 2 >= read && estimated <= read + 20,
+        "estimated {estimated} ms left, read {read} ms"
+    );
+
+    // a dies (no renewal, no release); b wakes at the expiry it was told of and takes the
+    // lease with the update alone.
+    sleep(renewed.remaining + Duration::from_millis(5)).await;
+    let granted = b.try_acquire(&claim(&e, "b", ttl)).await.unwrap();
+    assert!(matches!(granted, Acquire::Granted(_)), "{granted:?}");
+    assert_eq!(taken(&b_commands), ["findAndModify"]);
+
+    for store in [a, b] {
         store.close().await;
     }
 }
