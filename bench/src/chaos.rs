@@ -175,6 +175,15 @@ pub struct Findings {
     pub faults: BTreeMap<&'static str, usize>,
     /// Every violation, with the window of lines around it.
     pub violations: Vec<String>,
+    /// For the timeline picture ([`crate::plot::timeline`]): the first line's stamp, the
+    /// run's end, every leadership and every fault.
+    pub began: u128,
+    /// The run's end (CLOCK_MONOTONIC ns).
+    pub ended: u128,
+    /// Every leadership, in order.
+    pub timeline: Vec<Interval>,
+    /// Every fault, in order.
+    pub fault_spans: Vec<Fault>,
 }
 
 impl Findings {
@@ -234,6 +243,10 @@ pub fn check(
     let mut f = Findings::default();
     let all = intervals(log, slot_of, ended, end);
     f.leaderships = all.len();
+    f.began = log.first().map_or(end, |l| l.ns);
+    f.ended = end;
+    f.timeline = all.clone();
+    f.fault_spans = faults.to_vec();
     for pair in all.windows(2) {
         let (a, b) = (pair[0], pair[1]);
         if a.slot != b.slot {

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 pub mod chaos;
 pub mod group;
 pub mod lines;
+pub mod plot;
 pub mod report;
 
 pub use lines::now_ns;

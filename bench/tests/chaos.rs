@@ -262,6 +262,7 @@ impl Run {
 }
 
 fn report(name: &str, seed: u64, findings: &Findings, fence: &Fence, fenced: usize) {
+    picture(name, seed, findings);
     let stats = fence.stats();
     eprintln!(
         "chaos {name} (seed {seed}): {}; fenced writes {fenced}: accepted {}, rejected {}, accepted stale {}",
@@ -279,6 +280,35 @@ fn report(name: &str, seed: u64, findings: &Findings, fence: &Fence, fenced: usi
         findings.leaderships > 1,
         "chaos {name}: nobody was ever elected twice"
     );
+}
+
+/// Writes the run's timeline, `target/chaos/<name>-<seed>.svg`: who believed it led when, with
+/// the faults marked. A picture that cannot be written is said, not a failure of the run.
+fn picture(name: &str, seed: u64, f: &Findings) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/chaos");
+    let path = dir.join(format!("{name}-{seed}.svg"));
+    let heading = format!(
+        "chaos {name} (seed {seed}): {} leaderships, {} faults, {} overlaps",
+        f.leaderships,
+        f.fault_spans.len(),
+        f.overlaps
+    );
+    let written = std::fs::create_dir_all(&dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            elect_bench::plot::timeline(
+                &path,
+                &heading,
+                f.began,
+                f.ended,
+                &f.timeline,
+                &f.fault_spans,
+            )
+        });
+    match written {
+        Ok(()) => eprintln!("chaos {name}: timeline in {}", path.display()),
+        Err(e) => eprintln!("chaos {name}: no timeline picture: {e}"),
+    }
 }
 
 /// Faults on lease-store candidates: each talks to the server through its own proxy.

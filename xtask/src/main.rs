@@ -94,18 +94,22 @@ commands:
                   present has the same recipe; `test` runs it when a Docker engine answers
   circles [DIR]   list files of one crate that import each other in a circle (lint fails on any)
   doctor          report which servers, binaries and tools are present
-  bench [--quick] [--rounds N] [--seed S] [--only NAME]
+  bench [--quick] [--rounds N] [--seed S] [--only NAME] [--subsecond-minutes M]
                   elect and its peers (tooz, rslock) on the same servers: crash failover with
-                  detection slack, hand-over, frozen leader with overlap, server load, scale;
-                  writes bench/results/<date>.json and the table in bench/README.md
+                  detection slack, hand-over, frozen leader with overlap, server load, scale,
+                  raft at the Raft paper's settings, TTL 200 ms under a CPU hog (M minutes
+                  without a fault, default 10, then 100 crashes, on Redis, MySQL, raft);
+                  writes bench/results/<date>.json, the table in bench/README.md and one
+                  picture per coordinator (bench/results/<date>-<coordinator>.svg)
                   (--quick: a few rounds, writes target/bench-quick.json only; --only:
-                  target/bench-only.json)
+                  target/bench-only.json; both put the pictures in target/bench-plots/)
   chaos [--minutes N] [--seed S] [--only redis|mysql|mongo|postgres|raft|redis-sentinel|redis-cluster
          |redis-sentinel-unsafe|redis-cluster-unsafe]
                   the process chaos tests (bench/tests/chaos.rs) for N minutes per coordinator
                   (default 10) in release mode; prints faults per kind, leader changes,
-                  overlaps, term regressions, fenced writes and the worst recovery per fault;
-                  then the same time per coordinator for three `elect run` hosts
+                  overlaps, term regressions, fenced writes and the worst recovery per fault,
+                  and draws each run's timeline (who believed it led when, faults marked) in
+                  target/chaos/<coordinator>-<seed>.svg; then the same time per coordinator for three `elect run` hosts
                   (crates/elect-cli/tests/supervision.rs: heartbeats of the programs' workers)
   lint            cargo fmt --check, no import circles between a crate's files, clippy -D
                   warnings, rustdoc -D warnings, cargo package

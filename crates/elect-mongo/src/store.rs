@@ -335,7 +335,9 @@ impl LeaseStore for MongoStore {
         // or read when the estimate went stale meanwhile.
         if let Some(left) = self.inner.clock.until(record.expires_ms, received) {
             let ttl_ms = claim.ttl.as_millis() as f64;
-            return Ok(Acquire::Held(record.held(left.clamp(1.0, ttl_ms).round() as i64)));
+            return Ok(Acquire::Held(
+                record.held(left.clamp(1.0, ttl_ms).round() as i64),
+            ));
         }
         match self.read(election).await? {
             Some((record, remaining)) => Ok(Acquire::Held(record.held(remaining))),

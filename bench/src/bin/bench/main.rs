@@ -5,13 +5,16 @@
 //!
 //! ```text
 //! bench --root DIR --python PATH --rslock PATH --dlock PATH [--quick] [--rounds N] [--seed S] [--only NAME]
+//!       [--subsecond-minutes M]
 //! ```
 //!
 //! Scenarios (TTL 2 s): crash failover with the lease's remaining time read just before the
 //! kill, graceful hand-over, frozen leader (SIGSTOP for 3×TTL) with overlap, load on the
 //! server from 1 leader + 9 followers (raft: messages per second), and scale (10 000
 //! elections in one process on one Redis), raft at the Raft paper's three settings (200 crashes
-//! each, `paper.rs`); on the replicated Redis contenders (Sentinel,
+//! each, `paper.rs`), sub-second TTLs under a CPU hog (TTL 200 ms on Redis, MySQL and raft,
+//! 10 minutes without a fault (`--subsecond-minutes M`) and 100 crashes each,
+//! `subsecond.rs`); on the replicated Redis contenders (Sentinel,
 //! Cluster: topologies of the bench's own) a master crash instead of the load. Writes `bench/results/<date>.json` and the table
 //! in `bench/README.md`; `--quick` does a few rounds of each and writes only
 //! `target/bench-quick.json`.
@@ -28,6 +31,8 @@ mod paper;
 mod readme;
 mod rounds;
 mod scale;
+mod subsecond;
+mod trials;
 
 use contenders::{root, Contender, Ctx, Lib, CONTENDERS, ROOT, TTL_MS, WORK_MS};
 use crash::crash;
@@ -37,14 +42,14 @@ use load::load;
 use machine::{machine, text_of};
 use master::master_crash;
 use outcome::Outcome;
-use readme::{table, write_readme};
+use readme::{plots, table, write_readme};
 use scale::scale;
 
 use std::path::PathBuf;
 
 /// Crashes per setting of the Raft paper's (the issue asks for at least 200).
 const PAPER_TRIALS: usize = 200;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use elect_bench::report::{cell, ms, Json};
 use elect_core::rand::Rng;
@@ -62,12 +67,13 @@ fn run(
     for r in 0..rounds {
         if r < c.crash_rounds(rounds) {
             match crash(ctx, c, &format!("crash{r}"), rng) {
-                Ok((failover, left)) => {
-                    out.failover.push(failover);
-                    if let Some(left) = left {
+                Ok(k) => {
+                    out.failover.push(k.ms);
+                    if let Some(left) = k.left {
                         out.remaining.push(left);
-                        out.slack.push(failover - left);
+                        out.slack.push(k.ms - left);
                     }
+                    out.failover_requests.extend(k.requests.map(|n| n as f64));
                 }
                 Err(e) => out.errors.push(format!("crash round {r}: {e}")),
             }
@@ -82,11 +88,12 @@ fn run(
         }
     }
     eprintln!(
-        "bench: {name}: crash failover {} / slack {} / hand-over {} / new-leader notice {} ms (p50 (p99)); requests per hand-over {}",
+        "bench: {name}: crash failover {} / slack {} / hand-over {} / new-leader notice {} ms (p50 (p99)); requests per crash failover {}, per hand-over {}",
         cell(&out.failover),
         cell(&out.slack),
         cell(&out.handover),
         cell(&out.notice),
+        cell(&out.failover_requests),
         cell(&out.handover_requests)
     );
     for r in 0..frozen_rounds {
@@ -160,6 +167,17 @@ fn bench(args: &[String]) -> Result<(), String> {
         None => 1,
     };
     let only = value("--only").cloned();
+    // Sub-second TTLs: the steady span without a fault, and the crashes after it.
+    let subsecond_steady = match value("--subsecond-minutes") {
+        Some(v) => v
+            .parse::<f64>()
+            .ok()
+            .and_then(|m| Duration::try_from_secs_f64(60.0 * m).ok())
+            .ok_or("--subsecond-minutes takes a number of minutes")?,
+        None if quick => Duration::from_secs(3),
+        None => Duration::from_secs(600),
+    };
+    let subsecond_trials = if quick { 3 } else { 100 };
     let (frozen_rounds, load_s, scale_n, steady_s) = if quick {
         (1, 5, 1000, 3)
     } else {
@@ -207,6 +225,14 @@ fn bench(args: &[String]) -> Result<(), String> {
     } else {
         Json::Null
     };
+    let subsecond = if only
+        .as_ref()
+        .is_none_or(|o| "subsecond".contains(o.as_str()))
+    {
+        subsecond::subsecond(&ctx, subsecond_steady, subsecond_trials, &mut rng)
+    } else {
+        Json::Null
+    };
     let scale = if only.as_ref().is_none_or(|o| "scale".contains(o.as_str())) {
         scale(&ctx, scale_n, steady_s)
             .unwrap_or_else(|e| Json::Obj(vec![("error".into(), Json::Str(e))]))
@@ -245,6 +271,7 @@ fn bench(args: &[String]) -> Result<(), String> {
         ),
         ("scale".into(), scale.clone()),
         ("raft_paper".into(), paper.clone()),
+        ("subsecond".into(), subsecond.clone()),
         (
             "duration_s".into(),
             Json::Num(started.elapsed().as_secs_f64()),
@@ -253,7 +280,7 @@ fn bench(args: &[String]) -> Result<(), String> {
     let mut text = String::new();
     json.render(0, &mut text);
     text.push('\n');
-    let table = table(&results, &scale) + &paper::table(&paper);
+    let table = table(&results, &scale) + &paper::table(&paper) + &subsecond::table(&subsecond);
     println!("{table}");
     // A partial run (`--only`) must not overwrite the dated results of a full one.
     let path = if quick {
@@ -267,8 +294,22 @@ fn bench(args: &[String]) -> Result<(), String> {
     };
     std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     eprintln!("bench: wrote {}", path.display());
-    if !quick && only.is_none() {
-        write_readme(&date, &machine, &results, &table)?;
+    // The pictures: beside the dated results of a full run (the README shows them), under
+    // target/ otherwise.
+    let full = !quick && only.is_none();
+    let plot_dir = if full {
+        root().join("bench/results")
+    } else {
+        root().join("target/bench-plots")
+    };
+    let pictures = plots(&results, &plot_dir, &date)?;
+    eprintln!(
+        "bench: pictures in {}/{date}-<coordinator>.svg",
+        plot_dir.display()
+    );
+    if full {
+        let pictures = pictures.replace("](", "](results/");
+        write_readme(&date, &machine, &results, &format!("{table}\n{pictures}"))?;
     }
     eprintln!("bench: {:.0}s in all", started.elapsed().as_secs_f64());
 
@@ -297,6 +338,7 @@ fn bench(args: &[String]) -> Result<(), String> {
         }
     }
     broken.extend(paper::broken(&paper));
+    broken.extend(subsecond::broken(&subsecond));
     if broken.is_empty() {
         Ok(())
     } else {

@@ -19,6 +19,9 @@ pub(crate) struct Outcome {
     /// One server only: the requests it counted in each hand-over round (see
     /// [`crate::handover::SETTLED`]).
     pub(crate) handover_requests: Vec<f64>,
+    /// One server only: the requests it counted in each crash round, from the kill until
+    /// [`crate::handover::SETTLED`] after the next election.
+    pub(crate) failover_requests: Vec<f64>,
     pub(crate) frozen: Vec<Frozen>,
     /// Replicated Redis only: ms from the SIGKILL of the election's master until a candidate
     /// is elected again.
@@ -64,6 +67,10 @@ impl Outcome {
             ("detection_slack_ms".into(), Json::stats(&self.slack)),
             ("handover_ms".into(), Json::stats(&self.handover)),
             ("notice_ms".into(), Json::stats(&self.notice)),
+            (
+                "requests_per_crash_failover".into(),
+                Json::stats(&self.failover_requests),
+            ),
             (
                 "requests_per_handover".into(),
                 Json::stats(&self.handover_requests),

@@ -5,18 +5,15 @@
 //! trial, so every trial starts with five live voters, as the paper's did.
 
 use std::fmt::Write as _;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use elect_bench::group::{now_ns, overlap_with_kills, Group, Line};
 use elect_bench::report::{ms, Json};
 use elect_core::rand::Rng;
-use rustix::process::Signal;
 
 use crate::contenders::Ctx;
-use crate::rounds::{elected, millis};
+use crate::trials::{
+    crash_trials, free_ports, mean, median, opt, raft_voter, worst, Measured, Trials,
+};
 
 const VOTERS: usize = 5;
 
@@ -49,17 +46,6 @@ pub(crate) const SETTINGS: [Setting; 3] = [
         paper: (None, Some(35.0), Some(152.0)),
     },
 ];
-
-/// What one setting measured.
-struct Measured {
-    /// ms from the SIGKILL until another node was elected, per trial.
-    failover: Vec<f64>,
-    /// Elections that no kill caused (a lease that lapsed on a busy host).
-    unprovoked: usize,
-    overlap_ms: f64,
-    stale_work: usize,
-    errors: Vec<String>,
-}
 
 /// Every setting, `trials` crashes each.
 pub(crate) fn paper(ctx: &Ctx, trials: usize, rng: &mut Rng) -> Json {
@@ -204,143 +190,38 @@ pub(crate) fn table(results: &Json) -> String {
 
 /// Five voters at `s`, `trials` crashes of whoever leads.
 fn setting(ctx: &Ctx, s: &Setting, trials: usize, rng: &mut Rng) -> Measured {
-    let mut m = Measured {
-        failover: Vec::new(),
-        unprovoked: 0,
-        overlap_ms: 0.0,
-        stale_work: 0,
-        errors: Vec::new(),
-    };
     let dir = std::env::temp_dir().join(format!(
         "elect-bench-paper-{}-{}-{}",
         std::process::id(),
         s.min_ms,
         s.max_ms
     ));
-    let ports: Result<Vec<String>, String> = (0..VOTERS)
-        .map(|_| {
-            TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.to_string())
-                .map_err(|e| format!("no free port: {e}"))
-        })
-        .collect();
-    let ports = match ports {
+    let ports = match free_ports(VOTERS) {
         Ok(p) => p,
         Err(e) => {
-            m.errors.push(e);
-            return m;
+            return Measured {
+                failover: Vec::new(),
+                unprovoked: 0,
+                overlap_ms: 0.0,
+                stale_work: 0,
+                errors: vec![e],
+            }
         }
     };
     let election = format!("bench.paper.{}.{}", s.min_ms, s.max_ms);
-    let command = |k: usize| {
-        let mut cmd = Command::new(&ctx.candidate);
-        cmd.args(["--raft-id", &format!("n{k}"), "--raft-listen", &ports[k]])
-            .args([
-                "--raft-key",
-                "bench-cluster-key-0123",
-                "--election",
-                &election,
-            ])
-            .args(["--work-ms", &s.heartbeat_ms.to_string()])
-            .args(["--raft-state", &state_dir(&dir, k)])
-            .args([
-                "--raft-timing",
-                &format!("{},{},{}", s.heartbeat_ms, s.min_ms, s.max_ms),
-            ]);
-        for (j, port) in ports.iter().enumerate() {
-            cmd.args(["--raft-peer", &format!("n{j}={port}")]);
-        }
-        cmd
-    };
-    let mut g = Group::new();
-    // Per process (its index in the group): the voter it runs as, and when it was killed.
-    let mut slot_of = Vec::new();
-    let mut ended: Vec<Option<u128>> = Vec::new();
+    let timing = (s.heartbeat_ms, s.min_ms, s.max_ms);
+    let command = |k: usize| raft_voter(&ctx.candidate, k, &ports, &election, &dir, timing);
     let heartbeat = Duration::from_millis(s.heartbeat_ms);
-    let bound = Duration::from_secs(10);
-    let result = (|| -> Result<(), String> {
-        for k in 0..VOTERS {
-            g.spawn(command(k))?;
-            slot_of.push(k);
-            ended.push(None);
-        }
-        g.wait(Duration::from_secs(20), elected)
-            .ok_or("no leader within 20 s")?;
-        let mut kills = 0usize;
-        while m.failover.len() < trials {
-            // A random point of the heartbeat interval (any instant is one, uniformly), after
-            // a few heartbeats for the restarted voter to settle in.
-            g.collect(heartbeat * 4 + rng.duration_up_to(heartbeat));
-            let Some(leader) = leading(&g.log) else {
-                // Between leaders (a lease lapsed): wait for the next, then try again.
-                g.wait(bound, elected)
-                    .ok_or(format!("no leader within {bound:?}"))?;
-                continue;
-            };
-            let killed = g.signal(leader, Signal::KILL);
-            ended[leader] = Some(killed);
-            kills += 1;
-            let next = g
-                .wait(bound, |l| elected(l) && l.who != leader)
-                .ok_or(format!("no failover within {bound:?}"))?;
-            m.failover.push(millis(killed, next.ns));
-            // The same voter again, with its persisted term and vote; it must hear the leader
-            // before the next kill.
-            let again = g.spawn(command(slot_of[leader]))?;
-            slot_of.push(slot_of[leader]);
-            ended.push(None);
-            g.wait(bound, |l| l.who == again && l.event == "observed")
-                .ok_or(format!(
-                    "the restarted voter heard no leader within {bound:?}"
-                ))?;
-        }
-        let elections = g.log.iter().filter(|l| elected(l)).count();
-        m.unprovoked = elections.saturating_sub(kills + 1);
-        Ok(())
-    })();
-    if let Err(e) = result {
-        m.errors.push(e);
-    }
-    let end = now_ns();
-    let (overlap_ms, stale_work) = overlap_with_kills(&g.log, &ended, end);
-    m.overlap_ms = overlap_ms;
-    m.stale_work = stale_work;
-    g.stop();
-    let _ = std::fs::remove_dir_all(&dir);
-    m
-}
-
-fn state_dir(dir: &std::path::Path, k: usize) -> String {
-    let path: PathBuf = dir.join(format!("n{k}"));
-    path.to_string_lossy().into_owned()
-}
-
-/// The process that leads as the log tells it: the last `elected` not followed by its `lost`.
-fn leading(log: &[Line]) -> Option<usize> {
-    let mut leader = None;
-    for l in log {
-        match l.event.as_str() {
-            "elected" => leader = Some(l.who),
-            "lost" if leader == Some(l.who) => leader = None,
-            _ => {}
-        }
-    }
-    leader
-}
-
-fn median(v: &[f64]) -> Option<f64> {
-    elect_bench::report::Stats::of(v).map(|s| s.p50)
-}
-
-fn worst(v: &[f64]) -> Option<f64> {
-    elect_bench::report::Stats::of(v).map(|s| s.max)
-}
-
-fn mean(v: &[f64]) -> Option<f64> {
-    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-}
-
-fn opt(v: Option<f64>) -> String {
-    v.map_or("–".into(), ms)
+    // A random point of the heartbeat interval (any instant is one, uniformly), after a few
+    // heartbeats for the restarted voter to settle in.
+    let t = Trials {
+        members: VOTERS,
+        command: &command,
+        same_slot: true,
+        steady: Duration::ZERO,
+        settle: heartbeat * 4,
+        spread: heartbeat,
+        trials,
+    };
+    crash_trials(&t, Some(&dir), rng)
 }

@@ -83,6 +83,13 @@ pub(crate) fn table(results: &[(Contender, Outcome)], scale: &Json) -> String {
         );
         if !coord.is_topology() && !matches!(coord, Coord::Raft(_)) {
             let figure = format!(
+                "requests per crash failover: kill to {} ms after the new leader, all candidates",
+                crate::handover::SETTLED.as_millis()
+            );
+            row(&figure, &|o| {
+                (cell(&o.failover_requests), p50(&o.failover_requests))
+            });
+            let figure = format!(
                 "requests per hand-over: resign to {} ms after the new leader, all candidates",
                 crate::handover::SETTLED.as_millis()
             );
@@ -192,4 +199,50 @@ pub(crate) fn write_readme(
     let _ = write!(block, "\n{table}\n");
     let new = format!("{}{block}{}", &old[..b], &old[e..]);
     std::fs::write(&path, new).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Writes one picture per coordinator into `dir` (`<stem>-<coordinator>.svg`): the crash
+/// failover and graceful hand-over distributions of elect and each peer on it. Returns the
+/// markdown that shows them, with paths relative to `dir`.
+pub(crate) fn plots(
+    results: &[(Contender, Outcome)],
+    dir: &std::path::Path,
+    stem: &str,
+) -> Result<String, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut shown = String::new();
+    let mut coords: Vec<Coord> = Vec::new();
+    for (c, _) in results {
+        if !coords.contains(&c.coord) {
+            coords.push(c.coord);
+        }
+    }
+    for coord in coords {
+        let here: Vec<&(Contender, Outcome)> =
+            results.iter().filter(|(c, _)| c.coord == coord).collect();
+        let series = |of: fn(&Outcome) -> &[f64]| -> Vec<(String, &[f64])> {
+            here.iter().map(|(c, o)| (c.name(), of(o))).collect()
+        };
+        let raft = matches!(coord, Coord::Raft(_));
+        let panels = [
+            elect_bench::plot::Panel {
+                title: "crash failover (SIGKILL to the next elected)",
+                series: series(|o| &o.failover),
+            },
+            elect_bench::plot::Panel {
+                title: if raft {
+                    "transfer (resign to the next elected)"
+                } else {
+                    "graceful hand-over (resign to the next elected)"
+                },
+                series: series(|o| &o.handover),
+            },
+        ];
+        let name = here[0].0.coordinator();
+        let file = format!("{stem}-{name}.svg");
+        let path = dir.join(&file);
+        elect_bench::plot::distributions(&path, &name, &panels)?;
+        let _ = writeln!(shown, "![{name}: crash failover and hand-over]({file})\n");
+    }
+    Ok(shown)
 }

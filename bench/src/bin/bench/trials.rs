@@ -1,0 +1,185 @@
+//! Crash trials in one long-lived group: whoever leads is SIGKILLed again and again, a member
+//! takes its place, and the run counts the failovers, the elections no kill caused, and any
+//! two leaders at once. The Raft paper's settings (`paper.rs`) and the sub-second TTLs
+//! (`subsecond.rs`) both run on it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use elect_bench::group::{now_ns, overlap_with_kills, Group, Line};
+use elect_bench::report::ms;
+use elect_core::rand::Rng;
+use rustix::process::Signal;
+
+use crate::rounds::{elected, millis};
+
+/// What a run of crash trials measured.
+pub(crate) struct Measured {
+    /// ms from the SIGKILL until another member was elected, per trial.
+    pub(crate) failover: Vec<f64>,
+    /// Elections that no kill caused (a lease that lapsed on a busy host).
+    pub(crate) unprovoked: usize,
+    pub(crate) overlap_ms: f64,
+    pub(crate) stale_work: usize,
+    pub(crate) errors: Vec<String>,
+}
+
+/// How a run of crash trials goes.
+pub(crate) struct Trials<'a> {
+    /// Members at the start.
+    pub(crate) members: usize,
+    /// The command of the member in slot `k`.
+    pub(crate) command: &'a dyn Fn(usize) -> Command,
+    /// Whether a killed member is started again in its own slot (a raft voter, with its
+    /// persisted state) or a new member takes a new slot (a store's candidate, with a new id).
+    pub(crate) same_slot: bool,
+    /// How long the first leader leads before the first kill: the unprovoked elections of
+    /// this span are a steady run's leader changes without a fault.
+    pub(crate) steady: Duration,
+    /// Before each kill: at least this long (for the new member to settle in), plus a random
+    /// part of `spread` (a random point of the heartbeat interval, or of the lease).
+    pub(crate) settle: Duration,
+    pub(crate) spread: Duration,
+    pub(crate) trials: usize,
+}
+
+/// Runs `t`; `dir` is removed afterwards (the members' state, if any).
+pub(crate) fn crash_trials(t: &Trials, dir: Option<&Path>, rng: &mut Rng) -> Measured {
+    let mut m = Measured {
+        failover: Vec::new(),
+        unprovoked: 0,
+        overlap_ms: 0.0,
+        stale_work: 0,
+        errors: Vec::new(),
+    };
+    let mut g = Group::new();
+    // Per process (its index in the group): the slot it runs in, and when it was killed.
+    let mut slot_of = Vec::new();
+    let mut ended: Vec<Option<u128>> = Vec::new();
+    let bound = Duration::from_secs(10);
+    let result = (|| -> Result<(), String> {
+        for k in 0..t.members {
+            g.spawn((t.command)(k))?;
+            slot_of.push(k);
+            ended.push(None);
+        }
+        g.wait(Duration::from_secs(20), elected)
+            .ok_or("no leader within 20 s")?;
+        g.collect(t.steady);
+        let mut kills = 0usize;
+        while m.failover.len() < t.trials {
+            g.collect(t.settle + rng.duration_up_to(t.spread));
+            let Some(leader) = leading(&g.log) else {
+                // Between leaders (a lease lapsed): wait for the next, then try again.
+                g.wait(bound, elected)
+                    .ok_or(format!("no leader within {bound:?}"))?;
+                continue;
+            };
+            let killed = g.signal(leader, Signal::KILL);
+            ended[leader] = Some(killed);
+            kills += 1;
+            let next = g
+                .wait(bound, |l| elected(l) && l.who != leader)
+                .ok_or(format!("no failover within {bound:?}"))?;
+            m.failover.push(millis(killed, next.ns));
+            // The member that replaces it must hear the leader before the next kill.
+            let slot = if t.same_slot {
+                slot_of[leader]
+            } else {
+                slot_of.len()
+            };
+            let again = g.spawn((t.command)(slot))?;
+            slot_of.push(slot);
+            ended.push(None);
+            g.wait(bound, |l| l.who == again && l.event == "observed")
+                .ok_or(format!("the new member heard no leader within {bound:?}"))?;
+        }
+        let elections = g.log.iter().filter(|l| elected(l)).count();
+        m.unprovoked = elections.saturating_sub(kills + 1);
+        Ok(())
+    })();
+    if let Err(e) = result {
+        m.errors.push(e);
+    }
+    let end = now_ns();
+    let (overlap_ms, stale_work) = overlap_with_kills(&g.log, &ended, end);
+    m.overlap_ms = overlap_ms;
+    m.stale_work = stale_work;
+    g.stop();
+    if let Some(dir) = dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    m
+}
+
+/// A member's state directory under `dir`.
+pub(crate) fn state_dir(dir: &Path, k: usize) -> String {
+    let path: PathBuf = dir.join(format!("n{k}"));
+    path.to_string_lossy().into_owned()
+}
+
+/// The process that leads as the log tells it: the last `elected` not followed by its `lost`.
+fn leading(log: &[Line]) -> Option<usize> {
+    let mut leader = None;
+    for l in log {
+        match l.event.as_str() {
+            "elected" => leader = Some(l.who),
+            "lost" if leader == Some(l.who) => leader = None,
+            _ => {}
+        }
+    }
+    leader
+}
+
+pub(crate) fn median(v: &[f64]) -> Option<f64> {
+    elect_bench::report::Stats::of(v).map(|s| s.p50)
+}
+
+pub(crate) fn worst(v: &[f64]) -> Option<f64> {
+    elect_bench::report::Stats::of(v).map(|s| s.max)
+}
+
+pub(crate) fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+pub(crate) fn opt(v: Option<f64>) -> String {
+    v.map_or("–".into(), ms)
+}
+
+/// Free loopback ports, one per member.
+pub(crate) fn free_ports(n: usize) -> Result<Vec<String>, String> {
+    (0..n)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.to_string())
+                .map_err(|e| format!("no free port: {e}"))
+        })
+        .collect()
+}
+
+/// A raft voter's command: voter `k` of `ports` in `election`, its state under `dir`, with
+/// the timing `heartbeat,min,max` in ms.
+pub(crate) fn raft_voter(
+    candidate: &Path,
+    k: usize,
+    ports: &[String],
+    election: &str,
+    dir: &Path,
+    timing: (u64, u64, u64),
+) -> Command {
+    let (heartbeat, min, max) = timing;
+    let mut cmd = Command::new(candidate);
+    cmd.args(["--raft-id", &format!("n{k}"), "--raft-listen", &ports[k]])
+        .args(["--raft-key", "bench-cluster-key-0123"])
+        .args(["--election", election])
+        .args(["--work-ms", &heartbeat.to_string()])
+        .args(["--raft-state", &state_dir(dir, k)])
+        .args(["--raft-timing", &format!("{heartbeat},{min},{max}")]);
+    for (j, port) in ports.iter().enumerate() {
+        cmd.args(["--raft-peer", &format!("n{j}={port}")]);
+    }
+    cmd
+}
