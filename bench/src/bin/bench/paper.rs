@@ -12,7 +12,7 @@ use elect_core::rand::Rng;
 
 use crate::contenders::Ctx;
 use crate::trials::{
-    crash_trials, free_ports, mean, median, opt, raft_voter, worst, Measured, Trials,
+    crash_trials, free_ports, mean, median, opt, raft_voter, row_failures, worst, Measured, Trials,
 };
 
 const VOTERS: usize = 5;
@@ -122,16 +122,7 @@ pub(crate) fn broken(results: &Json) -> Vec<String> {
             num("election_timeout_min_ms"),
             num("election_timeout_max_ms")
         );
-        if num("overlap_ms") > 0.0 || num("stale_work") > 0.0 {
-            out.push(format!("{what}: two leaders at once"));
-        }
-        if let Some(Json::Arr(errors)) = field("errors") {
-            for e in errors {
-                if let Json::Str(e) = e {
-                    out.push(format!("{what}: {e}"));
-                }
-            }
-        }
+        out.extend(row_failures(&what, f));
     }
     out
 }

@@ -14,7 +14,7 @@ use elect_bench::report::{ms, Json, Stats};
 use elect_core::rand::Rng;
 
 use crate::contenders::{Coord, Ctx};
-use crate::trials::{crash_trials, free_ports, opt, raft_voter, Measured, Trials};
+use crate::trials::{crash_trials, free_ports, opt, raft_voter, row_failures, Measured, Trials};
 
 /// The TTL, and raft's maximum election timeout.
 const TTL_MS: u64 = 200;
@@ -200,17 +200,7 @@ pub(crate) fn broken(results: &Json) -> Vec<String> {
             Some(Json::Str(s)) => s.clone(),
             _ => "?".into(),
         };
-        let positive = |k: &str| matches!(field(k), Some(Json::Num(n)) if *n > 0.0);
-        if positive("overlap_ms") || positive("stale_work") {
-            out.push(format!("{name} at TTL {TTL_MS} ms: two leaders at once"));
-        }
-        if let Some(Json::Arr(errors)) = field("errors") {
-            for e in errors {
-                if let Json::Str(e) = e {
-                    out.push(format!("{name} at TTL {TTL_MS} ms: {e}"));
-                }
-            }
-        }
+        out.extend(row_failures(&format!("{name} at TTL {TTL_MS} ms"), f));
     }
     out
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use elect_bench::group::{now_ns, overlap_with_kills, Group, Line};
-use elect_bench::report::ms;
+use elect_bench::report::{ms, Json};
 use elect_core::rand::Rng;
 use rustix::process::Signal;
 
@@ -182,4 +182,52 @@ pub(crate) fn raft_voter(
         cmd.args(["--raft-peer", &format!("n{j}={port}")]);
     }
     cmd
+}
+
+/// What in one row of crash-trial results is elect's failure, not a figure: two leaders at once
+/// (`overlap_ms`, `stale_work`), and the run's `errors`; each said of `what`.
+pub(crate) fn row_failures(what: &str, row: &[(String, Json)]) -> Vec<String> {
+    let field = |k: &str| row.iter().find(|(n, _)| n == k).map(|(_, v)| v);
+    let positive = |k: &str| matches!(field(k), Some(Json::Num(n)) if *n > 0.0);
+    let mut out = Vec::new();
+    if positive("overlap_ms") || positive("stale_work") {
+        out.push(format!("{what}: two leaders at once"));
+    }
+    if let Some(Json::Arr(errors)) = field("errors") {
+        for e in errors {
+            if let Json::Str(e) = e {
+                out.push(format!("{what}: {e}"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_leaders_and_errors_are_failures_a_slow_failover_is_not() {
+        let row = |overlap: f64, stale: f64, errors: &[&str]| {
+            vec![
+                ("overlap_ms".to_string(), Json::Num(overlap)),
+                ("stale_work".to_string(), Json::Num(stale)),
+                ("failover_ms".to_string(), Json::Num(900.0)),
+                (
+                    "errors".to_string(),
+                    Json::Arr(errors.iter().map(|e| Json::Str(e.to_string())).collect()),
+                ),
+            ]
+        };
+        assert!(row_failures("x", &row(0.0, 0.0, &[])).is_empty());
+        assert_eq!(
+            row_failures("x", &row(1.5, 0.0, &[])),
+            ["x: two leaders at once"]
+        );
+        assert_eq!(
+            row_failures("x", &row(0.0, 2.0, &["no leader within 20 s"])),
+            ["x: two leaders at once", "x: no leader within 20 s"]
+        );
+    }
 }
