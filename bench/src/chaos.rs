@@ -175,7 +175,7 @@ pub struct Findings {
     pub faults: BTreeMap<&'static str, usize>,
     /// Every violation, with the window of lines around it.
     pub violations: Vec<String>,
-    /// For the timeline picture ([`crate::plot::timeline`]): the first line's stamp, the
+    /// For the timeline picture (`plot::timeline`): the first line's stamp, the
     /// run's end, every leadership and every fault.
     pub began: u128,
     /// The run's end (CLOCK_MONOTONIC ns).
