@@ -189,15 +189,7 @@ fn setting(ctx: &Ctx, s: &Setting, trials: usize, rng: &mut Rng) -> Measured {
     ));
     let ports = match free_ports(VOTERS) {
         Ok(p) => p,
-        Err(e) => {
-            return Measured {
-                failover: Vec::new(),
-                unprovoked: 0,
-                overlap_ms: 0.0,
-                stale_work: 0,
-                errors: vec![e],
-            }
-        }
+        Err(e) => return Measured::failed(e),
     };
     let election = format!("bench.paper.{}.{}", s.min_ms, s.max_ms);
     let timing = (s.heartbeat_ms, s.min_ms, s.max_ms);

@@ -69,13 +69,7 @@ pub(crate) fn subsecond(ctx: &Ctx, steady: Duration, trials: usize, rng: &mut Rn
                 drop(hog);
                 m
             }
-            Err(e) => Measured {
-                failover: Vec::new(),
-                unprovoked: 0,
-                overlap_ms: 0.0,
-                stale_work: 0,
-                errors: vec![e],
-            },
+            Err(e) => Measured::failed(e),
         };
         let p99 = Stats::of(&m.failover).map(|s| s.p99);
         eprintln!(
@@ -133,15 +127,7 @@ fn run(ctx: &Ctx, coord: Coord, steady: Duration, trials: usize, rng: &mut Rng) 
     let ports = if matches!(coord, Coord::Raft(_)) {
         match free_ports(MEMBERS) {
             Ok(p) => p,
-            Err(e) => {
-                return Measured {
-                    failover: Vec::new(),
-                    unprovoked: 0,
-                    overlap_ms: 0.0,
-                    stale_work: 0,
-                    errors: vec![e],
-                }
-            }
+            Err(e) => return Measured::failed(e),
         }
     } else {
         Vec::new()

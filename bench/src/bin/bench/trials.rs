@@ -15,6 +15,7 @@ use rustix::process::Signal;
 use crate::rounds::{elected, millis};
 
 /// What a run of crash trials measured.
+#[derive(Default)]
 pub(crate) struct Measured {
     /// ms from the SIGKILL until another member was elected, per trial.
     pub(crate) failover: Vec<f64>,
@@ -23,6 +24,16 @@ pub(crate) struct Measured {
     pub(crate) overlap_ms: f64,
     pub(crate) stale_work: usize,
     pub(crate) errors: Vec<String>,
+}
+
+impl Measured {
+    /// A run that could not start: nothing measured, `error` said.
+    pub(crate) fn failed(error: String) -> Measured {
+        Measured {
+            errors: vec![error],
+            ..Measured::default()
+        }
+    }
 }
 
 /// How a run of crash trials goes.
@@ -46,13 +57,7 @@ pub(crate) struct Trials<'a> {
 
 /// Runs `t`; `dir` is removed afterwards (the members' state, if any).
 pub(crate) fn crash_trials(t: &Trials, dir: Option<&Path>, rng: &mut Rng) -> Measured {
-    let mut m = Measured {
-        failover: Vec::new(),
-        unprovoked: 0,
-        overlap_ms: 0.0,
-        stale_work: 0,
-        errors: Vec::new(),
-    };
+    let mut m = Measured::default();
     let mut g = Group::new();
     // Per process (its index in the group): the slot it runs in, and when it was killed.
     let mut slot_of = Vec::new();
