@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! candidate --store URL --election NAME [--ttl MS] [--id ID] [--migrate] [--work-ms MS]
-//! candidate --store URL --election PREFIX --elections N [--ttl MS]     (scale mode)
+//! candidate --store URL --election PREFIX --elections N [--ttl MS] [--batched]    (scale mode)
 //! candidate --raft-id ID --raft-listen ADDR --raft-peer ID=ADDR... [--raft-key KEY]
 //!           [--raft-state DIR] [--raft-timing HB,MIN,MAX] [--election NAME] [--work-ms MS]
 //!           (--raft-timing: heartbeat and election timeout range in ms; default 50,300,600)
@@ -35,6 +35,8 @@ struct Args {
     store: Option<String>,
     election: Option<String>,
     elections: Option<usize>,
+    /// Scale mode: through `elect_core::batch::Batched` (shared requests).
+    batched: bool,
     ttl_ms: u64,
     work_ms: Option<u64>,
     fence: Option<String>,
@@ -74,6 +76,7 @@ fn parse() -> Result<Args, String> {
             "--store" => args.store = Some(value()?),
             "--election" => args.election = Some(value()?),
             "--elections" => args.elections = Some(number(value()?, "a count")? as usize),
+            "--batched" => args.batched = true,
             "--ttl" => args.ttl_ms = number(value()?, "milliseconds")?,
             "--work-ms" => args.work_ms = Some(number(value()?, "milliseconds")?.max(1)),
             "--fence" => args.fence = Some(value()?),
@@ -255,7 +258,16 @@ async fn observe(args: &Args, clock: MonoClock) -> Result<(), String> {
 async fn scale(args: &Args, n: usize, clock: MonoClock) -> Result<(), String> {
     let e = |e: elect_core::Error| e.to_string();
     let url = args.store.as_deref().ok_or("--elections needs --store")?;
-    let store = store(url, args).await?;
+    let store = if args.batched {
+        let coordinator = elect::open(url, &elect::Options::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        coordinator
+            .batched(elect_core::batch::BatchConfig::default())
+            .ok_or("--batched: this coordinator does not batch")?
+    } else {
+        store(url, args).await?
+    };
     let prefix = args.election.as_deref().unwrap_or("bench");
     now(&clock, format_args!("baseline"));
     let mut electors = Vec::with_capacity(n);
@@ -269,12 +281,21 @@ async fn scale(args: &Args, n: usize, clock: MonoClock) -> Result<(), String> {
     }
     now(&clock, format_args!("ready"));
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Every 10 ms until all lead (the ramp-up is timed from this line), then every second.
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut all = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 let leading = electors.iter().filter(|e| e.is_leader()).count();
-                now(&clock, format_args!("leading {leading}"));
+                if all || leading == n {
+                    now(&clock, format_args!("leading {leading}"));
+                }
+                if !all && leading == n {
+                    all = true;
+                    tick = tokio::time::interval(Duration::from_secs(1));
+                    tick.tick().await;
+                }
             }
             command = stdin.next_line() => match command {
                 Ok(Some(c)) if c.trim() != "exit" => {}

@@ -9,6 +9,8 @@
 //! - `elector`: [`Elector`], its builder, guard, events, error policy and the campaign loop.
 //! - `observer`: [`Observer`], who leads without campaigning.
 //! - `memory`: [`MemoryStore`], in-process, for tests and demos.
+//! - [`batch`]: many elections in few requests — [`BatchStore`](batch::BatchStore) and
+//!   [`Batched`](batch::Batched).
 //! - [`backend`]: for coordinator authors — feed registry, timed requests, record parsers.
 //! - [`driver`]: for campaigns other than the lease loop (elect-raft) — a driven handle,
 //!   guards, commands.
@@ -21,6 +23,7 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod backend;
+pub mod batch;
 pub mod driver;
 mod elector;
 mod error;

@@ -96,6 +96,27 @@ impl MemoryStore {
     }
 }
 
+/// Each item on its own, in order: the map is in memory, so a batch saves nothing but lets
+/// users' tests and the conformance suite run [`Batched`](crate::batch::Batched) on it.
+#[async_trait]
+impl crate::batch::BatchStore for MemoryStore {
+    async fn try_acquire_batch(&self, claims: &[Claim]) -> Vec<Result<Acquire>> {
+        let mut out = Vec::with_capacity(claims.len());
+        for claim in claims {
+            out.push(self.try_acquire(claim).await);
+        }
+        out
+    }
+
+    async fn renew_batch(&self, leases: &[Lease]) -> Vec<Result<Renewal>> {
+        let mut out = Vec::with_capacity(leases.len());
+        for lease in leases {
+            out.push(self.renew(lease).await);
+        }
+        out
+    }
+}
+
 #[async_trait]
 impl LeaseStore for MemoryStore {
     fn kind(&self) -> &'static str {
@@ -230,6 +251,22 @@ mod flaky {
 mod tests {
     crate::conformance_tests!(
         store: async { crate::MemoryStore::new() },
+        settings: crate::conformance::Settings::in_memory(),
+        attr: tokio::test(start_paused = true),
+    );
+}
+
+/// The whole suite on the batched path: every acquisition and renewal goes through
+/// [`Batched`](crate::batch::Batched)'s queue.
+#[cfg(test)]
+mod batched_tests {
+    crate::conformance_tests!(
+        store: async {
+            crate::batch::Batched::new(
+                crate::MemoryStore::new(),
+                crate::batch::BatchConfig::default(),
+            )
+        },
         settings: crate::conformance::Settings::in_memory(),
         attr: tokio::test(start_paused = true),
     );

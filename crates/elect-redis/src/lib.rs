@@ -7,11 +7,14 @@
 //! - `client`: the connection pool; connecting, and running a script under a timeout.
 //! - `scripts`: the Lua scripts that make each operation atomic.
 //! - `store`: [`RedisStore`], the `LeaseStore`.
+//! - `batching`: [`BatchStore`](elect_core::batch::BatchStore) — a batch of acquisitions or
+//!   renewals in one script call.
 //! - `feed`: release notices over pub/sub, each subscription confirmed end to end.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod batching;
 mod client;
 mod config;
 mod error;

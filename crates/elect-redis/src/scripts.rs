@@ -52,6 +52,7 @@ end
 /// term was handed out by this server at least a microsecond apart and no later than its clock
 /// said, so the floor is above all of them — as long as the server's clock does not go back.
 const ACQUIRE: &str = r#"
+local function acquire(KEYS, ARGV)
 local l = read_lease(KEYS[1])
 if l then
   if l.bad then return {'corrupt', KEYS[1], l.bad} end
@@ -116,17 +117,35 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PUBLISH', ARGV[5], 'granted')
 return {'granted', term}
+end
 "#;
 
 /// KEYS: lease. ARGV: holder, nonce, term, ttl ms. `{'renewed'}` | `{'lost'}` |
 /// `{'corrupt', key, why}`.
 const RENEW: &str = r#"
+local function renew(KEYS, ARGV)
 local l = read_lease(KEYS[1])
 if not l then return {'lost'} end
 if l.bad then return {'corrupt', KEYS[1], l.bad} end
 if not holds(l, ARGV[1], ARGV[2]) or l.term ~= ARGV[3] then return {'lost'} end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {'renewed'}
+end
+"#;
+
+/// The batch scripts: the function of the single script applied to each item in turn, with
+/// `$N` keys and `$M` arguments per item (`$FN`, `$N`, `$M` spliced in by [`Scripts::new`]). Each
+/// item's answer is the single script's reply, in the order of the items; an item decides
+/// nothing for another (a corrupt record answers `corrupt` for its own item only).
+const BATCH: &str = r#"
+local out = {}
+for i = 0, #KEYS / $N - 1 do
+  local k, a = {}, {}
+  for j = 1, $N do k[j] = KEYS[i * $N + j] end
+  for j = 1, $M do a[j] = ARGV[i * $M + j] end
+  out[i + 1] = $FN(k, a)
+end
+return out
 "#;
 
 /// KEYS: lease. ARGV: holder, nonce, term, channel. `{'released'}` | `{'not_held'}` |
@@ -165,7 +184,29 @@ impl Script {
             sha: std::sync::OnceLock::new(),
         }
     }
+
+    /// A script that defines `function` in `body` and calls it once.
+    fn single(name: &'static str, body: &str, function: &str) -> Script {
+        Script::new(name, &format!("{body}return {function}(KEYS, ARGV)\n"))
+    }
+
+    /// A script that defines `function` in `body` and calls it for each item of `keys` keys
+    /// and `args` arguments.
+    fn batch(name: &'static str, body: &str, function: &str, keys: usize, args: usize) -> Script {
+        let each = BATCH
+            .replace("$FN", function)
+            .replace("$N", &keys.to_string())
+            .replace("$M", &args.to_string());
+        Script::new(name, &format!("{body}{each}"))
+    }
 }
+
+/// Keys and arguments per item of the acquire script.
+pub(crate) const ACQUIRE_KEYS: usize = 4;
+pub(crate) const ACQUIRE_ARGS: usize = 7;
+/// Keys and arguments per item of the renew script.
+pub(crate) const RENEW_KEYS: usize = 1;
+pub(crate) const RENEW_ARGS: usize = 4;
 
 /// All scripts.
 #[derive(Debug)]
@@ -174,19 +215,36 @@ pub(crate) struct Scripts {
     pub(crate) renew: Script,
     pub(crate) release: Script,
     pub(crate) leader: Script,
+    pub(crate) acquire_batch: Script,
+    pub(crate) renew_batch: Script,
 }
 
 impl Scripts {
     pub(crate) fn new() -> Scripts {
         Scripts {
-            acquire: Script::new("acquire", ACQUIRE),
-            renew: Script::new("renew", RENEW),
+            acquire: Script::single("acquire", ACQUIRE, "acquire"),
+            renew: Script::single("renew", RENEW, "renew"),
             release: Script::new("release", RELEASE),
             leader: Script::new("leader", LEADER),
+            acquire_batch: Script::batch(
+                "acquire_batch",
+                ACQUIRE,
+                "acquire",
+                ACQUIRE_KEYS,
+                ACQUIRE_ARGS,
+            ),
+            renew_batch: Script::batch("renew_batch", RENEW, "renew", RENEW_KEYS, RENEW_ARGS),
         }
     }
 
-    pub(crate) fn all(&self) -> [&Script; 4] {
-        [&self.acquire, &self.renew, &self.release, &self.leader]
+    pub(crate) fn all(&self) -> [&Script; 6] {
+        [
+            &self.acquire,
+            &self.renew,
+            &self.release,
+            &self.leader,
+            &self.acquire_batch,
+            &self.renew_batch,
+        ]
     }
 }

@@ -26,11 +26,11 @@ use crate::feed::Feeds;
 /// See the crate documentation for the key layout and an example.
 #[derive(Clone)]
 pub struct RedisStore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    client: Client,
+pub(crate) struct Inner {
+    pub(crate) client: Client,
     feeds: Feeds,
 }
 
@@ -126,6 +126,72 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// The acquire script's keys and arguments for `claim`.
+    pub(crate) fn acquire_items(&self, claim: &Claim) -> (Vec<String>, Vec<String>) {
+        let election = &claim.election;
+        let prefix = &self.inner.client.config.key_prefix;
+        let flag = |on: bool| if on { "1" } else { "0" }.to_owned();
+        (
+            vec![
+                self.lease_key(election),
+                self.term_key(election),
+                format!("{prefix}:{{{election}}}:started"),
+                format!("{prefix}:{{{election}}}:master"),
+            ],
+            vec![
+                claim.candidate.to_string(),
+                claim.nonce.to_string(),
+                claim.ttl.as_millis().to_string(),
+                flag(self.inner.client.config.restart_quarantine),
+                self.channel(election),
+                claim.value.as_ref().map_or("", |v| v.as_str()).to_owned(),
+                flag(claim.value.is_some()),
+            ],
+        )
+    }
+
+    /// The renew script's keys and arguments for `lease`.
+    pub(crate) fn renew_items(&self, lease: &Lease) -> (Vec<String>, Vec<String>) {
+        (
+            vec![self.lease_key(&lease.election)],
+            vec![
+                lease.holder.to_string(),
+                lease.nonce.to_string(),
+                lease.term.to_string(),
+                lease.ttl.as_millis().to_string(),
+            ],
+        )
+    }
+}
+
+/// The acquire script's reply for `claim`, as the store's answer.
+pub(crate) fn acquired(claim: &Claim, reply: Reply<'_>) -> Result<Acquire> {
+    match reply.status()? {
+        "granted" => Ok(Acquire::Granted(claim.granted(reply.term(1)?))),
+        "held" => Ok(Acquire::Held(reply.leader()?)),
+        "quarantined" => match reply.items.get(1) {
+            Some(Value::Integer(ms)) if *ms >= 0 => Ok(Acquire::Held(LeaderInfo {
+                holder: CandidateId::new(crate::QUARANTINE_HOLDER).expect("a valid candidate id"),
+                term: Term(0),
+                remaining: Duration::from_millis(*ms as u64),
+                value: None,
+            })),
+            _ => Err(reply.malformed(1)),
+        },
+        other => Err(reply.unexpected(other)),
+    }
+}
+
+/// The renew script's reply for `lease`, as the store's answer.
+pub(crate) fn renewed(lease: &Lease, reply: Reply<'_>) -> Result<Renewal> {
+    match reply.status()? {
+        "renewed" => Ok(Renewal::Renewed(lease.clone())),
+        "lost" => Ok(Renewal::Lost),
+        other => Err(reply.unexpected(other)),
+    }
+}
+
 #[async_trait]
 impl LeaseStore for RedisStore {
     fn kind(&self) -> &'static str {
@@ -133,8 +199,7 @@ impl LeaseStore for RedisStore {
     }
 
     async fn try_acquire(&self, claim: &Claim) -> Result<Acquire> {
-        let election = &claim.election;
-        let key = self.lease_key(election);
+        let (keys, args) = self.acquire_items(claim);
         let connection = self.inner.client.pool.next();
         let reply = self
             .inner
@@ -143,61 +208,23 @@ impl LeaseStore for RedisStore {
                 connection,
                 "try_acquire",
                 &self.inner.client.scripts.acquire,
-                vec![
-                    key.clone(),
-                    self.term_key(election),
-                    format!(
-                        "{}:{{{election}}}:started",
-                        self.inner.client.config.key_prefix
-                    ),
-                    format!(
-                        "{}:{{{election}}}:master",
-                        self.inner.client.config.key_prefix
-                    ),
-                ],
-                vec![
-                    claim.candidate.to_string(),
-                    claim.nonce.to_string(),
-                    claim.ttl.as_millis().to_string(),
-                    if self.inner.client.config.restart_quarantine {
-                        "1"
-                    } else {
-                        "0"
-                    }
-                    .to_owned(),
-                    self.channel(election),
-                    claim.value.as_ref().map_or("", |v| v.as_str()).to_owned(),
-                    if claim.value.is_some() { "1" } else { "0" }.to_owned(),
-                ],
+                keys,
+                args,
             )
             .await?;
-        let reply = Reply::new(&key, reply);
-        match reply.status()? {
-            "granted" => {
-                let term = reply.term(1)?;
-                self.inner
-                    .client
-                    .replicated(connection, "try_acquire", &key)
-                    .await?;
-                Ok(Acquire::Granted(claim.granted(term)))
-            }
-            "held" => Ok(Acquire::Held(reply.leader()?)),
-            "quarantined" => match reply.items.get(1) {
-                Some(Value::Integer(ms)) if *ms >= 0 => Ok(Acquire::Held(LeaderInfo {
-                    holder: CandidateId::new(crate::QUARANTINE_HOLDER)
-                        .expect("a valid candidate id"),
-                    term: Term(0),
-                    remaining: Duration::from_millis(*ms as u64),
-                    value: None,
-                })),
-                _ => Err(reply.malformed(1)),
-            },
-            other => Err(reply.unexpected(other)),
+        let key = self.lease_key(&claim.election);
+        let answer = acquired(claim, Reply::new(&key, reply))?;
+        if let Acquire::Granted(_) = answer {
+            self.inner
+                .client
+                .replicated(connection, "try_acquire", &key)
+                .await?;
         }
+        Ok(answer)
     }
 
     async fn renew(&self, lease: &Lease) -> Result<Renewal> {
-        let key = self.lease_key(&lease.election);
+        let (keys, args) = self.renew_items(lease);
         let connection = self.inner.client.pool.next();
         let reply = self
             .inner
@@ -206,27 +233,19 @@ impl LeaseStore for RedisStore {
                 connection,
                 "renew",
                 &self.inner.client.scripts.renew,
-                vec![key.clone()],
-                vec![
-                    lease.holder.to_string(),
-                    lease.nonce.to_string(),
-                    lease.term.to_string(),
-                    lease.ttl.as_millis().to_string(),
-                ],
+                keys,
+                args,
             )
             .await?;
-        let reply = Reply::new(&key, reply);
-        match reply.status()? {
-            "renewed" => {
-                self.inner
-                    .client
-                    .replicated(connection, "renew", &key)
-                    .await?;
-                Ok(Renewal::Renewed(lease.clone()))
-            }
-            "lost" => Ok(Renewal::Lost),
-            other => Err(reply.unexpected(other)),
+        let key = self.lease_key(&lease.election);
+        let answer = renewed(lease, Reply::new(&key, reply))?;
+        if let Renewal::Renewed(_) = answer {
+            self.inner
+                .client
+                .replicated(connection, "renew", &key)
+                .await?;
         }
+        Ok(answer)
     }
 
     async fn release(&self, lease: &Lease) -> Result<Release> {
@@ -285,13 +304,13 @@ impl LeaseStore for RedisStore {
 }
 
 /// A script's reply, read with the key it concerns for error messages.
-struct Reply<'a> {
+pub(crate) struct Reply<'a> {
     key: &'a str,
     items: Vec<Value>,
 }
 
 impl<'a> Reply<'a> {
-    fn new(key: &'a str, items: Vec<Value>) -> Self {
+    pub(crate) fn new(key: &'a str, items: Vec<Value>) -> Self {
         Reply { key, items }
     }
 
@@ -346,7 +365,7 @@ impl<'a> Reply<'a> {
         })
     }
 
-    fn malformed(&self, n: usize) -> Error {
+    pub(crate) fn malformed(&self, n: usize) -> Error {
         Error::Other {
             store: STORE,
             message: format!(

@@ -1,7 +1,7 @@
 //! The whole conformance suite on the topologies production Redis runs in, started on loopback
 //! from the local `redis-server` by the test support (once per test process): a Cluster of
 //! three masters with a replica each (`redis-cluster://`), and a master with two replicas
-//! behind three Sentinels (`redis-sentinel://`).
+//! behind three Sentinels (`redis-sentinel://`); and the batched path on the Cluster.
 
 use elect_core::conformance::Settings;
 use elect_redis::{RedisConfig, RedisStore};
@@ -22,6 +22,22 @@ mod cluster {
 
     async fn store() -> RedisStore {
         store_on(shared_cluster_url, "cluster").await
+    }
+
+    elect_core::conformance_tests!(store: store(), settings: Settings::real_server());
+}
+
+/// The batched path on a Cluster: a batch is split by slot (each election's keys hash to its
+/// own), the parts sent at once.
+mod cluster_batched {
+    use super::*;
+    use elect_redis::batch::{BatchConfig, Batched};
+
+    async fn store() -> Batched<RedisStore> {
+        Batched::new(
+            store_on(shared_cluster_url, "cluster-batched").await,
+            BatchConfig::default(),
+        )
     }
 
     elect_core::conformance_tests!(store: store(), settings: Settings::real_server());

@@ -146,6 +146,22 @@ impl Coordinator {
         }
     }
 
+    /// The store behind a [`Batched`](elect_core::batch::Batched) queue, for a process that
+    /// campaigns in many elections: their acquisitions and renewals share requests. `None` for
+    /// a coordinator that cannot yet decide a batch in one request (only Redis can today).
+    pub fn batched(&self, config: elect_core::batch::BatchConfig) -> Option<Arc<dyn LeaseStore>> {
+        match self {
+            #[cfg(feature = "redis")]
+            Coordinator::Redis(s) => {
+                Some(Arc::new(elect_core::batch::Batched::new(s.clone(), config)))
+            }
+            _ => {
+                let _ = config;
+                None
+            }
+        }
+    }
+
     /// Lets the driver close its connections while the runtime still runs (see
     /// [`LeaseStore::close`]).
     pub async fn close(&self) {

@@ -8,7 +8,7 @@ use crate::contenders::{root, Contender, Coord, Lib};
 use crate::outcome::Outcome;
 
 /// The markdown table: each figure for elect and each peer on the same coordinator.
-pub(crate) fn table(results: &[(Contender, Outcome)], scale: &Json) -> String {
+pub(crate) fn table(results: &[(Contender, Outcome)], scales: &[&Json]) -> String {
     let mut t = String::from(
         "| coordinator | figure (ms: p50 (p99)) | elect | tooz | elect/tooz | rslock (redis), distributed-lock (postgres), etcdctl elect (etcd) | elect/that peer |\n|---|---|---|---|---|---|---|\n",
     );
@@ -149,7 +149,8 @@ pub(crate) fn table(results: &[(Contender, Outcome)], scale: &Json) -> String {
             }
         }
     }
-    if let Json::Obj(fields) = scale {
+    for scale in scales {
+        let Json::Obj(fields) = scale else { continue };
         let get = |k: &str| {
             fields
                 .iter()
@@ -159,9 +160,20 @@ pub(crate) fn table(results: &[(Contender, Outcome)], scale: &Json) -> String {
                     _ => None,
                 })
         };
+        let batched = fields
+            .iter()
+            .any(|(n, v)| n == "batched" && matches!(v, Json::Bool(true)));
+        let (how, targets) = if batched {
+            (
+                "batched (`elect_core::batch::Batched`: one script call per batch)",
+                " Targets: ≤ 5 % of one core, ≤ 4096 bytes per election, ≤ 100 requests/s, all leading within 2 s.",
+            )
+        } else {
+            ("one request per election and renewal", "")
+        };
         let _ = write!(
             t,
-            "\nScale: one process, {} elections on one Redis (TTL 10 s): {:.1} % of one core, RSS {:.0} bytes per election ({:.1} MiB in all), Redis serving {:.0} requests/s, all leading {:.1} s after start.\n",
+            "\nScale, {how}: one process, {} elections on one Redis (TTL 10 s): {:.1} % of one core, RSS {:.0} bytes per election ({:.1} MiB in all), Redis serving {:.0} requests/s, all leading {:.2} s after start.{targets}\n",
             get("elections").unwrap_or(0.0),
             get("cpu_share_of_one_core").unwrap_or(0.0) * 100.0,
             get("rss_per_election_bytes").unwrap_or(0.0),

@@ -10,8 +10,10 @@ use crate::contenders::{Coord, Ctx};
 use crate::load::{cpu_seconds, proc_field};
 use crate::rounds::millis;
 
-/// One process campaigning in `n` elections on one Redis (TTL 10 s).
-pub(crate) fn scale(ctx: &Ctx, n: usize, steady: u64) -> Result<Json, String> {
+/// One process campaigning in `n` elections on one Redis (TTL 10 s), each election with its own
+/// requests or, `batched`, through `elect_core::batch::Batched` (targets: ≤ 100 requests/s,
+/// ≤ 4 KiB RSS per election, ≤ 5 % of one core, all leading within 2 s).
+pub(crate) fn scale(ctx: &Ctx, n: usize, steady: u64, batched: bool) -> Result<Json, String> {
     let ticks: f64 = Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -23,6 +25,9 @@ pub(crate) fn scale(ctx: &Ctx, n: usize, steady: u64) -> Result<Json, String> {
     cmd.args(["--store", &ctx.url(Coord::Redis)])
         .args(["--election", &format!("bench.scale.{}", std::process::id())])
         .args(["--elections", &n.to_string(), "--ttl", "10000"]);
+    if batched {
+        cmd.arg("--batched");
+    }
     g.spawn(cmd)?;
     let result = (|| {
         let pid = g.pid(0);
@@ -53,6 +58,7 @@ pub(crate) fn scale(ctx: &Ctx, n: usize, steady: u64) -> Result<Json, String> {
             .unwrap_or(0.0);
         let rps = clients as f64 / steady as f64;
         Ok(Json::Obj(vec![
+            ("batched".into(), Json::Bool(batched)),
             ("elections".into(), Json::Num(n as f64)),
             ("ttl_ms".into(), Json::Num(10_000.0)),
             ("ramp_up_ms".into(), Json::Num(millis(base.ns, full.ns))),

@@ -24,12 +24,19 @@ pub(crate) struct Notice {
 /// published, to hand it with the `Elected` event of its term.
 #[derive(Debug, Clone)]
 pub(crate) struct Emitter {
-    broadcast: broadcast::Sender<Event>,
     shared: Arc<Mutex<Sinks>>,
 }
 
+/// Slots of the lossy broadcast, made on the first [`Emitter::subscribe`]: a broadcast
+/// allocates all of them up front (~32 KB at 256 events), which is most of an elector's
+/// memory, and an event sent with no receiver is dropped anyway. A process that leads ten
+/// thousand shards and never reads their events does not pay for them.
+const BROADCAST_SLOTS: usize = 256;
+
 #[derive(Debug, Default)]
 struct Sinks {
+    /// The lossy broadcast, once someone subscribed.
+    broadcast: Option<broadcast::Sender<Event>>,
     sinks: Vec<mpsc::UnboundedSender<Notice>>,
     guard: Option<LeaderGuard>,
     /// The metric labels, once the candidate is known.
@@ -39,7 +46,6 @@ struct Sinks {
 impl Emitter {
     pub(crate) fn new() -> Emitter {
         Emitter {
-            broadcast: broadcast::channel(256).0,
             shared: Arc::default(),
         }
     }
@@ -62,7 +68,10 @@ impl Emitter {
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.broadcast.subscribe()
+        self.lock()
+            .broadcast
+            .get_or_insert_with(|| broadcast::channel(BROADCAST_SLOTS).0)
+            .subscribe()
     }
 
     /// A lossless, ordered subscription from now on.
@@ -91,8 +100,10 @@ impl Emitter {
     }
 
     pub(crate) fn send(&self, event: Event) {
-        let _ = self.broadcast.send(event.clone());
         let mut shared = self.lock();
+        if let Some(broadcast) = &shared.broadcast {
+            let _ = broadcast.send(event.clone());
+        }
         let guard = match &event {
             Event::Elected { term, .. } => shared.guard.clone().filter(|g| g.term() == *term),
             _ => None,
