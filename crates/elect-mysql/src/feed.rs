@@ -50,6 +50,8 @@ struct Seen {
     version: u64,
     term: u64,
     live: bool,
+    /// What was left of the lease when the row was read (zero when not live).
+    remaining: Duration,
 }
 
 impl Shared {
@@ -81,13 +83,15 @@ impl Shared {
         self.lock_waiters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reads `election`'s row now (a named-lock wake-up) and applies it: whether its lease is
-    /// live (`None`: the read failed; a missing row is not live).
-    async fn check(&self, client: &Client, election: &ElectionName) -> Option<bool> {
+    /// Reads `election`'s row now (a named-lock wake-up) and applies it: what is left of its
+    /// lease, `Some(None)` when none is live (a missing row is not live), `None` when the read
+    /// failed.
+    async fn check(&self, client: &Client, election: &ElectionName) -> Option<Option<Duration>> {
         match versions(client, std::slice::from_ref(election)).await {
             Ok(now) => {
                 self.apply(&now);
-                Some(now.get(election.as_str()).is_some_and(|s| s.live))
+                let seen = now.get(election.as_str()).filter(|s| s.live);
+                Some(seen.map(|s| s.remaining))
             }
             Err(error) => {
                 debug!(%error, %election, "reading after a wake-up failed");
@@ -172,12 +176,12 @@ async fn versions(client: &Client, elections: &[ElectionName]) -> Result<HashMap
         let placeholders = vec!["?"; chunk.len()].join(", ");
         let statement = format!("{}({placeholders})", client.sql[0].versions);
         let params: Vec<Value> = chunk.iter().map(|e| Value::from(e.as_str())).collect();
-        let rows: Vec<(Value, Value, Value, Value)> = client
+        let rows: Vec<(Value, Value, Value, Value, Value)> = client
             .request("subscribe", async |conn| conn.exec(statement, params).await)
             .await?;
-        for (election, version, live, term) in rows {
-            let (Value::Bytes(e), Some(v), Some(l), Some(t)) =
-                (election, int(&version), int(&live), int(&term))
+        for (election, version, live, term, left) in rows {
+            let (Value::Bytes(e), Some(v), Some(l), Some(t), Some(left)) =
+                (election, int(&version), int(&live), int(&term), int(&left))
             else {
                 continue;
             };
@@ -186,6 +190,7 @@ async fn versions(client: &Client, elections: &[ElectionName]) -> Result<HashMap
                     version: v.max(0) as u64,
                     term: t.max(0) as u64,
                     live: l == 1,
+                    remaining: Duration::from_micros(left.clamp(0, u64::MAX as i128) as u64),
                 };
                 out.insert(e, seen);
             }

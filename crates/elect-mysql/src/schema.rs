@@ -341,7 +341,8 @@ impl Sql {
             ),
             leader: read,
             versions: format!(
-                "SELECT `election`, `version`, `expires_at` > {NOW}, `term` FROM `{table}` WHERE `election` IN "
+                "SELECT `election`, `version`, `expires_at` > {NOW}, `term`, \
+                 GREATEST(TIMESTAMPDIFF(MICROSECOND, {NOW}, `expires_at`), 0) FROM `{table}` WHERE `election` IN "
             ),
         }
     }

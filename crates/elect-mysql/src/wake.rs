@@ -9,7 +9,9 @@
 //!   waits on, a connection blocks in `GET_LOCK` on the same name. When it gets the lock after
 //!   having blocked, the feed reads that election's row at once (instead of at its next poll)
 //!   and, if the lease was released, wakes the waiters and reads again a few times for the
-//!   next grant, so observers learn the new leader within milliseconds too.
+//!   next grant, so observers learn the new leader within milliseconds too. If the lease
+//!   still runs (its holder crashed: the server freed the lock with its connection), the
+//!   waiter sleeps until the lease's end as read, then waits on the lock again.
 //!
 //! The lock never decides who leads: only the lease row does, under its own guarded
 //! statements. A wake-up that never comes (no beacon: a leader on an older elect, a foreign
@@ -45,6 +47,9 @@ const PACE_MAX: Duration = Duration::from_secs(1);
 /// `BURST` times.
 const BURST_EVERY: Duration = Duration::from_millis(3);
 const BURST: usize = 60;
+/// After the holder's lock was let go while its lease ran, the waiter sleeps until the lease's
+/// end (as read) plus this, then waits on the lock again.
+const EXPIRY_MARGIN: Duration = Duration::from_millis(1);
 
 /// The expression naming an election's lock: server-wide names, so the database and table
 /// are part of it; SHA2-224 keeps it within MySQL's 64 characters.
@@ -196,8 +201,8 @@ async fn take(
 
 /// Blocks in `GET_LOCK` on `election`'s name while `waited(election)` holds, calling
 /// `check` after each time it got the lock having blocked. `check` reads the election's row
-/// (waking the feed's waiters as the poll would) and says whether its lease is live (`None`:
-/// the read failed). `working(false)` after a `GET_LOCK` failed, `working(true)` after one
+/// (waking the feed's waiters as the poll would) and says what is left of its lease
+/// (`Some(None)`: none is live; `None`: the read failed). `working(false)` after a `GET_LOCK` failed, `working(true)` after one
 /// answered: while it works, the waiter itself notices every release and grant (blocked on
 /// a beacon, or reading at its pace while the lock is free), and the poll can leave the
 /// election alone.
@@ -210,7 +215,7 @@ pub(crate) async fn waiter<W, C, F>(
 ) where
     W: Fn(&ElectionName) -> bool,
     C: Fn(ElectionName) -> F,
-    F: std::future::Future<Output = Option<bool>>,
+    F: std::future::Future<Output = Option<Option<Duration>>>,
 {
     let mut conn: Option<Conn> = None;
     let mut pace = PACE;
@@ -226,18 +231,31 @@ pub(crate) async fn waiter<W, C, F>(
                     pace = PACE;
                     // Its holder let go (a release, or its connection died): look now, before
                     // giving the lock back, so the read is not held up by it.
-                    let released = check(election.clone()).await == Some(false);
+                    let seen = check(election.clone()).await;
                     let _ = free(&c, &mut conn, &election).await;
                     drop(c);
-                    if released {
-                        // A grant follows a release within milliseconds: find it for the
-                        // observers, then go back to waiting on the new leader's beacon.
-                        for _ in 0..BURST {
-                            sleep(BURST_EVERY).await;
-                            if check(election.clone()).await != Some(false) {
-                                break;
+                    match seen {
+                        Some(None) => {
+                            // A grant follows a release within milliseconds: find it for the
+                            // observers, then go back to waiting on the new leader's beacon.
+                            for _ in 0..BURST {
+                                sleep(BURST_EVERY).await;
+                                if check(election.clone()).await != Some(None) {
+                                    break;
+                                }
                             }
                         }
+                        Some(Some(left)) => {
+                            // The lock was let go while the lease runs: its holder crashed,
+                            // froze past its beacon's TTL, or lost the beacon's connection.
+                            // Until the lease ends only its own release could change hands,
+                            // which a crashed holder never sends: sleep out the lease rather
+                            // than read at a pace (a release by a live holder in this span is
+                            // a missed wake-up, latency only; candidates wake at the expiry
+                            // they were told of either way).
+                            sleep(left.min(Duration::from_secs(WAIT_S)) + EXPIRY_MARGIN).await;
+                        }
+                        None => {}
                     }
                 } else {
                     let _ = free(&c, &mut conn, &election).await;

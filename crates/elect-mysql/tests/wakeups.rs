@@ -132,3 +132,70 @@ async fn a_foreign_session_on_the_lock_name_costs_latency_only() {
     b.shutdown().await.unwrap();
     foreign.disconnect().await.unwrap();
 }
+
+/// The leader "crashes" while its lease runs: its renewals stop (blackholed) and the server
+/// drops its beacon's connection (`KILL`), freeing the lock. The follower's waiter wakes, reads
+/// the row once, finds the lease live, and sleeps it out instead of reading at a pace (before:
+/// ~2 reads per 10, 20, 40 … 1000 ms step); the follower leads after the expiry, not before.
+/// On a server of the test's own, so that its statement counters are this test's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_leader_is_slept_out_not_polled() {
+    use elect_core::conformance::{Faults, FaultyStore};
+    use elect_tests::{Kind, OwnedServer};
+
+    let server = OwnedServer::start(Kind::Mysql)
+        .await
+        .expect("a MariaDB server of the test's own");
+    let mut admin = elect_mysql::mysql_async::Conn::from_url(format!("{}mysql", server.url()))
+        .await
+        .expect("connect as the administrator");
+    admin.query_drop("CREATE DATABASE app").await.unwrap();
+    let url = format!("{}app", server.url());
+    let config = MysqlConfig::new(&url).release_poll(None);
+    let ttl = Duration::from_secs(4);
+    let a_net = FaultyStore::new(store(config.clone()).await);
+    let a = Elector::builder(a_net.clone(), election("e"))
+        .candidate(id("a"))
+        .ttl(ttl)
+        .start()
+        .unwrap();
+    let first = lead(&a, Duration::from_secs(5)).await;
+    let b = elector(store(config).await, "e", "b", ttl);
+    // b has read the lease and its waiter blocks on a's beacon.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!b.is_leader());
+
+    a_net.set(Faults::Blackhole);
+    let beacon: Option<u64> = admin
+        .query_first("SELECT IS_USED_LOCK(SHA2(CONCAT('app', '.elect_leases/', 'e'), 224))")
+        .await
+        .unwrap();
+    let beacon = beacon.expect("a holds its beacon");
+    let selects = |rows: Vec<(String, u64)>| rows.into_iter().map(|(_, n)| n).sum::<u64>();
+    let before: Vec<(String, u64)> = admin
+        .query("SHOW GLOBAL STATUS WHERE Variable_name IN ('Com_select', 'Com_do')")
+        .await
+        .unwrap();
+    let crashed = Instant::now();
+    admin.query_drop(format!("KILL {beacon}")).await.unwrap();
+    // Well inside a's lease (its last renewal was at most TTL/3 before the crash).
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let after: Vec<(String, u64)> = admin
+        .query("SHOW GLOBAL STATUS WHERE Variable_name IN ('Com_select', 'Com_do')")
+        .await
+        .unwrap();
+    let statements = selects(after) - selects(before);
+    assert!(!b.is_leader(), "b leads while a's lease runs");
+    // The read after the wake-up, the lock's release, and the next GET_LOCK at most; a's
+    // blackholed renewals never reach the server.
+    assert!(
+        statements <= 4,
+        "{statements} SELECT/DO statements in the 2 s after the crash: the waiter polls"
+    );
+    let second = lead(&b, ttl * 2).await;
+    assert!(second.term() > first.term());
+    assert!(crashed.elapsed() > Duration::from_secs(2));
+    b.shutdown().await.unwrap();
+    a_net.set(Faults::None);
+    drop(a);
+}
