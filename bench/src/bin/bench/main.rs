@@ -11,10 +11,10 @@
 //! Scenarios (TTL 2 s): crash failover with the lease's remaining time read just before the
 //! kill, graceful hand-over, frozen leader (SIGSTOP for 3×TTL) with overlap, load on the
 //! server from 1 leader + 9 followers (raft: messages per second), and scale (10 000
-//! elections in one process on one Redis), raft at the Raft paper's three settings (200 crashes
-//! each, `paper.rs`), sub-second TTLs under a CPU hog (TTL 200 ms on Redis, MySQL and raft,
-//! 10 minutes without a fault (`--subsecond-minutes M`) and 100 crashes each,
-//! `subsecond.rs`); on the replicated Redis contenders (Sentinel,
+//! elections in one process on one Redis, one request each and batched: `--only
+//! scale-batched`), raft at the Raft paper's three settings (200 crashes each, `paper.rs`),
+//! sub-second TTLs under a CPU hog (TTL 200 ms on Redis, MySQL and raft, 10 minutes without a
+//! fault (`--subsecond-minutes M`) and 100 crashes each, `subsecond.rs`); on the replicated Redis contenders (Sentinel,
 //! Cluster: topologies of the bench's own) a master crash instead of the load. Writes `bench/results/<date>.json` and the table
 //! in `bench/README.md`; `--quick` does a few rounds of each and writes only
 //! `target/bench-quick.json`.
