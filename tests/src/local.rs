@@ -36,7 +36,6 @@ impl LocalServer {
     /// `--standalone` for the MongoDB-wire server: no replica set, no change streams).
     pub fn start_with_args(kind: Kind, extra_args: &[&str]) -> Result<LocalServer, String> {
         let dir = fresh_dir(kind)?;
-        let port = free_port()?;
         if kind == Kind::Mysql {
             init_mariadb(&dir)?;
         }
@@ -45,13 +44,30 @@ impl LocalServer {
         }
         let mut server = LocalServer {
             kind,
-            port,
+            port: 0,
             dir,
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
-        server.launch()?;
-        Ok(server)
+        // A port found free can be taken before the server binds it (by another test's
+        // client socket: ephemeral ports come from the same range), and the server then exits
+        // during start-up: try another port, twice at most.
+        let mut tries = 0;
+        loop {
+            server.port = free_port()?;
+            tries += 1;
+            match server.launch() {
+                Ok(()) => return Ok(server),
+                Err(why) if tries < 3 && why.contains("exited during start-up") => {
+                    eprintln!(
+                        "elect-tests: {} on port {}: {why}; another port",
+                        kind.binary(),
+                        server.port
+                    );
+                }
+                Err(why) => return Err(why),
+            }
+        }
     }
 
     /// The server's loopback address.

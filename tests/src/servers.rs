@@ -330,6 +330,14 @@ impl OwnedServer {
         self.kind
     }
 
+    /// Creates a fresh database on this MySQL server and returns a URL that selects it.
+    pub async fn mysql_database(&self) -> Result<String, String> {
+        if self.kind != Kind::Mysql {
+            return Err(format!("mysql_database on a {:?} server", self.kind));
+        }
+        crate::mysql_database(&self.url()).await
+    }
+
     /// Stops the server gracefully.
     pub async fn stop(&self) -> Result<(), String> {
         self.blocking(|o| match o {

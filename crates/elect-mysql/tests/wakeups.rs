@@ -146,11 +146,10 @@ async fn a_crashed_leader_is_slept_out_not_polled() {
     let server = OwnedServer::start(Kind::Mysql)
         .await
         .expect("a MariaDB server of the test's own");
-    let mut admin = elect_mysql::mysql_async::Conn::from_url(format!("{}mysql", server.url()))
+    let url = server.mysql_database().await.unwrap();
+    let mut admin = elect_mysql::mysql_async::Conn::from_url(&url)
         .await
-        .expect("connect as the administrator");
-    admin.query_drop("CREATE DATABASE app").await.unwrap();
-    let url = format!("{}app", server.url());
+        .unwrap();
     let config = MysqlConfig::new(&url).release_poll(None);
     let ttl = Duration::from_secs(4);
     let a_net = FaultyStore::new(store(config.clone()).await);
@@ -167,7 +166,7 @@ async fn a_crashed_leader_is_slept_out_not_polled() {
 
     a_net.set(Faults::Blackhole);
     let beacon: Option<u64> = admin
-        .query_first("SELECT IS_USED_LOCK(SHA2(CONCAT('app', '.elect_leases/', 'e'), 224))")
+        .query_first("SELECT IS_USED_LOCK(SHA2(CONCAT(DATABASE(), '.elect_leases/', 'e'), 224))")
         .await
         .unwrap();
     let beacon = beacon.expect("a holds its beacon");
