@@ -145,9 +145,26 @@ struct Inner<S> {
     store: Arc<S>,
     config: BatchConfig,
     queue: mpsc::UnboundedSender<Op>,
-    /// Taken by the first request, which starts the task that sends the batches (so that
-    /// [`Batched::new`] needs no runtime).
-    pending: Mutex<Option<mpsc::UnboundedReceiver<Op>>>,
+    /// Taken by the request that starts the task that sends the batches (so that
+    /// [`Batched::new`] needs no runtime); put back when that task ends — its runtime shut
+    /// down — so that a request on another runtime starts it again.
+    pending: Arc<Mutex<Option<mpsc::UnboundedReceiver<Op>>>>,
+}
+
+/// The gathering task's hold on the queue, put back where [`Batched::enqueue`] finds it when
+/// the task ends or is dropped with its runtime. The requests it had gathered and not sent
+/// are answered with an error (their senders drop); those still queued wait for the next task.
+struct Held {
+    queue: Option<mpsc::UnboundedReceiver<Op>>,
+    slot: Arc<Mutex<Option<mpsc::UnboundedReceiver<Op>>>>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(queue) = self.queue.take() {
+            *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(queue);
+        }
+    }
 }
 
 impl<S> Clone for Batched<S> {
@@ -169,7 +186,8 @@ impl<S: fmt::Debug> fmt::Debug for Batched<S> {
 
 impl<S: BatchStore> Batched<S> {
     /// Batches the requests sent to `store`. The task that sends batches starts with the first
-    /// request and ends when the last clone is dropped.
+    /// request, on its runtime, and ends when the last clone is dropped; if that runtime shuts
+    /// down first, the next request (on another runtime) starts it again.
     pub fn new(store: S, config: BatchConfig) -> Batched<S> {
         let (queue, pending) = mpsc::unbounded_channel();
         Batched {
@@ -177,7 +195,7 @@ impl<S: BatchStore> Batched<S> {
                 store: Arc::new(store),
                 config,
                 queue,
-                pending: Mutex::new(Some(pending)),
+                pending: Arc::new(Mutex::new(Some(pending))),
             }),
         }
     }
@@ -196,7 +214,11 @@ impl<S: BatchStore> Batched<S> {
             .take();
         if let Some(pending) = pending {
             let store = Arc::clone(&self.inner.store);
-            tokio::spawn(gather(store, self.inner.config.clone(), pending));
+            let held = Held {
+                queue: Some(pending),
+                slot: Arc::clone(&self.inner.pending),
+            };
+            tokio::spawn(gather(store, self.inner.config.clone(), held));
         }
         // The gathering task ends only when every sender is gone; this one is still here.
         let _ = self.inner.queue.send(op);
@@ -216,11 +238,10 @@ impl<S: BatchStore> Batched<S> {
 /// Gathers requests into batches, at most one batch per `linger` (a request after a quiet
 /// spell goes at once), and sends each batch from a task of its own so that a slow batch does
 /// not hold up the next.
-async fn gather<S: BatchStore>(
-    store: Arc<S>,
-    config: BatchConfig,
-    mut queue: mpsc::UnboundedReceiver<Op>,
-) {
+async fn gather<S: BatchStore>(store: Arc<S>, config: BatchConfig, mut held: Held) {
+    let Some(queue) = held.queue.as_mut() else {
+        return;
+    };
     let mut last_sent: Option<Instant> = None;
     while let Some(first) = queue.recv().await {
         let mut acquires = Vec::new();
@@ -377,6 +398,32 @@ mod tests {
         assert_eq!(split, vec![vec![0, 1, 2], vec![3, 4, 5], vec![6]]);
         assert_eq!(chunks(Vec::<u8>::new(), 3), Vec::<Vec<u8>>::new());
         assert_eq!(chunks(vec![1], 1), vec![vec![1]]);
+    }
+
+    /// One `Batched` used from two runtimes in turn (as by two `#[tokio::test]`s sharing a
+    /// store): the second runtime's requests are answered although the first runtime, which
+    /// ran the batch task, is gone.
+    #[test]
+    fn a_batched_store_outlives_the_runtime_that_first_used_it() {
+        use crate::lease::Ttl;
+        use crate::name::CandidateId;
+        let store = Batched::new(crate::MemoryStore::new(), BatchConfig::default());
+        for round in 0..3 {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let claim = Claim::new(
+                ElectionName::new(format!("round-{round}")).unwrap(),
+                CandidateId::new("a").unwrap(),
+                Ttl::new(Duration::from_secs(1)).unwrap(),
+            );
+            let answer = runtime.block_on(store.try_acquire(&claim));
+            assert!(
+                matches!(answer, Ok(Acquire::Granted(_))),
+                "round {round}: {answer:?}"
+            );
+        }
     }
 
     #[test]
