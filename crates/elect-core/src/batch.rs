@@ -30,7 +30,7 @@
 //! - Every election in a batch is decided on its own by the coordinator: the same checks of
 //!   holder, nonce and term as the single request (the Redis batch script calls the very
 //!   function the single script calls), each with its own answer. A record elect did not write
-//!   fails that election with [`Error::CorruptRecord`](crate::Error::CorruptRecord) and no
+//!   fails that election with [`Error::CorruptRecord`] and no
 //!   other; a batch that fails as a whole (connection lost) fails each of its elections with
 //!   the same retryable error.
 //! - An elector's local safety deadline counts from when *it* asked, which is before the batch
@@ -69,7 +69,7 @@ use crate::store::{ChangeFeed, LeaseStore};
 /// `try_acquire_batch(claims)[i]` is `try_acquire(&claims[i])`, decided on its own, with its own
 /// error. The answers come back in the order of the input, one per item; a store that returns
 /// another number breaks the contract, and [`Batched`] then fails every item of that batch
-/// with [`Error::Internal`](crate::Error::Internal). The elections of a batch are distinct.
+/// with [`Error::Internal`]. The elections of a batch are distinct.
 ///
 /// There is no default implementation: a store that would send the items one by one should not
 /// pretend to batch.
