@@ -116,6 +116,11 @@ fn parse() -> Result<Args, String> {
 }
 
 async fn store(url: &str, args: &Args) -> Result<Arc<dyn LeaseStore>, String> {
+    Ok(coordinator(url, args).await?.lease_store())
+}
+
+/// The coordinator `url` names, with the options `args` give (tables made with `--migrate`).
+async fn coordinator(url: &str, args: &Args) -> Result<elect::Coordinator, String> {
     let mut options = elect::Options::default().restart_quarantine(args.restart_quarantine);
     if args.wait_replicas > 0 {
         options = options.wait_for_replicas(args.wait_replicas, Duration::from_millis(100));
@@ -129,7 +134,7 @@ async fn store(url: &str, args: &Args) -> Result<Arc<dyn LeaseStore>, String> {
     if let (elect::Coordinator::Postgres(postgres), true) = (&store, args.migrate) {
         postgres.migrate().await.map_err(|e| e.to_string())?;
     }
-    Ok(store.lease_store())
+    Ok(store)
 }
 
 /// What the candidate campaigns with.
@@ -259,10 +264,8 @@ async fn scale(args: &Args, n: usize, clock: MonoClock) -> Result<(), String> {
     let e = |e: elect_core::Error| e.to_string();
     let url = args.store.as_deref().ok_or("--elections needs --store")?;
     let store = if args.batched {
-        let coordinator = elect::open(url, &elect::Options::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        coordinator
+        coordinator(url, args)
+            .await?
             .batched(elect_core::batch::BatchConfig::default())
             .ok_or("--batched: this coordinator does not batch")?
     } else {

@@ -256,7 +256,8 @@ async fn gather<S: BatchStore>(store: Arc<S>, config: BatchConfig, mut held: Hel
             None => Instant::now(),
         };
         let mut open = true;
-        // Everything already queued goes with this batch; then wait out the window.
+        // Everything already queued goes with this batch (`try_recv`, which tokio's cooperative
+        // budget does not cut short as it does `recv` under a burst), then wait out the window.
         loop {
             match queue.try_recv() {
                 Ok(op) => {

@@ -1,5 +1,6 @@
-//! [`BatchStore`] for [`RedisStore`]: one script call decides a whole batch of acquisitions or
-//! renewals, each election by the function the single script calls.
+//! Acquisitions and renewals as script calls: alone (`try_acquire`, `renew`), or a whole batch
+//! in one call ([`BatchStore`] for [`RedisStore`]), each election decided by the function the
+//! single script calls.
 //!
 //! On Redis Cluster a script may only touch keys of one slot, and each election's keys carry
 //! the election as their hash tag: a batch is split by slot and the parts are sent at once, so a
@@ -18,12 +19,15 @@ use crate::error::STORE;
 use crate::scripts::{Script, Scripts};
 use crate::store::{acquired, renewed, RedisStore, Reply};
 
-/// An acquisition or a renewal, as an item of a batch.
-trait Item: Clone + Send + Sync + 'static {
+/// An acquisition or a renewal, sent alone or as an item of a batch.
+pub(crate) trait Item: Clone + Send + Sync + 'static {
     type Answer: Send + 'static;
     const OPERATION: &'static str;
     fn election(&self) -> &ElectionName;
-    fn script(scripts: &Scripts) -> &Script;
+    /// The script for one item.
+    fn single(scripts: &Scripts) -> &Script;
+    /// The script for a batch of items.
+    fn batched(scripts: &Scripts) -> &Script;
     fn parts(&self, store: &RedisStore) -> (Vec<String>, Vec<String>);
     fn read(&self, reply: Reply<'_>) -> Result<Self::Answer>;
     /// Whether the answer wrote (and so must reach the replicas before it is believed).
@@ -36,7 +40,10 @@ impl Item for Claim {
     fn election(&self) -> &ElectionName {
         &self.election
     }
-    fn script(scripts: &Scripts) -> &Script {
+    fn single(scripts: &Scripts) -> &Script {
+        &scripts.acquire
+    }
+    fn batched(scripts: &Scripts) -> &Script {
         &scripts.acquire_batch
     }
     fn parts(&self, store: &RedisStore) -> (Vec<String>, Vec<String>) {
@@ -56,7 +63,10 @@ impl Item for Lease {
     fn election(&self) -> &ElectionName {
         &self.election
     }
-    fn script(scripts: &Scripts) -> &Script {
+    fn single(scripts: &Scripts) -> &Script {
+        &scripts.renew
+    }
+    fn batched(scripts: &Scripts) -> &Script {
         &scripts.renew_batch
     }
     fn parts(&self, store: &RedisStore) -> (Vec<String>, Vec<String>) {
@@ -82,6 +92,29 @@ impl BatchStore for RedisStore {
 }
 
 impl RedisStore {
+    /// One script call for `item` alone; a write is believed only once it reached the replicas
+    /// [`RedisConfig::wait_replicas`](crate::RedisConfig::wait_replicas) asks for.
+    pub(crate) async fn one<I: Item>(&self, item: &I) -> Result<I::Answer> {
+        let client = &self.inner.client;
+        let (keys, args) = item.parts(self);
+        let connection = client.pool.next();
+        let reply = client
+            .run_on(
+                connection,
+                I::OPERATION,
+                I::single(&client.scripts),
+                keys,
+                args,
+            )
+            .await?;
+        let key = self.lease_key(item.election());
+        let answer = item.read(Reply::new(&key, reply))?;
+        if I::wrote(&answer) {
+            client.replicated(connection, I::OPERATION, &key).await?;
+        }
+        Ok(answer)
+    }
+
     /// Splits `items` by slot on a Cluster (one part elsewhere) and sends the parts at once.
     async fn batch<I: Item>(&self, items: &[I]) -> Vec<Result<I::Answer>> {
         let pool = &self.inner.client.pool;
@@ -140,7 +173,7 @@ impl RedisStore {
             .run_on(
                 connection,
                 I::OPERATION,
-                I::script(&client.scripts),
+                I::batched(&client.scripts),
                 keys,
                 args,
             )

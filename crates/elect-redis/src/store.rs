@@ -199,53 +199,11 @@ impl LeaseStore for RedisStore {
     }
 
     async fn try_acquire(&self, claim: &Claim) -> Result<Acquire> {
-        let (keys, args) = self.acquire_items(claim);
-        let connection = self.inner.client.pool.next();
-        let reply = self
-            .inner
-            .client
-            .run_on(
-                connection,
-                "try_acquire",
-                &self.inner.client.scripts.acquire,
-                keys,
-                args,
-            )
-            .await?;
-        let key = self.lease_key(&claim.election);
-        let answer = acquired(claim, Reply::new(&key, reply))?;
-        if let Acquire::Granted(_) = answer {
-            self.inner
-                .client
-                .replicated(connection, "try_acquire", &key)
-                .await?;
-        }
-        Ok(answer)
+        self.one(claim).await
     }
 
     async fn renew(&self, lease: &Lease) -> Result<Renewal> {
-        let (keys, args) = self.renew_items(lease);
-        let connection = self.inner.client.pool.next();
-        let reply = self
-            .inner
-            .client
-            .run_on(
-                connection,
-                "renew",
-                &self.inner.client.scripts.renew,
-                keys,
-                args,
-            )
-            .await?;
-        let key = self.lease_key(&lease.election);
-        let answer = renewed(lease, Reply::new(&key, reply))?;
-        if let Renewal::Renewed(_) = answer {
-            self.inner
-                .client
-                .replicated(connection, "renew", &key)
-                .await?;
-        }
-        Ok(answer)
+        self.one(lease).await
     }
 
     async fn release(&self, lease: &Lease) -> Result<Release> {
