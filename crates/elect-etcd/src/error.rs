@@ -114,6 +114,22 @@ pub(crate) fn none_if_lease_gone<T>(result: Result<T, EtcdError>) -> Result<Opti
     }
 }
 
+/// `result` with a lease ID that is already taken (a grant that named its ID) as `Ok(None)`.
+pub(crate) fn none_if_lease_exists<T>(
+    result: Result<T, EtcdError>,
+) -> Result<Option<T>, EtcdError> {
+    match result {
+        Err(e)
+            if code(&e).is_some_and(|(code, message)| {
+                code == Code::FailedPrecondition && message.contains("lease already exists")
+            }) =>
+        {
+            Ok(None)
+        }
+        other => other.map(Some),
+    }
+}
+
 /// `e`, from `operation`, as elect's error.
 pub(crate) fn map_err(operation: &'static str, e: EtcdError) -> Error {
     let text = format!("{e}");

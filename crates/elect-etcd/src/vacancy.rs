@@ -16,7 +16,9 @@
 //! What this guard knows: every grant writes the election's marker (`<key>#released`, a key
 //! without a lease, so it outlives the election's key) in the transaction that creates the key:
 //! `granted <raft term> <ttl ms> <nonce> <holder>`, where the Raft term is the one etcd's reply
-//! to the grant's `LeaseGrant` named. Every release overwrites it with the released term, in the
+//! to the grant's `LeaseGrant` named (the transaction, sent before that reply is back, carries
+//! the highest term the store has seen, and the marker is rewritten before the grant is
+//! reported when they differ). Every release overwrites it with the released term, in the
 //! transaction that deletes the key. A candidate that finds the election's key missing reads
 //! the marker beside it and trusts the vacancy at once when
 //! - the marker names a release (a release is no early revocation); or
