@@ -9,10 +9,12 @@
 //! - `schema`: the published DDL, the check of an existing table, the statements.
 //! - `store`: [`PostgresStore`], the `LeaseStore`.
 //! - `feed`: hand-over notices by `LISTEN`/`NOTIFY`.
+//! - `batching`: `BatchStore`, many elections in one statement.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod batching;
 mod client;
 mod config;
 mod error;

@@ -197,6 +197,14 @@ pub(crate) struct Sql {
     /// `$1` election, `$2` holder, `$3` nonce, `$4` term, `$5` channel → one row when the live
     /// lease was released.
     pub(crate) release: String,
+    /// `acquire` for many elections (each at most once): `$1` elections, `$2` holders, `$3`
+    /// nonces, `$4` TTLs µs, `$5` values (arrays of one length), `$6` channel → per election
+    /// at most one row of `acquire`'s six columns and a seventh, the election.
+    pub(crate) acquire_batch: String,
+    /// `renew` for many leases: `$1` elections, `$2` TTLs µs, `$3` holders, `$4` nonces, `$5`
+    /// terms → the position (from 1) in the arrays of each live lease that was extended (of
+    /// two identical leases in the arrays, one).
+    pub(crate) renew_batch: String,
 }
 
 /// The server's clock in microseconds since the epoch (`clock_timestamp()` is the wall clock
@@ -211,6 +219,8 @@ impl Sql {
         let remaining =
             |clock: &str| format!("(extract(epoch FROM (expires_at - {clock})) * 1000000)::bigint");
         let (remaining_now, remaining_at_ts) = (remaining("clock_timestamp()"), remaining("ts"));
+        let remaining_found =
+            "(extract(epoch FROM (f.expires_at - ts)) * 1000000)::bigint".to_owned();
         let guard = "election = $1 AND holder = $2 AND nonce = $3 AND term = $4 \
                      AND expires_at > clock_timestamp()";
         Sql {
@@ -257,6 +267,50 @@ impl Sql {
                  version = version + 1 \
                  WHERE election = $1 AND holder = $3 AND nonce = $4 AND term = $5 \
                  AND expires_at > clock_timestamp() RETURNING 1"
+            ),
+            // `acquire`, for each election of the arrays: read together, granted by one INSERT
+            // (in election order, so that two batches lock rows in the same order), each grant
+            // decided again under its row lock — there against `clock_timestamp()`, later than
+            // `ts`: a lease over by then is over, and the new one still ends `ts + TTL` —,
+            // one notice per grant.
+            acquire_batch: format!(
+                "WITH clock AS (SELECT clock_timestamp() AS ts), \
+                 input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], \
+                   $4::bigint[], $5::bytea[]) AS i(election, holder, nonce, ttl, value)), \
+                 found AS (SELECT l.election, l.holder, l.term, l.expires_at, l.nonce, l.value \
+                   FROM {t} l JOIN input i ON l.election = i.election), \
+                 granted AS ( \
+                   INSERT INTO {t} AS l (election, holder, nonce, term, expires_at, version, value) \
+                   SELECT i.election, i.holder, i.nonce, {MICROS}, \
+                     ts + i.ttl * interval '1 microsecond', 1, i.value FROM input i, clock \
+                   WHERE NOT EXISTS (SELECT 1 FROM found f WHERE f.election = i.election \
+                     AND (f.expires_at > clock.ts OR f.holder IS NULL OR f.term < 1)) \
+                   ORDER BY i.election \
+                   ON CONFLICT (election) DO UPDATE SET holder = excluded.holder, \
+                     nonce = excluded.nonce, term = greatest(l.term + 1, excluded.term), \
+                     expires_at = excluded.expires_at, version = l.version + 1, \
+                     value = excluded.value \
+                   WHERE l.expires_at <= clock_timestamp() \
+                   RETURNING l.election, l.term), \
+                 notified AS (SELECT g.election, g.term, pg_notify($6, \
+                   concat_ws(' ', 'g', g.election, g.term, i.holder, i.ttl) \
+                   || coalesce(E'\\n' || convert_from(i.value, 'UTF8'), '')) \
+                   FROM granted g JOIN input i ON i.election = g.election) \
+                 SELECT i.holder, n.term, i.ttl, i.nonce, i.value, true, n.election \
+                   FROM notified n JOIN input i ON i.election = n.election \
+                 UNION ALL \
+                 SELECT f.holder, f.term, {remaining_found}, f.nonce, f.value, false, \
+                   f.election FROM found f, clock \
+                   WHERE NOT EXISTS (SELECT 1 FROM granted g WHERE g.election = f.election)"
+            ),
+            renew_batch: format!(
+                "UPDATE {t} AS l SET expires_at = clock_timestamp() + i.ttl * interval \
+                 '1 microsecond', version = l.version + 1 \
+                 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) \
+                   WITH ORDINALITY AS i(election, ttl, holder, nonce, term, ord) \
+                 WHERE l.election = i.election AND l.holder = i.holder AND l.nonce = i.nonce \
+                 AND l.term = i.term AND l.expires_at > clock_timestamp() \
+                 RETURNING i.ord"
             ),
             release: format!(
                 "WITH released AS (UPDATE {t} SET expires_at = clock_timestamp(), \

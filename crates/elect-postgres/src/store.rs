@@ -50,7 +50,7 @@ impl fmt::Debug for PostgresStore {
 }
 
 /// What a lease row says, validated.
-struct LeaseRow {
+pub(crate) struct LeaseRow {
     holder: elect_core::CandidateId,
     nonce: i64,
     term: Term,
@@ -60,7 +60,7 @@ struct LeaseRow {
 }
 
 /// What the acquire statement did.
-enum Acquired {
+pub(crate) enum Acquired {
     /// A new lease with this term.
     Granted(Term),
     /// No grant: the row as the statement found it, if there was one (a lease over by then
@@ -69,16 +69,16 @@ enum Acquired {
 }
 
 impl LeaseRow {
-    fn live(&self) -> bool {
+    pub(crate) fn live(&self) -> bool {
         self.remaining_us > 0
     }
 
     /// Whether the row's lease was granted to `claim`.
-    fn granted_to(&self, claim: &Claim) -> bool {
+    pub(crate) fn granted_to(&self, claim: &Claim) -> bool {
         self.holder == claim.candidate && self.nonce == nonce(claim.nonce.get())
     }
 
-    fn info(self) -> LeaderInfo {
+    pub(crate) fn info(self) -> LeaderInfo {
         LeaderInfo {
             holder: self.holder,
             term: self.term,
@@ -92,12 +92,12 @@ impl LeaseRow {
 const MIGRATE_LOCK: i64 = 0x0065_6c65_6374;
 
 /// A nonce's 64 bits in a signed `BIGINT`.
-fn nonce(n: u64) -> i64 {
+pub(crate) fn nonce(n: u64) -> i64 {
     n as i64
 }
 
 /// A TTL in microseconds (a `Ttl` is at most a day, far below `i64::MAX` µs).
-fn micros(ttl: Duration) -> i64 {
+pub(crate) fn micros(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX)
 }
 
@@ -243,7 +243,7 @@ impl PostgresStore {
 
     /// Checks, once per store, that the table is fit for elect, and refuses it with
     /// [`Error::NotSetUp`] otherwise.
-    async fn check_schema(&self) -> Result<()> {
+    pub(crate) async fn check_schema(&self) -> Result<()> {
         self.inner
             .schema_checked
             .get_or_try_init(|| async {
@@ -255,6 +255,11 @@ impl PostgresStore {
             })
             .await
             .copied()
+    }
+
+    /// The connections and statements.
+    pub(crate) fn client(&self) -> &Client {
+        &self.inner.client
     }
 
     /// How errors name a row: `table[election]`.
@@ -337,6 +342,11 @@ impl PostgresStore {
         let Some(row) = rows.first() else {
             return Ok(Acquired::Found(None));
         };
+        self.acquired(claim, row)
+    }
+
+    /// What an acquire statement's `row` for `claim` says (its sixth column: granted).
+    pub(crate) fn acquired(&self, claim: &Claim, row: &Row) -> Result<Acquired> {
         let granted: bool = row
             .try_get(5)
             .map_err(|e| Error::corrupt(STORE, self.key(&claim.election), e.to_string()))?;

@@ -1,0 +1,210 @@
+//! The batched path on a real PostgreSQL: the whole conformance suite through
+//! [`Batched`](elect_postgres::batch::Batched), a batch holding one corrupt row, the same
+//! election twice in one batch, and the statements the server sees for many elections.
+
+use std::time::Duration;
+
+use elect_core::conformance::Settings;
+use elect_postgres::batch::{BatchConfig, BatchStore, Batched};
+use elect_postgres::{Acquire, Elector, Error, LeaseStore, PostgresStore, Renewal, Ttl};
+use elect_tests::{claim, election, unique_name, Kind, OwnedServer};
+
+mod conformance_db {
+    /// A store on a fresh database of the shared test server, its table created.
+    pub async fn store() -> elect_postgres::PostgresStore {
+        let url = elect_tests::postgres()
+            .await
+            .postgres_database()
+            .await
+            .expect("a fresh test database");
+        let store = elect_postgres::PostgresStore::connect_url(&url)
+            .await
+            .expect("connect to the test PostgreSQL");
+        store.migrate().await.expect("create the lease table");
+        store
+    }
+}
+
+async fn store() -> Batched<PostgresStore> {
+    Batched::new(conformance_db::store().await, BatchConfig::default())
+}
+
+mod conformance {
+    use super::*;
+    elect_core::conformance_tests!(store: store(), settings: Settings::real_server());
+}
+
+/// Runs `sql` on a connection of its own to `url` and returns the first column of the first
+/// row, if any, as text.
+async fn raw(url: &str, sql: &str) -> Option<String> {
+    let (client, connection) =
+        elect_postgres::tokio_postgres::connect(url, elect_postgres::tokio_postgres::NoTls)
+            .await
+            .expect("a raw connection");
+    let driving = tokio::spawn(connection);
+    let rows = client.simple_query(sql).await.expect("the raw statement");
+    drop(client);
+    let _ = driving.await;
+    rows.into_iter().find_map(|m| match m {
+        elect_postgres::tokio_postgres::SimpleQueryMessage::Row(row) => {
+            row.get(0).map(str::to_owned)
+        }
+        _ => None,
+    })
+}
+
+/// One election of a batch holds a row a foreign client wrote (an invalid holder): that
+/// election, and only it, gets `CorruptRecord`, nothing is written over the row, and the others
+/// of the same statement are granted and renewed. A forged lease for the junk election renews
+/// nothing (the renew statement matches no row: `Lost`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_row_fails_its_own_election_and_no_other_in_the_batch() {
+    let url = elect_tests::postgres()
+        .await
+        .postgres_database()
+        .await
+        .expect("a fresh test database");
+    let store = PostgresStore::connect_url(&url).await.expect("connect");
+    store.migrate().await.expect("create the lease table");
+    let ttl = Ttl::new(Duration::from_secs(5)).unwrap();
+    let names: Vec<_> = (0..5)
+        .map(|k| election(&format!("{}-{k}", unique_name("e"))))
+        .collect();
+    raw(
+        &url,
+        &format!(
+            "INSERT INTO elect_leases (election, holder, term, expires_at, version) \
+             VALUES ('{}', 'not valid!', 5, clock_timestamp() + interval '1 hour', 1)",
+            names[2].as_str()
+        ),
+    )
+    .await;
+
+    let claims: Vec<_> = names.iter().map(|e| claim(e, "me", ttl)).collect();
+    let answers = store.try_acquire_batch(&claims).await;
+    assert_eq!(answers.len(), 5);
+    let mut leases = Vec::new();
+    for (k, answer) in answers.into_iter().enumerate() {
+        match (k, answer) {
+            (2, Err(Error::CorruptRecord { key, .. })) => {
+                assert!(key.contains(names[2].as_str()), "{key}")
+            }
+            (2, other) => panic!("the corrupt election answered {other:?}"),
+            (_, Ok(Acquire::Granted(lease))) => leases.push(lease),
+            (k, other) => panic!("election {k} answered {other:?}"),
+        }
+    }
+    let mut forged = leases[0].clone();
+    forged.election = names[2].clone();
+    leases.insert(2, forged);
+    let answers = store.renew_batch(&leases).await;
+    for (k, answer) in answers.into_iter().enumerate() {
+        match (k, answer) {
+            (2, Ok(Renewal::Lost)) => {}
+            (_, Ok(Renewal::Renewed(lease))) => assert_eq!(lease, leases[k]),
+            (k, other) => panic!("election {k} answered {other:?}"),
+        }
+    }
+    let kept = raw(
+        &url,
+        &format!(
+            "SELECT holder || ' ' || term || ' ' || version FROM elect_leases \
+             WHERE election = '{}'",
+            names[2].as_str()
+        ),
+    )
+    .await;
+    assert_eq!(kept.as_deref(), Some("not valid! 5 1"));
+    for (k, name) in names.iter().enumerate().filter(|(k, _)| *k != 2) {
+        let held = store.leader(name).await.unwrap().expect("held");
+        assert_eq!(held.term, leases[k].term);
+    }
+}
+
+/// Two candidates of one process claim the same election in one batch, beside another
+/// election: exactly one is granted, the other sees it held by the winner; a renewal batch
+/// carrying the winner's lease and a stale lease of the loser renews only the winner's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_election_twice_in_a_batch_is_granted_once() {
+    let store = conformance_db::store().await;
+    let ttl = Ttl::new(Duration::from_secs(5)).unwrap();
+    let (jobs, other) = (election("jobs"), election("other"));
+    let claims = [
+        claim(&jobs, "a", ttl),
+        claim(&other, "a", ttl),
+        claim(&jobs, "b", ttl),
+    ];
+    let answers = store.try_acquire_batch(&claims).await;
+    let (winner, loser) = match (&answers[0], &answers[2]) {
+        (Ok(Acquire::Granted(lease)), Ok(Acquire::Held(info))) => {
+            assert_eq!((&info.holder, info.term), (&lease.holder, lease.term));
+            (lease.clone(), &claims[2])
+        }
+        (Ok(Acquire::Held(info)), Ok(Acquire::Granted(lease))) => {
+            assert_eq!((&info.holder, info.term), (&lease.holder, lease.term));
+            (lease.clone(), &claims[0])
+        }
+        other => panic!("not one grant and one holder: {other:?}"),
+    };
+    assert!(matches!(answers[1], Ok(Acquire::Granted(_))), "{answers:?}");
+    let stale = loser.granted(winner.term);
+    let renewed = store.renew_batch(&[stale, winner.clone()]).await;
+    assert!(matches!(renewed[0], Ok(Renewal::Lost)), "{renewed:?}");
+    assert!(
+        matches!(&renewed[1], Ok(Renewal::Renewed(l)) if *l == winner),
+        "{renewed:?}"
+    );
+}
+
+/// A hundred electors on one `Batched` store, each leading its own election: the server sees
+/// a few dozen transactions, not one per acquisition and renewal. Counted on a server of the
+/// test's own, from `pg_stat_database.xact_commit` (flushed by each backend at most once a
+/// second: the count may miss the last second, which can only lower it — one statement each
+/// would still be hundreds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_elections_share_a_few_statements() {
+    let server = OwnedServer::start(Kind::Postgres)
+        .await
+        .expect("a PostgreSQL server");
+    let url = server.url();
+    let store = PostgresStore::connect_url(&url).await.expect("connect");
+    store.migrate().await.expect("create the lease table");
+    let commits = || async {
+        raw(
+            &url,
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+        )
+        .await
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("xact_commit")
+    };
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let before = commits().await;
+    let batched = Batched::new(store, BatchConfig::default());
+    let electors: Vec<Elector> = (0..100)
+        .map(|k| {
+            Elector::builder(batched.clone(), election(&format!("shard-{k}")))
+                .ttl(Duration::from_secs(3))
+                .start()
+                .expect("start")
+        })
+        .collect();
+    for elector in &electors {
+        elector.leading().await.expect("leads");
+    }
+    // Three renewal rounds (every TTL/3) of 100 elections each.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    for elector in &electors {
+        assert!(elector.is_leader());
+    }
+    let commits = commits().await - before;
+    eprintln!("{commits} transactions for 100 elections over 3.5 s");
+    // 100 acquisitions + ≥ 300 renewals; one statement each would be ≥ 400 transactions.
+    assert!(
+        commits <= 60,
+        "{commits} transactions for 100 elections over 3.5 s"
+    );
+    for elector in &electors {
+        elector.shutdown().await.expect("shut down");
+    }
+}
