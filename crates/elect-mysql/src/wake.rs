@@ -35,8 +35,6 @@ use crate::client::Client;
 /// How long one blocking `GET_LOCK` of a waiter lasts before it looks again whether anyone
 /// still waits on the election (seconds).
 const WAIT_S: u64 = 30;
-/// A `GET_LOCK` that returns sooner than this did not block: nobody held the lock.
-const BLOCKED: Duration = Duration::from_millis(5);
 /// After a `GET_LOCK` that did not block (nobody held the lock: no leader, or one that has not
 /// taken its beacon yet, or one without beacons), the waiter reads the row this much later —
 /// which catches a grant and release inside the gap — and blocks again; the pause doubles
@@ -166,8 +164,8 @@ async fn beacon(
     }
 }
 
-/// `GET_LOCK` of `election`'s name on `conn` (opened when `None`), waiting up to `wait`:
-/// whether it was got.
+/// `GET_LOCK` of `election`'s name on `conn` (opened when `None`), waiting up to `wait`
+/// (whole seconds; zero only tries): whether it was got.
 async fn take(
     client: &Client,
     conn: &mut Option<Conn>,
@@ -181,7 +179,7 @@ async fn take(
     let sql = format!(
         "SELECT GET_LOCK({}, {})",
         lock_name_sql(&client.config.table),
-        wait.as_secs().max(1)
+        wait.as_secs()
     );
     let got: Option<Option<i64>> = match timeout(
         wait + client.config.timeout,
@@ -198,6 +196,17 @@ async fn take(
     };
     Ok(got.flatten() == Some(1))
 }
+
+/// What one round of a waiter's `GET_LOCK` found.
+enum Lock {
+    /// Nobody held it (now the waiter does).
+    Free,
+    /// Someone held it and let go (now the waiter holds it).
+    LetGo,
+    /// Someone held it all the wait.
+    StillHeld,
+}
+use Lock::{Free, LetGo, StillHeld};
 
 /// Blocks in `GET_LOCK` on `election`'s name while `waited(election)` holds, calling
 /// `check` after each time it got the lock having blocked. `check` reads the election's row
@@ -221,51 +230,60 @@ pub(crate) async fn waiter<W, C, F>(
     let mut pace = PACE;
     while waited(&election) {
         let Some(c) = client.upgrade() else { return };
-        let asked = Instant::now();
-        let got = take(&c, &mut conn, &election, Duration::from_secs(WAIT_S)).await;
-        let blocked = asked.elapsed() >= BLOCKED;
+        // Whether someone holds the lock is asked first, without waiting: how long a
+        // blocking `GET_LOCK` took cannot tell (a loaded server answers a free lock slowly,
+        // and a waiter that took that for a holder's let-go slept out a live lease through
+        // its release, CI 2026-12-06).
+        let got = match take(&c, &mut conn, &election, Duration::ZERO).await {
+            Ok(true) => Ok(Free),
+            Ok(false) => take(&c, &mut conn, &election, Duration::from_secs(WAIT_S))
+                .await
+                .map(|got| if got { LetGo } else { StillHeld }),
+            Err(error) => Err(error),
+        };
         working(got.is_ok());
         match got {
-            Ok(true) => {
-                if blocked {
-                    pace = PACE;
-                    // Its holder let go (a release, or its connection died): look now, before
-                    // giving the lock back, so the read is not held up by it.
-                    let seen = check(election.clone()).await;
-                    let _ = free(&c, &mut conn, &election).await;
-                    drop(c);
-                    match seen {
-                        Some(None) => {
-                            // A grant follows a release within milliseconds: find it for the
-                            // observers, then go back to waiting on the new leader's beacon.
-                            for _ in 0..BURST {
-                                sleep(BURST_EVERY).await;
-                                if check(election.clone()).await != Some(None) {
-                                    break;
-                                }
+            Ok(LetGo) => {
+                pace = PACE;
+                // Its holder let go (a release, or its connection died): look now, before
+                // giving the lock back, so the read is not held up by it.
+                let seen = check(election.clone()).await;
+                let _ = free(&c, &mut conn, &election).await;
+                drop(c);
+                match seen {
+                    Some(None) => {
+                        // A grant follows a release within milliseconds: find it for the
+                        // observers, then go back to waiting on the new leader's beacon.
+                        for _ in 0..BURST {
+                            sleep(BURST_EVERY).await;
+                            if check(election.clone()).await != Some(None) {
+                                break;
                             }
                         }
-                        Some(Some(left)) => {
-                            // The lock was let go while the lease runs: its holder crashed,
-                            // froze past its beacon's TTL, or lost the beacon's connection.
-                            // Until the lease ends only its own release could change hands,
-                            // which a crashed holder never sends: sleep out the lease rather
-                            // than read at a pace (a release by a live holder in this span is
-                            // a missed wake-up, latency only; candidates wake at the expiry
-                            // they were told of either way).
-                            sleep(left.min(Duration::from_secs(WAIT_S)) + EXPIRY_MARGIN).await;
-                        }
-                        None => {}
                     }
-                } else {
-                    let _ = free(&c, &mut conn, &election).await;
-                    drop(c);
-                    sleep(pace).await;
-                    pace = (pace * 2).min(PACE_MAX);
-                    check(election.clone()).await;
+                    Some(Some(left)) => {
+                        // The lock was let go while the lease runs: its holder crashed,
+                        // froze past its beacon's TTL, lost the beacon's connection, or was
+                        // granted its own lease again (a new beacon). Until the lease ends
+                        // only its own release could change hands, which a crashed holder
+                        // never sends: sleep out the lease rather than read at a pace. A
+                        // release by a live holder in this span is a missed wake-up, so the
+                        // poll covers the election meanwhile (latency only; candidates wake
+                        // at the expiry they were told of either way).
+                        working(false);
+                        sleep(left.min(Duration::from_secs(WAIT_S)) + EXPIRY_MARGIN).await;
+                    }
+                    None => {}
                 }
             }
-            Ok(false) => {}
+            Ok(Free) => {
+                let _ = free(&c, &mut conn, &election).await;
+                drop(c);
+                sleep(pace).await;
+                pace = (pace * 2).min(PACE_MAX);
+                check(election.clone()).await;
+            }
+            Ok(StillHeld) => {}
             Err(error) => {
                 debug!(%error, %election, "release wake-up: GET_LOCK failed; trying again");
                 conn = None;

@@ -198,3 +198,42 @@ async fn a_crashed_leader_is_slept_out_not_polled() {
     a_net.set(Faults::None);
     drop(a);
 }
+
+/// The leader's beacon lock is let go while its lease runs and its holder lives on: here it is
+/// granted its own lease again (a new beacon replaces the old one), as after a lost answer.
+/// The follower's waiter sleeps the lease out — and then the leader releases. That wake-up is
+/// missed, so the poll (default 2 s with wake-ups on) must cover the election meanwhile: the
+/// follower leads within a few seconds, not at the 20 s lease's end. (Before: the waiter kept
+/// saying it watched the election, the poll skipped it, and the follower slept ~20 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_while_the_waiter_sleeps_out_a_lease_is_found_by_the_poll() {
+    use elect_core::{Acquire, Claim, LeaseStore, Release, Ttl};
+
+    let url = fresh_database().await;
+    let config = MysqlConfig::new(&url);
+    let a_store = store(config.clone()).await;
+    let claim = Claim::new(
+        election("e"),
+        id("a"),
+        Ttl::new(Duration::from_secs(20)).unwrap(),
+    );
+    let Acquire::Granted(lease) = a_store.try_acquire(&claim).await.unwrap() else {
+        panic!("a is granted the vacant election")
+    };
+    let b = elector(store(config).await, "e", "b", Duration::from_secs(20));
+    // b reads the lease and its waiter blocks on a's beacon.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!b.is_leader());
+    // a asks again for its own lease: granted, same term, a new beacon.
+    let Acquire::Granted(again) = a_store.try_acquire(&claim).await.unwrap() else {
+        panic!("a is granted its own lease again")
+    };
+    assert_eq!(again.term, lease.term);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let released = Instant::now();
+    assert_eq!(a_store.release(&again).await.unwrap(), Release::Released);
+    let second = lead(&b, Duration::from_secs(8)).await;
+    assert!(second.term() > lease.term);
+    eprintln!("b led {:?} after the release", released.elapsed());
+    b.shutdown().await.unwrap();
+}
