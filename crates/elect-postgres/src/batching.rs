@@ -124,12 +124,10 @@ impl PostgresStore {
             }
             Err(e) => return Err(map_err("try_acquire", &client.config.table, e)),
         };
-        let mut by_election: HashMap<String, &tokio_postgres::Row> = HashMap::new();
-        for row in &rows {
-            if let Ok(election) = row.try_get::<_, String>(6) {
-                by_election.insert(election, row);
-            }
-        }
+        let by_election: HashMap<&str, &tokio_postgres::Row> = rows
+            .iter()
+            .filter_map(|row| Some((row.try_get::<_, &str>(6).ok()?, row)))
+            .collect();
         Ok(which
             .iter()
             .map(|&i| {
