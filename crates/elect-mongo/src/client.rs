@@ -9,6 +9,9 @@ use mongodb::Collection;
 use crate::config::{redact, MongoConfig};
 use crate::error::{map_err, STORE};
 
+/// How much longer than the driver's server selection the first ping may take.
+const CONNECT_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The driver's client, the configuration, and the leases collection (with its write concern).
 pub(crate) struct Client {
     pub(crate) config: MongoConfig,
@@ -70,15 +73,18 @@ impl Client {
             client,
             leases,
         };
-        client
-            .request(
-                "connect",
-                client
-                    .client
-                    .database("admin")
-                    .run_command(doc! { "ping": 1 }),
-            )
-            .await?;
+        // The driver's server selection gives up after the same timeout and says why (a refused
+        // certificate, a wrong password): our own timer waits a second longer, or on a loaded
+        // machine it could fire first and hide the cause behind "no answer within".
+        let admin = client.client.database("admin");
+        let after = client.config.timeout.saturating_add(CONNECT_SLACK);
+        elect_core::backend::timed(STORE, "connect", after, async {
+            admin
+                .run_command(doc! { "ping": 1 })
+                .await
+                .map_err(|e| map_err("connect", e))
+        })
+        .await?;
         Ok(client)
     }
 

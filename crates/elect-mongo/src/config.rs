@@ -27,7 +27,9 @@ pub struct MongoConfig {
     pub collection: String,
     /// Write concern of every write (default majority, so a granted lease survives a failover).
     pub write_concern: WriteConcern,
-    /// How long connecting and each request may take (default 5 s).
+    /// How long connecting and each request may take (default 5 s; the first request after
+    /// connecting gets a second more, so that the driver, which gives up after this long too,
+    /// can say why it could not connect).
     pub timeout: Duration,
     /// TLS with these certificates (default none: the URL's `tls`, `tlsCAFile` and
     /// `tlsCertificateKeyFile` options decide). Setting it turns TLS on. The driver reads the
