@@ -30,6 +30,11 @@ use elect_core::{CandidateId, ElectionName, Elector, Event, LeaseStore};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::broadcast;
 
+/// The clock-rate bound ρ every single-election candidate's elector keeps (the default).
+const DRIFT: f64 = 0.01;
+/// The safety margin ε every single-election candidate's elector keeps (the default).
+const MARGIN: Duration = Duration::from_millis(2);
+
 #[derive(Default)]
 struct Args {
     store: Option<String>,
@@ -151,8 +156,10 @@ async fn campaign(args: &Args) -> Result<Campaign, String> {
     let election = ElectionName::new(args.election.as_deref().unwrap_or("bench")).map_err(e)?;
     if let Some(url) = &args.store {
         let store = store(url, args).await?;
-        let mut builder =
-            Elector::builder_dyn(store.clone(), election).ttl(Duration::from_millis(args.ttl_ms));
+        let mut builder = Elector::builder_dyn(store.clone(), election)
+            .ttl(Duration::from_millis(args.ttl_ms))
+            .clock_drift(DRIFT)
+            .safety_margin(MARGIN);
         if let Some(id) = &args.id {
             builder = builder.candidate(CandidateId::new(id).map_err(e)?);
         }
@@ -457,11 +464,37 @@ async fn main() -> ExitCode {
             }
         })
     });
+    let etcd = args
+        .store
+        .as_deref()
+        .is_some_and(|url| url.starts_with("etcd"));
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(command)) = stdin.next_line().await {
         match command.trim() {
             "resign" => {
                 let _ = elector.resign().await;
+            }
+            // etcd reports a lease's time to live in whole seconds: the holder's own lower
+            // bound of the server-side expiry instead, `t_send + TTL` of its last successful
+            // keep-alive (its deadline plus the ρ·TTL + ε it keeps back). etcd's leader applied
+            // the keep-alive after `t_send`, so the lease ends later by at most the keep-alive's
+            // round trip (a slack computed from it is an upper bound).
+            "lease" if etcd => {
+                let leadership = elector.watch();
+                let state = leadership.borrow();
+                match state.guard() {
+                    Some(guard) => {
+                        let ttl = Duration::from_millis(args.ttl_ms);
+                        let kept = ttl.mul_f64(DRIFT) + MARGIN;
+                        let end = guard.deadline().into_std() + kept;
+                        let left = end.saturating_duration_since(std::time::Instant::now());
+                        now(
+                            &clock,
+                            format_args!("lease {} {}", left.as_nanos(), guard.term()),
+                        )
+                    }
+                    None => now(&clock, format_args!("lease none")),
+                }
             }
             // The lease as the coordinator reports it right now.
             "lease" => match &store {

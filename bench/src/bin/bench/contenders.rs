@@ -162,9 +162,9 @@ impl Contender {
         let connection_bound = (self.lib == Lib::Tooz
             && matches!(self.coord, Coord::Mysql | Coord::Postgres))
             || matches!(self.lib, Lib::Dlock | Lib::Etcdctl);
-        // etcd reports a lease's time to live in whole seconds: "lease left" would be off by
-        // up to a second, and the slack computed from it meaningless.
-        !(self.is_raft() || connection_bound || self.coord == Coord::Etcd)
+        // etcd reports a lease's time to live in whole seconds: elect's etcd candidate answers
+        // with its own lower bound of the server-side expiry instead (see the candidate).
+        !(self.is_raft() || connection_bound)
     }
 
     /// Whether this is elect (whose candidates report followers' notices of a new leader).
