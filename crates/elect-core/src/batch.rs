@@ -389,6 +389,46 @@ impl<S: BatchStore> LeaseStore for Batched<S> {
     }
 }
 
+/// For [`BatchStore`] implementations: decides `claims` with `many` where it can, and with the
+/// single [`LeaseStore::try_acquire`] where it cannot.
+///
+/// `many` gets the positions in `claims` of the first claim for each election (a statement may
+/// not touch one row twice) and answers each of them, in that order, with its answer or `None`
+/// where the single request must decide (say, the claim's own live lease, or a race it lost).
+/// When `many` fails, every claim it was given fails with that error; the second and later
+/// claims for an election, and the undecided ones, go the single way, one after another.
+pub async fn acquire_each<S: LeaseStore + ?Sized>(
+    store: &S,
+    claims: &[Claim],
+    many: impl AsyncFnOnce(&[usize]) -> Result<Vec<Option<Result<Acquire>>>>,
+) -> Vec<Result<Acquire>> {
+    let mut seen = std::collections::HashSet::new();
+    let first: Vec<usize> = (0..claims.len())
+        .filter(|&i| seen.insert(claims[i].election.as_str()))
+        .collect();
+    let mut answers: Vec<Option<Result<Acquire>>> = claims.iter().map(|_| None).collect();
+    match many(&first).await {
+        Ok(decided) => {
+            for (i, answer) in first.iter().zip(decided) {
+                answers[*i] = answer;
+            }
+        }
+        Err(e) => {
+            for i in &first {
+                answers[*i] = Some(Err(e.clone()));
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(claims.len());
+    for (claim, answer) in claims.iter().zip(answers) {
+        out.push(match answer {
+            Some(answer) => answer,
+            None => store.try_acquire(claim).await,
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

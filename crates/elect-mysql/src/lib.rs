@@ -7,11 +7,14 @@
 //! - `client`: the connection pool and the one timed request helper.
 //! - `schema`: the published DDL, the check of an existing table, the statements.
 //! - `store`: [`MysqlStore`], the `LeaseStore`.
+//! - `batching`: [`BatchStore`](elect_core::batch::BatchStore), many elections in a few
+//!   statements.
 //! - `feed`: release notices by polling the versions of watched elections.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod batching;
 mod client;
 mod config;
 mod error;

@@ -287,19 +287,26 @@ pub(crate) struct Sql {
     pub(crate) release: String,
     pub(crate) leader: String,
     pub(crate) versions: String,
+    /// The table's name, for the batch statements (see `batching.rs`).
+    pub(crate) table: String,
+    /// Whether the table has the `value` column.
+    pub(crate) value: bool,
 }
 
 /// The server's clock in microseconds since the epoch, from UTC and without time zone
 /// conversions (`UNIX_TIMESTAMP(NOW(6))` converts through the session's zone, which can run
 /// backwards across a daylight-saving change).
-const CLOCK_US: &str = "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6))";
+pub(crate) const CLOCK_US: &str =
+    "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6))";
+
+/// The server's clock, in UTC.
+pub(crate) const NOW: &str = "UTC_TIMESTAMP(6)";
 
 impl Sql {
     /// The statements for `table`; `value` says whether it has the `value` column. Reads
     /// always return the value as their last column (NULL without the column); with it,
     /// `insert` and `take` take the value as their last parameter.
     pub(crate) fn new(table: &str, value: bool) -> Sql {
-        const NOW: &str = "UTC_TIMESTAMP(6)";
         let value_column = if value { "`value`" } else { "NULL" };
         let read = format!(
             "SELECT `holder`, `term`, TIMESTAMPDIFF(MICROSECOND, {NOW}, `expires_at`), `nonce`, \
@@ -344,6 +351,8 @@ impl Sql {
                 "SELECT `election`, `version`, `expires_at` > {NOW}, `term`, \
                  GREATEST(TIMESTAMPDIFF(MICROSECOND, {NOW}, `expires_at`), 0) FROM `{table}` WHERE `election` IN "
             ),
+            table: table.to_owned(),
+            value,
         }
     }
 }

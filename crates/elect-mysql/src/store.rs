@@ -60,27 +60,27 @@ enum Step {
 }
 
 /// What a lease row says, validated.
-struct Row {
+pub(crate) struct Row {
     holder: CandidateId,
     /// 0 in rows written before the column existed: nobody's claim.
     nonce: u64,
-    term: Term,
+    pub(crate) term: Term,
     /// Microseconds left by the server's clock; ≤ 0 when expired or released.
     remaining_us: i64,
     value: Option<LeaderValue>,
 }
 
 impl Row {
-    fn live(&self) -> bool {
+    pub(crate) fn live(&self) -> bool {
         self.remaining_us > 0
     }
 
     /// Whether the row's lease was granted to `claim`.
-    fn granted_to(&self, claim: &Claim) -> bool {
+    pub(crate) fn granted_to(&self, claim: &Claim) -> bool {
         self.holder == claim.candidate && self.nonce == claim.nonce.get()
     }
 
-    fn info(self) -> LeaderInfo {
+    pub(crate) fn info(self) -> LeaderInfo {
         LeaderInfo {
             holder: self.holder,
             term: self.term,
@@ -184,7 +184,7 @@ impl MysqlStore {
     /// Checks, once per store, that the table is fit for elect (columns, types, precision,
     /// collations, the unique key), and refuses it with [`Error::NotSetUp`] otherwise. Returns
     /// the statements for the table (with or without the `value` column).
-    async fn check_schema(&self) -> Result<&Sql> {
+    pub(crate) async fn check_schema(&self) -> Result<&Sql> {
         let value = self
             .inner
             .schema_checked
@@ -200,7 +200,7 @@ impl MysqlStore {
     }
 
     /// Warns once that this table cannot keep leaders' values.
-    fn warn_no_value(&self) {
+    pub(crate) fn warn_no_value(&self) {
         use std::sync::atomic::Ordering;
         if !self.inner.warned_no_value.swap(true, Ordering::Relaxed) {
             warn!(
@@ -211,13 +211,18 @@ impl MysqlStore {
         }
     }
 
+    /// The named locks held while leading, when the store keeps them.
+    pub(crate) fn beacons(&self) -> Option<&crate::wake::Beacons> {
+        self.inner.beacons.as_ref()
+    }
+
     /// The pool, for callers that want to share it.
     pub fn pool(&self) -> &Pool {
         &self.inner.client.pool
     }
 
     /// One request through the client (see [`Client::request`]).
-    async fn request<T>(
+    pub(crate) async fn request<T>(
         &self,
         operation: &'static str,
         f: impl AsyncFnOnce(&mut mysql_async::Conn) -> mysql_async::Result<T>,
@@ -227,7 +232,7 @@ impl MysqlStore {
 
     /// Validates the first five columns of a lease row (holder, term, remaining µs, nonce,
     /// value).
-    fn row(&self, election: &ElectionName, values: &[Value]) -> Result<Row> {
+    pub(crate) fn row(&self, election: &ElectionName, values: &[Value]) -> Result<Row> {
         let corrupt = |why: String| Error::corrupt(STORE, self.key(election), why);
         let [holder, term, remaining, nonce, value] = values else {
             return Err(corrupt(format!("unexpected row shape {values:?}")));
@@ -269,7 +274,7 @@ impl MysqlStore {
     }
 
     /// How errors name a row: `table[election]`.
-    fn key(&self, election: &ElectionName) -> String {
+    pub(crate) fn key(&self, election: &ElectionName) -> String {
         format!("{}[{election}]", self.inner.client.config.table)
     }
 

@@ -11,10 +11,10 @@
 //! counter at the end of `BIGINT` fails the one election it belongs to (the batch is then sent
 //! election by election to find it).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use elect_core::batch::BatchStore;
-use elect_core::{async_trait, Acquire, Claim, Lease, LeaseStore, Renewal, Result};
+use elect_core::batch::{acquire_each, BatchStore};
+use elect_core::{async_trait, Acquire, Claim, Lease, Renewal, Result};
 use tokio_postgres::types::Type;
 use tracing::debug;
 
@@ -27,32 +27,10 @@ impl BatchStore for PostgresStore {
         if let Err(e) = self.check_schema().await {
             return claims.iter().map(|_| Err(e.clone())).collect();
         }
-        // Each election once in the statement; the rest go the single way.
-        let mut seen = HashSet::new();
-        let first: Vec<usize> = (0..claims.len())
-            .filter(|&i| seen.insert(claims[i].election.as_str()))
-            .collect();
-        let mut answers: Vec<Option<Result<Acquire>>> = claims.iter().map(|_| None).collect();
-        match self.acquire_many(claims, &first).await {
-            Ok(decided) => {
-                for (i, answer) in first.iter().zip(decided) {
-                    answers[*i] = answer;
-                }
-            }
-            Err(e) => {
-                for i in &first {
-                    answers[*i] = Some(Err(e.clone()));
-                }
-            }
-        }
-        let mut out = Vec::with_capacity(claims.len());
-        for (claim, answer) in claims.iter().zip(answers) {
-            out.push(match answer {
-                Some(answer) => answer,
-                None => self.try_acquire(claim).await,
-            });
-        }
-        out
+        acquire_each(self, claims, async |first| {
+            self.acquire_many(claims, first).await
+        })
+        .await
     }
 
     async fn renew_batch(&self, leases: &[Lease]) -> Vec<Result<Renewal>> {

@@ -1,0 +1,246 @@
+//! The batched path on a real MariaDB: the whole conformance suite through
+//! [`Batched`](elect_mysql::batch::Batched), a batch holding one corrupt row, a renewal batch
+//! with one lease over (the read-back path), the same election twice in one batch, and the
+//! statements the server sees for many elections.
+
+use std::time::Duration;
+
+use elect_core::conformance::Settings;
+use elect_mysql::batch::{BatchConfig, BatchStore, Batched};
+use elect_mysql::mysql_async::prelude::Queryable;
+use elect_mysql::{Acquire, Elector, Error, LeaseStore, MysqlConfig, MysqlStore, Renewal, Ttl};
+use elect_tests::{claim, election, unique_name, Kind, OwnedServer};
+
+/// A store on a fresh database of the shared test server, its table created, and its URL.
+async fn fresh() -> (MysqlStore, String) {
+    let url = elect_tests::mysql()
+        .await
+        .mysql_database()
+        .await
+        .expect("a fresh test database");
+    let store = MysqlStore::connect_url(&url)
+        .await
+        .expect("connect to the test MySQL");
+    store.migrate().await.expect("create the lease table");
+    (store, url)
+}
+
+async fn store() -> Batched<MysqlStore> {
+    Batched::new(fresh().await.0, BatchConfig::default())
+}
+
+mod conformance {
+    use super::*;
+    elect_core::conformance_tests!(store: store(), settings: Settings::real_server());
+}
+
+/// Runs `sql` on a connection of its own to `url`.
+async fn raw(url: &str, sql: &str) {
+    let mut conn = elect_mysql::mysql_async::Conn::from_url(url)
+        .await
+        .expect("a raw connection");
+    conn.query_drop(sql).await.expect("the raw statement");
+    let _ = conn.disconnect().await;
+}
+
+/// One election of a batch holds a row a foreign client wrote (an invalid holder): that
+/// election, and only it, gets `CorruptRecord`, nothing is written over the row, and the others
+/// of the same statements are granted and renewed. A forged lease for the junk election renews
+/// nothing (`Lost`, through the read-back: the update changed one row fewer than it was given).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_row_fails_its_own_election_and_no_other_in_the_batch() {
+    let (store, url) = fresh().await;
+    let ttl = Ttl::new(Duration::from_secs(5)).unwrap();
+    let names: Vec<_> = (0..5)
+        .map(|k| election(&format!("{}-{k}", unique_name("e"))))
+        .collect();
+    raw(
+        &url,
+        &format!(
+            "INSERT INTO elect_leases (election, holder, term, expires_at, version) \
+             VALUES ('{}', 'not valid!', 5, UTC_TIMESTAMP(6) + INTERVAL 1 HOUR, 1)",
+            names[2].as_str()
+        ),
+    )
+    .await;
+
+    let claims: Vec<_> = names.iter().map(|e| claim(e, "me", ttl)).collect();
+    let answers = store.try_acquire_batch(&claims).await;
+    assert_eq!(answers.len(), 5);
+    let mut leases = Vec::new();
+    for (k, answer) in answers.into_iter().enumerate() {
+        match (k, answer) {
+            (2, Err(Error::CorruptRecord { key, .. })) => {
+                assert!(key.contains(names[2].as_str()), "{key}")
+            }
+            (2, other) => panic!("the corrupt election answered {other:?}"),
+            (_, Ok(Acquire::Granted(lease))) => leases.push(lease),
+            (k, other) => panic!("election {k} answered {other:?}"),
+        }
+    }
+    let mut forged = leases[0].clone();
+    forged.election = names[2].clone();
+    leases.insert(2, forged);
+    let answers = store.renew_batch(&leases).await;
+    for (k, answer) in answers.into_iter().enumerate() {
+        match (k, answer) {
+            (2, Ok(Renewal::Lost)) => {}
+            (_, Ok(Renewal::Renewed(lease))) => assert_eq!(lease, leases[k]),
+            (k, other) => panic!("election {k} answered {other:?}"),
+        }
+    }
+    let mut conn = elect_mysql::mysql_async::Conn::from_url(&url)
+        .await
+        .unwrap();
+    let kept: Option<(String, u64, u64)> = conn
+        .exec_first(
+            "SELECT holder, term, version FROM elect_leases WHERE election = ?",
+            (names[2].as_str(),),
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept, Some(("not valid!".into(), 5, 1)));
+    for (k, name) in names.iter().enumerate().filter(|(k, _)| *k != 2) {
+        let held = store.leader(name).await.unwrap().expect("held");
+        assert_eq!(held.term, leases[k].term);
+    }
+}
+
+/// A renewal batch in which one lease ran out (its row still holds it, expired) and another
+/// was taken over: those two are `Lost`, the rest `Renewed`, and the lease that ran out is not
+/// brought back to life by the batch's update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_batch_tells_each_lease_apart() {
+    let (store, _) = fresh().await;
+    let long = Ttl::new(Duration::from_secs(10)).unwrap();
+    let short = Ttl::new(Duration::from_millis(200)).unwrap();
+    let names: Vec<_> = (0..4)
+        .map(|k| election(&format!("{}-{k}", unique_name("r"))))
+        .collect();
+    let mut claims: Vec<_> = names.iter().map(|e| claim(e, "me", long)).collect();
+    claims[1] = claim(&names[1], "me", short);
+    claims[3] = claim(&names[3], "me", short);
+    let leases: Vec<_> = store
+        .try_acquire_batch(&claims)
+        .await
+        .into_iter()
+        .map(|a| match a {
+            Ok(Acquire::Granted(lease)) => lease,
+            other => panic!("not granted: {other:?}"),
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let other = match store.try_acquire(&claim(&names[3], "other", long)).await {
+        Ok(Acquire::Granted(lease)) => lease,
+        other => panic!("the expired election was not granted to another: {other:?}"),
+    };
+    let answers = store.renew_batch(&leases).await;
+    let renewed: Vec<bool> = answers
+        .iter()
+        .map(|a| match a {
+            Ok(Renewal::Renewed(_)) => true,
+            Ok(Renewal::Lost) => false,
+            Err(e) => panic!("{e}"),
+        })
+        .collect();
+    assert_eq!(renewed, [true, false, true, false]);
+    assert!(store.leader(&names[1]).await.unwrap().is_none());
+    let held = store.leader(&names[3]).await.unwrap().expect("held");
+    assert_eq!((held.holder, held.term), (other.holder, other.term));
+}
+
+/// Two candidates of one process claim the same election in one batch, beside another
+/// election: exactly one is granted, the other sees it held by the winner; a renewal batch
+/// carrying the winner's lease and a stale lease of the loser renews only the winner's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_election_twice_in_a_batch_is_granted_once() {
+    let (store, _) = fresh().await;
+    let ttl = Ttl::new(Duration::from_secs(5)).unwrap();
+    let (jobs, other) = (election("jobs"), election("other"));
+    let claims = [
+        claim(&jobs, "a", ttl),
+        claim(&other, "a", ttl),
+        claim(&jobs, "b", ttl),
+    ];
+    let answers = store.try_acquire_batch(&claims).await;
+    let (winner, loser) = match (&answers[0], &answers[2]) {
+        (Ok(Acquire::Granted(lease)), Ok(Acquire::Held(info))) => {
+            assert_eq!((&info.holder, info.term), (&lease.holder, lease.term));
+            (lease.clone(), &claims[2])
+        }
+        (Ok(Acquire::Held(info)), Ok(Acquire::Granted(lease))) => {
+            assert_eq!((&info.holder, info.term), (&lease.holder, lease.term));
+            (lease.clone(), &claims[0])
+        }
+        other => panic!("not one grant and one holder: {other:?}"),
+    };
+    assert!(matches!(answers[1], Ok(Acquire::Granted(_))), "{answers:?}");
+    let stale = loser.granted(winner.term);
+    let renewed = store.renew_batch(&[stale, winner.clone()]).await;
+    assert!(matches!(renewed[0], Ok(Renewal::Lost)), "{renewed:?}");
+    assert!(
+        matches!(&renewed[1], Ok(Renewal::Renewed(l)) if *l == winner),
+        "{renewed:?}"
+    );
+}
+
+/// A hundred electors on one `Batched` store, each leading its own election: the server sees
+/// a few dozen statements, not several per acquisition and one per renewal. Counted on a
+/// server of the test's own (`Questions`: every statement a client sent, this test's own
+/// `SHOW STATUS` included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_elections_share_a_few_statements() {
+    let server = OwnedServer::start(Kind::Mysql)
+        .await
+        .expect("a MariaDB server");
+    let mut admin = elect_mysql::mysql_async::Conn::from_url(format!("{}mysql", server.url()))
+        .await
+        .expect("connect as the administrator");
+    admin.query_drop("CREATE DATABASE app").await.unwrap();
+    let url = format!("{}app", server.url());
+    // No named-lock waiters: a batched grant holds no lock for them to wait on.
+    let config = MysqlConfig::new(&url).release_locks(false);
+    let store = MysqlStore::connect(config).await.expect("connect");
+    store.migrate().await.expect("create the lease table");
+    let mut questions = async || -> u64 {
+        let row: Option<(String, u64)> = admin
+            .query_first("SHOW GLOBAL STATUS LIKE 'Questions'")
+            .await
+            .unwrap();
+        row.expect("Questions").1
+    };
+    let before = questions().await;
+    // A window of 100 ms: electors that start spread out on a loaded machine (each first
+    // subscribes, one read each) still share batches.
+    let config = BatchConfig::default().linger(Duration::from_millis(100));
+    let batched = Batched::new(store, config);
+    let electors: Vec<Elector> = (0..100)
+        .map(|k| {
+            Elector::builder(batched.clone(), election(&format!("shard-{k}")))
+                .ttl(Duration::from_secs(3))
+                .start()
+                .expect("start")
+        })
+        .collect();
+    for elector in &electors {
+        elector.leading().await.expect("leads");
+    }
+    let leading = questions().await;
+    // Three renewal rounds (every TTL/3) of 100 elections each.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    for elector in &electors {
+        assert!(elector.is_leader());
+    }
+    let after = questions().await;
+    let (start, renewing) = (leading - before, after - leading);
+    eprintln!("{start} statements until 100 elections led, {renewing} in the 3.5 s after");
+    // Each elector subscribes to its election's feed before its first claim, and the feed
+    // reads the row once then (100 statements); the acquisitions, one read and one
+    // transaction each alone, share a few batches.
+    assert!(start <= 160, "{start} statements until 100 elections led");
+    // ≥ 300 renewals: one statement each would be 300.
+    assert!(renewing <= 40, "{renewing} statements for 300 renewals");
+    for elector in &electors {
+        elector.shutdown().await.expect("shut down");
+    }
+}
