@@ -9,11 +9,14 @@
 //! - `store`: [`MongoStore`], the `LeaseStore`, with its update pipelines.
 //! - `clock`: the server's clock as estimated from grants and reads, for a losing acquire's
 //!   remaining time without a second round trip.
+//! - `batching`: [`BatchStore`](elect_core::batch::BatchStore): renewals in one update,
+//!   claims of held elections answered by one read.
 //! - `feed`: release notices from one change stream per store.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod batching;
 mod client;
 mod clock;
 mod config;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use elect_core::backend;
-use elect_core::{CandidateId, Claim, Error, LeaderInfo, LeaderValue, Result, Term};
+use elect_core::{CandidateId, Claim, Error, LeaderInfo, LeaderValue, Lease, Result, Term};
 use mongodb::bson::{Bson, Document};
 
 use crate::error::STORE;
@@ -75,6 +75,13 @@ impl Record {
 
     pub(crate) fn granted_to(&self, claim: &Claim) -> bool {
         self.holder == claim.candidate && self.nonce == claim.nonce.get() as i64
+    }
+
+    /// Whether this record is `lease` (its holder, nonce and term), live or not.
+    pub(crate) fn holds(&self, lease: &Lease) -> bool {
+        self.holder == lease.holder
+            && self.nonce == lease.nonce.get() as i64
+            && self.term == lease.term
     }
 }
 

@@ -66,8 +66,13 @@ fn live() -> Bson {
     })
 }
 
+/// A filter's `$expr` that the lease is live by the server's clock.
+pub(crate) fn live_filter() -> Document {
+    doc! { "$gt": [{ "$toLong": "$expires" }, { "$toLong": "$$NOW" }] }
+}
+
 /// Milliseconds left on the lease by the server's clock.
-fn remaining() -> Bson {
+pub(crate) fn remaining() -> Bson {
     Bson::Document(doc! {
         "$cond": [
             { "$eq": [{ "$type": "$expires" }, "date"] },
@@ -187,7 +192,7 @@ impl MongoStore {
     }
 
     /// One request through the client (see [`Client::request`]).
-    async fn request<T>(
+    pub(crate) async fn request<T>(
         &self,
         operation: &'static str,
         work: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>,
@@ -226,10 +231,21 @@ impl MongoStore {
             })
             .await?;
         let received = Instant::now();
-        let Some(d) = found else {
-            return Ok(None);
-        };
-        let record = self.record(e, &d)?;
+        found
+            .map(|d| self.parse_read(e, &d, sent, received))
+            .transpose()
+    }
+
+    /// A document read with its `_remaining` (sent at `sent`, answered at `received`):
+    /// validated, the server's clock estimate updated.
+    pub(crate) fn parse_read(
+        &self,
+        e: &str,
+        d: &Document,
+        sent: Instant,
+        received: Instant,
+    ) -> Result<(Record, i64)> {
+        let record = self.record(e, d)?;
         let remaining = match d.get("_remaining") {
             Some(Bson::Int64(ms)) => *ms,
             Some(Bson::Int32(ms)) => *ms as i64,
@@ -244,7 +260,7 @@ impl MongoStore {
         self.inner
             .clock
             .observe(record.expires_ms - remaining, sent, received);
-        Ok(Some((record, remaining)))
+        Ok((record, remaining))
     }
 
     /// Runs a guarded single-document update; true when it matched the live lease.
@@ -254,7 +270,7 @@ impl MongoStore {
             "holder": lease.holder.as_str(),
             "nonce": lease.nonce.get() as i64,
             "term": lease.term.get() as i64,
-            "$expr": { "$gt": [{ "$toLong": "$expires" }, { "$toLong": "$$NOW" }] },
+            "$expr": live_filter(),
         };
         let pipeline = vec![doc! { "$set": set }];
         let result = self

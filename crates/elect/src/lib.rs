@@ -148,8 +148,8 @@ impl Coordinator {
 
     /// The store behind a [`Batched`](elect_core::batch::Batched) queue, for a process that
     /// campaigns in many elections: their acquisitions and renewals share requests. `None` for
-    /// a coordinator that cannot yet decide a batch in a few requests (Redis, PostgreSQL and
-    /// MySQL can today; Mongo and etcd cannot yet).
+    /// a coordinator that cannot yet decide a batch in a few requests (Redis, PostgreSQL,
+    /// MySQL and Mongo can today — Mongo's grants still go one by one; etcd cannot yet).
     pub fn batched(&self, config: elect_core::batch::BatchConfig) -> Option<Arc<dyn LeaseStore>> {
         match self {
             #[cfg(feature = "redis")]
@@ -162,6 +162,10 @@ impl Coordinator {
             }
             #[cfg(feature = "mysql")]
             Coordinator::Mysql(s) => {
+                Some(Arc::new(elect_core::batch::Batched::new(s.clone(), config)))
+            }
+            #[cfg(feature = "mongo")]
+            Coordinator::Mongo(s) => {
                 Some(Arc::new(elect_core::batch::Batched::new(s.clone(), config)))
             }
             #[allow(unreachable_patterns)]
