@@ -211,8 +211,9 @@ use Lock::{Free, LetGo, StillHeld};
 /// Blocks in `GET_LOCK` on `election`'s name while `waited(election)` holds, calling
 /// `check` after each time it got the lock having blocked. `check` reads the election's row
 /// (waking the feed's waiters as the poll would) and says what is left of its lease
-/// (`Some(None)`: none is live; `None`: the read failed). `working(false)` after a `GET_LOCK` failed, `working(true)` after one
-/// answered: while it works, the waiter itself notices every release and grant (blocked on
+/// (`Some(None)`: none is live; `None`: the read failed). `working(false)` after a `GET_LOCK`
+/// failed, `working(true)` after one answered (the probe before a blocking wait included):
+/// while it works, the waiter itself notices every release and grant (blocked on
 /// a beacon, or reading at its pace while the lock is free), and the poll can leave the
 /// election alone.
 pub(crate) async fn waiter<W, C, F>(
@@ -236,9 +237,15 @@ pub(crate) async fn waiter<W, C, F>(
         // its release, CI 2026-12-06).
         let got = match take(&c, &mut conn, &election, Duration::ZERO).await {
             Ok(true) => Ok(Free),
-            Ok(false) => take(&c, &mut conn, &election, Duration::from_secs(WAIT_S))
-                .await
-                .map(|got| if got { LetGo } else { StillHeld }),
+            Ok(false) => {
+                // The server answers and someone holds the lock: the wait hears of its
+                // release from now on, so the poll can leave the election alone already
+                // (it polled through a new waiter's first wait, up to WAIT_S).
+                working(true);
+                take(&c, &mut conn, &election, Duration::from_secs(WAIT_S))
+                    .await
+                    .map(|got| if got { LetGo } else { StillHeld })
+            }
             Err(error) => Err(error),
         };
         working(got.is_ok());

@@ -237,3 +237,45 @@ async fn a_release_while_the_waiter_sleeps_out_a_lease_is_found_by_the_poll() {
     eprintln!("b led {:?} after the release", released.elapsed());
     b.shutdown().await.unwrap();
 }
+
+/// An idle follower whose waiter blocks on the leader's beacon sends the poll's statement
+/// neither during its first wait nor after: with a poll every 500 ms, a leader renewing every
+/// 20/3 s and the follower told of an expiry 20 s away, the follower's store sends nothing in
+/// 4 s. Before, the poll ran until the first blocking `GET_LOCK` answered (30 s): 8 polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_follower_is_not_polled_during_its_first_wait() {
+    // A server of its own: the count is the server's.
+    let server = elect_tests::OwnedServer::start(elect_tests::Kind::Mysql)
+        .await
+        .expect("a MariaDB server");
+    let mut admin = elect_mysql::mysql_async::Conn::from_url(format!("{}mysql", server.url()))
+        .await
+        .unwrap();
+    admin.query_drop("CREATE DATABASE app").await.unwrap();
+    let url = format!("{}app", server.url());
+    let ttl = Duration::from_secs(20);
+    let a = elector(store(MysqlConfig::new(&url)).await, "e", "a", ttl);
+    lead(&a, Duration::from_secs(5)).await;
+    let config = MysqlConfig::new(&url).release_poll(Some(Duration::from_millis(500)));
+    let b = elector(store(config).await, "e", "b", ttl);
+    // b reads the lease, subscribes, and its waiter probes the lock and blocks on it.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let selects = async |admin: &mut elect_mysql::mysql_async::Conn| -> u64 {
+        let row: Option<(String, u64)> = admin
+            .query_first("SHOW GLOBAL STATUS LIKE 'Com_select'")
+            .await
+            .unwrap();
+        row.unwrap().1
+    };
+    let before = selects(&mut admin).await;
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    let sent = selects(&mut admin).await - before;
+    assert!(!b.is_leader() && a.is_leader());
+    // A renewal of a is an UPDATE; b reads nothing before the expiry it was told of.
+    assert!(
+        sent <= 1,
+        "{sent} SELECTs in 4 s from an idle follower blocked on the beacon"
+    );
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}
