@@ -42,6 +42,8 @@ struct Shared {
     lock_waiters: Mutex<HashSet<ElectionName>>,
     /// Those whose waiter's last `GET_LOCK` answered: the poll leaves them alone.
     locks_working: Mutex<HashSet<ElectionName>>,
+    /// Elections seen released since the store last asked (see [`Poller::take_vacancy`]).
+    vacated: Mutex<HashSet<ElectionName>>,
 }
 
 /// What the poll saw of one election's row.
@@ -71,6 +73,12 @@ impl Shared {
             let granted = row.live && row.term != seen.term;
             if released || granted {
                 changed.push(election.clone());
+            }
+            if released {
+                self.vacated
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(election.clone());
             }
             *seen = row;
         }
@@ -109,6 +117,18 @@ impl Poller {
             shared: Arc::default(),
             started: OnceLock::new(),
         }
+    }
+
+    /// Whether a release of `election` was seen since the last call (and forgets it): its
+    /// candidates' next acquisition can go straight to the transaction, without the read
+    /// that spares a live lease a locking transaction. Only the order of requests depends
+    /// on it; the transaction decides either way.
+    pub(crate) fn take_vacancy(&self, election: &ElectionName) -> bool {
+        self.shared
+            .vacated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(election)
     }
 
     /// A feed for `election`. Its baseline version is read before returning, so a release that
@@ -208,6 +228,11 @@ async fn poll(client: Weak<Client>, shared: Arc<Shared>, interval: Duration) {
         // Forget elections nobody waits on any more.
         let mut elections = shared.feeds.prune();
         shared.versions().retain(|e, _| elections.contains(e));
+        shared
+            .vacated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|e| elections.contains(e));
         {
             let working = shared
                 .locks_working

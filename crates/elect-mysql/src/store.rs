@@ -404,10 +404,13 @@ impl LeaseStore for MysqlStore {
         }
         // Read first: a follower that wakes into a renewed lease costs one plain SELECT, not
         // a locking transaction (four statements). Only a vacant, expired or own lease goes
-        // on to the transaction, which decides again under the row lock.
-        if let Some(row) = self.read(sql, &claim.election).await? {
-            if row.live() && !row.granted_to(claim) {
-                return Ok(Acquire::Held(row.info()));
+        // on to the transaction, which decides again under the row lock. A follower woken by
+        // a release the feed just saw skips the read (one round trip less on the hand-over).
+        if !self.inner.feed.take_vacancy(&claim.election) {
+            if let Some(row) = self.read(sql, &claim.election).await? {
+                if row.live() && !row.granted_to(claim) {
+                    return Ok(Acquire::Held(row.info()));
+                }
             }
         }
         // Lost insert races and deadlocks resolve on the next attempt.
