@@ -476,4 +476,11 @@ mod tests {
             assert!(matches!(rx.try_recv(), Ok(Err(Error::Internal { .. }))));
         }
     }
+
+    #[tokio::test]
+    async fn the_memory_store_decides_each_election_of_a_batch_on_its_own() {
+        let store = crate::MemoryStore::new();
+        crate::conformance::one_election_twice_in_a_batch_is_granted_once(&store).await;
+        crate::conformance::a_renewal_batch_tells_each_lease_apart(&store).await;
+    }
 }

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use elect_core::conformance::Settings;
-use elect_postgres::batch::{BatchConfig, BatchStore, Batched};
-use elect_postgres::{Acquire, Elector, Error, LeaseStore, PostgresStore, Renewal, Ttl};
-use elect_tests::{claim, election, unique_name, Kind, OwnedServer};
+use elect_postgres::batch::{BatchConfig, Batched};
+use elect_postgres::{Elector, PostgresStore};
+use elect_tests::{election, unique_name, Kind, OwnedServer};
 
 mod conformance_db {
     /// A store on a fresh database of the shared test server, its table created.
@@ -54,9 +54,9 @@ async fn raw(url: &str, sql: &str) -> Option<String> {
 }
 
 /// One election of a batch holds a row a foreign client wrote (an invalid holder): that
-/// election, and only it, gets `CorruptRecord`, nothing is written over the row, and the others
-/// of the same statement are granted and renewed. A forged lease for the junk election renews
-/// nothing (the renew statement matches no row: `Lost`).
+/// election, and only it, fails, and the others of the same statement are granted and renewed
+/// (`elect_core::conformance::a_corrupt_record_fails_only_its_own_election`; its forged renewal
+/// matches no row). Nothing is written over the row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_row_fails_its_own_election_and_no_other_in_the_batch() {
     let url = elect_tests::postgres()
@@ -66,7 +66,6 @@ async fn a_corrupt_row_fails_its_own_election_and_no_other_in_the_batch() {
         .expect("a fresh test database");
     let store = PostgresStore::connect_url(&url).await.expect("connect");
     store.migrate().await.expect("create the lease table");
-    let ttl = Ttl::new(Duration::from_secs(5)).unwrap();
     let names: Vec<_> = (0..5)
         .map(|k| election(&format!("{}-{k}", unique_name("e"))))
         .collect();
@@ -79,32 +78,7 @@ async fn a_corrupt_row_fails_its_own_election_and_no_other_in_the_batch() {
         ),
     )
     .await;
-
-    let claims: Vec<_> = names.iter().map(|e| claim(e, "me", ttl)).collect();
-    let answers = store.try_acquire_batch(&claims).await;
-    assert_eq!(answers.len(), 5);
-    let mut leases = Vec::new();
-    for (k, answer) in answers.into_iter().enumerate() {
-        match (k, answer) {
-            (2, Err(Error::CorruptRecord { key, .. })) => {
-                assert!(key.contains(names[2].as_str()), "{key}")
-            }
-            (2, other) => panic!("the corrupt election answered {other:?}"),
-            (_, Ok(Acquire::Granted(lease))) => leases.push(lease),
-            (k, other) => panic!("election {k} answered {other:?}"),
-        }
-    }
-    let mut forged = leases[0].clone();
-    forged.election = names[2].clone();
-    leases.insert(2, forged);
-    let answers = store.renew_batch(&leases).await;
-    for (k, answer) in answers.into_iter().enumerate() {
-        match (k, answer) {
-            (2, Ok(Renewal::Lost)) => {}
-            (_, Ok(Renewal::Renewed(lease))) => assert_eq!(lease, leases[k]),
-            (k, other) => panic!("election {k} answered {other:?}"),
-        }
-    }
+    elect_core::conformance::a_corrupt_record_fails_only_its_own_election(&store, &names, 2).await;
     let kept = raw(
         &url,
         &format!(
@@ -115,45 +89,22 @@ async fn a_corrupt_row_fails_its_own_election_and_no_other_in_the_batch() {
     )
     .await;
     assert_eq!(kept.as_deref(), Some("not valid! 5 1"));
-    for (k, name) in names.iter().enumerate().filter(|(k, _)| *k != 2) {
-        let held = store.leader(name).await.unwrap().expect("held");
-        assert_eq!(held.term, leases[k].term);
-    }
 }
 
-/// Two candidates of one process claim the same election in one batch, beside another
-/// election: exactly one is granted, the other sees it held by the winner; a renewal batch
-/// carrying the winner's lease and a stale lease of the loser renews only the winner's.
+/// A renewal batch with one lease over and one taken over tells each lease apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_batch_tells_each_lease_apart() {
+    elect_core::conformance::a_renewal_batch_tells_each_lease_apart(&conformance_db::store().await)
+        .await;
+}
+
+/// The same election twice in one batch is granted once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_election_twice_in_a_batch_is_granted_once() {
-    let store = conformance_db::store().await;
-    let ttl = Ttl::new(Duration::from_secs(5)).unwrap();
-    let (jobs, other) = (election("jobs"), election("other"));
-    let claims = [
-        claim(&jobs, "a", ttl),
-        claim(&other, "a", ttl),
-        claim(&jobs, "b", ttl),
-    ];
-    let answers = store.try_acquire_batch(&claims).await;
-    let (winner, loser) = match (&answers[0], &answers[2]) {
-        (Ok(Acquire::Granted(lease)), Ok(Acquire::Held(info))) => {
-            assert_eq!((&info.holder, info.term), (&lease.holder, lease.term));
-            (lease.clone(), &claims[2])
-        }
-        (Ok(Acquire::Held(info)), Ok(Acquire::Granted(lease))) => {
-            assert_eq!((&info.holder, info.term), (&lease.holder, lease.term));
-            (lease.clone(), &claims[0])
-        }
-        other => panic!("not one grant and one holder: {other:?}"),
-    };
-    assert!(matches!(answers[1], Ok(Acquire::Granted(_))), "{answers:?}");
-    let stale = loser.granted(winner.term);
-    let renewed = store.renew_batch(&[stale, winner.clone()]).await;
-    assert!(matches!(renewed[0], Ok(Renewal::Lost)), "{renewed:?}");
-    assert!(
-        matches!(&renewed[1], Ok(Renewal::Renewed(l)) if *l == winner),
-        "{renewed:?}"
-    );
+    elect_core::conformance::one_election_twice_in_a_batch_is_granted_once(
+        &conformance_db::store().await,
+    )
+    .await;
 }
 
 /// A hundred electors on one `Batched` store, each leading its own election: the server sees

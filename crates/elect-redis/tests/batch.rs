@@ -1,6 +1,7 @@
 //! The batched path on a real Redis: the whole conformance suite through
-//! [`Batched`](elect_redis::batch::Batched), a batch holding one corrupt record, and the
-//! requests the server sees for many elections.
+//! [`Batched`](elect_redis::batch::Batched), a batch holding one corrupt record, a renewal
+//! batch telling its leases apart, one election twice in a batch, and the requests the server
+//! sees for many elections.
 
 use std::time::Duration;
 
@@ -21,6 +22,19 @@ async fn store() -> Batched<RedisStore> {
 mod conformance {
     use super::*;
     elect_core::conformance_tests!(store: store(), settings: Settings::real_server());
+}
+
+/// A renewal batch with one lease over and one taken over tells each lease apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_batch_tells_each_lease_apart() {
+    elect_core::conformance::a_renewal_batch_tells_each_lease_apart(store().await.store()).await;
+}
+
+/// The same election twice in one batch is granted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_election_twice_in_a_batch_is_granted_once() {
+    elect_core::conformance::one_election_twice_in_a_batch_is_granted_once(store().await.store())
+        .await;
 }
 
 async fn raw(url: &str) -> Client {

@@ -27,6 +27,7 @@ pub mod cluster {
     //! The elector-level checks that run on any [`Harness`](super::Harness).
     pub use super::cluster_checks::*;
 }
+mod batch_checks;
 mod cluster_checks;
 mod elector_checks;
 mod faults;
@@ -38,6 +39,7 @@ mod store_checks;
 
 use std::time::Duration;
 
+pub use batch_checks::*;
 pub use elector_checks::*;
 pub use faults::{Faults, FaultyStore};
 pub use foreign::{foreign_writes_are_bounded, ForeignWrite};
