@@ -429,6 +429,46 @@ pub async fn acquire_each<S: LeaseStore + ?Sized>(
     out
 }
 
+/// For [`BatchStore`] implementations: renews `leases` through `many`, at most `chunk` of them
+/// per call, which answers per lease of its chunk whether it was renewed (in order). A call
+/// that fails fails the leases of its chunk, and no other, with its error.
+pub async fn renew_in_chunks<'a, F, Fut>(
+    leases: &'a [Lease],
+    chunk: usize,
+    mut many: F,
+) -> Vec<Result<Renewal>>
+where
+    F: FnMut(&'a [Lease]) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<bool>>>,
+{
+    let mut out = Vec::with_capacity(leases.len());
+    for part in leases.chunks(chunk.max(1)) {
+        match many(part).await {
+            Ok(renewed) if renewed.len() == part.len() => {
+                out.extend(part.iter().zip(renewed).map(|(lease, renewed)| {
+                    Ok(if renewed {
+                        Renewal::Renewed(lease.clone())
+                    } else {
+                        Renewal::Lost
+                    })
+                }))
+            }
+            Ok(renewed) => {
+                let e = Error::Internal {
+                    message: format!(
+                        "a batch renewal answered {} of {} leases",
+                        renewed.len(),
+                        part.len()
+                    ),
+                };
+                out.extend(part.iter().map(|_| Err(e.clone())));
+            }
+            Err(e) => out.extend(part.iter().map(|_| Err(e.clone()))),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

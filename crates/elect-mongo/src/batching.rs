@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use elect_core::batch::{acquire_each, BatchStore};
+use elect_core::batch::{acquire_each, renew_in_chunks, BatchStore};
 use elect_core::{async_trait, Acquire, Claim, Lease, Renewal, Result};
 use mongodb::bson::{doc, Bson, Document};
 
@@ -57,24 +57,7 @@ impl BatchStore for MongoStore {
     }
 
     async fn renew_batch(&self, leases: &[Lease]) -> Vec<Result<Renewal>> {
-        let mut renewed = Vec::with_capacity(leases.len());
-        for chunk in leases.chunks(CHUNK) {
-            match self.renew_many(chunk).await {
-                Ok(answers) => renewed.extend(answers),
-                Err(e) => return leases.iter().map(|_| Err(e.clone())).collect(),
-            }
-        }
-        leases
-            .iter()
-            .zip(renewed)
-            .map(|(lease, renewed)| {
-                Ok(if renewed {
-                    Renewal::Renewed(lease.clone())
-                } else {
-                    Renewal::Lost
-                })
-            })
-            .collect()
+        renew_in_chunks(leases, CHUNK, |chunk| self.renew_many(chunk)).await
     }
 }
 

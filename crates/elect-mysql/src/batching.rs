@@ -30,15 +30,15 @@
 
 use std::collections::HashMap;
 
-use elect_core::batch::{acquire_each, BatchStore};
+use elect_core::batch::{acquire_each, renew_in_chunks, BatchStore};
 use elect_core::{async_trait, Acquire, Claim, Error, Lease, Renewal, Result, Term};
 use mysql_async::prelude::Queryable;
-use mysql_async::{IsolationLevel, TxOpts, Value};
+use mysql_async::Value;
 use tracing::debug;
 
 use crate::error::{is_deadlock, STORE};
 use crate::schema::{int, Sql, CLOCK_US, NOW};
-use crate::store::MysqlStore;
+use crate::store::{read_committed, MysqlStore};
 
 /// At most this many elections per statement (MySQL allows 65 535 parameters).
 const CHUNK: usize = 500;
@@ -72,25 +72,18 @@ impl BatchStore for MysqlStore {
             Ok(sql) => sql,
             Err(e) => return leases.iter().map(|_| Err(e.clone())).collect(),
         };
-        let mut renewed = Vec::with_capacity(leases.len());
-        for chunk in leases.chunks(CHUNK) {
-            match self.renew_many(sql, chunk).await {
-                Ok(answers) => renewed.extend(answers),
-                Err(e) => return leases.iter().map(|_| Err(e.clone())).collect(),
+        let answers = renew_in_chunks(leases, CHUNK, |chunk| self.renew_many(sql, chunk)).await;
+        for (lease, answer) in leases.iter().zip(&answers) {
+            // The beacon of a lease a batch renewed or found lost, as the single renewal
+            // keeps it (an error changes nothing).
+            if let (Some(beacons), Ok(renewal)) = (self.beacons(), answer) {
+                match renewal {
+                    Renewal::Renewed(_) => beacons.renewed(lease),
+                    Renewal::Lost => beacons.ended(lease),
+                }
             }
         }
-        leases
-            .iter()
-            .zip(renewed)
-            .map(|(lease, renewed)| {
-                self.beacons_after_renewal(lease, renewed);
-                Ok(if renewed {
-                    Renewal::Renewed(lease.clone())
-                } else {
-                    Renewal::Lost
-                })
-            })
-            .collect()
+        answers
     }
 }
 
@@ -258,13 +251,7 @@ impl MysqlStore {
             .map(|&i| claims[i].election.as_str().into())
             .collect();
         self.request("try_acquire", async |conn| {
-            let mut tx = conn
-                .start_transaction(
-                    TxOpts::default()
-                        .with_isolation_level(IsolationLevel::ReadCommitted)
-                        .clone(),
-                )
-                .await?;
+            let mut tx = conn.start_transaction(read_committed()).await?;
             let locked: Vec<mysql_async::Row> = tx.exec(lock, elections).await?;
             let locked = by_election(locked);
             let mut answers: Answers = which.iter().map(|_| None).collect();
@@ -344,17 +331,6 @@ impl MysqlStore {
             Ok(Some(answers))
         })
         .await
-    }
-
-    /// The beacon of a lease a batch renewed (or found lost), as the single renewal keeps it.
-    fn beacons_after_renewal(&self, lease: &Lease, renewed: bool) {
-        if let Some(beacons) = self.beacons() {
-            if renewed {
-                beacons.renewed(lease);
-            } else {
-                beacons.ended(lease);
-            }
-        }
     }
 }
 

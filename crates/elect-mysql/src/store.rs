@@ -52,6 +52,14 @@ impl fmt::Debug for MysqlStore {
     }
 }
 
+/// The options of every acquiring transaction: `READ COMMITTED`, so that a locking read sees
+/// the latest committed row and takes no gap locks.
+pub(crate) fn read_committed() -> TxOpts {
+    TxOpts::default()
+        .with_isolation_level(IsolationLevel::ReadCommitted)
+        .clone()
+}
+
 /// What one acquire transaction decided. (A transaction dropped without commit rolls back.)
 enum Step {
     Done(Acquire),
@@ -291,13 +299,7 @@ impl MysqlStore {
         );
         let outcome: Step = self
             .request("try_acquire", async |conn| {
-                let mut tx = conn
-                    .start_transaction(
-                        TxOpts::default()
-                            .with_isolation_level(IsolationLevel::ReadCommitted)
-                            .clone(),
-                    )
-                    .await?;
+                let mut tx = conn.start_transaction(read_committed()).await?;
                 let existing: Option<mysql_async::Row> = tx.exec_first(&sql.lock, (e,)).await?;
                 let Some(existing) = existing else {
                     let inserted = if value {
