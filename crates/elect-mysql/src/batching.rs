@@ -31,14 +31,14 @@
 use std::collections::HashMap;
 
 use elect_core::batch::{acquire_each, renew_in_chunks, BatchStore};
-use elect_core::{async_trait, Acquire, Claim, Error, Lease, Renewal, Result, Term};
+use elect_core::{async_trait, Acquire, Claim, Lease, Renewal, Result, Term};
 use mysql_async::prelude::Queryable;
 use mysql_async::Value;
 use tracing::debug;
 
-use crate::error::{is_deadlock, STORE};
+use crate::error::is_deadlock;
 use crate::schema::{int, Sql, CLOCK_US, NOW};
-use crate::store::{read_committed, MysqlStore};
+use crate::store::{read_committed, Decision, MysqlStore};
 
 /// At most this many elections per statement (MySQL allows 65 535 parameters).
 const CHUNK: usize = 500;
@@ -269,23 +269,13 @@ impl MysqlStore {
                         continue;
                     }
                 };
-                if row.live() && !row.granted_to(claim) {
-                    answers[k] = Some(Ok(Acquire::Held(row.info())));
-                } else if !row.live() {
-                    // Above the stored term and the server's clock in µs, as the single path.
-                    let floor = values.get(6).and_then(unsigned).unwrap_or(0);
-                    match row.term.next() {
-                        Some(next) => takes.push((k, Term(next.get().max(floor)))),
-                        None => {
-                            answers[k] = Some(Err(Error::corrupt(
-                                STORE,
-                                self.key(&claim.election),
-                                "the term counter is exhausted",
-                            )))
-                        }
-                    }
+                match self.decide(claim, row, values.get(6)) {
+                    Ok(Decision::Held(info)) => answers[k] = Some(Ok(Acquire::Held(info))),
+                    // Its own live lease: the single path extends it.
+                    Ok(Decision::Own(_)) => {}
+                    Ok(Decision::Take(term)) => takes.push((k, term)),
+                    Err(corrupt) => answers[k] = Some(Err(corrupt)),
                 }
-                // Its own live lease: the single path extends it.
             }
             if !takes.is_empty() {
                 let (statement, params) = take(sql, claims, which, &takes);

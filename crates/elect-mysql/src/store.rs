@@ -67,6 +67,17 @@ enum Step {
     Corrupt(Error),
 }
 
+/// What a claim gets from the row it locked: every acquisition, single or batched, decides
+/// this way.
+pub(crate) enum Decision {
+    /// Someone else's live lease.
+    Held(LeaderInfo),
+    /// The claim's own live lease: extended, same term.
+    Own(Term),
+    /// A released or expired lease: taken with this new term.
+    Take(Term),
+}
+
 /// What a lease row says, validated.
 pub(crate) struct Row {
     holder: CandidateId,
@@ -281,6 +292,32 @@ impl MysqlStore {
         })
     }
 
+    /// What `claim` gets from `row`, locked. `floor` is the server's clock in µs, read under
+    /// the same lock: a new grant's term is above it and above the stored term, so a foreign
+    /// write that lowered the stored term cannot take terms back.
+    pub(crate) fn decide(
+        &self,
+        claim: &Claim,
+        row: Row,
+        floor: Option<&Value>,
+    ) -> Result<Decision> {
+        if row.live() && !row.granted_to(claim) {
+            return Ok(Decision::Held(row.info()));
+        }
+        if row.live() {
+            return Ok(Decision::Own(row.term));
+        }
+        let floor = floor.and_then(int).unwrap_or(0).max(0) as u64;
+        match row.term.next() {
+            Some(next) => Ok(Decision::Take(Term(next.get().max(floor)))),
+            None => Err(Error::corrupt(
+                STORE,
+                self.key(&claim.election),
+                "the term counter is exhausted",
+            )),
+        }
+    }
+
     /// How errors name a row: `table[election]`.
     pub(crate) fn key(&self, election: &ElectionName) -> String {
         format!("{}[{election}]", self.inner.client.config.table)
@@ -328,33 +365,23 @@ impl MysqlStore {
                     Ok(row) => row,
                     Err(corrupt) => return Ok(Step::Corrupt(corrupt)),
                 };
-                let step = if row.live() && !row.granted_to(claim) {
-                    Step::Done(Acquire::Held(row.info()))
-                } else if row.live() {
-                    tx.exec_drop(&sql.extend, (micros, e)).await?;
-                    Step::Done(Acquire::Granted(claim.granted(row.term)))
-                } else {
-                    // A new grant: above the stored term and the server's clock in µs, so a
-                    // foreign write that lowered the stored term cannot take terms back.
-                    let floor = values.get(5).and_then(int).unwrap_or(0).max(0) as u64;
-                    match row.term.next() {
-                        Some(next) => {
-                            let term = Term(next.get().max(floor));
-                            if value {
-                                let params = (c, n, term.get(), micros, v.clone(), e);
-                                tx.exec_drop(&sql.take, params).await?;
-                            } else {
-                                tx.exec_drop(&sql.take, (c, n, term.get(), micros, e))
-                                    .await?;
-                            }
-                            Step::Done(Acquire::Granted(claim.granted(term)))
-                        }
-                        None => Step::Corrupt(Error::corrupt(
-                            STORE,
-                            self.key(election),
-                            "the term counter is exhausted",
-                        )),
+                let step = match self.decide(claim, row, values.get(5)) {
+                    Ok(Decision::Held(info)) => Step::Done(Acquire::Held(info)),
+                    Ok(Decision::Own(term)) => {
+                        tx.exec_drop(&sql.extend, (micros, e)).await?;
+                        Step::Done(Acquire::Granted(claim.granted(term)))
                     }
+                    Ok(Decision::Take(term)) => {
+                        if value {
+                            let params = (c, n, term.get(), micros, v.clone(), e);
+                            tx.exec_drop(&sql.take, params).await?;
+                        } else {
+                            tx.exec_drop(&sql.take, (c, n, term.get(), micros, e))
+                                .await?;
+                        }
+                        Step::Done(Acquire::Granted(claim.granted(term)))
+                    }
+                    Err(corrupt) => Step::Corrupt(corrupt),
                 };
                 tx.commit().await?;
                 Ok(step)
@@ -400,7 +427,7 @@ impl LeaseStore for MysqlStore {
 
     async fn try_acquire(&self, claim: &Claim) -> Result<Acquire> {
         let sql = self.check_schema().await?;
-        let value = std::ptr::eq(sql, &self.inner.client.sql[1]);
+        let value = sql.value;
         if claim.value.is_some() && !value {
             self.warn_no_value();
         }
