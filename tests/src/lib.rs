@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 pub use servers::{mongo, mysql, postgres, redis, unique_name, Mode, Origin, OwnedServer, Server};
 
-use elect_core::{CandidateId, Claim, ElectionName, Ttl};
+use elect_core::{CandidateId, Claim, ElectionName, Elector, LeaseStore, Ttl};
 
 /// A candidate id for tests; panics on an invalid one.
 pub fn id(name: &str) -> CandidateId {
@@ -38,6 +38,25 @@ pub fn election(name: &str) -> ElectionName {
 /// A fresh claim (random nonce) of `who` on `election`.
 pub fn claim(election: &ElectionName, who: &str, ttl: Ttl) -> Claim {
     Claim::new(election.clone(), id(who), ttl)
+}
+
+/// `n` electors on clones of `store`, one per election `shard-0` … `shard-{n-1}`, each with
+/// `ttl` (and candidate id `who` when given), started: the many-elections tests' process.
+pub fn shards<S: LeaseStore + Clone>(
+    store: &S,
+    n: usize,
+    who: Option<&str>,
+    ttl: std::time::Duration,
+) -> Vec<Elector> {
+    (0..n)
+        .map(|k| {
+            let mut builder = Elector::builder(store.clone(), election(&format!("shard-{k}")));
+            if let Some(who) = who {
+                builder = builder.candidate(id(who));
+            }
+            builder.ttl(ttl).start().expect("start")
+        })
+        .collect()
 }
 
 /// A kind of server the tests need.

@@ -14,7 +14,7 @@ use elect_mongo::mongodb::bson::{doc, DateTime};
 use elect_mongo::mongodb::event::command::CommandEvent;
 use elect_mongo::mongodb::event::EventHandler;
 use elect_mongo::mongodb::options::ClientOptions;
-use elect_mongo::{Elector, MongoConfig, MongoStore};
+use elect_mongo::{MongoConfig, MongoStore};
 use elect_tests::{election, unique_name};
 
 async fn fresh() -> MongoStore {
@@ -103,16 +103,8 @@ async fn a_hundred_elections_share_a_few_requests() {
         Batched::new(leaders, batch.clone()),
         Batched::new(followers, batch),
     );
-    let start = |store: &Batched<MongoStore>, who: &str| -> Vec<Elector> {
-        (0..100)
-            .map(|k| {
-                Elector::builder(store.clone(), election(&format!("shard-{k}")))
-                    .candidate(elect_tests::id(who))
-                    .ttl(Duration::from_secs(3))
-                    .start()
-                    .expect("start")
-            })
-            .collect()
+    let start = |store: &Batched<MongoStore>, who: &str| {
+        elect_tests::shards(store, 100, Some(who), Duration::from_secs(3))
     };
     let leading = start(&leaders, "a");
     for elector in &leading {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use elect_core::conformance::Settings;
 use elect_mysql::batch::{BatchConfig, Batched};
 use elect_mysql::mysql_async::prelude::Queryable;
-use elect_mysql::{Elector, MysqlConfig, MysqlStore};
+use elect_mysql::{MysqlConfig, MysqlStore};
 use elect_tests::{election, unique_name, Kind, OwnedServer};
 
 /// A store on a fresh database of the shared test server, its table created, and its URL.
@@ -120,14 +120,7 @@ async fn a_hundred_elections_share_a_few_statements() {
     // subscribes, one read each) still share batches.
     let config = BatchConfig::default().linger(Duration::from_millis(100));
     let batched = Batched::new(store, config);
-    let electors: Vec<Elector> = (0..100)
-        .map(|k| {
-            Elector::builder(batched.clone(), election(&format!("shard-{k}")))
-                .ttl(Duration::from_secs(3))
-                .start()
-                .expect("start")
-        })
-        .collect();
+    let electors = elect_tests::shards(&batched, 100, None, Duration::from_secs(3));
     for elector in &electors {
         elector.leading().await.expect("leads");
     }

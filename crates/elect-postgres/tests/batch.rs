@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use elect_core::conformance::Settings;
 use elect_postgres::batch::{BatchConfig, Batched};
-use elect_postgres::{Elector, PostgresStore};
+use elect_postgres::PostgresStore;
 use elect_tests::{election, unique_name, Kind, OwnedServer};
 
 mod conformance_db {
@@ -132,14 +132,7 @@ async fn a_hundred_elections_share_a_few_statements() {
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let before = commits().await;
     let batched = Batched::new(store, BatchConfig::default());
-    let electors: Vec<Elector> = (0..100)
-        .map(|k| {
-            Elector::builder(batched.clone(), election(&format!("shard-{k}")))
-                .ttl(Duration::from_secs(3))
-                .start()
-                .expect("start")
-        })
-        .collect();
+    let electors = elect_tests::shards(&batched, 100, None, Duration::from_secs(3));
     for elector in &electors {
         elector.leading().await.expect("leads");
     }

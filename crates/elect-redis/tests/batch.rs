@@ -9,7 +9,7 @@ use elect_core::conformance::Settings;
 use elect_redis::batch::{BatchConfig, BatchStore, Batched};
 use elect_redis::fred::prelude::*;
 use elect_redis::fred::types::InfoKind;
-use elect_redis::{Acquire, Elector, Error, LeaseStore, RedisConfig, RedisStore, Renewal, Ttl};
+use elect_redis::{Acquire, Error, LeaseStore, RedisConfig, RedisStore, Renewal, Ttl};
 use elect_tests::{claim, election, unique_name, Kind, OwnedServer};
 
 async fn store() -> Batched<RedisStore> {
@@ -112,14 +112,7 @@ async fn a_hundred_elections_share_a_few_script_calls() {
     let before = script_calls(&admin).await;
     let batched = Batched::new(store, BatchConfig::default());
     let ttl = Duration::from_secs(3);
-    let electors: Vec<Elector> = (0..100)
-        .map(|k| {
-            Elector::builder(batched.clone(), election(&format!("shard-{k}")))
-                .ttl(ttl)
-                .start()
-                .expect("start")
-        })
-        .collect();
+    let electors = elect_tests::shards(&batched, 100, None, ttl);
     for elector in &electors {
         elector.leading().await.expect("leads");
     }
