@@ -5,7 +5,9 @@
 //! share is the request. [`Batched`] is a [`LeaseStore`] that gathers the acquisitions and
 //! renewals its electors send within a short window and hands them to the coordinator as
 //! **one** request per kind ([`BatchStore`]: one Lua script on Redis), then gives each
-//! elector its own answer.
+//! elector its own answer. For thousands of elections in one process, `shards::Shards`
+//! drives them all from one task over the same [`BatchStore`] (a small record per election
+//! instead of an elector each).
 //!
 //! ```
 //! use elect_core::batch::{BatchConfig, Batched};

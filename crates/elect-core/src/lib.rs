@@ -34,6 +34,7 @@ mod name;
 mod observer;
 pub mod rand;
 mod redact;
+pub mod shards;
 mod store;
 mod term;
 mod tls;

@@ -1,0 +1,370 @@
+//! `Shards`: many elections from one task, on the in-memory store with tokio's paused clock.
+//!
+//! The safety property checked throughout: for no election do two processes' guards say they
+//! lead at the same instant, whatever one process's requests do (hang, fail for one election,
+//! lose a reply).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use elect_core::batch::BatchStore;
+use elect_core::shards::{ShardEvent, Shards};
+use elect_core::{
+    async_trait, Acquire, CandidateId, ChangeFeed, Claim, ElectionName, Error, LeaderInfo, Lease,
+    LeaseStore, MemoryStore, Release, Renewal, StepDown,
+};
+use tokio::time::{advance, sleep, Instant};
+
+/// One process's view of the shared in-memory store: it counts batches, and can hang every
+/// request or fail one election's requests.
+#[derive(Clone, Debug)]
+struct View {
+    inner: MemoryStore,
+    hang: Arc<AtomicBool>,
+    broken: Arc<Mutex<HashSet<String>>>,
+    acquire_batches: Arc<AtomicUsize>,
+    renew_batches: Arc<AtomicUsize>,
+}
+
+impl View {
+    fn new(inner: &MemoryStore) -> View {
+        View {
+            inner: inner.clone(),
+            hang: Arc::default(),
+            broken: Arc::default(),
+            acquire_batches: Arc::default(),
+            renew_batches: Arc::default(),
+        }
+    }
+
+    async fn gate(&self) {
+        if self.hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    fn broken(&self, election: &ElectionName) -> bool {
+        self.broken.lock().unwrap().contains(election.as_str())
+    }
+}
+
+#[async_trait]
+impl LeaseStore for View {
+    async fn try_acquire(&self, claim: &Claim) -> elect_core::Result<Acquire> {
+        self.gate().await;
+        self.inner.try_acquire(claim).await
+    }
+    async fn renew(&self, lease: &Lease) -> elect_core::Result<Renewal> {
+        self.gate().await;
+        self.inner.renew(lease).await
+    }
+    async fn release(&self, lease: &Lease) -> elect_core::Result<Release> {
+        self.gate().await;
+        self.inner.release(lease).await
+    }
+    async fn leader(&self, election: &ElectionName) -> elect_core::Result<Option<LeaderInfo>> {
+        self.inner.leader(election).await
+    }
+    async fn subscribe(&self, election: &ElectionName) -> elect_core::Result<Option<ChangeFeed>> {
+        self.inner.subscribe(election).await
+    }
+}
+
+fn corrupt(election: &ElectionName) -> Error {
+    Error::CorruptRecord {
+        store: "memory",
+        key: election.to_string(),
+        message: "junk written by a foreign client".into(),
+    }
+}
+
+#[async_trait]
+impl BatchStore for View {
+    async fn try_acquire_batch(&self, claims: &[Claim]) -> Vec<elect_core::Result<Acquire>> {
+        self.acquire_batches.fetch_add(1, Ordering::SeqCst);
+        self.gate().await;
+        let mut out = Vec::new();
+        for claim in claims {
+            out.push(if self.broken(&claim.election) {
+                Err(corrupt(&claim.election))
+            } else {
+                self.inner.try_acquire(claim).await
+            });
+        }
+        out
+    }
+    async fn renew_batch(&self, leases: &[Lease]) -> Vec<elect_core::Result<Renewal>> {
+        self.renew_batches.fetch_add(1, Ordering::SeqCst);
+        self.gate().await;
+        let mut out = Vec::new();
+        for lease in leases {
+            out.push(if self.broken(&lease.election) {
+                // The renewal may even have landed; the reply is what is lost.
+                let _ = self.inner.renew(lease).await;
+                Err(Error::timeout("memory", "renew", Duration::from_secs(1)))
+            } else {
+                self.inner.renew(lease).await
+            });
+        }
+        out
+    }
+}
+
+fn names(n: usize) -> Vec<ElectionName> {
+    (0..n)
+        .map(|i| ElectionName::new(format!("shard-{i:04}")).unwrap())
+        .collect()
+}
+
+fn start(view: &View, id: &str, n: usize, ttl: Duration) -> Shards {
+    Shards::builder(view.clone(), CandidateId::new(id).unwrap())
+        .ttl(ttl)
+        .start(names(n))
+        .unwrap()
+}
+
+/// Advances the paused clock in 1 ms steps for `total`, checking at every step that no
+/// election is led by both processes.
+async fn watch_exclusion(a: &Shards, b: &Shards, total: Duration) {
+    let end = Instant::now() + total;
+    while Instant::now() < end {
+        for name in a.elections() {
+            assert!(
+                !(a.is_leader(name) && b.is_leader(name)),
+                "{name} led by both processes at once"
+            );
+        }
+        advance(Duration::from_millis(1)).await;
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_thousand_elections_lead_in_a_few_batches_and_stay_led() {
+    let store = MemoryStore::new();
+    let view = View::new(&store);
+    let shards = start(&view, "a", 1000, Duration::from_secs(10));
+    sleep(Duration::from_millis(200)).await;
+    assert_eq!(shards.leaders().len(), 1000);
+    let acquired = view.acquire_batches.load(Ordering::SeqCst);
+    assert!(
+        acquired <= 4,
+        "{acquired} acquisition batches for 1000 elections"
+    );
+    // 30 s = 9 renewal periods: each election renews 9 times, in a few batches each time.
+    let mut events = shards.events();
+    sleep(Duration::from_secs(30)).await;
+    assert_eq!(shards.leaders().len(), 1000);
+    let renewed = view.renew_batches.load(Ordering::SeqCst);
+    assert!(
+        (9..=40).contains(&renewed),
+        "{renewed} renewal batches in 30 s"
+    );
+    assert!(
+        matches!(
+            events.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+        ),
+        "no leadership changed"
+    );
+    // Each lease at the store is this process's, one term each, as the guards say.
+    for name in shards.elections() {
+        let guard = shards.guard(name).unwrap();
+        let info = store.leader(name).await.unwrap().unwrap();
+        assert_eq!(info.holder.as_str(), "a");
+        assert_eq!(info.term, guard.term());
+    }
+    shards.shutdown().await.unwrap();
+    assert!(shards.leaders().is_empty());
+    for name in shards.elections().iter().take(20) {
+        assert_eq!(store.leader(name).await.unwrap(), None, "{name} released");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_frozen_process_stops_believing_before_another_leads() {
+    let store = MemoryStore::new();
+    let (va, vb) = (View::new(&store), View::new(&store));
+    let ttl = Duration::from_secs(2);
+    let a = start(&va, "a", 50, ttl);
+    sleep(Duration::from_millis(100)).await;
+    assert_eq!(a.leaders().len(), 50);
+    let b = start(&vb, "b", 50, ttl);
+    watch_exclusion(&a, &b, Duration::from_secs(1)).await;
+    assert!(b.leaders().is_empty());
+    // a's requests now hang: its renewals time out, its deadlines pass, b takes over.
+    let guards: Vec<_> = a.elections().iter().map(|n| a.guard(n).unwrap()).collect();
+    va.hang.store(true, Ordering::SeqCst);
+    watch_exclusion(&a, &b, Duration::from_secs(5)).await;
+    assert!(a.leaders().is_empty());
+    assert_eq!(b.leaders().len(), 50);
+    for guard in guards {
+        assert_eq!(guard.reason(), Some(StepDown::DeadlinePassed));
+    }
+    // Thawed, a finds every election held by b and follows.
+    va.hang.store(false, Ordering::SeqCst);
+    watch_exclusion(&a, &b, Duration::from_secs(5)).await;
+    assert!(a.leaders().is_empty());
+    assert_eq!(b.leaders().len(), 50);
+    b.shutdown().await.unwrap();
+    // b released everything: a (a follower on the store's change feed) leads at once.
+    sleep(Duration::from_millis(100)).await;
+    assert_eq!(a.leaders().len(), 50);
+    a.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_renewal_reply_lost_for_one_election_ends_only_that_leadership() {
+    let store = MemoryStore::new();
+    let (va, vb) = (View::new(&store), View::new(&store));
+    let ttl = Duration::from_secs(3);
+    let a = start(&va, "a", 20, ttl);
+    let b = start(&vb, "b", 20, ttl);
+    watch_exclusion(&a, &b, Duration::from_millis(200)).await;
+    let (mine, theirs) = (a.leaders().len(), b.leaders().len());
+    assert_eq!(mine + theirs, 20);
+    let (leader, other) = if mine > 0 { (&a, &va) } else { (&b, &vb) };
+    let victim = leader.leaders()[0].clone();
+    let guard = leader.guard(&victim).unwrap();
+    let before = leader.leaders().len();
+    other.broken.lock().unwrap().insert(victim.to_string());
+    let mut events = leader.events();
+    let broke_at = Instant::now();
+    watch_exclusion(&a, &b, ttl * 2).await;
+    // The victim's leadership ended at its deadline (one TTL at most after its last good
+    // renewal), the others renewed through the same batches.
+    assert_eq!(guard.reason(), Some(StepDown::DeadlinePassed));
+    assert!(guard.deadline() <= broke_at + ttl);
+    assert!(!leader.is_leader(&victim));
+    assert_eq!(leader.leaders().len(), before - 1);
+    let mut errors = 0;
+    while let Ok(event) = events.try_recv() {
+        match event {
+            ShardEvent::Error { election, .. } => {
+                assert_eq!(election, victim);
+                errors += 1;
+            }
+            ShardEvent::SteppedDown {
+                election, reason, ..
+            } => {
+                assert_eq!(election, victim);
+                assert_eq!(reason, StepDown::DeadlinePassed);
+            }
+            ShardEvent::Elected { election, .. } => panic!("{election} elected again"),
+            _ => {}
+        }
+    }
+    assert!(errors >= 1);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_corrupt_record_fails_only_its_own_election() {
+    let store = MemoryStore::new();
+    let view = View::new(&store);
+    let bad = names(10)[3].clone();
+    view.broken.lock().unwrap().insert(bad.to_string());
+    let shards = start(&view, "a", 10, Duration::from_secs(2));
+    let mut events = shards.events();
+    sleep(Duration::from_secs(3)).await;
+    let leaders = shards.leaders();
+    assert_eq!(leaders.len(), 9);
+    assert!(!leaders.contains(&bad));
+    let mut errors = 0;
+    while let Ok(event) = events.try_recv() {
+        if let ShardEvent::Error { election, error } = event {
+            assert_eq!(election, bad);
+            assert!(matches!(error, Error::CorruptRecord { .. }), "{error}");
+            errors += 1;
+        }
+    }
+    // Retried with backoff (25 ms doubling, capped at TTL/4): a handful in 3 s, not a loop.
+    assert!((3..=30).contains(&errors), "{errors} retries");
+    // Mended, it leads too.
+    view.broken.lock().unwrap().clear();
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(shards.leaders().len(), 10);
+    shards.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn resigning_one_election_hands_it_over_at_once() {
+    let store = MemoryStore::new();
+    let (va, vb) = (View::new(&store), View::new(&store));
+    let ttl = Duration::from_secs(10);
+    let a = start(&va, "a", 5, ttl);
+    sleep(Duration::from_millis(50)).await;
+    let b = start(&vb, "b", 5, ttl);
+    sleep(Duration::from_millis(50)).await;
+    assert_eq!(a.leaders().len(), 5);
+    let shard = names(5)[2].clone();
+    let guard = a.guard(&shard).unwrap();
+    a.resign(&shard).await.unwrap();
+    assert_eq!(guard.reason(), Some(StepDown::Resigned));
+    // b's feed wakes it: it leads well before the lease would have expired.
+    watch_exclusion(&a, &b, Duration::from_millis(100)).await;
+    let taken = b.guard(&shard).expect("b took over");
+    assert!(taken.term() > guard.term());
+    assert_eq!(a.leaders().len(), 4);
+    // Resigning what it does not lead is a no-op; an unknown election is an error.
+    b.resign(&names(5)[0]).await.unwrap();
+    let foreign = ElectionName::new("not-a-shard").unwrap();
+    assert!(matches!(
+        a.resign(&foreign).await,
+        Err(Error::InvalidConfig { .. })
+    ));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_configurations_are_refused() {
+    let view = View::new(&MemoryStore::new());
+    let id = || CandidateId::new("a").unwrap();
+    let twice = vec![names(1)[0].clone(), names(1)[0].clone()];
+    for (what, result) in [
+        ("twice", Shards::builder(view.clone(), id()).start(twice)),
+        (
+            "none",
+            Shards::builder(view.clone(), id()).start(Vec::new()),
+        ),
+        (
+            "zero ttl",
+            Shards::builder(view.clone(), id())
+                .ttl(Duration::ZERO)
+                .start(names(1)),
+        ),
+        (
+            "drift",
+            Shards::builder(view.clone(), id())
+                .clock_drift(f64::NAN)
+                .start(names(1)),
+        ),
+        (
+            "margin",
+            Shards::builder(view.clone(), id())
+                .ttl(Duration::from_secs(1))
+                .safety_margin(Duration::from_millis(500))
+                .start(names(1)),
+        ),
+    ] {
+        assert!(result.is_err(), "{what} accepted");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_handle_releases_every_lease() {
+    let store = MemoryStore::new();
+    let view = View::new(&store);
+    let shards = start(&view, "a", 30, Duration::from_secs(10));
+    sleep(Duration::from_millis(100)).await;
+    assert_eq!(shards.leaders().len(), 30);
+    drop(shards);
+    sleep(Duration::from_millis(100)).await;
+    for name in names(30) {
+        assert_eq!(store.leader(&name).await.unwrap(), None, "{name} released");
+    }
+}
