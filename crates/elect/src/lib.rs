@@ -147,32 +147,31 @@ impl Coordinator {
     }
 
     /// The store behind a [`Batched`](elect_core::batch::Batched) queue, for a process that
-    /// campaigns in many elections: their acquisitions and renewals share requests. `None` for
-    /// a coordinator that cannot yet decide a batch in a few requests (Redis, PostgreSQL,
-    /// MySQL and Mongo can today — Mongo's grants still go one by one; etcd cannot yet).
+    /// campaigns in many elections, each with its own [`Elector`]: their
+    /// acquisitions and renewals share requests. `None` where [`batch_store`](Self::batch_store)
+    /// is `None`.
     pub fn batched(&self, config: elect_core::batch::BatchConfig) -> Option<Arc<dyn LeaseStore>> {
+        let store = self.batch_store()?;
+        Some(Arc::new(elect_core::batch::Batched::new(store, config)))
+    }
+
+    /// The store as a [`BatchStore`](elect_core::batch::BatchStore), for
+    /// [`Shards`](elect_core::shards::Shards) (one task campaigning in many elections) or
+    /// [`batched`](Self::batched). `None` for a coordinator that cannot yet decide a batch in a
+    /// few requests (Redis, PostgreSQL, MySQL and Mongo can — Mongo's grants still go one by
+    /// one; etcd cannot yet).
+    pub fn batch_store(&self) -> Option<Arc<dyn elect_core::batch::BatchStore>> {
         match self {
             #[cfg(feature = "redis")]
-            Coordinator::Redis(s) => {
-                Some(Arc::new(elect_core::batch::Batched::new(s.clone(), config)))
-            }
+            Coordinator::Redis(s) => Some(Arc::new(s.clone())),
             #[cfg(feature = "postgres")]
-            Coordinator::Postgres(s) => {
-                Some(Arc::new(elect_core::batch::Batched::new(s.clone(), config)))
-            }
+            Coordinator::Postgres(s) => Some(Arc::new(s.clone())),
             #[cfg(feature = "mysql")]
-            Coordinator::Mysql(s) => {
-                Some(Arc::new(elect_core::batch::Batched::new(s.clone(), config)))
-            }
+            Coordinator::Mysql(s) => Some(Arc::new(s.clone())),
             #[cfg(feature = "mongo")]
-            Coordinator::Mongo(s) => {
-                Some(Arc::new(elect_core::batch::Batched::new(s.clone(), config)))
-            }
+            Coordinator::Mongo(s) => Some(Arc::new(s.clone())),
             #[allow(unreachable_patterns)]
-            _ => {
-                let _ = config;
-                None
-            }
+            _ => None,
         }
     }
 
