@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! candidate --store URL --election NAME [--ttl MS] [--id ID] [--migrate] [--work-ms MS]
-//! candidate --store URL --election PREFIX --elections N [--ttl MS] [--batched]    (scale mode)
+//! candidate --store URL --election PREFIX --elections N [--ttl MS] [--batched | --shards]    (scale mode)
 //! candidate --raft-id ID --raft-listen ADDR --raft-peer ID=ADDR... [--raft-key KEY]
 //!           [--raft-state DIR] [--raft-timing HB,MIN,MAX] [--election NAME] [--work-ms MS]
 //!           (--raft-timing: heartbeat and election timeout range in ms; default 50,300,600)
@@ -42,6 +42,7 @@ struct Args {
     elections: Option<usize>,
     /// Scale mode: through `elect_core::batch::Batched` (shared requests).
     batched: bool,
+    shards: bool,
     ttl_ms: u64,
     work_ms: Option<u64>,
     fence: Option<String>,
@@ -82,6 +83,7 @@ fn parse() -> Result<Args, String> {
             "--election" => args.election = Some(value()?),
             "--elections" => args.elections = Some(number(value()?, "a count")? as usize),
             "--batched" => args.batched = true,
+            "--shards" => args.shards = true,
             "--ttl" => args.ttl_ms = number(value()?, "milliseconds")?,
             "--work-ms" => args.work_ms = Some(number(value()?, "milliseconds")?.max(1)),
             "--fence" => args.fence = Some(value()?),
@@ -265,29 +267,64 @@ async fn observe(args: &Args, clock: MonoClock) -> Result<(), String> {
     Ok(())
 }
 
-/// Scale mode: one store, `n` elections `PREFIX.0` … `PREFIX.{n-1}`. Prints `baseline` once
-/// connected (before any elector exists), then `leading K` every second.
+/// Scale mode: one store, `n` elections `PREFIX.0` … `PREFIX.{n-1}`, an elector each (through
+/// `Batched` with `--batched`) or all in one `Shards` (`--shards`). Prints `baseline` once
+/// connected (before any election starts), then `leading K` every second.
 async fn scale(args: &Args, n: usize, clock: MonoClock) -> Result<(), String> {
     let e = |e: elect_core::Error| e.to_string();
     let url = args.store.as_deref().ok_or("--elections needs --store")?;
-    let store = if args.batched {
-        coordinator(url, args)
-            .await?
-            .batched(elect_core::batch::BatchConfig::default())
-            .ok_or("--batched: this coordinator does not batch")?
-    } else {
-        store(url, args).await?
-    };
     let prefix = args.election.as_deref().unwrap_or("bench");
-    now(&clock, format_args!("baseline"));
-    let mut electors = Vec::with_capacity(n);
-    for i in 0..n {
-        let name = ElectionName::new(format!("{prefix}.{i}")).map_err(e)?;
-        let elector = Elector::builder_dyn(store.clone(), name)
-            .ttl(Duration::from_millis(args.ttl_ms))
-            .start()
-            .map_err(e)?;
-        electors.push(elector);
+    let names = (0..n)
+        .map(|i| ElectionName::new(format!("{prefix}.{i}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(e)?;
+    let ttl = Duration::from_millis(args.ttl_ms);
+    let leading: Box<dyn Fn() -> usize>;
+    let stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+    if args.shards {
+        let store = coordinator(url, args)
+            .await?
+            .batch_store()
+            .ok_or("--shards: this coordinator does not batch")?;
+        now(&clock, format_args!("baseline"));
+        let id = elect_core::CandidateId::generate();
+        let shards = std::rc::Rc::new(
+            elect_core::shards::Shards::builder(store, id)
+                .ttl(ttl)
+                .start(names)
+                .map_err(e)?,
+        );
+        let s = shards.clone();
+        leading = Box::new(move || s.leaders().len());
+        stop = Box::pin(async move {
+            let _ = shards.shutdown().await;
+        });
+    } else {
+        let store = if args.batched {
+            coordinator(url, args)
+                .await?
+                .batched(elect_core::batch::BatchConfig::default())
+                .ok_or("--batched: this coordinator does not batch")?
+        } else {
+            store(url, args).await?
+        };
+        now(&clock, format_args!("baseline"));
+        let mut electors = Vec::with_capacity(n);
+        for name in names {
+            let elector = Elector::builder_dyn(store.clone(), name)
+                .ttl(ttl)
+                .start()
+                .map_err(e)?;
+            electors.push(elector);
+        }
+        let electors = std::rc::Rc::new(electors);
+        let all = electors.clone();
+        leading = Box::new(move || all.iter().filter(|e| e.is_leader()).count());
+        stop = Box::pin(async move {
+            for elector in electors.iter() {
+                let _ = elector.shutdown().await;
+            }
+        });
     }
     now(&clock, format_args!("ready"));
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
@@ -297,7 +334,7 @@ async fn scale(args: &Args, n: usize, clock: MonoClock) -> Result<(), String> {
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let leading = electors.iter().filter(|e| e.is_leader()).count();
+                let leading = leading();
                 if all || leading == n {
                     now(&clock, format_args!("leading {leading}"));
                 }
@@ -313,9 +350,7 @@ async fn scale(args: &Args, n: usize, clock: MonoClock) -> Result<(), String> {
             },
         }
     }
-    for elector in electors {
-        let _ = elector.shutdown().await;
-    }
+    stop.await;
     now(&clock, format_args!("stopped"));
     Ok(())
 }

@@ -11,8 +11,8 @@
 //! Scenarios (TTL 2 s): crash failover with the lease's remaining time read just before the
 //! kill, graceful hand-over, frozen leader (SIGSTOP for 3×TTL) with overlap, load on the
 //! server from 1 leader + 9 followers (raft: messages per second), and scale (10 000
-//! elections in one process on one Redis, one request each and batched: `--only
-//! scale-batched`), raft at the Raft paper's three settings (200 crashes each, `paper.rs`),
+//! elections in one process on one Redis: one request each, batched electors (`--only
+//! scale-batched`) and one `Shards` driver (`--only scale-shards`)), raft at the Raft paper's three settings (200 crashes each, `paper.rs`),
 //! sub-second TTLs under a CPU hog (TTL 200 ms on Redis, MySQL and raft, 10 minutes without a
 //! fault (`--subsecond-minutes M`) and 100 crashes each, `subsecond.rs`); on the replicated Redis contenders (Sentinel,
 //! Cluster: topologies of the bench's own) a master crash instead of the load. Writes `bench/results/<date>.json` and the table
@@ -233,12 +233,12 @@ fn bench(args: &[String]) -> Result<(), String> {
     } else {
         Json::Null
     };
-    let scaled = |batched: bool, steady: u64| {
-        let name = if batched { "scale-batched" } else { "scale" };
+    let scaled = |mode: scale::Mode, steady: u64| {
+        let name = mode.name();
         if !only.as_ref().is_none_or(|o| name.contains(o.as_str())) {
             return Json::Null;
         }
-        let json = scale(&ctx, scale_n, steady, batched)
+        let json = scale(&ctx, scale_n, steady, mode)
             .unwrap_or_else(|e| Json::Obj(vec![("error".into(), Json::Str(e))]));
         eprintln!("bench: {name}: {}", {
             let mut s = String::new();
@@ -247,9 +247,10 @@ fn bench(args: &[String]) -> Result<(), String> {
         });
         json
     };
-    let scale = scaled(false, steady_s);
+    let scale = scaled(scale::Mode::Each, steady_s);
     // Renewals every TTL/3 = 3.3 s: 30 s holds nine rounds of them.
-    let scale_batched = scaled(true, if quick { steady_s } else { 30 });
+    let scale_batched = scaled(scale::Mode::Batched, if quick { steady_s } else { 30 });
+    let scale_shards = scaled(scale::Mode::Shards, if quick { steady_s } else { 30 });
     let machine = machine(&ctx, profile);
 
     let date = today();
@@ -277,6 +278,7 @@ fn bench(args: &[String]) -> Result<(), String> {
         ),
         ("scale".into(), scale.clone()),
         ("scale_batched".into(), scale_batched.clone()),
+        ("scale_shards".into(), scale_shards.clone()),
         ("raft_paper".into(), paper.clone()),
         ("subsecond".into(), subsecond.clone()),
         (
@@ -287,7 +289,7 @@ fn bench(args: &[String]) -> Result<(), String> {
     let mut text = String::new();
     json.render(0, &mut text);
     text.push('\n');
-    let table = table(&results, &[&scale, &scale_batched])
+    let table = table(&results, &[&scale, &scale_batched, &scale_shards])
         + &paper::table(&paper)
         + &subsecond::table(&subsecond);
     println!("{table}");
@@ -341,7 +343,11 @@ fn bench(args: &[String]) -> Result<(), String> {
             ));
         }
     }
-    for (name, json) in [("scale", &scale), ("scale-batched", &scale_batched)] {
+    for (name, json) in [
+        ("scale", &scale),
+        ("scale-batched", &scale_batched),
+        ("scale-shards", &scale_shards),
+    ] {
         if let Json::Obj(f) = json {
             if let Some((_, Json::Str(e))) = f.iter().find(|(k, _)| k == "error") {
                 broken.push(format!("{name}: {e}"));

@@ -160,16 +160,24 @@ pub(crate) fn table(results: &[(Contender, Outcome)], scales: &[&Json]) -> Strin
                     _ => None,
                 })
         };
+        let mode = fields.iter().find_map(|(n, v)| match v {
+            Json::Str(s) if n == "mode" => Some(s.as_str()),
+            _ => None,
+        });
         let batched = fields
             .iter()
             .any(|(n, v)| n == "batched" && matches!(v, Json::Bool(true)));
-        let (how, targets) = if batched {
-            (
-                "batched (`elect_core::batch::Batched`: one script call per batch)",
-                " Targets: ≤ 5 % of one core, ≤ 4096 bytes per election, ≤ 100 requests/s, all leading within 2 s.",
-            )
-        } else {
-            ("one request per election and renewal", "")
+        let targets = " Targets: ≤ 5 % of one core, ≤ 4096 bytes per election, ≤ 100 requests/s, all leading within 2 s.";
+        let (how, targets) = match (mode, batched) {
+            (Some("scale-shards"), _) => (
+                "one `elect_core::shards::Shards` (one task, one script call per batch)",
+                targets,
+            ),
+            (_, true) => (
+                "an elector each, batched (`elect_core::batch::Batched`: one script call per batch)",
+                targets,
+            ),
+            _ => ("one request per election and renewal", ""),
         };
         let _ = write!(
             t,

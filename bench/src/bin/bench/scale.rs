@@ -10,10 +10,30 @@ use crate::contenders::{Coord, Ctx};
 use crate::load::{cpu_seconds, proc_field};
 use crate::rounds::millis;
 
-/// One process campaigning in `n` elections on one Redis (TTL 10 s), each election with its own
-/// requests or, `batched`, through `elect_core::batch::Batched` (targets: ≤ 100 requests/s,
-/// ≤ 4 KiB RSS per election, ≤ 5 % of one core, all leading within 2 s).
-pub(crate) fn scale(ctx: &Ctx, n: usize, steady: u64, batched: bool) -> Result<Json, String> {
+/// How the scale row's process campaigns.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Mode {
+    /// An `Elector` per election, one request each.
+    Each,
+    /// An `Elector` per election through `elect_core::batch::Batched`.
+    Batched,
+    /// One `elect_core::shards::Shards` for all elections: one task, batched requests.
+    Shards,
+}
+
+impl Mode {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Mode::Each => "scale",
+            Mode::Batched => "scale-batched",
+            Mode::Shards => "scale-shards",
+        }
+    }
+}
+
+/// One process campaigning in `n` elections on one Redis (TTL 10 s), as `mode` says (targets:
+/// ≤ 100 requests/s, ≤ 4 KiB RSS per election, ≤ 5 % of one core, all leading within 2 s).
+pub(crate) fn scale(ctx: &Ctx, n: usize, steady: u64, mode: Mode) -> Result<Json, String> {
     let ticks: f64 = Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -25,8 +45,14 @@ pub(crate) fn scale(ctx: &Ctx, n: usize, steady: u64, batched: bool) -> Result<J
     cmd.args(["--store", &ctx.url(Coord::Redis)])
         .args(["--election", &format!("bench.scale.{}", std::process::id())])
         .args(["--elections", &n.to_string(), "--ttl", "10000"]);
-    if batched {
-        cmd.arg("--batched");
+    match mode {
+        Mode::Each => {}
+        Mode::Batched => {
+            cmd.arg("--batched");
+        }
+        Mode::Shards => {
+            cmd.arg("--shards");
+        }
     }
     g.spawn(cmd)?;
     let result = (|| {
@@ -58,7 +84,8 @@ pub(crate) fn scale(ctx: &Ctx, n: usize, steady: u64, batched: bool) -> Result<J
             .unwrap_or(0.0);
         let rps = clients as f64 / steady as f64;
         Ok(Json::Obj(vec![
-            ("batched".into(), Json::Bool(batched)),
+            ("batched".into(), Json::Bool(mode != Mode::Each)),
+            ("mode".into(), Json::Str(mode.name().into())),
             ("elections".into(), Json::Num(n as f64)),
             ("ttl_ms".into(), Json::Num(10_000.0)),
             ("ramp_up_ms".into(), Json::Num(millis(base.ns, full.ns))),
