@@ -422,6 +422,49 @@ impl OwnedEtcd {
     }
 }
 
+/// The gRPC messages an etcd member has received: the sum of `grpc_server_msg_received_total`
+/// on its `/metrics` (served on the client URL; reading it is HTTP, not gRPC, so it costs the
+/// count nothing). A unary call is one message; a stream counts each message sent on it (a
+/// lease keep-alive, a watch request), which is what a request is on etcd. The first
+/// endpoint of a plain `etcd://host:port[,…]` URL only (the benchmark's single member).
+pub async fn messages_received(url: &str) -> Result<u64, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("etcd://").ok_or("not an etcd:// URL")?;
+    let host = rest.split([',', '/', '?']).next().unwrap_or(rest);
+    if host.contains('@') {
+        return Err("etcd metrics: URLs with credentials are not supported".into());
+    }
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(host))
+            .await
+            .map_err(|_| format!("etcd metrics: {host}: no answer in 5 s"))?
+            .map_err(|e| format!("etcd metrics: {host}: {e}"))?;
+    let request = format!("GET /metrics HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut body))
+        .await
+        .map_err(|_| format!("etcd metrics: {host}: no full answer in 5 s"))?
+        .map_err(|e| e.to_string())?;
+    let mut found = false;
+    let total: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("grpc_server_msg_received_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .inspect(|_| found = true)
+        .sum();
+    if found {
+        Ok(total as u64)
+    } else {
+        Err(format!(
+            "etcd metrics: {host}/metrics has no grpc_server_msg_received_total"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -69,6 +69,9 @@ fn install_peers(release: bool) -> Result<Peers, String> {
 pub(crate) fn bench(args: &[String]) -> Result<(), String> {
     // Full runs measure release builds; --quick (CI) reuses the debug build the tests made.
     let release = !args.iter().any(|a| a == "--quick");
+    // The build comes before the servers are provisioned: on a fresh machine without `protoc`
+    // etcd-client's build script fails (seen 2026-12-06 on a first `cargo xtask bench`).
+    provision::build_tools()?;
     let peers = install_peers(release)?;
     let mut build = cargo();
     build.args(["build", "-p", "elect-bench", "--bins"]);

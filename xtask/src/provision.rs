@@ -66,6 +66,12 @@ const BUILD_TOOLS: Kind = Kind {
     apt: &["protobuf-compiler", "libprotobuf-dev"],
 };
 
+/// Installs what building the workspace needs (`protoc`; see [`BUILD_TOOLS`]) when it is
+/// missing: a step that builds before [`servers`] provisions must call it first.
+pub(crate) fn build_tools() -> Result<(), String> {
+    install_packages(&[&BUILD_TOOLS])
+}
+
 fn venv() -> PathBuf {
     root().join("target/elect-venv")
 }

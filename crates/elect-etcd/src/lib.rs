@@ -7,11 +7,14 @@
 //! - `record`: the value stored at an election's key.
 //! - `store`: [`EtcdStore`], the `LeaseStore`.
 //! - `feed`: hand-over notices by watch.
+//! - `batching`: the `BatchStore` (many elections in a few requests; batch grants share an
+//!   etcd lease).
 //! - `tls`: rustls (ring) settings, with the `tls` feature.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod batching;
 mod config;
 mod error;
 mod feed;

@@ -41,8 +41,9 @@ use crate::vacancy::{granted_marker, parse_marker, released_key, Marker, Sightin
 ///   this term; a lease that expired or was revoked is [`Renewal::Lost`].
 /// - **Release**: one transaction deletes the key if it is still the one this grant created
 ///   (its mod revision is the term and its value this claim's) and writes the marker
-///   `<key>#released` (the released term); the lease, holding nothing then, is revoked in the
-///   background.
+///   `<key>#released` (the released term); the lease is revoked in the background once it
+///   holds no key (a [batch grant](elect_core::batch::BatchStore)'s lease is shared by the
+///   elections granted together).
 /// - **A key that vanished** without a release, its lease granted before an etcd leader change
 ///   (the marker, which every grant writes too, names the Raft term of the grant), may have
 ///   been revoked early by a stale etcd leader: candidates wait one more of its TTLs before
@@ -76,7 +77,7 @@ impl fmt::Debug for EtcdStore {
 
 /// The etcd lease TTL for `ttl`: whole seconds, rounded up, so that etcd never ends a lease
 /// before its holder stops believing in it.
-fn lease_seconds(ttl: Ttl) -> i64 {
+pub(crate) fn lease_seconds(ttl: Ttl) -> i64 {
     ttl.get().as_millis().div_ceil(1000) as i64
 }
 
@@ -131,6 +132,16 @@ impl EtcdStore {
         Ok(store)
     }
 
+    /// What this store remembers of the holders it saw (see [`Sightings`]).
+    pub(crate) fn sightings(&self) -> &Sightings {
+        &self.inner.sightings
+    }
+
+    /// A reply came under etcd Raft term `raft_term`.
+    pub(crate) fn saw_raft_term(&self, raft_term: u64) {
+        self.inner.raft_term.fetch_max(raft_term, Ordering::Relaxed);
+    }
+
     /// The configuration (endpoints, prefix, timeout).
     pub fn config(&self) -> &EtcdConfig {
         &self.inner.config
@@ -156,7 +167,7 @@ impl EtcdStore {
 
     /// One request under the configured timeout, sent again when it reached no member
     /// ([`resending_unsent`]), its driver error mapped.
-    async fn request<T, F, Fut>(&self, operation: &'static str, f: F) -> Result<T>
+    pub(crate) async fn request<T, F, Fut>(&self, operation: &'static str, f: F) -> Result<T>
     where
         F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
@@ -213,7 +224,11 @@ impl EtcdStore {
 
     /// How long the etcd lease `id` has left, rounded up to whole seconds and at most its
     /// granted TTL; `None` when it no longer exists.
-    async fn remaining(&self, operation: &'static str, id: i64) -> Result<Option<Duration>> {
+    pub(crate) async fn remaining(
+        &self,
+        operation: &'static str,
+        id: i64,
+    ) -> Result<Option<Duration>> {
         let resp = self
             .request(operation, |mut c| async move {
                 none_if_lease_gone(c.lease_time_to_live(id, None).await)
@@ -226,7 +241,7 @@ impl EtcdStore {
     }
 
     /// Extends the etcd lease `id` by its TTL; `false` when it no longer exists.
-    async fn keep_alive(&self, operation: &'static str, id: i64) -> Result<bool> {
+    pub(crate) async fn keep_alive(&self, operation: &'static str, id: i64) -> Result<bool> {
         // The first answer was read inside `lease_keep_alive`: an answer means the lease
         // lives on.
         let answer = self
@@ -238,7 +253,7 @@ impl EtcdStore {
     }
 
     /// Revokes the etcd lease `id` (deleting its keys); `false` when it no longer exists.
-    async fn revoke(&self, operation: &'static str, id: i64) -> Result<bool> {
+    pub(crate) async fn revoke(&self, operation: &'static str, id: i64) -> Result<bool> {
         let answer = self
             .request(operation, |mut c| async move {
                 none_if_lease_gone(c.lease_revoke(id).await)
@@ -474,7 +489,7 @@ impl EtcdStore {
 
     /// A lease of ours that holds no key: revoked without making the caller wait (it would
     /// expire on its own within its TTL).
-    fn revoke_in_background(&self, operation: &'static str, id: i64) {
+    pub(crate) fn revoke_in_background(&self, operation: &'static str, id: i64) {
         let store = self.clone();
         tokio::spawn(async move {
             let _ = store.revoke(operation, id).await;
@@ -494,14 +509,14 @@ struct Read {
 
 /// A lease ID for a grant: random, positive (etcd's IDs are), never 0 (which asks etcd to
 /// choose).
-fn lease_id() -> i64 {
+pub(crate) fn lease_id() -> i64 {
     let id = (elect_core::rand::Rng::from_entropy().next_u64() >> 1) as i64;
     id.max(1)
 }
 
 /// The grant's transaction: puts `key` for `claim` under the lease `id` and the election's
 /// marker (naming Raft term `raft_term`) only if `key` does not exist; else reads `key`.
-fn create_txn(claim: &Claim, key: &str, id: i64, raft_term: u64) -> Txn {
+pub(crate) fn create_txn(claim: &Claim, key: &str, id: i64, raft_term: u64) -> Txn {
     Txn::new()
         .when([Compare::create_revision(key, CompareOp::Equal, 0)])
         .and_then([
@@ -534,7 +549,7 @@ fn connect_options(config: &EtcdConfig) -> Result<ConnectOptions> {
     Ok(options)
 }
 
-fn decode(key: &str, kv: &KeyValue) -> Result<Record> {
+pub(crate) fn decode(key: &str, kv: &KeyValue) -> Result<Record> {
     record::decode(key, kv.value(), kv.create_revision(), kv.lease())
 }
 
@@ -632,8 +647,9 @@ impl LeaseStore for EtcdStore {
             TxnOpResponse::Delete(delete) => delete.prev_kvs().first().map(KeyValue::lease),
             _ => None,
         });
+        // Revoked unless a batch grant's siblings still hold keys under it.
         if let Some(id) = held_by.filter(|id| *id != 0) {
-            self.revoke_in_background("release", id);
+            self.revoke_if_empty(id);
         }
         debug!(key, term = lease.term.0, "etcd: released");
         Ok(Release::Released)

@@ -158,8 +158,8 @@ impl Coordinator {
     /// The store as a [`BatchStore`](elect_core::batch::BatchStore), for
     /// [`Shards`](elect_core::shards::Shards) (one task campaigning in many elections) or
     /// [`batched`](Self::batched). `None` for a coordinator that cannot yet decide a batch in a
-    /// few requests (Redis, PostgreSQL, MySQL and Mongo can — Mongo's grants still go one by
-    /// one; etcd cannot yet).
+    /// few requests (Redis, PostgreSQL, MySQL, Mongo and etcd can — Mongo's grants still go
+    /// one by one; etcd's batch grants share an etcd lease).
     pub fn batch_store(&self) -> Option<Arc<dyn elect_core::batch::BatchStore>> {
         match self {
             #[cfg(feature = "redis")]
@@ -170,6 +170,8 @@ impl Coordinator {
             Coordinator::Mysql(s) => Some(Arc::new(s.clone())),
             #[cfg(feature = "mongo")]
             Coordinator::Mongo(s) => Some(Arc::new(s.clone())),
+            #[cfg(feature = "etcd")]
+            Coordinator::Etcd(s) => Some(Arc::new(s.clone())),
             #[allow(unreachable_patterns)]
             _ => None,
         }
