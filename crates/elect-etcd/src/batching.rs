@@ -47,12 +47,12 @@ use crate::vacancy::{parse_marker, released_key, Marker};
 pub(crate) const CHUNK: usize = 64;
 
 /// What one batch read found at an election's key.
-struct Found {
+pub(crate) struct Found {
     /// The record, `None` where the key does not exist, or the error for a record elect did
     /// not write.
-    record: Result<Option<Record>>,
+    pub(crate) record: Result<Option<Record>>,
     /// The election's marker, when asked for and present.
-    marker: Option<Marker>,
+    pub(crate) marker: Option<Marker>,
 }
 
 #[async_trait]
@@ -104,8 +104,9 @@ impl BatchStore for EtcdStore {
 
 impl EtcdStore {
     /// The keys `keys` (and with `markers` their markers) in one `Txn`, each record validated
-    /// on its own; with etcd's Raft term in the reply.
-    async fn read_many(
+    /// on its own (a record seen is remembered, see `Sightings`); with etcd's Raft term in the
+    /// reply. The single read is this with one key.
+    pub(crate) async fn read_many(
         &self,
         operation: &'static str,
         keys: &[String],

@@ -21,7 +21,7 @@ use crate::config::EtcdConfig;
 use crate::error::{map_err, none_if_lease_exists, none_if_lease_gone, resending_unsent, STORE};
 use crate::feed::Watcher;
 use crate::record::{self, Record};
-use crate::vacancy::{granted_marker, parse_marker, released_key, Marker, Sightings};
+use crate::vacancy::{granted_marker, released_key, Marker, Sightings};
 
 /// A [`LeaseStore`] on etcd v3 (3.5 or newer; see the README for the lease fixes that matter).
 ///
@@ -186,38 +186,15 @@ impl EtcdStore {
     /// Only a candidate about to take a missing key needs the marker: renewals and observers
     /// read the key alone.
     async fn read(&self, operation: &'static str, key: &str, marker: bool) -> Result<Read> {
-        let mut gets = vec![TxnOp::get(key, None)];
-        if marker {
-            gets.push(TxnOp::get(released_key(key), None));
-        }
-        let txn = Txn::new().and_then(gets);
-        let resp = self
-            .request(operation, |mut c| {
-                let txn = txn.clone();
-                async move { c.txn(txn).await }
-            })
+        let (mut found, raft_term) = self
+            .read_many(operation, std::slice::from_ref(&key.to_owned()), marker)
             .await?;
-        let raft_term = resp.header().map_or(0, |h| h.raft_term());
-        self.inner.raft_term.fetch_max(raft_term, Ordering::Relaxed);
-        let mut gets = resp.op_responses().into_iter().filter_map(|r| match r {
-            TxnOpResponse::Get(mut get) => Some(get.take_kvs().into_iter().next()),
-            _ => None,
-        });
-        let record = gets
-            .next()
-            .flatten()
-            .map(|kv| decode(key, &kv))
-            .transpose()?;
-        let marker = gets
-            .next()
-            .flatten()
-            .map(|kv| parse_marker(kv.value(), kv.mod_revision()));
-        if let Some(record) = &record {
-            self.inner.sightings.saw(key, record);
-        }
+        let found = found.pop().ok_or_else(|| Error::Internal {
+            message: "etcd answered a read without its key".into(),
+        })?;
         Ok(Read {
-            record,
-            marker,
+            record: found.record?,
+            marker: found.marker,
             raft_term,
         })
     }
@@ -688,6 +665,7 @@ mod tests {
     use etcd_client::LeaseTimeToLiveOptions;
 
     use super::*;
+    use crate::vacancy::parse_marker;
 
     thread_local! {
         /// The lease ID the next grant on this thread uses instead of a random one.
