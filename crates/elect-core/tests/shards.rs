@@ -368,3 +368,13 @@ async fn dropping_the_handle_releases_every_lease() {
         assert_eq!(store.leader(&name).await.unwrap(), None, "{name} released");
     }
 }
+
+/// The conformance check every store's batch requests run, here on the in-memory store.
+#[tokio::test(start_paused = true)]
+async fn two_processes_hand_over_many_elections() {
+    elect_core::conformance::shards_hand_over_many_elections(
+        Arc::new(MemoryStore::new()),
+        elect_core::conformance::Settings::in_memory(),
+    )
+    .await;
+}

@@ -95,51 +95,15 @@ async fn a_corrupt_key_fails_its_own_election_and_no_other_in_the_batch() {
 }
 
 /// A renewal batch in which one lease ran out (its key gone with its etcd lease) and another
-/// was taken over by someone else: those two are `Lost`, the others `Renewed`. (The shared
-/// check's 200 ms TTLs are below etcd's whole-second leases: here they are 1 s, and the test
-/// waits for etcd to end them.)
+/// was taken over by someone else: those two are `Lost`, the others `Renewed` — the shared
+/// check, with leases of 1 s for the two that run out (etcd keeps whole seconds).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewal_batch_tells_each_lease_apart() {
-    let store = fresh().await;
-    let names: Vec<_> = (0..4)
-        .map(|k| fresh_election(&format!("apart-{k}")))
-        .collect();
-    let mut claims = claims(&names, "me", 10_000);
-    for k in [1, 3] {
-        claims[k] = Claim::new(
-            names[k].clone(),
-            CandidateId::new("me").unwrap(),
-            ttl(1_000),
-        );
-    }
-    let leases = granted(store.try_acquire_batch(&claims).await);
-    let gone = Instant::now() + Duration::from_secs(10);
-    while store.leader(&names[1]).await.unwrap().is_some()
-        || store.leader(&names[3]).await.unwrap().is_some()
-    {
-        assert!(Instant::now() < gone, "etcd did not end the 1 s leases");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let taken = Claim::new(
-        names[3].clone(),
-        CandidateId::new("other").unwrap(),
-        ttl(10_000),
-    );
-    let other = granted(vec![store.try_acquire(&taken).await]).remove(0);
-    let renewed: Vec<bool> = store
-        .renew_batch(&leases)
-        .await
-        .iter()
-        .map(|a| match a {
-            Ok(Renewal::Renewed(_)) => true,
-            Ok(Renewal::Lost) => false,
-            Err(e) => panic!("{e}"),
-        })
-        .collect();
-    assert_eq!(renewed, [true, false, true, false]);
-    assert!(store.leader(&names[1]).await.unwrap().is_none());
-    let held = store.leader(&names[3]).await.unwrap().expect("held");
-    assert_eq!((held.holder, held.term), (other.holder, other.term));
+    elect_core::conformance::a_renewal_batch_tells_each_lease_apart_with(
+        &fresh().await,
+        ttl(1_000),
+    )
+    .await;
 }
 
 /// A batch grant puts its elections' keys under one etcd lease, and one renewal batch keeps
@@ -256,4 +220,15 @@ async fn a_hundred_elections_share_a_few_requests() {
         elector.shutdown().await.expect("shut down");
     }
     drop(etcd);
+}
+
+/// Two processes' `Shards` campaign in the same 50 elections through the batch transactions and shared etcd leases: the first leads
+/// them all, hands them over whole on shutdown, the second leads each with a higher term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_hand_over_many_elections() {
+    elect_core::conformance::shards_hand_over_many_elections(
+        std::sync::Arc::new(fresh().await),
+        settings(),
+    )
+    .await;
 }

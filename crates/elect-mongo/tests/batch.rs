@@ -131,3 +131,14 @@ async fn a_hundred_elections_share_a_few_requests() {
     }
     leaders.store().close().await;
 }
+
+/// Two processes' `Shards` campaign in the same 50 elections through the bulk writes (on the MongoDB-wire server secantusdb, not a real mongod): the first leads
+/// them all, hands them over whole on shutdown, the second leads each with a higher term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_hand_over_many_elections() {
+    elect_core::conformance::shards_hand_over_many_elections(
+        std::sync::Arc::new(fresh().await),
+        Settings::real_server(),
+    )
+    .await;
+}

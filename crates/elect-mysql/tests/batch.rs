@@ -143,3 +143,14 @@ async fn a_hundred_elections_share_a_few_statements() {
         elector.shutdown().await.expect("shut down");
     }
 }
+
+/// Two processes' `Shards` campaign in the same 50 elections through the batch statements: the first leads
+/// them all, hands them over whole on shutdown, the second leads each with a higher term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_hand_over_many_elections() {
+    elect_core::conformance::shards_hand_over_many_elections(
+        std::sync::Arc::new(fresh().await.0),
+        Settings::real_server(),
+    )
+    .await;
+}

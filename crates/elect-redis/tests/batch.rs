@@ -152,3 +152,16 @@ async fn script_calls(admin: &Client) -> u64 {
         })
         .sum()
 }
+
+/// Two processes' `Shards` campaign in the same 50 elections through the batch scripts: the first leads
+/// them all, hands them over whole on shutdown, the second leads each with a higher term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_hand_over_many_elections() {
+    let server = elect_tests::redis().await;
+    let config = RedisConfig::new(server.url()).key_prefix(unique_name("shards"));
+    elect_core::conformance::shards_hand_over_many_elections(
+        std::sync::Arc::new(RedisStore::connect(config).await.expect("connect")),
+        Settings::real_server(),
+    )
+    .await;
+}

@@ -14,7 +14,8 @@
 //! elections in one process on one Redis: one request each, batched electors (`--only
 //! scale-batched`) and one `Shards` driver (`--only scale-shards`)), raft at the Raft paper's three settings (200 crashes each, `paper.rs`),
 //! sub-second TTLs under a CPU hog (TTL 200 ms on Redis, MySQL and raft, 10 minutes without a
-//! fault (`--subsecond-minutes M`) and 100 crashes each, `subsecond.rs`); on the replicated Redis contenders (Sentinel,
+//! fault (`--subsecond-minutes M`) and 100 crashes each, `subsecond.rs`; `--only subsecond-raft`,
+//! `-redis` or `-mysql` runs one row); on the replicated Redis contenders (Sentinel,
 //! Cluster: topologies of the bench's own) a master crash instead of the load. Writes `bench/results/<date>.json` and the table
 //! in `bench/README.md`; `--quick` does a few rounds of each and writes only
 //! `target/bench-quick.json`.
@@ -225,11 +226,20 @@ fn bench(args: &[String]) -> Result<(), String> {
     } else {
         Json::Null
     };
-    let subsecond = if only
-        .as_ref()
-        .is_none_or(|o| "subsecond".contains(o.as_str()))
+    // `--only subsecond-raft` (or `-redis`, `-mysql`) runs one of its rows.
+    let subsecond_row = only.as_deref().and_then(|o| o.strip_prefix("subsecond-"));
+    let subsecond = if subsecond_row.is_some()
+        || only
+            .as_ref()
+            .is_none_or(|o| "subsecond".contains(o.as_str()))
     {
-        subsecond::subsecond(&ctx, subsecond_steady, subsecond_trials, &mut rng)
+        subsecond::subsecond(
+            &ctx,
+            subsecond_steady,
+            subsecond_trials,
+            subsecond_row,
+            &mut rng,
+        )
     } else {
         Json::Null
     };

@@ -48,8 +48,19 @@ pub async fn one_election_twice_in_a_batch_is_granted_once<S: BatchStore + ?Size
 
 /// A renewal batch in which one lease ran out (its record still names it, expired) and another
 /// was taken over by someone else: those two are `Lost`, the rest `Renewed`, and the lease that
-/// ran out is not brought back to life by the batch.
+/// ran out is not brought back to life by the batch. The leases that run out have a TTL of
+/// 200 ms; [`a_renewal_batch_tells_each_lease_apart_with`] takes another.
 pub async fn a_renewal_batch_tells_each_lease_apart<S: BatchStore + ?Sized>(store: &S) {
+    a_renewal_batch_tells_each_lease_apart_with(store, ttl(200)).await;
+}
+
+/// [`a_renewal_batch_tells_each_lease_apart`] with leases of `short` for the two that run out
+/// (a store that keeps time in whole seconds needs one): the check waits until the store no
+/// longer reports them held (at most `short` + 10 s).
+pub async fn a_renewal_batch_tells_each_lease_apart_with<S: BatchStore + ?Sized>(
+    store: &S,
+    short: Ttl,
+) {
     let names: Vec<ElectionName> = (0..4)
         .map(|k| fresh_election(&format!("apart-{k}")))
         .collect();
@@ -57,11 +68,8 @@ pub async fn a_renewal_batch_tells_each_lease_apart<S: BatchStore + ?Sized>(stor
         .iter()
         .enumerate()
         .map(|(k, e)| {
-            Claim::new(
-                e.clone(),
-                id("me"),
-                ttl(if k % 2 == 1 { 200 } else { 10_000 }),
-            )
+            let lease = if k % 2 == 1 { short } else { ttl(60_000) };
+            Claim::new(e.clone(), id("me"), lease)
         })
         .collect();
     let leases: Vec<_> = store
@@ -73,7 +81,18 @@ pub async fn a_renewal_batch_tells_each_lease_apart<S: BatchStore + ?Sized>(stor
             other => panic!("not granted: {other:?}"),
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(short.get()).await;
+    let gone = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.leader(&names[1]).await.unwrap().is_some()
+        || store.leader(&names[3]).await.unwrap().is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < gone,
+            "leases of {:?} still held 10 s after they ran out",
+            short.get()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let taken = Claim::new(names[3].clone(), id("other"), ttl(10_000));
     let other = match store.try_acquire(&taken).await {
         Ok(Acquire::Granted(lease)) => lease,

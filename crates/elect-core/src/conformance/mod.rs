@@ -35,6 +35,7 @@ mod foreign;
 mod harness;
 mod record;
 mod server;
+mod shards_checks;
 mod store_checks;
 
 use std::time::Duration;
@@ -50,6 +51,7 @@ pub use server::{
     terms_rise_after_data_loss, unreachable_servers_and_bad_urls_are_typed_errors, DataLoss,
     Fixture, Junk,
 };
+pub use shards_checks::*;
 pub use store_checks::*;
 
 use crate::lease::Ttl;
