@@ -18,7 +18,7 @@ mod provision;
 
 use std::env;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 /// Crates published on their own; each must package.
@@ -58,6 +58,7 @@ fn main() -> ExitCode {
             }
         }
         Some("images") => images::images(),
+        Some("containers") => images::images().and_then(|()| container_conformance()),
         Some("doctor") => {
             provision::doctor();
             println!("containers:");
@@ -92,6 +93,8 @@ commands:
   images          build elect-test/servers:bookworm, the image of the tests' container path,
                   from Debian's packages (debootstrap, docker import); skipped when the image
                   present has the same recipe; `test` runs it when a Docker engine answers
+  containers      build the image if needed, then only the conformance suites on containers
+                  and raft's chaos run across containers (the last part of `test`)
   circles [DIR]   list files of one crate that import each other in a circle (lint fails on any)
   doctor          report which servers, binaries and tools are present
   bench [--quick] [--rounds N] [--seed S] [--only NAME] [--subsecond-minutes M]
@@ -101,7 +104,7 @@ commands:
                   without a fault, default 10, then 100 crashes, on Redis, MySQL, raft);
                   writes bench/results/<date>.json, the table in bench/README.md and one
                   picture per coordinator (bench/results/<date>-<coordinator>.svg)
-                  (--quick: a few rounds, writes target/bench-quick.json only; --only:
+                  (--quick: one round of each, writes target/bench-quick.json only; --only:
                   target/bench-only.json; both put the pictures in target/bench-plots/)
   chaos [--minutes N] [--seed S] [--only redis|mysql|mongo|postgres|raft|redis-sentinel|redis-cluster
          |redis-sentinel-unsafe|redis-cluster-unsafe]
@@ -212,31 +215,127 @@ const CONTAINER_SUITES: &[&str] = &[
 /// Each store's conformance suite (`tests/conformance.rs`) against servers in containers from
 /// the local image (`ELECT_TEST_SERVERS=containers`: no env URL, no local binary), then raft's
 /// chaos run across containers (`bench/tests/chaos.rs`, `chaos_raft_in_containers`).
+///
+/// The suites run as their test binaries, not under nextest (whose process per test started a
+/// container per test: 299 s against 187 s), in two lanes at once: etcd's (TTL 3 s, 75 s) beside
+/// the other four one after another (120 s); one after another they took 214 s (CI,
+/// 2026-12-06). Each binary keeps one container per server for all its tests.
 fn container_conformance() -> Result<(), String> {
-    // cargo test, not nextest: one process per test binary shares one container per server
-    // (nextest's process per test started a container per test: 299 s against 187 s here).
-    let runner = || {
-        let mut run = cargo();
-        run.args(["test", "--all-features", "--no-fail-fast"])
+    // The workspace's own build with the test run's features: nothing left to build after the
+    // test run (`-p elect-bench` alone resolves other features and rebuilt for 47 s).
+    let mut build = cargo();
+    build.args(["test", "--workspace", "--all-features", "--no-run"]);
+    build.args([
+        "--message-format=json",
+        "--test",
+        "conformance",
+        "--test",
+        "chaos",
+    ]);
+    let binaries = test_binaries(build)?;
+    let named = |dir: &Path, exe: &Path, package: &str, test: &str| {
+        dir.file_name().is_some_and(|d| d == package)
+            && exe
+                .file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with(&format!("{test}-")))
+    };
+    let suites: Vec<_> = binaries
+        .iter()
+        .filter(|(dir, exe)| {
+            CONTAINER_SUITES
+                .iter()
+                .any(|p| named(dir, exe, p, "conformance"))
+        })
+        .cloned()
+        .collect();
+    let chaos = binaries
+        .iter()
+        .find(|(dir, exe)| named(dir, exe, "bench", "chaos"))
+        .cloned()
+        .ok_or("cargo named no chaos test binary of elect-bench")?;
+    if suites.len() != CONTAINER_SUITES.len() {
+        return Err(format!(
+            "expected {} conformance binaries, cargo named {}",
+            CONTAINER_SUITES.len(),
+            suites.len()
+        ));
+    }
+    let run = |(dir, binary): (PathBuf, PathBuf), args: &[&str]| {
+        let mut run = Command::new(binary);
+        run.current_dir(&dir)
+            .args(args)
             .env("ELECT_TEST_SERVERS", "containers");
         run
     };
-    let mut suites = runner();
-    for package in CONTAINER_SUITES {
-        suites.args(["-p", package]);
+    let (etcd, others): (Vec<_>, Vec<_>) = suites
+        .into_iter()
+        .partition(|(dir, _)| dir.ends_with("elect-etcd"));
+    let started = Instant::now();
+    let lanes = [etcd, others].map(|lane| {
+        std::thread::spawn(move || -> Result<(), String> {
+            for suite in lane {
+                let name = format!("conformance on containers ({})", suite.0.display());
+                step(&name, run(suite, &[]))?;
+            }
+            Ok(())
+        })
+    });
+    let mut failed = Vec::new();
+    for lane in lanes {
+        if let Err(e) = lane
+            .join()
+            .unwrap_or_else(|_| Err("a lane of the container suites panicked".into()))
+        {
+            failed.push(e);
+        }
     }
-    suites.args(["--test", "conformance"]);
-    let mut raft = runner();
-    raft.args([
-        "-p",
-        "elect-bench",
-        "--test",
-        "chaos",
-        "chaos_raft_in_containers",
-        "--",
-        "--nocapture",
-    ]);
-    step("conformance on containers", suites).and(step("raft chaos across containers", raft))
+    eprintln!(
+        "xtask: conformance on containers: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    if !failed.is_empty() {
+        return Err(failed.join("; "));
+    }
+    let raft = run(chaos, &["chaos_raft_in_containers", "--nocapture"]);
+    step("raft chaos across containers", raft)
+}
+
+/// Builds the tests `build` (a `cargo test --no-run --message-format=json`) names and returns
+/// each test binary with its package's directory (where `cargo test` would run it).
+fn test_binaries(mut build: Command) -> Result<Vec<(PathBuf, PathBuf)>, String> {
+    build.stderr(Stdio::inherit());
+    let started = Instant::now();
+    let output = build
+        .output()
+        .map_err(|e| format!("cargo test --no-run: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("cargo test --no-run failed ({})", output.status));
+    }
+    eprintln!(
+        "xtask: build the test binaries: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    // One JSON object per line; the lines that name an executable are the test binaries. A
+    // field's value is read up to its closing quote (paths here hold no quote).
+    let field = |line: &str, key: &str| -> Option<String> {
+        let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
+        let len = line[start..].find('"')?;
+        Some(line[start..start + len].to_string())
+    };
+    let mut binaries = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let (Some(executable), Some(manifest)) =
+            (field(line, "executable"), field(line, "manifest_path"))
+        else {
+            continue;
+        };
+        let dir = PathBuf::from(manifest)
+            .parent()
+            .map(PathBuf::from)
+            .ok_or("a manifest path without a directory")?;
+        binaries.push((dir, PathBuf::from(executable)));
+    }
+    Ok(binaries)
 }
 
 /// Long chaos runs: the chaos tests with `ELECT_CHAOS_MINUTES` / `_SEED` / `_ONLY` set.

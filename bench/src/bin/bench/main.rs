@@ -17,7 +17,7 @@
 //! fault (`--subsecond-minutes M`) and 100 crashes each, `subsecond.rs`; `--only subsecond-raft`,
 //! `-redis` or `-mysql` runs one row); on the replicated Redis contenders (Sentinel,
 //! Cluster: topologies of the bench's own) a master crash instead of the load. Writes `bench/results/<date>.json` and the table
-//! in `bench/README.md`; `--quick` does a few rounds of each and writes only
+//! in `bench/README.md`; `--quick` does one round of each and writes only
 //! `target/bench-quick.json`.
 
 mod contenders;
@@ -160,7 +160,8 @@ fn bench(args: &[String]) -> Result<(), String> {
     };
     let rounds: usize = match value("--rounds") {
         Some(v) => v.parse().map_err(|_| "--rounds takes a number")?,
-        None if quick => 3,
+        // CI's end-to-end check: one round of each scenario per contender.
+        None if quick => 1,
         None => 20,
     };
     let seed: u64 = match value("--seed") {
@@ -180,7 +181,7 @@ fn bench(args: &[String]) -> Result<(), String> {
     };
     let subsecond_trials = if quick { 3 } else { 100 };
     let (frozen_rounds, load_s, scale_n, steady_s) = if quick {
-        (1, 5, 1000, 3)
+        (1, 3, 1000, 3)
     } else {
         // A frozen round lasts ≥ 3×TTL + TTL: half as many keep a full run near half an hour.
         (rounds.div_ceil(2), 20, 10_000, 10)
