@@ -172,17 +172,6 @@ fn test(extra: &[String]) -> Result<(), String> {
             "--all-features",
             "--no-fail-fast",
         ]);
-        // Most tests wait on real time (leases of 1–3 s on real servers), not on the
-        // processors: on the 2-core CI machine nextest's default of one test per core kept
-        // both busy 966 s of 972 for 1 933 s of tests; three at a time took 670 s, the chaos
-        // group still one at a time (CI, 2026-12-06). More cores keep the default.
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        if !extra
-            .iter()
-            .any(|a| a.starts_with("--test-threads") || a.starts_with("-j"))
-        {
-            tests.args(["--test-threads", &cores.max(3).to_string()]);
-        }
     } else {
         tests.args(["test", "--workspace", "--all-features", "--no-fail-fast"]);
     }
