@@ -27,6 +27,15 @@
 //!   the voter that acknowledged it most recently; that voter starts an election at once
 //!   (skipping pre-vote, marked as a transfer so voters waive the lease of the leader that
 //!   handed over), so hand-over takes about one round trip.
+//! - **A lost election is retried soon.** A candidate that enough voters refused that it can no
+//!   longer reach a majority (a split vote: they voted for a rival) stands again after one
+//!   heartbeat interval plus a random part of up to a quarter of the timeout range, instead of
+//!   a whole new election timeout. In a split vote nobody leads and every voter that voted reset its own
+//!   timer, so Raft's rule cost the cluster a second full timeout: at ten voters with one dead
+//!   and timeouts of 100–200 ms, 1.8 % of simulated crash failovers took over 200 ms, every one
+//!   of them a split. Safety does not depend on when anyone stands (one vote per term, leases,
+//!   pre-vote): the retry starts with a pre-vote, which a live leader's followers refuse, so it
+//!   cannot disrupt a rival that did win.
 
 mod follower;
 mod leader;
@@ -215,6 +224,8 @@ pub struct Engine {
     election_deadline: Time,
     /// Pre-votes or votes received in the current attempt (self included).
     granted: BTreeSet<NodeId>,
+    /// Voters that refused this node's vote request in its current term.
+    refused: BTreeSet<NodeId>,
     // Leader state.
     seq: u64,
     sent_at: BTreeMap<u64, Time>,
@@ -246,6 +257,7 @@ impl Engine {
             heard_leader_at: None,
             election_deadline: now,
             granted: BTreeSet::new(),
+            refused: BTreeSet::new(),
             seq: 0,
             sent_at: BTreeMap::new(),
             acked: BTreeMap::new(),

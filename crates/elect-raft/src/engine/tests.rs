@@ -553,3 +553,51 @@ fn the_leader_value_travels_in_heartbeats() {
     assert_eq!(changes(&out), vec![(None, None)]);
     assert_eq!(b.leader_value(), None);
 }
+
+/// A split vote: once refusals leave no majority within reach, the candidate stands again
+/// after a heartbeat plus at most a quarter of the timeout range, not a whole new timeout.
+/// Refusals repeated by one voter, or while a majority is still possible, change nothing.
+#[test]
+fn a_candidate_that_cannot_win_stands_again_soon() {
+    let mut a = Engine::new(
+        config("a", &["a", "b", "c", "d", "e"]),
+        Time::ZERO,
+        Term::ZERO,
+        None,
+    );
+    a.tick(300 * MS);
+    for voter in ["b", "c"] {
+        let reply = Message::PreVoteReply {
+            term: Term(1),
+            granted: true,
+        };
+        a.receive(300 * MS, &id(voter), reply);
+    }
+    assert_eq!((a.role(), a.term()), (Role::Candidate, Term(1)));
+    let full_timeout = a.next_deadline();
+    assert!(full_timeout >= 450 * MS, "{full_timeout:?}");
+    let refusal = Message::Vote {
+        term: Term(1),
+        granted: false,
+    };
+    for voter in ["c", "c", "d"] {
+        a.receive(301 * MS, &id(voter), refusal.clone());
+        assert_eq!(a.next_deadline(), full_timeout, "b and e could still vote");
+    }
+    a.receive(302 * MS, &id("e"), refusal);
+    let retry = a.next_deadline();
+    assert!(
+        (322 * MS..=(322 * MS + 150 * MS / 4)).contains(&retry),
+        "{retry:?}"
+    );
+    assert_eq!(a.role(), Role::Candidate, "no leader believed, none lost");
+    let out = a.tick(retry);
+    assert_eq!(
+        a.role(),
+        Role::PreCandidate,
+        "the retry asks pre-votes first"
+    );
+    assert!(sends(&out)
+        .iter()
+        .all(|(_, m)| *m == Message::PreVote { term: Term(2) }));
+}

@@ -30,6 +30,7 @@ impl Engine {
         self.term = Term(self.term.0 + 1);
         self.voted_for = Some(self.config.id.clone());
         self.granted = BTreeSet::from([self.config.id.clone()]);
+        self.refused.clear();
         self.set_leader(None, None, out);
         self.persist(out);
         if self.granted.len() >= self.quorum() {
@@ -136,11 +137,29 @@ impl Engine {
     ) {
         if term > self.term {
             self.adopt_term(term, out);
-        } else if self.role == Role::Candidate && term == self.term && granted {
-            self.granted.insert(from.clone());
-            if self.granted.len() >= self.quorum() {
-                self.become_leader(now, out);
+        } else if self.role == Role::Candidate && term == self.term {
+            if granted {
+                self.granted.insert(from.clone());
+                if self.granted.len() >= self.quorum() {
+                    self.become_leader(now, out);
+                }
+            } else if !self.granted.contains(from) && self.refused.insert(from.clone()) {
+                // A refusal in this term is final for it: the voter either voted for a rival
+                // or is inside a live leader's lease (then the retry's pre-vote is refused).
+                if self.config.voters.len() - self.refused.len() < self.quorum() {
+                    self.lost_election(now);
+                }
             }
         }
+    }
+
+    /// This term's election can no longer be won: stand again soon (see the module docs).
+    fn lost_election(&mut self, now: Time) {
+        let spread = self
+            .config
+            .election_timeout_max
+            .saturating_sub(self.config.election_timeout_min);
+        let retry = now + self.config.heartbeat + self.rng.duration_up_to(spread / 4);
+        self.election_deadline = self.election_deadline.min(retry);
     }
 }
