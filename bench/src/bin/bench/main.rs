@@ -61,12 +61,13 @@ fn run(
     rounds: usize,
     frozen_rounds: usize,
     load_s: u64,
+    quick: bool,
     rng: &mut Rng,
 ) -> Outcome {
     let mut out = Outcome::default();
     let name = c.name();
     for r in 0..rounds {
-        if r < c.crash_rounds(rounds) {
+        if r < c.crash_rounds(rounds, quick) {
             match crash(ctx, c, &format!("crash{r}"), rng) {
                 Ok(k) => {
                     out.failover.push(k.ms);
@@ -112,8 +113,9 @@ fn run(
         out.loss_first()
     );
     if c.coord.is_topology() {
-        // A master crash takes a failover and a resync: a quarter of the rounds (at least 2).
-        for r in 0..rounds.div_ceil(4).max(2) {
+        // A master crash takes a failover and a resync: a quarter of the rounds (at least 2;
+        // one in a quick run).
+        for r in 0..rounds.div_ceil(4).max(if quick { 1 } else { 2 }) {
             match master_crash(ctx, c, &format!("master{r}"), rng) {
                 Ok(ms) => out.master_failover.push(ms),
                 Err(e) => out.errors.push(format!("master crash round {r}: {e}")),
@@ -217,7 +219,10 @@ fn bench(args: &[String]) -> Result<(), String> {
         {
             continue;
         }
-        results.push((*c, run(&ctx, c, rounds, frozen_rounds, load_s, &mut rng)));
+        results.push((
+            *c,
+            run(&ctx, c, rounds, frozen_rounds, load_s, quick, &mut rng),
+        ));
     }
     let paper = if only
         .as_ref()
