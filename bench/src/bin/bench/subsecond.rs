@@ -23,7 +23,9 @@ use elect_bench::report::{ms, Json, Stats};
 use elect_core::rand::Rng;
 
 use crate::contenders::{Coord, Ctx};
-use crate::trials::{crash_trials, free_ports, opt, raft_voter, row_failures, Measured, Trials};
+use crate::trials::{
+    crash_trials, free_ports, opt, raft_voter, row_failures, slowest, Measured, Trials,
+};
 
 /// The TTL, and raft's maximum election timeout.
 const TTL_MS: u64 = 200;
@@ -127,6 +129,8 @@ pub(crate) fn subsecond(
             ),
             ("crashes".into(), Json::Num(m.failover.len() as f64)),
             ("crash_failover_ms".into(), Json::stats(&m.failover)),
+            // Where the tail comes from: on raft a term step of 2 or more is a split vote.
+            ("slowest_failovers_ms_and_term_step".into(), slowest(&m, 5)),
             ("target_p99_ms".into(), Json::Num(TARGET_P99_MS as f64)),
             (
                 "target_met".into(),

@@ -19,6 +19,9 @@ use crate::rounds::{elected, millis};
 pub(crate) struct Measured {
     /// ms from the SIGKILL until another member was elected, per trial.
     pub(crate) failover: Vec<f64>,
+    /// Per trial, the new leader's term less the killed one's, when both printed a number:
+    /// on raft, how many terms (elections) the failover took.
+    pub(crate) term_steps: Vec<Option<u64>>,
     /// Elections that no kill caused (a lease that lapsed on a busy host).
     pub(crate) unprovoked: usize,
     pub(crate) overlap_ms: f64,
@@ -88,6 +91,7 @@ pub(crate) fn crash_trials(t: &Trials, dir: Option<&Path>, rng: &mut Rng) -> Mea
                 .wait(bound, |l| elected(l) && l.who != leader)
                 .ok_or(format!("no failover within {bound:?}"))?;
             m.failover.push(millis(killed, next.ns));
+            m.term_steps.push(term_step(&g.log, leader, &next));
             // The member that replaces it must hear the leader before the next kill.
             let slot = if t.same_slot {
                 slot_of[leader]
@@ -116,6 +120,36 @@ pub(crate) fn crash_trials(t: &Trials, dir: Option<&Path>, rng: &mut Rng) -> Mea
         let _ = std::fs::remove_dir_all(dir);
     }
     m
+}
+
+/// The term `next` was elected in, less the term `killed` last printed its election in.
+fn term_step(log: &[Line], killed: usize, next: &Line) -> Option<u64> {
+    let term = |l: &Line| l.rest.first().and_then(|t| t.parse::<u64>().ok());
+    let old = log.iter().rev().find(|l| l.who == killed && elected(l))?;
+    term(next)?.checked_sub(term(old)?)
+}
+
+/// The slowest `n` trials as `[ms, term step]` pairs, slowest first.
+pub(crate) fn slowest(m: &Measured, n: usize) -> Json {
+    let mut trials: Vec<(f64, Option<u64>)> = m
+        .failover
+        .iter()
+        .copied()
+        .zip(m.term_steps.iter().copied())
+        .collect();
+    trials.sort_by(|a, b| b.0.total_cmp(&a.0));
+    Json::Arr(
+        trials
+            .into_iter()
+            .take(n)
+            .map(|(ms, step)| {
+                Json::Arr(vec![
+                    Json::Num(ms),
+                    step.map_or(Json::Null, |s| Json::Num(s as f64)),
+                ])
+            })
+            .collect(),
+    )
 }
 
 /// A member's state directory under `dir`.
