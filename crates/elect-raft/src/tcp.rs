@@ -189,31 +189,58 @@ async fn read_frames(
 }
 
 /// Keeps one connection to a peer, sending queued frames; reconnects with backoff.
+///
+/// The peer never writes on this connection, so anything it reads back (end of stream, a
+/// reset) means the peer closed it: the writer reconnects at once instead of writing the next
+/// frame into a dead socket. Without that, the first frame after a peer restarted was lost —
+/// the kernel accepts the write, the dead socket answers with a reset, and only the write after
+/// it fails. Followers write to each other only in elections, so the frame lost was a
+/// (pre-)vote request, exactly when it mattered: with members restarted over time, an election
+/// after a crash could miss its majority and wait for another timeout.
 async fn connect(addr: SocketAddr, mut queue: mpsc::Receiver<Vec<u8>>) {
-    let mut backoff = Duration::from_millis(20);
+    const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+    let mut backoff = FIRST_BACKOFF;
+    // A frame whose write failed: sent again on the next connection.
+    let mut unsent: Option<Vec<u8>> = None;
     loop {
-        let mut stream = match TcpStream::connect(addr).await {
+        let stream = match TcpStream::connect(addr).await {
             Ok(stream) => {
-                backoff = Duration::from_millis(20);
                 let _ = stream.set_nodelay(true);
                 stream
             }
             Err(_) => {
                 // Frames queued while the peer is down are stale by the time it is back.
+                unsent = None;
                 while queue.try_recv().is_ok() {}
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
+        let (mut reader, mut writer) = stream.into_split();
+        let mut probe = [0u8; 1];
         loop {
-            let Some(frame) = queue.recv().await else {
-                return;
+            let frame = match unsent.take() {
+                Some(frame) => frame,
+                None => tokio::select! {
+                    frame = queue.recv() => match frame {
+                        Some(frame) => frame,
+                        None => return,
+                    },
+                    // Cancel-safe: nothing is read unless the peer closed or misbehaved.
+                    _ = reader.read(&mut probe) => break,
+                },
             };
-            if stream.write_all(&frame).await.is_err() {
+            if writer.write_all(&frame).await.is_err() {
+                unsent = Some(frame);
                 break;
             }
+            // Reset only once a frame went out: a listener that accepts and closes at once
+            // is retried with growing backoff, not in a tight loop.
+            backoff = FIRST_BACKOFF;
         }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 

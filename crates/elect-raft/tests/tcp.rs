@@ -187,3 +187,46 @@ async fn unauthenticated_and_malformed_frames_are_dropped_and_counted() {
     );
     assert!(inbox.try_recv().is_err(), "nothing else got through");
 }
+
+/// Reads one frame from `stream` and decodes it (no key).
+async fn read_frame(stream: &mut tokio::net::TcpStream) -> (CandidateId, Message) {
+    use tokio::io::AsyncReadExt;
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body).await.unwrap();
+    elect_raft::wire::decode(&body, None).unwrap()
+}
+
+/// A peer that restarted (its end of the connection closed, a new process listening on the
+/// same port) gets the very next frame: the writer reconnects when the peer closes, where it
+/// used to write that frame into the dead socket and lose it (followers write to each other
+/// only in elections, so the frame lost was a vote request).
+#[tokio::test]
+async fn the_first_frame_after_a_peer_restarted_is_not_lost() {
+    use elect_raft::Transport;
+    let addrs = addrs(&["a", "b"]);
+    let (a, b) = (CandidateId::new("a").unwrap(), CandidateId::new("b").unwrap());
+    let listener = tokio::net::TcpListener::bind(addrs[&b]).await.unwrap();
+    let (transport, _inbox) = TcpTransport::start(a.clone(), addrs[&a], addrs.clone(), None)
+        .await
+        .unwrap();
+    let first = Message::PreVote { term: Term(1) };
+    transport.send(&b, first.clone());
+    let (mut stream, _) = listener.accept().await.unwrap();
+    assert_eq!(read_frame(&mut stream).await, (a.clone(), first));
+    // b dies: its sockets close. Then a new b listens on the same address.
+    drop((stream, listener));
+    sleep(Duration::from_millis(100)).await;
+    let listener = tokio::net::TcpListener::bind(addrs[&b]).await.unwrap();
+    let next = Message::PreVote { term: Term(2) };
+    transport.send(&b, next.clone());
+    let (mut stream, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("a reconnected to the restarted b")
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut stream))
+        .await
+        .expect("the frame sent after the restart arrived");
+    assert_eq!(got, (a, next));
+}
