@@ -206,7 +206,10 @@ async fn read_frame(stream: &mut tokio::net::TcpStream) -> (CandidateId, Message
 async fn the_first_frame_after_a_peer_restarted_is_not_lost() {
     use elect_raft::Transport;
     let addrs = addrs(&["a", "b"]);
-    let (a, b) = (CandidateId::new("a").unwrap(), CandidateId::new("b").unwrap());
+    let (a, b) = (
+        CandidateId::new("a").unwrap(),
+        CandidateId::new("b").unwrap(),
+    );
     let listener = tokio::net::TcpListener::bind(addrs[&b]).await.unwrap();
     let (transport, _inbox) = TcpTransport::start(a.clone(), addrs[&a], addrs.clone(), None)
         .await
