@@ -203,41 +203,37 @@ async fn connect(addr: SocketAddr, mut queue: mpsc::Receiver<Vec<u8>>) {
     // A frame whose write failed: sent again on the next connection.
     let mut unsent: Option<Vec<u8>> = None;
     loop {
-        let stream = match TcpStream::connect(addr).await {
+        match TcpStream::connect(addr).await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                stream
+                let (mut reader, mut writer) = stream.into_split();
+                let mut probe = [0u8; 1];
+                loop {
+                    let frame = match unsent.take() {
+                        Some(frame) => frame,
+                        None => tokio::select! {
+                            frame = queue.recv() => match frame {
+                                Some(frame) => frame,
+                                None => return,
+                            },
+                            // Cancel-safe: nothing is read unless the peer closed or misbehaved.
+                            _ = reader.read(&mut probe) => break,
+                        },
+                    };
+                    if writer.write_all(&frame).await.is_err() {
+                        unsent = Some(frame);
+                        break;
+                    }
+                    // Reset only once a frame went out: a listener that accepts and closes at
+                    // once is retried with growing backoff, not in a tight loop.
+                    backoff = FIRST_BACKOFF;
+                }
             }
             Err(_) => {
                 // Frames queued while the peer is down are stale by the time it is back.
                 unsent = None;
                 while queue.try_recv().is_ok() {}
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
             }
-        };
-        let (mut reader, mut writer) = stream.into_split();
-        let mut probe = [0u8; 1];
-        loop {
-            let frame = match unsent.take() {
-                Some(frame) => frame,
-                None => tokio::select! {
-                    frame = queue.recv() => match frame {
-                        Some(frame) => frame,
-                        None => return,
-                    },
-                    // Cancel-safe: nothing is read unless the peer closed or misbehaved.
-                    _ = reader.read(&mut probe) => break,
-                },
-            };
-            if writer.write_all(&frame).await.is_err() {
-                unsent = Some(frame);
-                break;
-            }
-            // Reset only once a frame went out: a listener that accepts and closes at once
-            // is retried with growing backoff, not in a tight loop.
-            backoff = FIRST_BACKOFF;
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));
