@@ -17,8 +17,11 @@
 
 use std::fmt::Write as _;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use elect_bench::group::now_ns;
 use elect_bench::report::{ms, Json, Stats};
 use elect_core::rand::Rng;
 
@@ -35,6 +38,65 @@ const TARGET_P99_MS: u64 = TTL_MS + 20;
 const MEMBERS: usize = 10;
 /// Raft's heartbeat, minimum and maximum election timeouts, in ms.
 const RAFT_TIMING: (u64, u64, u64) = (20, 100, TTL_MS);
+
+/// A thread of the runner (at the candidates' priority) that sleeps 1 ms at a time and notes
+/// every wake-up late by more than 10 ms: whether the machine itself stalls processes as long
+/// as a lease, which no timing in elect can outlast.
+struct StallProbe {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(u128, f64)>>,
+}
+
+impl StallProbe {
+    fn start() -> StallProbe {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut stalls = Vec::new();
+            let mut before = now_ns();
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(1));
+                let now = now_ns();
+                let late = (now - before) as f64 / 1e6 - 1.0;
+                if late > 10.0 {
+                    stalls.push((now, late));
+                }
+                before = now;
+            }
+            stalls
+        });
+        StallProbe { stop, thread }
+    }
+
+    /// The stalls seen: (end, ms late).
+    fn stop(self) -> Vec<(u128, f64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// The machine's steal time so far, in ms: how long the hypervisor kept this VM's virtual
+/// CPUs off real ones (the `steal` column of `/proc/stat`'s `cpu` line, in USER_HZ = 100 Hz
+/// ticks, all CPUs together). `None` where there is no such file.
+fn steal_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: f64 = cpu.split_whitespace().nth(8)?.parse().ok()?;
+    Some(ticks * 10.0)
+}
+
+/// The probe's longest stall overlapping the 200 ms around `at` (a step-down's stamp).
+fn stall_near(stalls: &[(u128, f64)], at: u128) -> Option<f64> {
+    let window = 100_000_000u128;
+    stalls
+        .iter()
+        .filter(|(end, late)| {
+            let start = end.saturating_sub((*late * 1e6) as u128);
+            *end + window >= at && start <= at + window
+        })
+        .map(|(_, late)| *late)
+        .max_by(f64::total_cmp)
+}
 
 /// One spinning process per core, killed when dropped.
 struct Hog(Vec<Child>);
@@ -84,6 +146,8 @@ pub(crate) fn subsecond(
             Coord::Mysql => "elect/mysql",
             _ => "elect/raft-10",
         };
+        let probe = StallProbe::start();
+        let steal_before = steal_ms();
         let m = match Hog::start() {
             Ok(hog) => {
                 let m = run(ctx, coord, steady, trials, rng);
@@ -92,17 +156,33 @@ pub(crate) fn subsecond(
             }
             Err(e) => Measured::failed(e),
         };
+        let stalls = probe.stop();
+        let steal = steal_ms()
+            .zip(steal_before)
+            .map(|(after, before)| after - before);
+        let longest_stall = stalls.iter().map(|s| s.1).max_by(f64::total_cmp);
+        let step_downs: Vec<(String, Option<f64>, Option<f64>)> = m
+            .step_downs
+            .iter()
+            .map(|s| (s.reason.clone(), s.gap_ms, stall_near(&stalls, s.ns)))
+            .collect();
         let p99 = Stats::of(&m.failover).map(|s| s.p99);
         eprintln!(
             "bench: {name} at TTL {TTL_MS} ms under a CPU hog: {:.0} s steady, leader changes \
              without a fault {}; {} crashes: failover p50 {} / p99 {} / worst {} ms (target p99 \
-             ≤ {TARGET_P99_MS}); overlap {} ms, stale work {}{}",
+             ≤ {TARGET_P99_MS}); step-downs (reason, ms since the leader's previous line, the \
+             probe's stall near it) {:?}; probe: longest stall {} ms, {} over 50 ms; the \
+             hypervisor's steal {} ms; overlap {} ms, stale work {}{}",
             steady.as_secs_f64(),
             m.unprovoked,
             m.failover.len(),
             opt(Stats::of(&m.failover).map(|s| s.p50)),
             opt(p99),
             opt(Stats::of(&m.failover).map(|s| s.max)),
+            step_downs,
+            opt(longest_stall),
+            stalls.iter().filter(|s| s.1 > 50.0).count(),
+            opt(steal),
             ms(m.overlap_ms),
             m.stale_work,
             if m.errors.is_empty() {
@@ -126,6 +206,40 @@ pub(crate) fn subsecond(
             (
                 "leader_changes_without_a_fault".into(),
                 Json::Num(m.unprovoked as f64),
+            ),
+            // Why each leader change without a kill happened: its leader's step-down reason.
+            (
+                "step_downs".into(),
+                Json::Arr(
+                    step_downs
+                        .iter()
+                        .map(|(reason, gap, stall)| {
+                            Json::Obj(vec![
+                                ("reason".into(), Json::Str(reason.clone())),
+                                (
+                                    "ms_since_the_leaders_previous_line".into(),
+                                    gap.map_or(Json::Null, Json::Num),
+                                ),
+                                (
+                                    "probe_stall_near_it_ms".into(),
+                                    stall.map_or(Json::Null, Json::Num),
+                                ),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+            (
+                "probe_longest_stall_ms".into(),
+                longest_stall.map_or(Json::Null, Json::Num),
+            ),
+            (
+                "machine_steal_ms".into(),
+                steal.map_or(Json::Null, Json::Num),
+            ),
+            (
+                "probe_stalls_over_50_ms".into(),
+                Json::Num(stalls.iter().filter(|s| s.1 > 50.0).count() as f64),
             ),
             ("crashes".into(), Json::Num(m.failover.len() as f64)),
             ("crash_failover_ms".into(), Json::stats(&m.failover)),

@@ -24,6 +24,8 @@ pub(crate) struct Measured {
     pub(crate) term_steps: Vec<Option<u64>>,
     /// Elections that no kill caused (a lease that lapsed on a busy host).
     pub(crate) unprovoked: usize,
+    /// Every step-down a live leader printed (a killed one prints none).
+    pub(crate) step_downs: Vec<SteppedDown>,
     pub(crate) overlap_ms: f64,
     pub(crate) stale_work: usize,
     pub(crate) errors: Vec<String>,
@@ -37,6 +39,18 @@ impl Measured {
             ..Measured::default()
         }
     }
+}
+
+/// A `lost` line: why a live leader stepped down.
+pub(crate) struct SteppedDown {
+    /// `DeadlinePassed`: its own lease ran out; `Lost`: the coordinator or a higher term said
+    /// so.
+    pub(crate) reason: String,
+    /// ms since that member's previous line (its last `work`, every heartbeat or so while it
+    /// led): a gap as long as the lease means the leader itself got no CPU.
+    pub(crate) gap_ms: Option<f64>,
+    /// The line's stamp (the instant it stepped down, or its deadline if that came first).
+    pub(crate) ns: u128,
 }
 
 /// How a run of crash trials goes.
@@ -106,6 +120,7 @@ pub(crate) fn crash_trials(t: &Trials, dir: Option<&Path>, rng: &mut Rng) -> Mea
         }
         let elections = g.log.iter().filter(|l| elected(l)).count();
         m.unprovoked = elections.saturating_sub(kills + 1);
+        m.step_downs = step_downs(&g.log);
         Ok(())
     })();
     if let Err(e) = result {
@@ -127,6 +142,23 @@ fn term_step(log: &[Line], killed: usize, next: &Line) -> Option<u64> {
     let term = |l: &Line| l.rest.first().and_then(|t| t.parse::<u64>().ok());
     let old = log.iter().rev().find(|l| l.who == killed && elected(l))?;
     term(next)?.checked_sub(term(old)?)
+}
+
+/// The `lost` lines of `log`.
+fn step_downs(log: &[Line]) -> Vec<SteppedDown> {
+    log.iter()
+        .enumerate()
+        .filter(|(_, l)| l.event == "lost")
+        .map(|(i, l)| SteppedDown {
+            reason: l.rest.get(1).cloned().unwrap_or_default(),
+            gap_ms: log[..i]
+                .iter()
+                .rev()
+                .find(|p| p.who == l.who)
+                .map(|p| millis(p.ns, l.ns)),
+            ns: l.ns,
+        })
+        .collect()
 }
 
 /// The slowest `n` trials as `[ms, term step]` pairs, slowest first.
