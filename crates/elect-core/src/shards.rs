@@ -39,6 +39,33 @@
 //! backoff until its deadline, then steps down. A release is sent only once no renewal of that
 //! election is in flight, so a late renewal cannot revive a lease this process has let go.
 //!
+//! # Balancing
+//!
+//! With [`balance`](ShardsBuilder::balance), `k` processes campaigning in the same N
+//! elections each lead ⌊N/k⌋ or ⌈N/k⌉ of them once stable, as Kinesis's lease balancing
+//! does, but without its lease stealing: **an election changes hands only by a release**.
+//!
+//! - *Counting.* Each process holds one *seat*: an election of its own among
+//!   `<seats>.0 … <seats>.<max − 1>`, acquired and renewed in the same batches as the others.
+//!   Every TTL/2 it reads who holds each seat (a *census*: one [`leader`](crate::LeaseStore::leader)
+//!   read per seat, so keep `max_processes` near the most processes you run). `k` is the
+//!   number of seats held; a process's share is ⌊N/k⌋, plus one for the first `N mod k`
+//!   seats in order, so the shares add up to N. A process that has just started holds its
+//!   seat before it leads anything, so the others count it at once.
+//! - *Taking.* A process below its share asks for a free election at once. One at or above
+//!   it (or not counted yet) waits a tenth of the TTL first, leaving the election to one
+//!   below; if none has taken it by then, it does. So every election keeps a leader (a
+//!   process that dies leaves its elections to the next census's shares, late by at most that
+//!   tenth) and shares even out through releases rather than refusals.
+//! - *Giving.* At each census a process that leads more than its share resigns the excess:
+//!   each is released at once (a follower below its share takes it on the store's change
+//!   feed, or at its next poll) and sits out the [resign pause](ShardsBuilder::resign_pause).
+//!
+//! Balancing decides only *when* a process asks and what it gives up; the coordinator still
+//! decides every election on its own, so leases, terms, deadlines and guards are exactly as
+//! without it. Views of `k` may differ for a census period while processes join or leave;
+//! what that costs is an extra release, never two leaders.
+//!
 //! # What it does not do
 //!
 //! - Errors are retried with backoff, never aborted on (there is no [`ErrorPolicy`](crate::ErrorPolicy)):
@@ -56,7 +83,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinSet};
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::batch::BatchStore;
@@ -111,6 +138,7 @@ pub struct ShardsBuilder {
     resign_pause: Option<Duration>,
     linger: Duration,
     max_batch: usize,
+    balance: Option<(ElectionName, usize)>,
 }
 
 impl std::fmt::Debug for ShardsBuilder {
@@ -169,6 +197,43 @@ impl ShardsBuilder {
         self
     }
 
+    /// Shares the elections evenly among the processes that campaign in them: with `k`
+    /// processes each leads ⌊N/k⌋ or ⌈N/k⌉ of the N elections once stable, and an election
+    /// changes hands only by a release (a held lease is never taken). Every process must list
+    /// the same elections and the same `seats` and `max_processes`. See
+    /// [Balancing](self#balancing) for how, and what it costs.
+    ///
+    /// `seats` names a group of `max_processes` (1 to 1 024) extra elections,
+    /// `<seats>.0` … `<seats>.<max_processes − 1>`: each process holds one while it runs, so
+    /// that the others can count it before it leads anything. A process that finds every seat
+    /// taken is not counted; it still takes elections no one else wants, late.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use elect_core::shards::Shards;
+    /// use elect_core::{CandidateId, ElectionName, MemoryStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap().block_on(async {
+    /// let store = MemoryStore::new(); // two processes sharing one coordinator
+    /// let names: Vec<ElectionName> =
+    ///     (0..10).map(|i| ElectionName::new(format!("shard-{i}"))).collect::<Result<_, _>>()?;
+    /// let worker = |id: &str| -> elect_core::Result<Shards> {
+    ///     Shards::builder(store.clone(), CandidateId::new(id)?)
+    ///         .ttl(Duration::from_secs(2))
+    ///         .balance(ElectionName::new("workers")?, 16)
+    ///         .start(names.clone())
+    /// };
+    /// let (a, b) = (worker("worker-a")?, worker("worker-b")?);
+    /// tokio::time::sleep(Duration::from_secs(10)).await;
+    /// assert_eq!((a.leaders().len(), b.leaders().len()), (5, 5));
+    /// # Ok::<(), elect_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn balance(mut self, seats: ElectionName, max_processes: usize) -> Self {
+        self.balance = Some((seats, max_processes));
+        self
+    }
+
     /// Starts campaigning in `elections` (distinct; at least one), from one task on the
     /// current tokio runtime.
     pub fn start(self, elections: impl IntoIterator<Item = ElectionName>) -> Result<Shards> {
@@ -212,16 +277,38 @@ impl ShardsBuilder {
         if names.len() > u32::MAX as usize {
             return Err(Error::config("too many elections for one Shards"));
         }
+        let seats = match &self.balance {
+            None => Vec::new(),
+            Some((_, max)) if !(1..=MAX_SEATS).contains(max) => {
+                return Err(Error::config(format!(
+                    "balance: max_processes {max} must be between 1 and {MAX_SEATS}"
+                )));
+            }
+            Some((prefix, max)) => {
+                let seats = (0..*max)
+                    .map(|i| ElectionName::new(format!("{prefix}.{i}")))
+                    .collect::<Result<Vec<_>>>()
+                    .map_err(|e| Error::config(format!("balance: seat names: {e}")))?;
+                if let Some(seat) = seats.iter().find(|seat| names.binary_search(seat).is_ok()) {
+                    return Err(Error::config(format!(
+                        "balance: seat {seat} is also one of the elections"
+                    )));
+                }
+                seats
+            }
+        };
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::config("Shards::start must be called inside a tokio runtime"))?;
         let n = names.len();
+        let all = n + seats.len();
         let (events, _) = broadcast::channel((2 * n).clamp(64, 4096));
         let (commands, command_rx) = mpsc::channel(64);
         let (stopped_tx, stopped) = watch::channel(None);
         let shared = Arc::new(Shared {
             names: names.into_boxed_slice(),
+            seats: seats.into_boxed_slice(),
             candidate: self.candidate,
-            guards: Mutex::new((0..n).map(|_| None).collect()),
+            guards: Mutex::new((0..all).map(|_| None).collect()),
             events,
         });
         let (done_tx, done) = mpsc::unbounded_channel();
@@ -229,6 +316,14 @@ impl ShardsBuilder {
         let now = Instant::now();
         let mut rng = Rng::from_entropy();
         let jitter = (ttl.get() / 400).min(Duration::from_millis(5));
+        let balancer = (all > n).then(|| Balancer {
+            held: vec![false; all - n],
+            quota: None,
+            defer: (ttl.get() / 10).max(self.linger * 4),
+            census: None,
+            seating: None,
+            warned: false,
+        });
         let driver = Driver {
             store: self.store,
             shared: shared.clone(),
@@ -238,14 +333,16 @@ impl ShardsBuilder {
             resign_pause,
             linger: self.linger,
             max_batch: self.max_batch,
-            slots: (0..n)
-                .map(|_| Slot {
+            // Seats (after the elections) wait for the census to pick one.
+            slots: (0..all)
+                .map(|i| Slot {
                     nonce: Nonce::random(),
                     phase: Phase::Follower,
-                    timer: now,
+                    timer: if i < n { now } else { now + Ttl::MAX },
                     busy: false,
                     noticed: false,
-                    out: false,
+                    out: i >= n,
+                    deferred: false,
                     failures: 0,
                     feed: None,
                 })
@@ -265,6 +362,8 @@ impl ShardsBuilder {
             feeds: FeedSupport::Unknown,
             rng,
             stopped: stopped_tx,
+            balancer,
+            leading: 0,
         };
         // The timers above carry their own jittered instants; make the slots agree.
         let mut driver = driver;
@@ -295,6 +394,8 @@ pub struct Shards {
 struct Shared {
     /// Sorted: an election's position is its slot.
     names: Box<[ElectionName]>,
+    /// With balancing, the seats: slot `names.len() + j` is seat `j`.
+    seats: Box<[ElectionName]>,
     candidate: CandidateId,
     /// The guard of each election this process leads.
     guards: Mutex<Vec<Option<LeaderGuard>>>,
@@ -302,6 +403,13 @@ struct Shared {
 }
 
 impl Shared {
+    /// The name of slot `i`: an election, or (after them) a seat.
+    fn name(&self, i: usize) -> &ElectionName {
+        self.names
+            .get(i)
+            .unwrap_or_else(|| &self.seats[i - self.names.len()])
+    }
+
     fn slot(&self, election: &ElectionName) -> Option<usize> {
         self.names
             .binary_search_by(|n| n.as_str().cmp(election.as_str()))
@@ -331,6 +439,7 @@ impl Shards {
             resign_pause: None,
             linger: Duration::from_millis(20),
             max_batch: 500,
+            balance: None,
         }
     }
 
@@ -434,6 +543,9 @@ struct Slot {
     noticed: bool,
     /// Sitting out after a resign: notices do not wake it.
     out: bool,
+    /// Balancing: this election's acquisition was put off once already (the process had its
+    /// share); the next one goes.
+    deferred: bool,
     failures: u8,
     feed: Option<AbortHandle>,
 }
@@ -453,6 +565,29 @@ enum Done {
     Feeds(bool),
     /// A resigned leadership's release was answered (`true`: released or already gone).
     Released(u32, bool),
+    /// Balancing: each seat's holder as read (`None`: the read failed).
+    Census(Vec<Option<Option<CandidateId>>>),
+}
+
+/// The most seats [`ShardsBuilder::balance`] takes.
+const MAX_SEATS: usize = 1024;
+
+/// Balancing's state: who sits in the seats, and this process's share.
+struct Balancer {
+    /// Per seat: held by a live process (this one included), as the census last read it.
+    held: Vec<bool>,
+    /// How many of the elections this process should lead: `None` until it holds a seat and
+    /// has counted the others.
+    quota: Option<usize>,
+    /// How long a process with its share waits before taking a free election: time for one
+    /// below its share to take it first.
+    defer: Duration,
+    /// Asks the census task for a count now.
+    census: Option<mpsc::UnboundedSender<()>>,
+    /// The seat being acquired, if any.
+    seating: Option<usize>,
+    /// Warned that every seat was taken.
+    warned: bool,
 }
 
 struct Driver {
@@ -481,11 +616,15 @@ struct Driver {
     feeds: FeedSupport,
     rng: Rng,
     stopped: watch::Sender<Option<Result<()>>>,
+    balancer: Option<Balancer>,
+    /// How many of the elections (not seats) this process leads.
+    leading: usize,
 }
 
 impl Driver {
     async fn run(mut self) {
         debug!("shards campaign started");
+        self.start_census();
         loop {
             self.fire_timers();
             let send_at = self.send_at();
@@ -551,7 +690,7 @@ impl Driver {
                     self.schedule(i as usize, deadline);
                 }
                 Phase::Follower => {
-                    if !slot.busy {
+                    if !slot.busy && !self.put_off(i as usize) {
                         self.slots[i as usize].busy = true;
                         self.slots[i as usize].out = false;
                         self.due.push(i);
@@ -585,7 +724,7 @@ impl Driver {
                 },
                 Phase::Follower => {
                     let claim = Claim {
-                        election: self.shared.names[i as usize].clone(),
+                        election: self.shared.name(i as usize).clone(),
                         candidate: self.shared.candidate.clone(),
                         nonce: self.slots[i as usize].nonce,
                         ttl: self.ttl,
@@ -653,6 +792,7 @@ impl Driver {
                 }
             }
             Done::Released(i, ok) => self.released(i as usize, ok),
+            Done::Census(seats) => self.counted(seats),
             Done::Feeds(supported) => {
                 if self.feeds == FeedSupport::Unknown {
                     self.feeds = if supported {
@@ -666,6 +806,13 @@ impl Driver {
     }
 
     fn acquired(&mut self, i: usize, sent: Instant, answer: Result<Acquire>) {
+        let n = self.shared.names.len();
+        if i >= n {
+            if let Ok(Acquire::Held(_)) = answer {
+                self.seat_taken(i - n);
+                return;
+            }
+        }
         let slot = &mut self.slots[i];
         slot.busy = false;
         let noticed = std::mem::take(&mut slot.noticed);
@@ -675,7 +822,7 @@ impl Driver {
             Ok(Acquire::Granted(lease))
                 if lease.holder == self.shared.candidate
                     && lease.nonce == slot.nonce
-                    && lease.election == self.shared.names[i] =>
+                    && lease.election == *self.shared.name(i) =>
             {
                 slot.failures = 0;
                 if now >= deadline {
@@ -696,11 +843,26 @@ impl Driver {
                 let renew_at = sent + self.ttl.get() / 3;
                 self.schedule(i, renew_at);
                 self.shared.guards()[i] = Some(guard.clone());
-                debug!(election = %self.shared.names[i], %term, "elected");
-                let _ = self.shared.events.send(ShardEvent::Elected {
-                    election: self.shared.names[i].clone(),
-                    guard,
-                });
+                debug!(election = %self.shared.name(i), %term, "elected");
+                if i < n {
+                    self.leading += 1;
+                    let _ = self.shared.events.send(ShardEvent::Elected {
+                        election: self.shared.name(i).clone(),
+                        guard,
+                    });
+                } else if self.seats_held() > 1 {
+                    // One seat per process (one is asked for at a time, so this is a late
+                    // answer): give this one back.
+                    let (reply, _) = oneshot::channel();
+                    self.resign(i, reply);
+                } else {
+                    info!(seat = %self.shared.name(i), "seated: counted by the others");
+                    if let Some(b) = self.balancer.as_mut() {
+                        b.seating = None;
+                        b.held[i - n] = true;
+                    }
+                    self.count_now();
+                }
             }
             Ok(Acquire::Granted(lease)) => {
                 let error = Error::Internal {
@@ -784,14 +946,16 @@ impl Driver {
     }
 
     fn report(&self, i: usize, error: Error) {
-        debug!(election = %self.shared.names[i], error = %error, "request failed; retrying");
+        debug!(election = %self.shared.name(i), error = %error, "request failed; retrying");
         if self.slots[i].failures == 1 {
-            warn!(election = %self.shared.names[i], error = %error, "request failed; retrying with backoff");
+            warn!(election = %self.shared.name(i), error = %error, "request failed; retrying with backoff");
         }
-        let _ = self.shared.events.send(ShardEvent::Error {
-            election: self.shared.names[i].clone(),
-            error,
-        });
+        if i < self.shared.names.len() {
+            let _ = self.shared.events.send(ShardEvent::Error {
+                election: self.shared.name(i).clone(),
+                error,
+            });
+        }
     }
 
     /// Ends `i`'s leadership (before anything else is sent) and makes it a follower with a new
@@ -807,12 +971,23 @@ impl Driver {
         let guard = self.shared.guards()[i].take();
         let lease = guard.map(|g| g.lease().clone());
         let term = lease.as_ref().map(|l| l.term).unwrap_or_default();
-        info!(election = %self.shared.names[i], %term, ?reason, "stepped down");
-        let _ = self.shared.events.send(ShardEvent::SteppedDown {
-            election: self.shared.names[i].clone(),
-            term,
-            reason,
-        });
+        info!(election = %self.shared.name(i), %term, ?reason, "stepped down");
+        let n = self.shared.names.len();
+        if i < n {
+            self.leading -= 1;
+            let _ = self.shared.events.send(ShardEvent::SteppedDown {
+                election: self.shared.name(i).clone(),
+                term,
+                reason,
+            });
+        } else if let Some(b) = self.balancer.as_mut() {
+            // Not counted any more: no share until seated again (the same seat, at once).
+            b.quota = None;
+            if matches!(reason, StepDown::Lost | StepDown::DeadlinePassed) {
+                b.seating = Some(i - n);
+            }
+            self.count_now();
+        }
         if matches!(reason, StepDown::Lost | StepDown::DeadlinePassed) {
             let now = Instant::now();
             self.schedule(i, now);
@@ -854,6 +1029,12 @@ impl Driver {
 
     fn released(&mut self, i: usize, ok: bool) {
         self.slots[i].busy = false;
+        if i >= self.shared.names.len() {
+            // A seat given back (a second one): the census picks seats, not a timer.
+            self.slots[i].out = true;
+            self.slots[i].timer = Instant::now() + Ttl::MAX;
+            return;
+        }
         let pause = if ok {
             self.resign_pause
         } else {
@@ -864,10 +1045,15 @@ impl Driver {
 
     fn notice(&mut self, i: u32) {
         let idx = i as usize;
+        // A put-off acquisition waits its turn, unless this process is below its share now.
+        if self.slots[idx].deferred && !self.below_share() {
+            return;
+        }
         let slot = &mut self.slots[idx];
         if !matches!(slot.phase, Phase::Follower) || slot.out {
             return;
         }
+        slot.deferred = false;
         if slot.busy {
             slot.noticed = true;
         } else {
@@ -879,7 +1065,7 @@ impl Driver {
     /// Subscribes a follower to its election's change feed, if the store has feeds and it is
     /// not subscribed yet.
     fn follow(&mut self, i: usize) {
-        if self.feeds == FeedSupport::Unsupported {
+        if self.feeds == FeedSupport::Unsupported || i >= self.shared.names.len() {
             return;
         }
         let slot = &mut self.slots[i];
@@ -891,7 +1077,7 @@ impl Driver {
             self.notice_tx.clone(),
             self.done_tx.clone(),
         );
-        let election = self.shared.names[i].clone();
+        let election = self.shared.name(i).clone();
         let wait = self.request_timeout;
         let task = tokio::spawn(async move {
             let feed = match timeout(wait, store.subscribe(&election)).await {
@@ -916,6 +1102,179 @@ impl Driver {
             }
         });
         slot.feed = Some(task.abort_handle());
+    }
+
+    /// Balancing: whether election `i`'s due acquisition waits, because this process has its
+    /// share (or is not counted yet). It waits once, for the balancer's `defer`: a process
+    /// below its share takes a free election first; if none does, this one takes it then
+    /// (every election keeps a leader; the census evens the shares out later).
+    fn put_off(&mut self, i: usize) -> bool {
+        let Some(b) = &self.balancer else {
+            return false;
+        };
+        if i >= self.shared.names.len() || std::mem::take(&mut self.slots[i].deferred) {
+            return false;
+        }
+        if self.below_share() {
+            return false;
+        }
+        let at = Instant::now() + b.defer;
+        self.slots[i].deferred = true;
+        self.schedule(i, at);
+        true
+    }
+
+    /// Balancing: this process is counted and leads fewer elections than its share.
+    fn below_share(&self) -> bool {
+        self.balancer
+            .as_ref()
+            .and_then(|b| b.quota)
+            .is_some_and(|quota| self.leading < quota)
+    }
+
+    /// The seat this process holds, if any.
+    fn seat(&self) -> Option<usize> {
+        let n = self.shared.names.len();
+        (n..self.slots.len())
+            .find(|&i| matches!(self.slots[i].phase, Phase::Leader { .. }))
+            .map(|i| i - n)
+    }
+
+    fn seats_held(&self) -> usize {
+        let n = self.shared.names.len();
+        self.slots[n..]
+            .iter()
+            .filter(|s| matches!(s.phase, Phase::Leader { .. }))
+            .count()
+    }
+
+    /// Asks the census task for a count now.
+    fn count_now(&self) {
+        if let Some(census) = self.balancer.as_ref().and_then(|b| b.census.as_ref()) {
+            let _ = census.send(());
+        }
+    }
+
+    /// Balancing: reads every seat's holder, every TTL/2 and when asked, and sends the
+    /// census to the driving task. After a failed read the rest of that round counts as
+    /// unknown (the previous census stands for them).
+    fn start_census(&mut self) {
+        let every = self.ttl.get() / 2;
+        let (store, done, wait) = (
+            self.store.clone(),
+            self.done_tx.clone(),
+            self.request_timeout,
+        );
+        let seats = self.shared.seats.to_vec();
+        let Some(b) = self.balancer.as_mut() else {
+            return;
+        };
+        let (asks, mut asked) = mpsc::unbounded_channel();
+        b.census = Some(asks);
+        tokio::spawn(async move {
+            loop {
+                let mut read = Vec::with_capacity(seats.len());
+                for seat in &seats {
+                    if read.last().is_some_and(Option::is_none) {
+                        read.push(None);
+                        continue;
+                    }
+                    read.push(match timeout(wait, store.leader(seat)).await {
+                        Ok(Ok(info)) => Some(info.map(|info| info.holder)),
+                        _ => None,
+                    });
+                }
+                if done.send(Done::Census(read)).is_err() {
+                    return;
+                }
+                tokio::select! {
+                    () = sleep(every) => {}
+                    ask = asked.recv() => if ask.is_none() {
+                        return;
+                    },
+                }
+                while asked.try_recv().is_ok() {}
+            }
+        });
+    }
+
+    /// Balancing: a census arrived. Counts the processes (the seats held), works out this
+    /// process's share — ⌊N/k⌋, or ⌈N/k⌉ for the first `N mod k` seats in order — resigns
+    /// what it leads beyond it, and asks for a free seat when it has none.
+    fn counted(&mut self, seats: Vec<Option<Option<CandidateId>>>) {
+        let n = self.shared.names.len();
+        let mine = self.seat();
+        let Some(b) = self.balancer.as_mut() else {
+            return;
+        };
+        for (held, read) in b.held.iter_mut().zip(seats) {
+            if let Some(holder) = read {
+                *held = holder.is_some();
+            }
+        }
+        if let Some(seat) = mine {
+            b.held[seat] = true;
+        }
+        let k = b.held.iter().filter(|h| **h).count();
+        b.quota = mine.map(|seat| {
+            let rank = b.held[..seat].iter().filter(|h| **h).count();
+            n / k + usize::from(rank < n % k)
+        });
+        debug!(processes = k, share = ?b.quota, leading = self.leading, "census");
+        let quota = b.quota;
+        if mine.is_none() && b.seating.is_none() {
+            match b.held.iter().position(|h| !h) {
+                Some(seat) => {
+                    b.seating = Some(seat);
+                    self.slots[n + seat].out = false;
+                    self.schedule(n + seat, Instant::now());
+                }
+                None if !b.warned => {
+                    b.warned = true;
+                    warn!(
+                        seats = b.held.len(),
+                        "balance: every seat is taken; this process is not counted and takes \
+                         only elections no one else wants"
+                    );
+                }
+                None => {}
+            }
+        }
+        let excess = quota.map_or(0, |quota| self.leading.saturating_sub(quota));
+        if excess > 0 {
+            info!(
+                excess,
+                "balance: resigning what is beyond this process's share"
+            );
+            let leaders: Vec<usize> = (0..n)
+                .rev()
+                .filter(|&i| matches!(self.slots[i].phase, Phase::Leader { .. }))
+                .take(excess)
+                .collect();
+            for i in leaders {
+                let (reply, _) = oneshot::channel();
+                self.resign(i, reply);
+            }
+        }
+    }
+
+    /// Balancing: the seat asked for is someone else's; ask for the next free one.
+    fn seat_taken(&mut self, seat: usize) {
+        let n = self.shared.names.len();
+        let slot = &mut self.slots[n + seat];
+        slot.busy = false;
+        slot.out = true;
+        slot.timer = Instant::now() + Ttl::MAX;
+        let Some(b) = self.balancer.as_mut() else {
+            return;
+        };
+        b.held[seat] = true;
+        b.seating = None;
+        if let Some(next) = (0..b.held.len()).find(|&j| !b.held[j]) {
+            b.seating = Some(next);
+            self.slots[n + next].out = false;
+            self.schedule(n + next, Instant::now());
+        }
     }
 
     fn backoff(&mut self, i: usize) -> Duration {
@@ -962,7 +1321,7 @@ impl Driver {
                     }
                 }
                 Done::Renewed(..) => self.batches -= 1,
-                Done::Feeds(_) | Done::Released(..) => {}
+                Done::Feeds(_) | Done::Released(..) | Done::Census(_) => {}
             }
         }
         let mut outcome = Ok(());

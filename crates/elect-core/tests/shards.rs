@@ -378,3 +378,177 @@ async fn two_processes_hand_over_many_elections() {
     )
     .await;
 }
+
+/// A balanced process: TTL 2 s, up to `seats` processes counted in the seats `workers.*`.
+fn start_balanced(view: &View, id: &str, n: usize, seats: usize) -> Shards {
+    Shards::builder(view.clone(), CandidateId::new(id).unwrap())
+        .ttl(Duration::from_secs(2))
+        .balance(ElectionName::new("workers").unwrap(), seats)
+        .start(names(n))
+        .unwrap()
+}
+
+/// Advances the paused clock in 1 ms steps for `total`, checking at every step that no
+/// election is led by two of `procs`; returns the reasons of every step-down they reported.
+async fn balance_for(
+    procs: &[&Shards],
+    events: &mut [tokio::sync::broadcast::Receiver<ShardEvent>],
+    total: Duration,
+) -> Vec<(usize, StepDown)> {
+    let mut step_downs = Vec::new();
+    let end = Instant::now() + total;
+    while Instant::now() < end {
+        for name in procs[0].elections() {
+            let leaders = procs.iter().filter(|p| p.is_leader(name)).count();
+            assert!(leaders <= 1, "{name} led by {leaders} processes at once");
+        }
+        for (k, rx) in events.iter_mut().enumerate() {
+            while let Ok(event) = rx.try_recv() {
+                if let ShardEvent::SteppedDown { reason, .. } = event {
+                    step_downs.push((k, reason));
+                }
+            }
+        }
+        advance(Duration::from_millis(1)).await;
+        tokio::task::yield_now().await;
+    }
+    step_downs
+}
+
+fn shares(procs: &[&Shards]) -> Vec<usize> {
+    procs.iter().map(|p| p.leaders().len()).collect()
+}
+
+/// Processes that join share the elections ⌊N/k⌋ / ⌈N/k⌉, every hand-over a release (no
+/// leadership ends any other way), and once shared nothing moves.
+#[tokio::test(start_paused = true)]
+async fn balanced_processes_share_the_elections_and_hand_over_only_by_release() {
+    let store = MemoryStore::new();
+    let views: Vec<View> = (0..3).map(|_| View::new(&store)).collect();
+    let a = start_balanced(&views[0], "a", 10, 8);
+    let mut events = vec![a.events()];
+    let moved = balance_for(&[&a], &mut events, Duration::from_secs(3)).await;
+    assert_eq!(shares(&[&a]), [10], "alone, it leads every election");
+    assert!(moved.is_empty(), "{moved:?}");
+
+    let b = start_balanced(&views[1], "b", 10, 8);
+    events.push(b.events());
+    let moved = balance_for(&[&a, &b], &mut events, Duration::from_secs(10)).await;
+    assert_eq!(shares(&[&a, &b]), [5, 5]);
+    assert_eq!(moved.len(), 5, "five hand-overs: {moved:?}");
+    assert!(moved
+        .iter()
+        .all(|(k, r)| *k == 0 && *r == StepDown::Resigned));
+
+    let c = start_balanced(&views[2], "c", 10, 8);
+    events.push(c.events());
+    let moved = balance_for(&[&a, &b, &c], &mut events, Duration::from_secs(10)).await;
+    let mut now = shares(&[&a, &b, &c]);
+    now.sort_unstable();
+    assert_eq!(now, [3, 3, 4], "⌊10/3⌋ or ⌈10/3⌉ each");
+    assert!(
+        moved.iter().all(|(_, r)| *r == StepDown::Resigned),
+        "{moved:?}"
+    );
+    let settled = shares(&[&a, &b, &c]);
+    let moved = balance_for(&[&a, &b, &c], &mut events, Duration::from_secs(10)).await;
+    assert!(moved.is_empty(), "stable shares moved: {moved:?}");
+    assert_eq!(shares(&[&a, &b, &c]), settled);
+
+    // One leaves (releasing its seat and leases): the two others take its share.
+    c.shutdown().await.unwrap();
+    let moved = balance_for(&[&a, &b], &mut events[..2], Duration::from_secs(10)).await;
+    assert_eq!(shares(&[&a, &b]), [5, 5]);
+    assert!(
+        moved.iter().all(|(_, r)| *r == StepDown::Resigned),
+        "{moved:?}"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// A process whose requests hang stops believing it leads by its deadlines; its seat expires,
+/// the others count one process fewer and take its share, never two leaders at once.
+#[tokio::test(start_paused = true)]
+async fn a_frozen_balanced_process_share_goes_to_the_others() {
+    let store = MemoryStore::new();
+    let views: Vec<View> = (0..3).map(|_| View::new(&store)).collect();
+    let procs: Vec<Shards> = views
+        .iter()
+        .zip(["a", "b", "c"])
+        .map(|(v, id)| start_balanced(v, id, 12, 4))
+        .collect();
+    let all: Vec<&Shards> = procs.iter().collect();
+    let mut events: Vec<_> = procs.iter().map(Shards::events).collect();
+    balance_for(&all, &mut events, Duration::from_secs(15)).await;
+    assert_eq!(shares(&all), [4, 4, 4]);
+
+    views[2].hang.store(true, Ordering::SeqCst);
+    let moved = balance_for(&all, &mut events, Duration::from_secs(15)).await;
+    assert_eq!(shares(&all), [6, 6, 0]);
+    assert!(
+        moved
+            .iter()
+            .all(|(k, r)| *k == 2 || *r == StepDown::Resigned),
+        "{moved:?}"
+    );
+    assert_eq!(
+        moved
+            .iter()
+            .filter(|(k, r)| *k == 2 && *r == StepDown::DeadlinePassed)
+            .count(),
+        4,
+        "the frozen process's four leaderships end by their deadlines"
+    );
+}
+
+/// More processes than seats: the one left standing is not counted, takes nothing held, and
+/// every election still has a leader.
+#[tokio::test(start_paused = true)]
+async fn a_process_without_a_seat_takes_nothing_held() {
+    let store = MemoryStore::new();
+    let views: Vec<View> = (0..3).map(|_| View::new(&store)).collect();
+    let a = start_balanced(&views[0], "a", 9, 2);
+    sleep(Duration::from_secs(1)).await;
+    let b = start_balanced(&views[1], "b", 9, 2);
+    sleep(Duration::from_secs(1)).await;
+    let c = start_balanced(&views[2], "c", 9, 2);
+    let mut events = vec![a.events(), b.events(), c.events()];
+    balance_for(&[&a, &b, &c], &mut events, Duration::from_secs(15)).await;
+    assert_eq!(shares(&[&a, &b, &c]), [5, 4, 0]);
+}
+
+#[tokio::test]
+async fn bad_balance_configurations_are_refused() {
+    let view = View::new(&MemoryStore::new());
+    let id = || CandidateId::new("a").unwrap();
+    let seats = |s: &str| ElectionName::new(s).unwrap();
+    let long = "s".repeat(126);
+    let elections = vec![names(1)[0].clone(), seats("workers.1")];
+    for (what, seats, max) in [
+        ("no seats", seats("workers"), 0),
+        ("too many seats", seats("workers"), 1025),
+        ("a seat is an election", seats("workers"), 2),
+        ("seat names too long", seats(&long), 20),
+    ] {
+        let result = Shards::builder(view.clone(), id())
+            .balance(seats, max)
+            .start(elections.clone());
+        match result {
+            Err(Error::InvalidConfig { message }) => {
+                assert!(message.starts_with("balance: "), "{what}: {message}")
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}
+
+/// The balancing check every store's batch requests run, here on the in-memory store.
+#[tokio::test(start_paused = true)]
+async fn three_balanced_processes_share_by_release() {
+    elect_core::conformance::shards_balance_by_release(
+        Arc::new(MemoryStore::new()),
+        elect_core::conformance::Settings::in_memory(),
+    )
+    .await;
+}

@@ -154,3 +154,14 @@ async fn shards_hand_over_many_elections() {
     )
     .await;
 }
+
+/// Three processes' balanced `Shards` share 12 elections: 4 each, every hand-over a
+/// release; one leaves, the others lead 6 each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_balance_by_release() {
+    elect_core::conformance::shards_balance_by_release(
+        std::sync::Arc::new(fresh().await.0),
+        Settings::real_server(),
+    )
+    .await;
+}
