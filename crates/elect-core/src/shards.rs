@@ -317,7 +317,7 @@ impl ShardsBuilder {
         let mut rng = Rng::from_entropy();
         let jitter = (ttl.get() / 400).min(Duration::from_millis(5));
         let balancer = (all > n).then(|| Balancer {
-            held: vec![false; all - n],
+            held: vec![Seat::Free; all - n],
             quota: None,
             defer: (ttl.get() / 10).max(self.linger * 4),
             census: None,
@@ -565,8 +565,19 @@ enum Done {
     Feeds(bool),
     /// A resigned leadership's release was answered (`true`: released or already gone).
     Released(u32, bool),
-    /// Balancing: each seat's holder as read (`None`: the read failed).
-    Census(Vec<Option<Option<CandidateId>>>),
+    /// Balancing: each seat as read (`None`: not read, the store unavailable).
+    Census(Vec<Option<Seat>>),
+}
+
+/// A seat as the census read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seat {
+    Free,
+    /// Held by a live process: counted.
+    Taken,
+    /// Its record is not elect's (a foreign write, a corrupt row): nobody sits there, and
+    /// nobody can; not counted, not asked for.
+    Unusable,
 }
 
 /// The most seats [`ShardsBuilder::balance`] takes.
@@ -574,8 +585,8 @@ const MAX_SEATS: usize = 1024;
 
 /// Balancing's state: who sits in the seats, and this process's share.
 struct Balancer {
-    /// Per seat: held by a live process (this one included), as the census last read it.
-    held: Vec<bool>,
+    /// Each seat, as the census last read it (this process's own always `Taken`).
+    held: Vec<Seat>,
     /// How many of the elections this process should lead: `None` until it holds a seat and
     /// has counted the others.
     quota: Option<usize>,
@@ -808,9 +819,13 @@ impl Driver {
     fn acquired(&mut self, i: usize, sent: Instant, answer: Result<Acquire>) {
         let n = self.shared.names.len();
         if i >= n {
-            if let Ok(Acquire::Held(_)) = answer {
-                self.seat_taken(i - n);
-                return;
+            match &answer {
+                Ok(Acquire::Held(_)) => return self.seat_lost(i - n, Seat::Taken),
+                Err(e) if !e.is_retryable() => {
+                    warn!(seat = %self.shared.name(i), error = %e, "balance: seat unusable; trying the next");
+                    return self.seat_lost(i - n, Seat::Unusable);
+                }
+                _ => {}
             }
         }
         let slot = &mut self.slots[i];
@@ -859,7 +874,7 @@ impl Driver {
                     info!(seat = %self.shared.name(i), "seated: counted by the others");
                     if let Some(b) = self.balancer.as_mut() {
                         b.seating = None;
-                        b.held[i - n] = true;
+                        b.held[i - n] = Seat::Taken;
                     }
                     self.count_now();
                 }
@@ -1156,8 +1171,9 @@ impl Driver {
     }
 
     /// Balancing: reads every seat's holder, every TTL/2 and when asked, and sends the
-    /// census to the driving task. After a failed read the rest of that round counts as
-    /// unknown (the previous census stands for them).
+    /// census to the driving task. A seat whose record is not elect's is unusable; after a
+    /// read the store did not answer, the rest of that round counts as unread (the previous
+    /// census stands for them).
     fn start_census(&mut self) {
         let every = self.ttl.get() / 2;
         let (store, done, wait) = (
@@ -1180,7 +1196,9 @@ impl Driver {
                         continue;
                     }
                     read.push(match timeout(wait, store.leader(seat)).await {
-                        Ok(Ok(info)) => Some(info.map(|info| info.holder)),
+                        Ok(Ok(Some(_))) => Some(Seat::Taken),
+                        Ok(Ok(None)) => Some(Seat::Free),
+                        Ok(Err(e)) if !e.is_retryable() => Some(Seat::Unusable),
                         _ => None,
                     });
                 }
@@ -1201,29 +1219,30 @@ impl Driver {
     /// Balancing: a census arrived. Counts the processes (the seats held), works out this
     /// process's share — ⌊N/k⌋, or ⌈N/k⌉ for the first `N mod k` seats in order — resigns
     /// what it leads beyond it, and asks for a free seat when it has none.
-    fn counted(&mut self, seats: Vec<Option<Option<CandidateId>>>) {
+    fn counted(&mut self, seats: Vec<Option<Seat>>) {
         let n = self.shared.names.len();
         let mine = self.seat();
         let Some(b) = self.balancer.as_mut() else {
             return;
         };
         for (held, read) in b.held.iter_mut().zip(seats) {
-            if let Some(holder) = read {
-                *held = holder.is_some();
+            if let Some(read) = read {
+                *held = read;
             }
         }
         if let Some(seat) = mine {
-            b.held[seat] = true;
+            b.held[seat] = Seat::Taken;
         }
-        let k = b.held.iter().filter(|h| **h).count();
+        let taken = |seats: &[Seat]| seats.iter().filter(|s| **s == Seat::Taken).count();
+        let k = taken(&b.held);
         b.quota = mine.map(|seat| {
-            let rank = b.held[..seat].iter().filter(|h| **h).count();
+            let rank = taken(&b.held[..seat]);
             n / k + usize::from(rank < n % k)
         });
         debug!(processes = k, share = ?b.quota, leading = self.leading, "census");
         let quota = b.quota;
         if mine.is_none() && b.seating.is_none() {
-            match b.held.iter().position(|h| !h) {
+            match b.held.iter().position(|s| *s == Seat::Free) {
                 Some(seat) => {
                     b.seating = Some(seat);
                     self.slots[n + seat].out = false;
@@ -1233,8 +1252,8 @@ impl Driver {
                     b.warned = true;
                     warn!(
                         seats = b.held.len(),
-                        "balance: every seat is taken; this process is not counted and takes \
-                         only elections no one else wants"
+                        "balance: no seat is free; this process is not counted and takes only \
+                         elections no one else wants"
                     );
                 }
                 None => {}
@@ -1258,8 +1277,9 @@ impl Driver {
         }
     }
 
-    /// Balancing: the seat asked for is someone else's; ask for the next free one.
-    fn seat_taken(&mut self, seat: usize) {
+    /// Balancing: the seat asked for is someone else's (`Taken`) or cannot be had
+    /// (`Unusable`); ask for the next free one.
+    fn seat_lost(&mut self, seat: usize, now: Seat) {
         let n = self.shared.names.len();
         let slot = &mut self.slots[n + seat];
         slot.busy = false;
@@ -1268,9 +1288,9 @@ impl Driver {
         let Some(b) = self.balancer.as_mut() else {
             return;
         };
-        b.held[seat] = true;
+        b.held[seat] = now;
         b.seating = None;
-        if let Some(next) = (0..b.held.len()).find(|&j| !b.held[j]) {
+        if let Some(next) = b.held.iter().position(|s| *s == Seat::Free) {
             b.seating = Some(next);
             self.slots[n + next].out = false;
             self.schedule(n + next, Instant::now());

@@ -65,6 +65,9 @@ impl LeaseStore for View {
         self.inner.release(lease).await
     }
     async fn leader(&self, election: &ElectionName) -> elect_core::Result<Option<LeaderInfo>> {
+        if self.broken(election) {
+            return Err(corrupt(election));
+        }
         self.inner.leader(election).await
     }
     async fn subscribe(&self, election: &ElectionName) -> elect_core::Result<Option<ChangeFeed>> {
@@ -516,6 +519,30 @@ async fn a_process_without_a_seat_takes_nothing_held() {
     let mut events = vec![a.events(), b.events(), c.events()];
     balance_for(&[&a, &b, &c], &mut events, Duration::from_secs(15)).await;
     assert_eq!(shares(&[&a, &b, &c]), [5, 4, 0]);
+}
+
+/// A foreign client wrote junk into the first seat's record: nobody can sit there, the census
+/// does not count it, and the processes take the next seats and share as usual.
+#[tokio::test(start_paused = true)]
+async fn a_corrupt_seat_is_passed_over() {
+    let store = MemoryStore::new();
+    let views: Vec<View> = (0..2).map(|_| View::new(&store)).collect();
+    for view in &views {
+        view.broken.lock().unwrap().insert("workers.0".into());
+    }
+    let a = start_balanced(&views[0], "a", 10, 4);
+    let b = start_balanced(&views[1], "b", 10, 4);
+    let mut events = vec![a.events(), b.events()];
+    let moved = balance_for(&[&a, &b], &mut events, Duration::from_secs(15)).await;
+    assert_eq!(shares(&[&a, &b]), [5, 5]);
+    assert!(
+        moved.iter().all(|(_, r)| *r == StepDown::Resigned),
+        "{moved:?}"
+    );
+    for seat in ["workers.1", "workers.2"] {
+        let seat = ElectionName::new(seat).unwrap();
+        assert!(store.leader(&seat).await.unwrap().is_some(), "{seat} taken");
+    }
 }
 
 #[tokio::test]
