@@ -593,8 +593,8 @@ struct Balancer {
     /// How long a process with its share waits before taking a free election: time for one
     /// below its share to take it first.
     defer: Duration,
-    /// Asks the census task for a count now.
-    census: Option<mpsc::UnboundedSender<()>>,
+    /// Asks the census task for a count now; and the task, aborted at shutdown.
+    census: Option<(mpsc::UnboundedSender<()>, AbortHandle)>,
     /// The seat being acquired, if any.
     seating: Option<usize>,
     /// Warned that every seat was taken.
@@ -1165,7 +1165,7 @@ impl Driver {
 
     /// Asks the census task for a count now.
     fn count_now(&self) {
-        if let Some(census) = self.balancer.as_ref().and_then(|b| b.census.as_ref()) {
+        if let Some((census, _)) = self.balancer.as_ref().and_then(|b| b.census.as_ref()) {
             let _ = census.send(());
         }
     }
@@ -1186,8 +1186,7 @@ impl Driver {
             return;
         };
         let (asks, mut asked) = mpsc::unbounded_channel();
-        b.census = Some(asks);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 let mut read = Vec::with_capacity(seats.len());
                 for seat in &seats {
@@ -1214,6 +1213,7 @@ impl Driver {
                 while asked.try_recv().is_ok() {}
             }
         });
+        b.census = Some((asks, task.abort_handle()));
     }
 
     /// Balancing: a census arrived. Counts the processes (the seats held), works out this
@@ -1309,6 +1309,9 @@ impl Driver {
     /// Shutdown: every leadership ends now; once no batch is in flight (a late renewal could
     /// otherwise follow the release), every lease held is released.
     async fn stop(&mut self) -> Result<()> {
+        if let Some((_, census)) = self.balancer.as_mut().and_then(|b| b.census.take()) {
+            census.abort();
+        }
         let mut held = Vec::new();
         for i in 0..self.slots.len() {
             if let Some(lease) = self.step_down(i, StepDown::Shutdown) {
