@@ -126,6 +126,16 @@ pub enum ShardEvent {
     },
 }
 
+/// Where a balanced [`Shards`] stands; from [`Shards::share`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Share {
+    /// The processes counted at the last census (seats held), this one included.
+    pub processes: usize,
+    /// How many of the elections this process should lead: ⌊N/k⌋ or ⌈N/k⌉.
+    pub share: usize,
+}
+
 /// Configures [`Shards`]; from [`Shards::builder`].
 #[must_use = "call start() to campaign"]
 pub struct ShardsBuilder {
@@ -309,6 +319,7 @@ impl ShardsBuilder {
             seats: seats.into_boxed_slice(),
             candidate: self.candidate,
             guards: Mutex::new((0..all).map(|_| None).collect()),
+            share: Mutex::new(None),
             events,
         });
         let (done_tx, done) = mpsc::unbounded_channel();
@@ -399,6 +410,8 @@ struct Shared {
     candidate: CandidateId,
     /// The guard of each election this process leads.
     guards: Mutex<Vec<Option<LeaderGuard>>>,
+    /// Balancing: this process's share, while it is counted.
+    share: Mutex<Option<Share>>,
     events: broadcast::Sender<ShardEvent>,
 }
 
@@ -477,6 +490,13 @@ impl Shards {
             .filter(|(_, g)| g.as_ref().is_some_and(LeaderGuard::is_leading))
             .map(|(n, _)| n.clone())
             .collect()
+    }
+
+    /// With [`balance`](ShardsBuilder::balance): how many processes the last census counted
+    /// and this process's share of the elections. `None` without balancing, and while this
+    /// process is not counted (before it holds a seat, or when every seat is taken).
+    pub fn share(&self) -> Option<Share> {
+        *self.shared.share.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A stream of [`ShardEvent`]s from now on. A slow reader misses events (`broadcast`
@@ -998,6 +1018,7 @@ impl Driver {
         } else if let Some(b) = self.balancer.as_mut() {
             // Not counted any more: no share until seated again (the same seat, at once).
             b.quota = None;
+            *self.shared.share.lock().unwrap_or_else(|p| p.into_inner()) = None;
             if matches!(reason, StepDown::Lost | StepDown::DeadlinePassed) {
                 b.seating = Some(i - n);
             }
@@ -1240,6 +1261,10 @@ impl Driver {
             n / k + usize::from(rank < n % k)
         });
         debug!(processes = k, share = ?b.quota, leading = self.leading, "census");
+        *self.shared.share.lock().unwrap_or_else(|p| p.into_inner()) = b.quota.map(|share| Share {
+            processes: k,
+            share,
+        });
         let quota = b.quota;
         if mine.is_none() && b.seating.is_none() {
             match b.held.iter().position(|s| *s == Seat::Free) {

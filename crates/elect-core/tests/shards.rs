@@ -449,6 +449,11 @@ async fn balanced_processes_share_the_elections_and_hand_over_only_by_release() 
     let mut now = shares(&[&a, &b, &c]);
     now.sort_unstable();
     assert_eq!(now, [3, 3, 4], "⌊10/3⌋ or ⌈10/3⌉ each");
+    for p in [&a, &b, &c] {
+        let share = p.share().expect("counted");
+        assert_eq!(share.processes, 3);
+        assert_eq!(share.share, p.leaders().len(), "each leads its share");
+    }
     assert!(
         moved.iter().all(|(_, r)| *r == StepDown::Resigned),
         "{moved:?}"
@@ -519,6 +524,8 @@ async fn a_process_without_a_seat_takes_nothing_held() {
     let mut events = vec![a.events(), b.events(), c.events()];
     balance_for(&[&a, &b, &c], &mut events, Duration::from_secs(15)).await;
     assert_eq!(shares(&[&a, &b, &c]), [5, 4, 0]);
+    assert_eq!(c.share(), None, "not counted");
+    assert_eq!(a.share().map(|s| (s.processes, s.share)), Some((2, 5)));
 }
 
 /// A foreign client wrote junk into the first seat's record: nobody can sit there, the census
