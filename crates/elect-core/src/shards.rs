@@ -50,8 +50,9 @@
 //!   Every TTL/2 it reads who holds each seat (a *census*: one [`leader`](crate::LeaseStore::leader)
 //!   read per seat, so keep `max_processes` near the most processes you run). `k` is the
 //!   number of seats held; a process's share is ⌊N/k⌋, plus one for the first `N mod k`
-//!   seats in order, so the shares add up to N. A process that has just started holds its
-//!   seat before it leads anything, so the others count it at once.
+//!   seats in order, so the shares add up to N. A process that has just started asks for its
+//!   seat first (and puts off its other acquisitions meanwhile), so the others count it at
+//!   their next census.
 //! - *Taking.* A process below its share asks for a free election at once. One at or above
 //!   it (or not counted yet) waits a tenth of the TTL first, leaving the election to one
 //!   below; if none has taken it by then, it does. So every election keeps a leader (a
