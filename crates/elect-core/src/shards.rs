@@ -886,7 +886,7 @@ impl Driver {
                         election: self.shared.name(i).clone(),
                         guard,
                     });
-                } else if self.seats_held() > 1 {
+                } else if self.seats_led().nth(1).is_some() {
                     // One seat per process (one is asked for at a time, so this is a late
                     // answer): give this one back.
                     let (reply, _) = oneshot::channel();
@@ -1169,20 +1169,33 @@ impl Driver {
             .is_some_and(|quota| self.leading < quota)
     }
 
-    /// The seat this process holds, if any.
-    fn seat(&self) -> Option<usize> {
+    /// The seats this process holds (one, but for a late second grant it gives back).
+    fn seats_led(&self) -> impl Iterator<Item = usize> + '_ {
         let n = self.shared.names.len();
         (n..self.slots.len())
-            .find(|&i| matches!(self.slots[i].phase, Phase::Leader { .. }))
-            .map(|i| i - n)
+            .filter(|&i| matches!(self.slots[i].phase, Phase::Leader { .. }))
+            .map(move |i| i - n)
     }
 
-    fn seats_held(&self) -> usize {
+    /// The seat this process holds, if any.
+    fn seat(&self) -> Option<usize> {
+        self.seats_led().next()
+    }
+
+    /// Balancing: asks for the first free seat now, if there is one and none is being asked
+    /// for. Returns whether it did.
+    fn ask_for_a_seat(&mut self) -> bool {
         let n = self.shared.names.len();
-        self.slots[n..]
-            .iter()
-            .filter(|s| matches!(s.phase, Phase::Leader { .. }))
-            .count()
+        let Some(b) = self.balancer.as_mut() else {
+            return false;
+        };
+        let Some(seat) = b.held.iter().position(|s| *s == Seat::Free) else {
+            return false;
+        };
+        b.seating = Some(seat);
+        self.slots[n + seat].out = false;
+        self.schedule(n + seat, Instant::now());
+        true
     }
 
     /// Asks the census task for a count now.
@@ -1267,22 +1280,14 @@ impl Driver {
             share,
         });
         let quota = b.quota;
-        if mine.is_none() && b.seating.is_none() {
-            match b.held.iter().position(|s| *s == Seat::Free) {
-                Some(seat) => {
-                    b.seating = Some(seat);
-                    self.slots[n + seat].out = false;
-                    self.schedule(n + seat, Instant::now());
-                }
-                None if !b.warned => {
-                    b.warned = true;
-                    warn!(
-                        seats = b.held.len(),
-                        "balance: no seat is free; this process is not counted and takes only \
-                         elections no one else wants"
-                    );
-                }
-                None => {}
+        if mine.is_none() && b.seating.is_none() && !self.ask_for_a_seat() {
+            if let Some(b) = self.balancer.as_mut().filter(|b| !b.warned) {
+                b.warned = true;
+                warn!(
+                    seats = b.held.len(),
+                    "balance: no seat is free; this process is not counted and takes only \
+                     elections no one else wants"
+                );
             }
         }
         let excess = quota.map_or(0, |quota| self.leading.saturating_sub(quota));
@@ -1316,11 +1321,7 @@ impl Driver {
         };
         b.held[seat] = now;
         b.seating = None;
-        if let Some(next) = b.held.iter().position(|s| *s == Seat::Free) {
-            b.seating = Some(next);
-            self.slots[n + next].out = false;
-            self.schedule(n + next, Instant::now());
-        }
+        self.ask_for_a_seat();
     }
 
     fn backoff(&mut self, i: usize) -> Duration {
