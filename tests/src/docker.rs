@@ -203,9 +203,24 @@ impl Running {
         Self::start_serving(Serves::Etcd, &[])
     }
 
+    /// Starts the container on a free host port; when the engine finds that port taken (by
+    /// another process between our probe and its bind), on another, twice at most.
     fn start_serving(serves: Serves, args: &[&str]) -> Result<Running, String> {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::start_on(serves, args, crate::local::free_port()?) {
+                Err(why) if why.contains("already allocated") || why.contains("already in use") => {
+                    eprintln!("elect-tests: {why}; another port");
+                    failures.push(why);
+                }
+                started => return started,
+            }
+        }
+        Err(failures.join("; "))
+    }
+
+    fn start_on(serves: Serves, args: &[&str], port: u16) -> Result<Running, String> {
         let failed = |e: testcontainers::TestcontainersError| format!("testcontainers: {e}");
-        let port = crate::local::free_port()?;
         let inside = serves.port();
         let local_image = local_image_present();
         let container: Box<dyn Handle> = if local_image {

@@ -63,6 +63,7 @@ impl Member {
         if let Some(pid) = self.pid() {
             let _ = Command::new("kill")
                 .args([format!("-{signal}"), pid.to_string()])
+                .stderr(Stdio::null())
                 .status();
         }
     }
@@ -97,6 +98,31 @@ impl Member {
 
     fn healthy(&self) -> bool {
         etcd_http::healthy(self.health_port)
+    }
+
+    /// The last three lines of its log, newest first.
+    fn log_tail(&self) -> String {
+        let log = fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(3).collect();
+        tail.join(" | ")
+    }
+}
+
+/// Why a cluster did not start: a member exited (worth trying other ports), or anything else.
+enum StartFailure {
+    Exited(String),
+    Other(String),
+}
+
+impl From<String> for StartFailure {
+    fn from(why: String) -> Self {
+        StartFailure::Other(why)
+    }
+}
+
+impl From<&str> for StartFailure {
+    fn from(why: &str) -> Self {
+        StartFailure::Other(why.to_owned())
     }
 }
 
@@ -134,10 +160,31 @@ impl EtcdCluster {
         Self::start_with(size, Some(certs))
     }
 
+    /// Starts the members on fresh ports; when one of them exits while starting (another
+    /// process took one of its ports between our probe and its bind: CI saw "bind: address
+    /// already in use"), the whole cluster is started again on other ports, twice at most.
     fn start_with(
         size: usize,
         certs: Option<&crate::tls::TestCerts>,
     ) -> Result<EtcdCluster, String> {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::try_start(size, certs) {
+                Ok(cluster) => return Ok(cluster),
+                Err(StartFailure::Exited(why)) => {
+                    eprintln!("elect-tests: {why}; other ports");
+                    failures.push(why);
+                }
+                Err(StartFailure::Other(why)) => return Err(why),
+            }
+        }
+        Err(failures.join("; "))
+    }
+
+    fn try_start(
+        size: usize,
+        certs: Option<&crate::tls::TestCerts>,
+    ) -> Result<EtcdCluster, StartFailure> {
         let binary = etcd_binary()?;
         let dir = std::env::temp_dir().join(crate::unique_name("elect-etcd"));
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -212,8 +259,37 @@ impl EtcdCluster {
                 .map_err(|e| format!("{e} ({})", binary.display()))?;
             cluster.members.push(member);
         }
-        cluster.wait_healthy(Duration::from_secs(60))?;
+        cluster.wait_started(Duration::from_secs(60))?;
         Ok(cluster)
+    }
+
+    /// Like [`wait_healthy`](Self::wait_healthy), but a member that exits meanwhile ends the
+    /// wait at once with [`StartFailure::Exited`] and the tail of its log.
+    fn wait_started(&mut self, within: Duration) -> Result<(), StartFailure> {
+        let until = Instant::now() + within;
+        loop {
+            for member in &mut self.members {
+                let exited = member
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+                if exited {
+                    return Err(StartFailure::Exited(format!(
+                        "etcd {} (client port {}) exited during start-up: {}",
+                        member.name,
+                        member.client_port,
+                        member.log_tail()
+                    )));
+                }
+            }
+            if self.members.iter().all(Member::healthy) {
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                return Err(StartFailure::Other(self.not_healthy(within)));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits until every running member says it is healthy (it has a leader).
@@ -229,22 +305,19 @@ impl EtcdCluster {
                 return Ok(());
             }
             if Instant::now() >= until {
-                let logs: Vec<String> = self
-                    .members
-                    .iter()
-                    .map(|m| {
-                        let log = fs::read_to_string(&m.log).unwrap_or_default();
-                        let tail: Vec<&str> = log.lines().rev().take(3).collect();
-                        format!("{}: {}", m.name, tail.join(" | "))
-                    })
-                    .collect();
-                return Err(format!(
-                    "etcd not healthy within {within:?}; {}",
-                    logs.join("; ")
-                ));
+                return Err(self.not_healthy(within));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    fn not_healthy(&self, within: Duration) -> String {
+        let logs: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}: {}", m.name, m.log_tail()))
+            .collect();
+        format!("etcd not healthy within {within:?}; {}", logs.join("; "))
     }
 
     /// `etcd://127.0.0.1:P0,127.0.0.1:P1,…` (no prefix), `etcds://…` with TLS.

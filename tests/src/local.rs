@@ -1,12 +1,14 @@
 //! Throwaway servers started from the binaries on this machine, each in its own directory on a
 //! free loopback port. Blocking code: callable from any thread or runtime.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::keeper;
@@ -550,9 +552,28 @@ fn missing(kind: Kind) -> String {
     format!("{} not found ({})", kind.binary(), kind.install_hint())
 }
 
+/// A loopback port free now and never handed out before by this process.
+///
+/// The kernel may give a port it just gave to `bind(…:0)` again once that listener is closed, so
+/// two servers started at once (`elect-servers` starts them on parallel threads; an etcd
+/// cluster asks for two ports per member) could be told the same port, and the second to bind
+/// it exits at start-up. Remembering what was handed out rules that out within a process; a
+/// port taken by another process between this check and the server's bind is left to the
+/// callers' retries.
 pub(crate) fn free_port() -> Result<u16, String> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
-    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
+    for _ in 0..64 {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+    }
+    Err(format!(
+        "no loopback port this process has not handed out already ({} so far)",
+        handed_out.len()
+    ))
 }
 
 pub(crate) fn fresh_dir(kind: Kind) -> Result<PathBuf, String> {

@@ -24,7 +24,25 @@ impl PgBouncer {
     /// (`postgres://user@host:port/database`: every database of that server is reachable
     /// through it under its own name, trust authentication), waiting until it accepts
     /// connections.
+    ///
+    /// When it exits while starting (another process took its port between our probe and its
+    /// bind), it is started again on another port, twice at most.
     pub fn start(upstream: &str) -> Result<PgBouncer, String> {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::try_start(upstream)? {
+                Ok(bouncer) => return Ok(bouncer),
+                Err(exited) => {
+                    eprintln!("elect-tests: {exited}; another port");
+                    failures.push(exited);
+                }
+            }
+        }
+        Err(failures.join("; "))
+    }
+
+    /// Starts one: `Ok(Err(why))` when it exited while starting (worth another port).
+    fn try_start(upstream: &str) -> Result<Result<PgBouncer, String>, String> {
         let (host, port) = crate::proxy::host_port(upstream)
             .ok_or_else(|| format!("no host:port in {upstream}"))?;
         let binary = find_pgbouncer()?;
@@ -61,17 +79,17 @@ impl PgBouncer {
         let started = Instant::now();
         while !postgres_accepts(listen) {
             if let Ok(Some(status)) = bouncer.child.try_wait() {
-                return Err(format!(
-                    "pgbouncer exited ({status}): {}",
+                return Ok(Err(format!(
+                    "pgbouncer on port {listen} exited during start-up ({status}): {}",
                     fs::read_to_string(bouncer.dir.join("pgbouncer.log")).unwrap_or_default()
-                ));
+                )));
             }
             if started.elapsed() > Duration::from_secs(30) {
                 return Err("pgbouncer did not accept connections within 30 s".into());
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        Ok(bouncer)
+        Ok(Ok(bouncer))
     }
 
     /// `upstream` with PgBouncer's address in place of the server's (same user, database and

@@ -4,14 +4,14 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::keeper;
-use crate::local::find_binary;
+use crate::local::{find_binary, free_port};
 use crate::Kind;
 
 /// The name the Sentinels monitor the master under.
@@ -82,11 +82,6 @@ impl Drop for Topology {
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> Result<u16, String> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
-    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
 }
 
 /// Sends one inline command and returns what came back within a second (empty on failure).
