@@ -12,8 +12,17 @@
 //! | `elect_request_duration_seconds` | histogram | `store`, `operation` | time of each coordinator request (`try_acquire`, `renew`, `release`, `subscribe`), answered or not |
 //! | `elect_request_errors_total` | counter | `store`, `operation`, `kind` | failed requests, by [`Error::kind`](crate::Error::kind) |
 //! | `elect_callbacks_abandoned_total` | counter | `election`, `callback` | callbacks abandoned at their timeout or that panicked |
+//! | `elect_shards_leading` | gauge | `candidate` | how many elections this process's [`Shards`](crate::shards::Shards) lead now (seats not counted); summed over every `Shards` of one candidate id |
+//! | `elect_shards_transitions_total` | counter | `candidate`, `transition` | the `Shards`' leaderships begun (`elected`) and ended, by why, as for an elector |
+//! | `elect_shards_share` | gauge | `candidate`, `seats` | with [balancing](crate::shards::ShardsBuilder::balance): how many elections this process should lead (0 while it is not counted) |
+//! | `elect_shards_processes` | gauge | `candidate`, `seats` | with balancing: the processes the last census counted (0 while this one is not counted) |
 //! | `elect_raft_messages_sent_total` | counter | `node` | raft messages handed to the transport (elect-raft) |
 //! | `elect_raft_frames_dropped_total` | counter | `node` | frames dropped: bad authentication, unknown sender, malformed (elect-raft) |
+//!
+//! A [`Shards`](crate::shards::Shards) records no per-election series (thousands of elections
+//! would be thousands of series): its totals, and its requests under `store`/`operation`.
+//! `seats` is the name of the seat elections given to
+//! [`balance`](crate::shards::ShardsBuilder::balance).
 //!
 //! `store` is [`LeaseStore::kind`](crate::LeaseStore::kind). Labels hold names only, never a
 //! URL or a secret.
@@ -22,6 +31,7 @@ use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 
+use crate::elector::StepDown;
 use crate::error::Error;
 use crate::name::{CandidateId, ElectionName};
 use crate::term::Term;
@@ -40,6 +50,14 @@ pub const REQUEST_DURATION: &str = "elect_request_duration_seconds";
 pub const REQUEST_ERRORS: &str = "elect_request_errors_total";
 /// `elect_callbacks_abandoned_total`.
 pub const CALLBACKS_ABANDONED: &str = "elect_callbacks_abandoned_total";
+/// `elect_shards_leading`.
+pub const SHARDS_LEADING: &str = "elect_shards_leading";
+/// `elect_shards_transitions_total`.
+pub const SHARDS_TRANSITIONS: &str = "elect_shards_transitions_total";
+/// `elect_shards_share`.
+pub const SHARDS_SHARE: &str = "elect_shards_share";
+/// `elect_shards_processes`.
+pub const SHARDS_PROCESSES: &str = "elect_shards_processes";
 /// `elect_raft_messages_sent_total`.
 pub const RAFT_MESSAGES_SENT: &str = "elect_raft_messages_sent_total";
 /// `elect_raft_frames_dropped_total`.
@@ -96,6 +114,60 @@ impl Who {
             "callback" => callback
         )
         .increment(1);
+    }
+}
+
+/// The labels of one [`Shards`](crate::shards::Shards).
+#[derive(Debug, Clone)]
+pub(crate) struct ShardsWho {
+    candidate: String,
+    /// With balancing, the seats' name.
+    seats: Option<String>,
+}
+
+impl ShardsWho {
+    pub(crate) fn new(candidate: &CandidateId, seats: Option<&ElectionName>) -> ShardsWho {
+        ShardsWho {
+            candidate: candidate.to_string(),
+            seats: seats.map(ToString::to_string),
+        }
+    }
+
+    /// One election more is led. `leading` counts up and down (not set) so that two `Shards`
+    /// of one candidate id in a process add up rather than overwrite each other.
+    pub(crate) fn elected(&self) {
+        gauge!(SHARDS_LEADING, "candidate" => self.candidate.clone()).increment(1.0);
+        self.transition("elected");
+    }
+
+    /// One election fewer is led, for `why`.
+    pub(crate) fn stepped_down(&self, why: StepDown) {
+        gauge!(SHARDS_LEADING, "candidate" => self.candidate.clone()).decrement(1.0);
+        self.transition(why.as_str());
+    }
+
+    fn transition(&self, what: &'static str) {
+        counter!(
+            SHARDS_TRANSITIONS,
+            "candidate" => self.candidate.clone(),
+            "transition" => what
+        )
+        .increment(1);
+    }
+
+    /// Balancing's census: this process's share and the processes counted (`None`: not
+    /// counted).
+    pub(crate) fn share(&self, share: Option<(usize, usize)>) {
+        let Some(seats) = &self.seats else {
+            return;
+        };
+        let (processes, share) = share.unwrap_or_default();
+        let labels = [
+            ("candidate", self.candidate.clone()),
+            ("seats", seats.clone()),
+        ];
+        gauge!(SHARDS_SHARE, &labels).set(share as f64);
+        gauge!(SHARDS_PROCESSES, &labels).set(processes as f64);
     }
 }
 

@@ -72,6 +72,8 @@
 //! - Errors are retried with backoff, never aborted on (there is no [`ErrorPolicy`](crate::ErrorPolicy)):
 //!   one election's corrupt record must not stop the others. Failures show in
 //!   [`ShardEvent::Error`] and the request metrics.
+//! - No metric series per election: a `Shards` records its totals (elections led, transitions,
+//!   with balancing the share and the processes counted; see [`metrics`](crate::metrics)).
 //! - The set of elections is fixed at [`start`](ShardsBuilder::start).
 //! - Change feeds: a follower subscribes to its election's feed (when the store has one) and
 //!   asks again on a notice, as an elector does; the subscription is a small task per followed
@@ -315,6 +317,10 @@ impl ShardsBuilder {
         let (events, _) = broadcast::channel((2 * n).clamp(64, 4096));
         let (commands, command_rx) = mpsc::channel(64);
         let (stopped_tx, stopped) = watch::channel(None);
+        let metrics = metrics::ShardsWho::new(
+            &self.candidate,
+            self.balance.as_ref().map(|(seats, _)| seats),
+        );
         let shared = Arc::new(Shared {
             names: names.into_boxed_slice(),
             seats: seats.into_boxed_slice(),
@@ -322,6 +328,7 @@ impl ShardsBuilder {
             guards: Mutex::new((0..all).map(|_| None).collect()),
             share: Mutex::new(None),
             events,
+            metrics,
         });
         let (done_tx, done) = mpsc::unbounded_channel();
         let (notice_tx, notices) = mpsc::unbounded_channel();
@@ -414,6 +421,7 @@ struct Shared {
     /// Balancing: this process's share, while it is counted.
     share: Mutex<Option<Share>>,
     events: broadcast::Sender<ShardEvent>,
+    metrics: metrics::ShardsWho,
 }
 
 impl Shared {
@@ -428,6 +436,12 @@ impl Shared {
         self.names
             .binary_search_by(|n| n.as_str().cmp(election.as_str()))
             .ok()
+    }
+
+    /// Sets what [`Shards::share`] says and the share metrics show.
+    fn set_share(&self, share: Option<Share>) {
+        *self.share.lock().unwrap_or_else(|p| p.into_inner()) = share;
+        self.metrics.share(share.map(|s| (s.processes, s.share)));
     }
 
     fn guards(&self) -> std::sync::MutexGuard<'_, Vec<Option<LeaderGuard>>> {
@@ -882,6 +896,7 @@ impl Driver {
                 debug!(election = %self.shared.name(i), %term, "elected");
                 if i < n {
                     self.leading += 1;
+                    self.shared.metrics.elected();
                     let _ = self.shared.events.send(ShardEvent::Elected {
                         election: self.shared.name(i).clone(),
                         guard,
@@ -1011,6 +1026,7 @@ impl Driver {
         let n = self.shared.names.len();
         if i < n {
             self.leading -= 1;
+            self.shared.metrics.stepped_down(reason);
             let _ = self.shared.events.send(ShardEvent::SteppedDown {
                 election: self.shared.name(i).clone(),
                 term,
@@ -1019,7 +1035,7 @@ impl Driver {
         } else if let Some(b) = self.balancer.as_mut() {
             // Not counted any more: no share until seated again (the same seat, at once).
             b.quota = None;
-            *self.shared.share.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.shared.set_share(None);
             if matches!(reason, StepDown::Lost | StepDown::DeadlinePassed) {
                 b.seating = Some(i - n);
             }
@@ -1275,11 +1291,11 @@ impl Driver {
             n / k + usize::from(rank < n % k)
         });
         debug!(processes = k, share = ?b.quota, leading = self.leading, "census");
-        *self.shared.share.lock().unwrap_or_else(|p| p.into_inner()) = b.quota.map(|share| Share {
+        let quota = b.quota;
+        self.shared.set_share(quota.map(|share| Share {
             processes: k,
             share,
-        });
-        let quota = b.quota;
+        }));
         if mine.is_none() && b.seating.is_none() && !self.ask_for_a_seat() {
             if let Some(b) = self.balancer.as_mut().filter(|b| !b.warned) {
                 b.warned = true;
