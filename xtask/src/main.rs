@@ -9,7 +9,8 @@
 //!   (`ELECT_TEST_SERVERS=containers`).
 //! - `images`: builds `elect-test/servers:bookworm` from Debian's packages (`images.rs`).
 //! - `doctor`: what is present and what is missing.
-//! - `lint`: rustfmt, clippy, rustdoc and `cargo package` checks, as CI runs them.
+//! - `lint`: rustfmt, clippy, rustdoc and `cargo package` checks (each packaged crate checked
+//!   alone), as CI runs them.
 
 mod bench;
 mod circles;
@@ -21,10 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
-/// Crates published on their own; each must package.
-/// Crates published on their own; each must package. They are packaged in one invocation, so
-/// that a crate depending on an unpublished sibling is verified against the sibling's package
-/// (cargo's temporary local registry) instead of failing to find it on crates.io.
+/// Crates published on their own; each must package, and each package must pass clippy on its
+/// own (`lint`: checked in a workspace of the unpacked packages, where a crate depending on
+/// an unpublished sibling finds the sibling's package instead of looking on crates.io).
 const PUBLISHED: &[&str] = &[
     "elect-core",
     "elect",
@@ -115,7 +115,8 @@ commands:
                   target/chaos/<coordinator>-<seed>.svg; then the same time per coordinator for three `elect run` hosts
                   (crates/elect-cli/tests/supervision.rs: heartbeats of the programs' workers)
   lint            cargo fmt --check, no import circles between a crate's files, clippy -D
-                  warnings, rustdoc -D warnings, cargo package
+                  warnings, rustdoc -D warnings, cargo package, and clippy on each
+                  packaged crate alone
 ";
 
 pub(crate) fn root() -> PathBuf {
@@ -172,6 +173,16 @@ fn test(extra: &[String]) -> Result<(), String> {
             "--all-features",
             "--no-fail-fast",
         ]);
+        // Most tests wait on real time, not on the processors (`.config/nextest.toml` says
+        // what was measured, and which tests count as two): three at a time on machines of
+        // fewer than three cores, the default of one per core elsewhere.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        if !extra
+            .iter()
+            .any(|a| a.starts_with("--test-threads") || a.starts_with("-j"))
+        {
+            tests.args(["--test-threads", &cores.max(3).to_string()]);
+        }
     } else {
         tests.args(["test", "--workspace", "--all-features", "--no-fail-fast"]);
     }
@@ -442,82 +453,99 @@ fn lint() -> Result<(), String> {
         "warnings",
     ]);
     step("clippy", clippy)?;
-    // Also without optional features, which --all-features cannot see.
-    for krate in PUBLISHED {
-        let mut bare = cargo();
-        if *krate == "elect-cli" {
-            // A binary whose backends are default features: check it builds with none.
-            bare.args(["clippy", "-p", krate, "--bins", "--no-default-features"]);
-        } else {
-            bare.args(["clippy", "-p", krate, "--lib"]);
-        }
-        bare.args(["--", "-D", "warnings"]);
-        step(&format!("clippy {krate} (fewest features)"), bare)?;
-    }
     let mut doc = cargo();
     doc.args(["doc", "--workspace", "--no-deps", "--all-features"])
         .env("RUSTDOCFLAGS", "-D warnings");
     step("rustdoc", doc)?;
-    forget_builds_of_published_crates();
+    packaged_crates()
+}
+
+/// Packages the published crates and checks what was packaged: each crate alone, from its
+/// `.crate` file's contents, with its default features (elect-cli also with none), clippy
+/// `-D warnings`, in a workspace of the unpacked packages where each one's dependencies on
+/// the others are patched to their unpacked sources.
+///
+/// That is what cargo's own verification proves (the package holds every file its build
+/// needs, its manifest stands alone, its features are enough without the workspace's
+/// unification), and what the per-crate fewest-features clippy proved on the workspace's
+/// sources, in one pass. Cargo's verification build did it again with code generation, per
+/// crate, dependencies and all: 235 s of CI's 548 s of lints (2026-12-07); it is left out
+/// (`--no-verify`), and what it alone could catch (a link error) the workspace's builds catch.
+fn packaged_crates() -> Result<(), String> {
+    let out = provision::target_dir().join("package");
+    // Only this run's packages are unpacked below.
+    for entry in std::fs::read_dir(&out).into_iter().flatten().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "crate") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     let mut package = cargo();
-    // A packaged crate is built as a workspace of its own, without ours' profile: dependencies
-    // with full debug info, none of the test build's artifacts reused (347 s in CI). Without
-    // debug info, as the workspace builds dependencies: 146 s here.
-    package
-        .args(["package", "--allow-dirty"])
-        .env("CARGO_PROFILE_DEV_DEBUG", "false");
+    package.args(["package", "--allow-dirty", "--no-verify"]);
     for krate in PUBLISHED {
         package.args(["-p", krate]);
     }
     step("package", package)?;
+    let unpacked = provision::target_dir().join("packaged");
+    let _ = std::fs::remove_dir_all(&unpacked);
+    std::fs::create_dir_all(&unpacked).map_err(|e| format!("{}: {e}", unpacked.display()))?;
+    let mut members = Vec::new();
+    for krate in PUBLISHED {
+        let file = std::fs::read_dir(&out)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|name| {
+                name.strip_prefix(&format!("{krate}-"))
+                    .and_then(|rest| rest.strip_suffix(".crate"))
+                    .is_some_and(|version| version.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .ok_or_else(|| format!("cargo package wrote no {krate}-<version>.crate"))?;
+        // Extracted files get the time of extraction (`-m`): a `.crate`'s entries carry one
+        // fixed time, older than the last check's outputs, so cargo would not see a change.
+        let mut untar = Command::new("tar");
+        untar
+            .arg("-xzmf")
+            .arg(out.join(&file))
+            .arg("-C")
+            .arg(&unpacked);
+        step(&format!("unpack {file}"), untar)?;
+        members.push((*krate, file.trim_end_matches(".crate").to_owned()));
+    }
+    let mut manifest = String::from(
+        "# Written by `cargo xtask lint`: the packaged crates, as crates.io would serve them.\n\
+         [workspace]\nresolver = \"2\"\nmembers = [\n",
+    );
+    for (_, dir) in &members {
+        manifest.push_str(&format!("    \"{dir}\",\n"));
+    }
+    manifest.push_str("]\n\n[patch.crates-io]\n");
+    for (krate, dir) in &members {
+        manifest.push_str(&format!("{krate} = {{ path = \"{dir}\" }}\n"));
+    }
+    std::fs::write(unpacked.join("Cargo.toml"), manifest).map_err(|e| e.to_string())?;
+    // The workspace's versions of every dependency, where they apply.
+    std::fs::copy(root().join("Cargo.lock"), unpacked.join("Cargo.lock"))
+        .map_err(|e| format!("Cargo.lock: {e}"))?;
+    for krate in PUBLISHED {
+        let mut variants: Vec<&[&str]> = vec![&[]];
+        if *krate == "elect-cli" {
+            // A binary whose backends are default features: it must build with none too.
+            variants.push(&["--no-default-features"]);
+        }
+        for features in variants {
+            let mut check = cargo();
+            check
+                .args(["clippy", "--manifest-path"])
+                .arg(unpacked.join("Cargo.toml"))
+                .arg("--target-dir")
+                .arg(provision::target_dir())
+                .args(["-p", krate])
+                .args(features)
+                .args(["--", "-D", "warnings"]);
+            let name = format!("packaged {krate} {}", features.join(" "));
+            step(name.trim_end(), check)?;
+        }
+    }
     Ok(())
-}
-
-/// Verifying a package builds each crate from cargo's temporary local registry, and cargo
-/// keys registry crates by name and version only: after a change, an earlier unpacked copy and
-/// build of the same version would be reused and the check would test stale code. Forgetting
-/// our crates' unpacked copies and build fingerprints forces them to be unpacked and rebuilt
-/// (dependencies stay).
-fn forget_builds_of_published_crates() {
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
-    if let Some(sources) = cargo_home.map(|h| h.join("registry/src")) {
-        for registry in std::fs::read_dir(sources).into_iter().flatten().flatten() {
-            // Only the temporary local registry's copies; crates.io's are never ours.
-            if registry
-                .file_name()
-                .to_string_lossy()
-                .starts_with("index.crates.io")
-            {
-                continue;
-            }
-            for unpacked in std::fs::read_dir(registry.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let name = unpacked.file_name().to_string_lossy().into_owned();
-                if PUBLISHED.iter().any(|k| name.starts_with(&format!("{k}-"))) {
-                    let _ = std::fs::remove_dir_all(unpacked.path());
-                }
-            }
-        }
-    }
-    let fingerprints = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"))
-        .join("debug/.fingerprint");
-    let Ok(entries) = std::fs::read_dir(&fingerprints) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if PUBLISHED.iter().any(|krate| {
-            name.strip_prefix(krate)
-                .is_some_and(|rest| rest.starts_with('-'))
-        }) {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
 }
