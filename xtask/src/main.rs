@@ -503,13 +503,16 @@ fn packaged_crates() -> Result<(), String> {
             .ok_or_else(|| format!("cargo package wrote no {krate}-<version>.crate"))?;
         // Extracted files get the time of extraction (`-m`): a `.crate`'s entries carry one
         // fixed time, older than the last check's outputs, so cargo would not see a change.
-        let mut untar = Command::new("tar");
-        untar
+        let untarred = Command::new("tar")
             .arg("-xzmf")
             .arg(out.join(&file))
             .arg("-C")
-            .arg(&unpacked);
-        step(&format!("unpack {file}"), untar)?;
+            .arg(&unpacked)
+            .status()
+            .map_err(|e| format!("tar: {e}"))?;
+        if !untarred.success() {
+            return Err(format!("unpacking {file} failed ({untarred})"));
+        }
         members.push((*krate, file.trim_end_matches(".crate").to_owned()));
     }
     let mut manifest = String::from(

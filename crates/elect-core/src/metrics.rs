@@ -12,17 +12,17 @@
 //! | `elect_request_duration_seconds` | histogram | `store`, `operation` | time of each coordinator request (`try_acquire`, `renew`, `release`, `subscribe`), answered or not |
 //! | `elect_request_errors_total` | counter | `store`, `operation`, `kind` | failed requests, by [`Error::kind`](crate::Error::kind) |
 //! | `elect_callbacks_abandoned_total` | counter | `election`, `callback` | callbacks abandoned at their timeout or that panicked |
-//! | `elect_shards_leading` | gauge | `candidate` | how many elections this process's [`Shards`](crate::shards::Shards) lead now (seats not counted); summed over every `Shards` of one candidate id |
+//! | `elect_shards_leading` | gauge | `candidate` | how many elections this process's [`Shards`](../shards/struct.Shards.html) lead now (seats not counted); summed over every `Shards` of one candidate id |
 //! | `elect_shards_transitions_total` | counter | `candidate`, `transition` | the `Shards`' leaderships begun (`elected`) and ended, by why, as for an elector |
-//! | `elect_shards_share` | gauge | `candidate`, `seats` | with [balancing](crate::shards::ShardsBuilder::balance): how many elections this process should lead (0 while it is not counted) |
+//! | `elect_shards_share` | gauge | `candidate`, `seats` | with [balancing](../shards/struct.ShardsBuilder.html#method.balance): how many elections this process should lead (0 while it is not counted) |
 //! | `elect_shards_processes` | gauge | `candidate`, `seats` | with balancing: the processes the last census counted (0 while this one is not counted) |
 //! | `elect_raft_messages_sent_total` | counter | `node` | raft messages handed to the transport (elect-raft) |
 //! | `elect_raft_frames_dropped_total` | counter | `node` | frames dropped: bad authentication, unknown sender, malformed (elect-raft) |
 //!
-//! A [`Shards`](crate::shards::Shards) records no per-election series (thousands of elections
+//! A [`Shards`](../shards/struct.Shards.html) records no per-election series (thousands of elections
 //! would be thousands of series): its totals, and its requests under `store`/`operation`.
 //! `seats` is the name of the seat elections given to
-//! [`balance`](crate::shards::ShardsBuilder::balance).
+//! [`balance`](../shards/struct.ShardsBuilder.html#method.balance).
 //!
 //! `store` is [`LeaseStore::kind`](crate::LeaseStore::kind). Labels hold names only, never a
 //! URL or a secret.
@@ -117,7 +117,7 @@ impl Who {
     }
 }
 
-/// The labels of one [`Shards`](crate::shards::Shards).
+/// The labels of one `Shards`.
 #[derive(Debug, Clone)]
 pub(crate) struct ShardsWho {
     candidate: String,

@@ -73,7 +73,7 @@
 //!   one election's corrupt record must not stop the others. Failures show in
 //!   [`ShardEvent::Error`] and the request metrics.
 //! - No metric series per election: a `Shards` records its totals (elections led, transitions,
-//!   with balancing the share and the processes counted; see [`metrics`](crate::metrics)).
+//!   with balancing the share and the processes counted; see [`metrics`]).
 //! - The set of elections is fixed at [`start`](ShardsBuilder::start).
 //! - Change feeds: a follower subscribes to its election's feed (when the store has one) and
 //!   asks again on a notice, as an elector does; the subscription is a small task per followed
