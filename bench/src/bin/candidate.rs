@@ -4,6 +4,9 @@
 //! ```text
 //! candidate --store URL --election NAME [--ttl MS] [--id ID] [--migrate] [--work-ms MS]
 //! candidate --store URL --election PREFIX --elections N [--ttl MS] [--batched | --shards]    (scale mode)
+//! candidate --store URL --election PREFIX --elections N --balance K [--ttl MS]
+//!           (one balanced `Shards`, seats PREFIX.seats.*: prints `share LEADING RESIGNED LOST`
+//!            every 100 ms; LOST counts the leaderships that ended otherwise than by resigning)
 //! candidate --raft-id ID --raft-listen ADDR --raft-peer ID=ADDR... [--raft-key KEY]
 //!           [--raft-state DIR] [--raft-timing HB,MIN,MAX] [--election NAME] [--work-ms MS]
 //!           (--raft-timing: heartbeat and election timeout range in ms; default 50,300,600)
@@ -43,6 +46,8 @@ struct Args {
     /// Scale mode: through `elect_core::batch::Batched` (shared requests).
     batched: bool,
     shards: bool,
+    /// Scale mode: one balanced `Shards` of at most this many processes.
+    balance: Option<usize>,
     ttl_ms: u64,
     work_ms: Option<u64>,
     fence: Option<String>,
@@ -84,6 +89,7 @@ fn parse() -> Result<Args, String> {
             "--elections" => args.elections = Some(number(value()?, "a count")? as usize),
             "--batched" => args.batched = true,
             "--shards" => args.shards = true,
+            "--balance" => args.balance = Some(number(value()?, "a process count")? as usize),
             "--ttl" => args.ttl_ms = number(value()?, "milliseconds")?,
             "--work-ms" => args.work_ms = Some(number(value()?, "milliseconds")?.max(1)),
             "--fence" => args.fence = Some(value()?),
@@ -267,6 +273,64 @@ async fn observe(args: &Args, clock: MonoClock) -> Result<(), String> {
     Ok(())
 }
 
+/// Balance mode: one `Shards` in `n` elections `PREFIX.0` … with `balance(PREFIX.seats, k)`.
+/// Prints `ready`, then every 100 ms `share LEADING RESIGNED LOST`, until stdin closes or says
+/// `exit`; then it shuts down (releasing everything) and prints `stopped`.
+async fn balance(args: &Args, n: usize, k: usize, clock: MonoClock) -> Result<(), String> {
+    use elect_core::shards::{ShardEvent, Shards};
+    use elect_core::StepDown;
+    let e = |e: elect_core::Error| e.to_string();
+    let url = args.store.as_deref().ok_or("--balance needs --store")?;
+    let prefix = args.election.as_deref().unwrap_or("bench");
+    let names = (0..n)
+        .map(|i| ElectionName::new(format!("{prefix}.{i}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(e)?;
+    let seats = ElectionName::new(format!("{prefix}.seats")).map_err(e)?;
+    let store = coordinator(url, args)
+        .await?
+        .batch_store()
+        .ok_or("--balance: this coordinator does not batch")?;
+    let shards = Shards::builder(store, CandidateId::generate())
+        .ttl(Duration::from_millis(args.ttl_ms))
+        .balance(seats, k)
+        .start(names)
+        .map_err(e)?;
+    let mut events = shards.events();
+    now(&clock, format_args!("ready"));
+    let (mut resigned, mut lost) = (0u64, 0u64);
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                loop {
+                    match events.try_recv() {
+                        Ok(ShardEvent::SteppedDown { reason, .. }) => match reason {
+                            StepDown::Resigned => resigned += 1,
+                            _ => lost += 1,
+                        },
+                        Ok(_) => {}
+                        Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                            return Err(format!("balance: {missed} events missed"));
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let leading = shards.leaders().len();
+                now(&clock, format_args!("share {leading} {resigned} {lost}"));
+            }
+            command = stdin.next_line() => match command {
+                Ok(Some(c)) if c.trim() != "exit" => {}
+                _ => break,
+            },
+        }
+    }
+    let _ = shards.shutdown().await;
+    now(&clock, format_args!("stopped"));
+    Ok(())
+}
+
 /// Scale mode: one store, `n` elections `PREFIX.0` … `PREFIX.{n-1}`, an elector each (through
 /// `Batched` with `--batched`) or all in one `Shards` (`--shards`). Prints `baseline` once
 /// connected (before any election starts), then `leading K` every second.
@@ -392,6 +456,15 @@ async fn main() -> ExitCode {
     }
     if args.observe {
         return match observe(&args, clock).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(why) => {
+                eprintln!("candidate: {why}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let (Some(n), Some(k)) = (args.elections, args.balance) {
+        return match balance(&args, n, k, clock).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(why) => {
                 eprintln!("candidate: {why}");

@@ -12,7 +12,8 @@
 //! kill, graceful hand-over, frozen leader (SIGSTOP for 3×TTL) with overlap, load on the
 //! server from 1 leader + 9 followers (raft: messages per second), and scale (10 000
 //! elections in one process on one Redis: one request each, batched electors (`--only
-//! scale-batched`) and one `Shards` driver (`--only scale-shards`)), raft at the Raft paper's three settings (200 crashes each, `paper.rs`),
+//! scale-batched`) and one `Shards` driver (`--only scale-shards`)), balancing (`--only balance`:
+//! 1 000 elections, processes joining one by one to three and one killed, `balance.rs`), raft at the Raft paper's three settings (200 crashes each, `paper.rs`),
 //! sub-second TTLs under a CPU hog (TTL 200 ms on Redis, MySQL and raft, 10 minutes without a
 //! fault (`--subsecond-minutes M`) and 100 crashes each, `subsecond.rs`; `--only subsecond-raft`,
 //! `-redis` or `-mysql` runs one row); on the replicated Redis contenders (Sentinel,
@@ -20,6 +21,7 @@
 //! in `bench/README.md`; `--quick` does one round of each and writes only
 //! `target/bench-quick.json`.
 
+mod balance;
 mod contenders;
 mod crash;
 mod frozen;
@@ -254,19 +256,20 @@ fn bench(args: &[String]) -> Result<(), String> {
         if !only.as_ref().is_none_or(|o| name.contains(o.as_str())) {
             return Json::Null;
         }
-        let json = scale(&ctx, scale_n, steady, mode)
-            .unwrap_or_else(|e| Json::Obj(vec![("error".into(), Json::Str(e))]));
-        eprintln!("bench: {name}: {}", {
-            let mut s = String::new();
-            json.render(0, &mut s);
-            s.replace('\n', " ")
-        });
-        json
+        reported(name, scale(&ctx, scale_n, steady, mode))
     };
     let scale = scaled(scale::Mode::Each, steady_s);
     // Renewals every TTL/3 = 3.3 s: 30 s holds nine rounds of them.
     let scale_batched = scaled(scale::Mode::Batched, if quick { steady_s } else { 30 });
     let scale_shards = scaled(scale::Mode::Shards, if quick { steady_s } else { 30 });
+    let balancing = if only.as_ref().is_none_or(|o| "balance".contains(o.as_str())) {
+        reported(
+            "balance",
+            balance::balance(&ctx, if quick { 100 } else { 1000 }),
+        )
+    } else {
+        Json::Null
+    };
     let machine = machine(&ctx, profile);
 
     let date = today();
@@ -295,6 +298,7 @@ fn bench(args: &[String]) -> Result<(), String> {
         ("scale".into(), scale.clone()),
         ("scale_batched".into(), scale_batched.clone()),
         ("scale_shards".into(), scale_shards.clone()),
+        ("balance".into(), balancing.clone()),
         ("raft_paper".into(), paper.clone()),
         ("subsecond".into(), subsecond.clone()),
         (
@@ -307,7 +311,8 @@ fn bench(args: &[String]) -> Result<(), String> {
     text.push('\n');
     let table = table(&results, &[&scale, &scale_batched, &scale_shards])
         + &paper::table(&paper)
-        + &subsecond::table(&subsecond);
+        + &subsecond::table(&subsecond)
+        + &balance::table(&balancing);
     println!("{table}");
     // A partial run (`--only`) must not overwrite the dated results of a full one.
     let path = if quick {
@@ -363,6 +368,7 @@ fn bench(args: &[String]) -> Result<(), String> {
         ("scale", &scale),
         ("scale-batched", &scale_batched),
         ("scale-shards", &scale_shards),
+        ("balance", &balancing),
     ] {
         if let Json::Obj(f) = json {
             if let Some((_, Json::Str(e))) = f.iter().find(|(k, _)| k == "error") {
@@ -377,6 +383,15 @@ fn bench(args: &[String]) -> Result<(), String> {
     } else {
         Err(broken.join("\n"))
     }
+}
+
+/// A row's JSON (its error as `{"error": …}`), printed on one line.
+fn reported(name: &str, row: Result<Json, String>) -> Json {
+    let json = row.unwrap_or_else(|e| Json::Obj(vec![("error".into(), Json::Str(e))]));
+    let mut s = String::new();
+    json.render(0, &mut s);
+    eprintln!("bench: {name}: {}", s.replace('\n', " "));
+    json
 }
 
 fn main() -> std::process::ExitCode {
