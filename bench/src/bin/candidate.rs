@@ -419,8 +419,32 @@ async fn scale(args: &Args, n: usize, clock: MonoClock) -> Result<(), String> {
     Ok(())
 }
 
+/// Stamps trace lines with CLOCK_MONOTONIC nanoseconds, as the event lines are stamped.
+struct MonoNs;
+
+impl tracing_subscriber::fmt::time::FormatTime for MonoNs {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        write!(w, "{} pid {}", elect_bench::now_ns(), std::process::id())
+    }
+}
+
+/// With `RUST_LOG` set, the library's traces go to stderr (which the bench shows with
+/// `ELECT_BENCH_STDERR=1`), stamped like the event lines so the two can be merged.
+fn trace_to_stderr() {
+    if std::env::var_os("RUST_LOG").is_none() {
+        return;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_timer(MonoNs)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    trace_to_stderr();
     let clock = MonoClock::new();
     let args = match parse() {
         Ok(args) => args,

@@ -6,12 +6,22 @@
 //!   release, when a renewal is refused, when it grants the election again, or a TTL after the
 //!   last grant or renewal it saw (a leader that stopped renewing without telling the store).
 //! - **Waiters** (the followers' side, in the feed): for every election someone in this store
-//!   waits on, a connection blocks in `GET_LOCK` on the same name. When it gets the lock after
-//!   having blocked, the feed reads that election's row at once (instead of at its next poll)
-//!   and, if the lease was released, wakes the waiters and reads again a few times for the
-//!   next grant, so observers learn the new leader within milliseconds too. If the lease
-//!   still runs (its holder crashed: the server freed the lock with its connection), the
-//!   waiter sleeps until the lease's end as read, then waits on the lock again.
+//!   waits on, a connection asks whether anyone holds the same name (`IS_USED_LOCK`, which
+//!   takes nothing) and, if someone does, blocks in `GET_LOCK` on it. When it gets the lock
+//!   after having blocked, the feed reads that election's row at once (instead of at its next
+//!   poll) and, if the lease was released, wakes the waiters and reads again a few times for
+//!   the next grant, so observers learn the new leader within milliseconds too. If the lease
+//!   still runs, the waiter looks for a holder again for a moment: another store's waiter,
+//!   woken by an earlier let-go, may have held the lock while the lease it read is a new
+//!   grant whose beacon takes the lock within milliseconds — then it waits on that beacon. If
+//!   nobody takes the lock (the holder crashed: the server freed the lock with its
+//!   connection), it sleeps until the lease's end as read, then waits on the lock again.
+//!
+//! A waiter holds the lock only after a holder let it go, for one read; it never takes a free
+//! lock. (Until 2026-12-07 it probed with `GET_LOCK(name, 0)`, holding a free lock for a
+//! moment: another store's waiter blocked on that moment's hold took its end for a crashed
+//! leader and slept out the lease — 2 of 30 hand-overs in a bench run waited for the expiry,
+//! 916 and 1 156 ms instead of ~7.)
 //!
 //! The lock never decides who leads: only the lease row does, under its own guarded
 //! statements. A wake-up that never comes (no beacon: a leader on an older elect, a foreign
@@ -35,18 +45,23 @@ use crate::client::Client;
 /// How long one blocking `GET_LOCK` of a waiter lasts before it looks again whether anyone
 /// still waits on the election (seconds).
 const WAIT_S: u64 = 30;
-/// After a `GET_LOCK` that did not block (nobody held the lock: no leader, or one that has not
-/// taken its beacon yet, or one without beacons), the waiter reads the row this much later —
-/// which catches a grant and release inside the gap — and blocks again; the pause doubles
-/// while the lock stays free, up to `PACE_MAX`, so a leader without a beacon is not spun on.
+/// When nobody holds the lock (no leader, or one that has not taken its beacon yet, or one
+/// without beacons), the waiter reads the row this much later — which catches a grant and
+/// release inside the gap — and asks again; the pause doubles while the lock stays free, up to
+/// `PACE_MAX`, so a leader without a beacon is not spun on.
 const PACE: Duration = Duration::from_millis(10);
 const PACE_MAX: Duration = Duration::from_secs(1);
 /// After a release, the row is read every `BURST_EVERY` until a grant is seen, at most
 /// `BURST` times.
 const BURST_EVERY: Duration = Duration::from_millis(3);
 const BURST: usize = 60;
-/// After the holder's lock was let go while its lease ran, the waiter sleeps until the lease's
-/// end (as read) plus this, then waits on the lock again.
+/// After the lock was let go while a lease runs, the waiter asks whether someone holds it
+/// again after each of these pauses (125 ms in all): a live leader's beacon takes it within
+/// milliseconds of its grant (a new connection and one `GET_LOCK`). Two looks per waiting
+/// store is what a crash costs over sleeping the lease out at once.
+const SETTLE: [Duration; 2] = [Duration::from_millis(25), Duration::from_millis(100)];
+/// After the holder's lock was let go while its lease ran and nobody took it again, the waiter
+/// sleeps until the lease's end (as read) plus this, then waits on the lock again.
 const EXPIRY_MARGIN: Duration = Duration::from_millis(1);
 
 /// The expression naming an election's lock: server-wide names, so the database and table
@@ -197,9 +212,54 @@ async fn take(
     Ok(got.flatten() == Some(1))
 }
 
+/// Whether some session holds `election`'s lock (`IS_USED_LOCK`: nothing is taken), on `conn`
+/// (opened when `None`).
+async fn used(
+    client: &Client,
+    conn: &mut Option<Conn>,
+    election: &ElectionName,
+) -> mysql_async::Result<bool> {
+    if conn.is_none() {
+        *conn = Some(client.dedicated().await?);
+    }
+    let c = conn.as_mut().expect("just set");
+    let sql = format!(
+        "SELECT IS_USED_LOCK({})",
+        lock_name_sql(&client.config.table)
+    );
+    match timeout(
+        client.config.timeout,
+        c.exec_first::<Option<u64>, _, _>(sql, (election.as_str(),)),
+    )
+    .await
+    {
+        Ok(r) => Ok(r?.flatten().is_some()),
+        Err(_) => {
+            *conn = None;
+            Err(mysql_async::Error::Io(mysql_async::IoError::Io(
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "IS_USED_LOCK timed out"),
+            )))
+        }
+    }
+}
+
+/// After the lock was let go while a lease runs: whether someone takes it again within the
+/// [`SETTLE`] looks (a live leader's beacon, or another store's waiter on its way to it).
+/// A failed look counts as taken: the waiter's loop then retries at its pace rather than
+/// sleeping out a lease on no evidence.
+async fn taken_again(client: &Client, conn: &mut Option<Conn>, election: &ElectionName) -> bool {
+    for pause in SETTLE {
+        sleep(pause).await;
+        if used(client, conn, election).await.unwrap_or(true) {
+            return true;
+        }
+    }
+    false
+}
+
 /// What one round of a waiter's `GET_LOCK` found.
 enum Lock {
-    /// Nobody held it (now the waiter does).
+    /// Nobody held it (and the waiter did not take it).
     Free,
     /// Someone held it and let go (now the waiter holds it).
     LetGo,
@@ -234,10 +294,11 @@ pub(crate) async fn waiter<W, C, F>(
         // Whether someone holds the lock is asked first, without waiting: how long a
         // blocking `GET_LOCK` took cannot tell (a loaded server answers a free lock slowly,
         // and a waiter that took that for a holder's let-go slept out a live lease through
-        // its release, CI 2026-12-06).
-        let got = match take(&c, &mut conn, &election, Duration::ZERO).await {
-            Ok(true) => Ok(Free),
-            Ok(false) => {
+        // its release, CI 2026-12-06). Asked without taking the lock: a waiter holding a free
+        // lock even for a moment is a let-go to every other store's waiter blocked on it.
+        let got = match used(&c, &mut conn, &election).await {
+            Ok(false) => Ok(Free),
+            Ok(true) => {
                 // The server answers and someone holds the lock: the wait hears of its
                 // release from now on, so the poll can leave the election alone already
                 // (it polled through a new waiter's first wait, up to WAIT_S).
@@ -255,7 +316,13 @@ pub(crate) async fn waiter<W, C, F>(
                 // Its holder let go (a release, or its connection died): look now, before
                 // giving the lock back, so the read is not held up by it.
                 let seen = check(election.clone()).await;
+                let read_at = Instant::now();
                 let _ = free(&c, &mut conn, &election).await;
+                // A lease that runs on: is anyone taking the lock again (its beacon)?
+                let crashed = match seen {
+                    Some(Some(_)) => !taken_again(&c, &mut conn, &election).await,
+                    _ => false,
+                };
                 drop(c);
                 match seen {
                     Some(None) => {
@@ -268,23 +335,28 @@ pub(crate) async fn waiter<W, C, F>(
                             }
                         }
                     }
-                    Some(Some(left)) => {
-                        // The lock was let go while the lease runs: its holder crashed,
-                        // froze past its beacon's TTL, lost the beacon's connection, or was
-                        // granted its own lease again (a new beacon). Until the lease ends
-                        // only its own release could change hands, which a crashed holder
-                        // never sends: sleep out the lease rather than read at a pace. A
-                        // release by a live holder in this span is a missed wake-up, so the
-                        // poll covers the election meanwhile (latency only; candidates wake
-                        // at the expiry they were told of either way).
+                    Some(Some(left)) if crashed => {
+                        // The lock was let go while the lease runs and nobody took it again:
+                        // its holder crashed, froze past its beacon's TTL, or lost the
+                        // beacon's connection. Until the lease ends only its own release
+                        // could change hands, which a crashed holder never sends: sleep out
+                        // the lease rather than read at a pace. A release by a live holder
+                        // in this span is a missed wake-up, so the poll covers the election
+                        // meanwhile (latency only; candidates wake at the expiry they were
+                        // told of either way).
                         working(false);
-                        sleep(left.min(Duration::from_secs(WAIT_S)) + EXPIRY_MARGIN).await;
+                        let end = read_at + left.min(Duration::from_secs(WAIT_S));
+                        tokio::time::sleep_until(end + EXPIRY_MARGIN).await;
+                    }
+                    Some(Some(_)) => {
+                        // Taken again while the lease runs: its beacon (a new grant's, or
+                        // the holder granted its own lease again), or another waiter on its
+                        // way to it. Wait on it.
                     }
                     None => {}
                 }
             }
             Ok(Free) => {
-                let _ = free(&c, &mut conn, &election).await;
                 drop(c);
                 sleep(pace).await;
                 pace = (pace * 2).min(PACE_MAX);
