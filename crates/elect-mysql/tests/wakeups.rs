@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use elect_core::{Elector, LeaderGuard};
+use elect_core::{Acquire, Claim, Elector, LeaderGuard, Lease, LeaseStore, Release, Ttl};
 use elect_mysql::mysql_async::prelude::Queryable;
 use elect_mysql::{MysqlConfig, MysqlStore};
 use elect_tests::{election, id};
@@ -34,6 +34,39 @@ async fn lead(elector: &Elector, within: Duration) -> LeaderGuard {
         .await
         .expect("leads in time")
         .expect("running")
+}
+
+/// The server-wide name of an election's lock (as `wake.rs` names it), `?` the election.
+const LOCK: &str = "SHA2(CONCAT(DATABASE(), '.elect_leases/', ?), 224)";
+
+/// A foreign session holding election `name`'s lock name.
+async fn stranger_holding(url: &str, name: &str) -> elect_mysql::mysql_async::Conn {
+    let mut stranger = elect_mysql::mysql_async::Conn::from_url(url).await.unwrap();
+    let got: Option<i64> = stranger
+        .exec_first(format!("SELECT GET_LOCK({LOCK}, 0)"), (name,))
+        .await
+        .unwrap();
+    assert_eq!(got, Some(1), "the stranger holds the name");
+    stranger
+}
+
+/// `a` granted election `e` for 20 s straight through its store (nothing renews it), and an
+/// elector `b` in another store, 500 ms later: it has read the lease and its waiter blocks on
+/// `a`'s beacon.
+async fn granted_and_followed(config: MysqlConfig) -> (MysqlStore, Claim, Lease, Elector) {
+    let a_store = store(config.clone()).await;
+    let claim = Claim::new(
+        election("e"),
+        id("a"),
+        Ttl::new(Duration::from_secs(20)).unwrap(),
+    );
+    let Acquire::Granted(lease) = a_store.try_acquire(&claim).await.unwrap() else {
+        panic!("a is granted the vacant election")
+    };
+    let b = elector(store(config).await, "e", "b", Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!b.is_leader());
+    (a_store, claim, lease, b)
 }
 
 /// Leader `a` in one store, follower `b` in another (two processes, as far as the server can
@@ -108,17 +141,7 @@ async fn a_leader_without_beacons_is_followed_by_reads_not_by_a_spin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_session_on_the_lock_name_costs_latency_only() {
     let url = fresh_database().await;
-    let mut foreign = elect_mysql::mysql_async::Conn::from_url(&url)
-        .await
-        .unwrap();
-    let got: Option<i64> = foreign
-        .exec_first(
-            "SELECT GET_LOCK(SHA2(CONCAT(DATABASE(), '.elect_leases/', ?), 224), 0)",
-            ("e",),
-        )
-        .await
-        .unwrap();
-    assert_eq!(got, Some(1), "the stranger holds the name");
+    let foreign = stranger_holding(&url, "e").await;
     let ttl = Duration::from_secs(1);
     let config = MysqlConfig::new(&url).release_poll(None);
     let a = elector(store(config.clone()).await, "e", "a", ttl);
@@ -167,7 +190,7 @@ async fn a_crashed_leader_is_slept_out_not_polled() {
 
     a_net.set(Faults::Blackhole);
     let beacon: Option<u64> = admin
-        .query_first("SELECT IS_USED_LOCK(SHA2(CONCAT(DATABASE(), '.elect_leases/', 'e'), 224))")
+        .exec_first(format!("SELECT IS_USED_LOCK({LOCK})"), ("e",))
         .await
         .unwrap();
     let beacon = beacon.expect("a holds its beacon");
@@ -209,23 +232,9 @@ async fn a_crashed_leader_is_slept_out_not_polled() {
 /// live lease for a crash and slept the 20 s lease out; the poll found the release ~2 s on.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_granted_its_own_lease_again_still_wakes_its_follower() {
-    use elect_core::{Acquire, Claim, LeaseStore, Release, Ttl};
-
     let url = fresh_database().await;
-    let config = MysqlConfig::new(&url).release_poll(None);
-    let a_store = store(config.clone()).await;
-    let claim = Claim::new(
-        election("e"),
-        id("a"),
-        Ttl::new(Duration::from_secs(20)).unwrap(),
-    );
-    let Acquire::Granted(lease) = a_store.try_acquire(&claim).await.unwrap() else {
-        panic!("a is granted the vacant election")
-    };
-    let b = elector(store(config).await, "e", "b", Duration::from_secs(20));
-    // b reads the lease and its waiter blocks on a's beacon.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!b.is_leader());
+    let (a_store, claim, lease, b) =
+        granted_and_followed(MysqlConfig::new(&url).release_poll(None)).await;
     // a asks again for its own lease: granted, same term, a new beacon.
     let Acquire::Granted(again) = a_store.try_acquire(&claim).await.unwrap() else {
         panic!("a is granted its own lease again")
@@ -253,28 +262,13 @@ async fn a_leader_granted_its_own_lease_again_still_wakes_its_follower() {
 /// election, the poll skipped it, and the follower slept ~20 s.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_while_the_waiter_sleeps_out_a_lease_is_found_by_the_poll() {
-    use elect_core::{Acquire, Claim, LeaseStore, Release, Ttl};
-
     let url = fresh_database().await;
     let mut admin = elect_mysql::mysql_async::Conn::from_url(&url)
         .await
         .unwrap();
-    let config = MysqlConfig::new(&url);
-    let a_store = store(config.clone()).await;
-    let claim = Claim::new(
-        election("e"),
-        id("a"),
-        Ttl::new(Duration::from_secs(20)).unwrap(),
-    );
-    let Acquire::Granted(lease) = a_store.try_acquire(&claim).await.unwrap() else {
-        panic!("a is granted the vacant election")
-    };
-    let b = elector(store(config).await, "e", "b", Duration::from_secs(20));
-    // b reads the lease and its waiter blocks on a's beacon.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!b.is_leader());
+    let (a_store, _, lease, b) = granted_and_followed(MysqlConfig::new(&url)).await;
     let beacon: Option<u64> = admin
-        .query_first("SELECT IS_USED_LOCK(SHA2(CONCAT(DATABASE(), '.elect_leases/', 'e'), 224))")
+        .exec_first(format!("SELECT IS_USED_LOCK({LOCK})"), ("e",))
         .await
         .unwrap();
     let beacon = beacon.expect("a holds its beacon");
@@ -344,15 +338,7 @@ async fn a_waiting_follower_is_not_polled_during_its_first_wait() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moment_another_waiter_held_the_lock_is_not_taken_for_a_crash() {
     let url = fresh_database().await;
-    let lock = "SHA2(CONCAT(DATABASE(), '.elect_leases/', ?), 224)";
-    let mut stranger = elect_mysql::mysql_async::Conn::from_url(&url)
-        .await
-        .unwrap();
-    let got: Option<i64> = stranger
-        .exec_first(format!("SELECT GET_LOCK({lock}, 0)"), ("e",))
-        .await
-        .unwrap();
-    assert_eq!(got, Some(1), "the stranger holds the name");
+    let mut stranger = stranger_holding(&url, "e").await;
     let config = MysqlConfig::new(&url).release_poll(None);
     let ttl = Duration::from_secs(20);
     let a = elector(store(config.clone()).await, "e", "a", ttl);
@@ -363,13 +349,13 @@ async fn a_moment_another_waiter_held_the_lock_is_not_taken_for_a_crash() {
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert!(!b.is_leader());
     stranger
-        .exec_drop(format!("DO RELEASE_LOCK({lock})"), ("e",))
+        .exec_drop(format!("DO RELEASE_LOCK({LOCK})"), ("e",))
         .await
         .unwrap();
     // b's waiter gets the lock, reads a's live lease, lets go; a's beacon takes it.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let holder: Option<u64> = stranger
-        .exec_first(format!("SELECT IS_USED_LOCK({lock})"), ("e",))
+        .exec_first(format!("SELECT IS_USED_LOCK({LOCK})"), ("e",))
         .await
         .unwrap();
     assert!(holder.is_some(), "a's beacon holds the lock");
