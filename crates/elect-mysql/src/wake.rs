@@ -179,6 +179,17 @@ async fn beacon(
     }
 }
 
+/// `conn`, opened on a dedicated connection when `None`.
+async fn connected<'a>(
+    client: &Client,
+    conn: &'a mut Option<Conn>,
+) -> mysql_async::Result<&'a mut Conn> {
+    if conn.is_none() {
+        *conn = Some(client.dedicated().await?);
+    }
+    Ok(conn.as_mut().expect("just set"))
+}
+
 /// `GET_LOCK` of `election`'s name on `conn` (opened when `None`), waiting up to `wait`
 /// (whole seconds; zero only tries): whether it was got.
 async fn take(
@@ -187,10 +198,7 @@ async fn take(
     election: &ElectionName,
     wait: Duration,
 ) -> mysql_async::Result<bool> {
-    if conn.is_none() {
-        *conn = Some(client.dedicated().await?);
-    }
-    let c = conn.as_mut().expect("just set");
+    let c = connected(client, conn).await?;
     let sql = format!(
         "SELECT GET_LOCK({}, {})",
         lock_name_sql(&client.config.table),
@@ -219,10 +227,7 @@ async fn used(
     conn: &mut Option<Conn>,
     election: &ElectionName,
 ) -> mysql_async::Result<bool> {
-    if conn.is_none() {
-        *conn = Some(client.dedicated().await?);
-    }
-    let c = conn.as_mut().expect("just set");
+    let c = connected(client, conn).await?;
     let sql = format!(
         "SELECT IS_USED_LOCK({})",
         lock_name_sql(&client.config.table)

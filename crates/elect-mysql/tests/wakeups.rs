@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use elect_core::{Acquire, Claim, Elector, LeaderGuard, Lease, LeaseStore, Release, Ttl};
+use std::future::Future;
+
+use elect_core::{Acquire, Claim, Elector, LeaderGuard, Lease, LeaseStore, Release, Term, Ttl};
 use elect_mysql::mysql_async::prelude::Queryable;
 use elect_mysql::{MysqlConfig, MysqlStore};
 use elect_tests::{election, id};
@@ -34,6 +36,21 @@ async fn lead(elector: &Elector, within: Duration) -> LeaderGuard {
         .await
         .expect("leads in time")
         .expect("running")
+}
+
+/// Runs `release` (the leader letting go) and checks that `b` then leads, in a term above
+/// `before`, within a second: woken by the release, not waiting out the lease; `missed` says
+/// what it means if not.
+async fn woken_by(b: &Elector, before: Term, release: impl Future<Output = ()>, missed: &str) {
+    let released = Instant::now();
+    release.await;
+    let second = lead(b, Duration::from_secs(5)).await;
+    let took = released.elapsed();
+    assert!(second.term() > before);
+    assert!(
+        took < Duration::from_secs(1),
+        "b led {took:?} after the release: {missed}"
+    );
 }
 
 /// The server-wide name of an election's lock (as `wake.rs` names it), `?` the election.
@@ -82,15 +99,9 @@ async fn a_release_wakes_a_follower_in_another_store_without_any_poll() {
     let b = elector(store(config).await, "e", "b", ttl);
     // b has read the lease and waits; its store blocks on a's lock.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let released = Instant::now();
-    a.shutdown().await.expect("a releases");
-    let second = lead(&b, Duration::from_secs(5)).await;
-    let took = released.elapsed();
-    assert!(second.term() > first.term());
-    assert!(
-        took < Duration::from_secs(1),
-        "b led {took:?} after the release (the lease had {ttl:?}): no wake-up"
-    );
+    let release = async { a.shutdown().await.expect("a releases") };
+    let missed = format!("no wake-up (the lease had {ttl:?})");
+    woken_by(&b, first.term(), release, &missed).await;
     b.shutdown().await.unwrap();
 }
 
@@ -242,15 +253,8 @@ async fn a_leader_granted_its_own_lease_again_still_wakes_its_follower() {
     assert_eq!(again.term, lease.term);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!b.is_leader(), "b leads while a does");
-    let released = Instant::now();
-    assert_eq!(a_store.release(&again).await.unwrap(), Release::Released);
-    let second = lead(&b, Duration::from_secs(5)).await;
-    let took = released.elapsed();
-    assert!(second.term() > lease.term);
-    assert!(
-        took < Duration::from_secs(1),
-        "b led {took:?} after the release: the new beacon was not waited on"
-    );
+    let release = async { assert_eq!(a_store.release(&again).await.unwrap(), Release::Released) };
+    woken_by(&b, lease.term, release, "the new beacon was not waited on").await;
     b.shutdown().await.unwrap();
 }
 
@@ -360,15 +364,9 @@ async fn a_moment_another_waiter_held_the_lock_is_not_taken_for_a_crash() {
         .unwrap();
     assert!(holder.is_some(), "a's beacon holds the lock");
     assert!(!b.is_leader(), "b leads while a does");
-    let released = Instant::now();
-    a.shutdown().await.expect("a releases");
-    let second = lead(&b, Duration::from_secs(5)).await;
-    let took = released.elapsed();
-    assert!(second.term() > first.term());
-    assert!(
-        took < Duration::from_secs(1),
-        "b led {took:?} after the release (the lease had {ttl:?}): its waiter slept the lease out"
-    );
+    let release = async { a.shutdown().await.expect("a releases") };
+    let missed = format!("its waiter slept the lease out (the lease had {ttl:?})");
+    woken_by(&b, first.term(), release, &missed).await;
     b.shutdown().await.unwrap();
     stranger.disconnect().await.unwrap();
 }
