@@ -42,8 +42,9 @@ struct Shared {
     lock_waiters: Mutex<HashSet<ElectionName>>,
     /// Those whose waiter's last `GET_LOCK` answered: the poll leaves them alone.
     locks_working: Mutex<HashSet<ElectionName>>,
-    /// Elections seen released since the store last asked (see [`Poller::take_vacancy`]).
-    vacated: Mutex<HashSet<ElectionName>>,
+    /// Elections seen released since the store last asked, with the version seen (see
+    /// [`Poller::take_vacancy`]).
+    vacated: Mutex<HashMap<ElectionName, u64>>,
 }
 
 /// What the poll saw of one election's row.
@@ -78,7 +79,7 @@ impl Shared {
                 self.vacated
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(election.clone());
+                    .insert(election.clone(), row.version);
             }
             *seen = row;
         }
@@ -119,11 +120,12 @@ impl Poller {
         }
     }
 
-    /// Whether a release of `election` was seen since the last call (and forgets it): its
-    /// candidates' next acquisition can go straight to the transaction, without the read
-    /// that spares a live lease a locking transaction. Only the order of requests depends
-    /// on it; the transaction decides either way.
-    pub(crate) fn take_vacancy(&self, election: &ElectionName) -> bool {
+    /// The row version at which a release of `election` was seen since the last call (and
+    /// forgets it): its candidates' next acquisition can go straight to the one-statement
+    /// take of that version, without the read first. Only the requests made depend on it:
+    /// the take is guarded by the version and by the lease being over, and whatever it
+    /// refuses goes on to the transaction.
+    pub(crate) fn take_vacancy(&self, election: &ElectionName) -> Option<u64> {
         self.shared
             .vacated
             .lock()
@@ -232,7 +234,7 @@ async fn poll(client: Weak<Client>, shared: Arc<Shared>, interval: Duration) {
             .vacated
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|e| elections.contains(e));
+            .retain(|e, _| elections.contains(e));
         {
             let working = shared
                 .locks_working

@@ -1,6 +1,7 @@
 //! The table: its DDL (published so it can go into your migrations), the check that an
 //! existing table is one elect can trust, and the statements elect runs on it.
 
+use elect_core::Lease;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
 
@@ -282,6 +283,10 @@ pub(crate) struct Sql {
     pub(crate) lock: String,
     pub(crate) insert: String,
     pub(crate) take: String,
+    /// Takes a released or expired lease in one statement, outside any transaction (see
+    /// `MysqlStore::take_vacant`); the new term comes back as the statement's
+    /// `LAST_INSERT_ID`.
+    pub(crate) take_vacant: String,
     pub(crate) extend: String,
     pub(crate) renew: String,
     pub(crate) release: String,
@@ -310,7 +315,7 @@ impl Sql {
         let value_column = if value { "`value`" } else { "NULL" };
         let read = format!(
             "SELECT `holder`, `term`, TIMESTAMPDIFF(MICROSECOND, {NOW}, `expires_at`), `nonce`, \
-             {value_column} FROM `{table}` WHERE `election` = ?"
+             {value_column}, `version` FROM `{table}` WHERE `election` = ?"
         );
         let (set_value, insert_value, insert_param) = if value {
             (", `value` = ?", ", `value`", ", ?")
@@ -337,6 +342,19 @@ impl Sql {
                 "UPDATE `{table}` SET `holder` = ?, `nonce` = ?, `term` = ?, {expiry}, \
                  `version` = `version` + 1{set_value} WHERE `election` = ?"
             ),
+            // Only the row as seen (its version), only when no lease runs on it, and only when
+            // the fields the transaction would refuse as corrupt are well-formed: the holder a
+            // candidate id (`CandidateId`'s alphabet; the column holds at most 128), the term
+            // one that has a successor. The holder, nonce and value are overwritten. The term
+            // is the transaction's: above the stored one and above the server's clock in µs.
+            take_vacant: format!(
+                "UPDATE `{table}` SET `holder` = ?, `nonce` = ?, \
+                 `term` = LAST_INSERT_ID(GREATEST(`term` + 1, {CLOCK_US})), {expiry}, \
+                 `version` = `version` + 1{set_value} \
+                 WHERE `election` = ? AND `version` = ? AND `expires_at` <= {NOW} \
+                 AND `term` >= 1 AND `term` < 18446744073709551615 \
+                 AND `holder` REGEXP '^[A-Za-z0-9._:/-]+$'"
+            ),
             extend: format!(
                 "UPDATE `{table}` SET {expiry}, `version` = `version` + 1 WHERE `election` = ?"
             ),
@@ -357,6 +375,49 @@ impl Sql {
     }
 }
 
+impl Sql {
+    /// `release` with `lease`'s guard written in, then the election's lock let go: one round
+    /// trip of two statements for the connection that holds the lock (see
+    /// `wake::release_on`), so the server frees the lock right after the release commits.
+    /// Text protocol, so the values are written in: names are validated (`[A-Za-z0-9._:/-]`,
+    /// nothing to escape) and the rest are integers; `None` were a name anything else.
+    pub(crate) fn release_then_let_go(&self, lease: &Lease) -> Option<String> {
+        let name = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:/-".contains(&b))
+                .then(|| format!("'{s}'"))
+        };
+        let values = [
+            name(lease.election.as_str())?,
+            name(lease.holder.as_str())?,
+            lease.nonce.get().to_string(),
+            lease.term.get().to_string(),
+        ];
+        let release = written_in(&self.release, &values)?;
+        let lock = format!(
+            "DO RELEASE_LOCK({})",
+            crate::wake::lock_name_sql(&self.table)
+        );
+        let lock = written_in(&lock, &values[..1])?;
+        Some(format!("{release}; {lock}"))
+    }
+}
+
+/// `statement` with its `?` placeholders replaced by `values`, in order; `None` unless it has
+/// exactly that many.
+fn written_in(statement: &str, values: &[String]) -> Option<String> {
+    let parts: Vec<&str> = statement.split('?').collect();
+    if parts.len() != values.len() + 1 {
+        return None;
+    }
+    let mut out = parts[0].to_owned();
+    for (value, part) in values.iter().zip(&parts[1..]) {
+        out.push_str(value);
+        out.push_str(part);
+    }
+    Some(out)
+}
+
 /// An integer column, whatever the protocol made of it.
 pub(crate) fn int(v: &Value) -> Option<i128> {
     match v {
@@ -370,6 +431,36 @@ pub(crate) fn int(v: &Value) -> Option<i128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The release written in for its text-protocol round trip: the guard's four values in
+    /// place of the four `?`, then the lock's name for the same election.
+    #[test]
+    fn the_release_then_let_go_writes_in_the_lease() {
+        use elect_core::{CandidateId, Claim, ElectionName, Ttl};
+        let sql = Sql::new("elect_leases", true);
+        let claim = Claim::new(
+            ElectionName::new("jobs/eu-1").unwrap(),
+            CandidateId::new("host-1:42").unwrap(),
+            Ttl::from_millis(2_000).unwrap(),
+        );
+        let lease = claim.granted(elect_core::Term(7));
+        let text = sql.release_then_let_go(&lease).unwrap();
+        assert!(!text.contains('?'), "{text}");
+        assert!(
+            text.contains(&format!(
+                "WHERE `election` = 'jobs/eu-1' AND `holder` = 'host-1:42' AND `nonce` = {} AND `term` = 7 AND",
+                lease.nonce.get()
+            )),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "; DO RELEASE_LOCK(SHA2(CONCAT(DATABASE(), '.elect_leases/', 'jobs/eu-1'), 224))"
+            ),
+            "{text}"
+        );
+        assert_eq!(written_in("a ? b ?", &["1".into()]), None);
+    }
 
     /// The README's schema is the DDL the crate publishes (it had fallen behind once).
     #[test]

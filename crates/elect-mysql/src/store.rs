@@ -19,6 +19,7 @@ use crate::error::STORE;
 use crate::error::{is_deadlock, not_set_up};
 use crate::feed::Poller;
 use crate::schema::{self, add_nonce_sql, add_value_sql, create_table_sql, int, Mismatch, Sql};
+use crate::wake::{self, ReleasedOn};
 
 /// A [`LeaseStore`] on MySQL 8 or MariaDB 10.6+, in one table (see
 /// [`CREATE_TABLE_SQL`](crate::CREATE_TABLE_SQL)).
@@ -394,14 +395,67 @@ impl MysqlStore {
         }
     }
 
-    async fn read(&self, sql: &Sql, election: &ElectionName) -> Result<Option<Row>> {
+    /// `election`'s row, validated, with its version.
+    async fn read(&self, sql: &Sql, election: &ElectionName) -> Result<Option<(Row, u64)>> {
         let e = election.as_str();
         let row: Option<mysql_async::Row> = self
             .request("leader", async |conn| {
                 conn.exec_first(&sql.leader, (e,)).await
             })
             .await?;
-        row.map(|r| self.row(election, &r.unwrap())).transpose()
+        let Some(values) = row.map(mysql_async::Row::unwrap) else {
+            return Ok(None);
+        };
+        let row = self.row(election, values.get(..5).unwrap_or(&values))?;
+        let version = values
+            .get(5)
+            .and_then(int)
+            .and_then(|v| u64::try_from(v).ok())
+            .ok_or_else(|| {
+                Error::corrupt(
+                    STORE,
+                    self.key(election),
+                    format!("version {:?} is not an unsigned integer", values.get(5)),
+                )
+            })?;
+        Ok(Some((row, version)))
+    }
+
+    /// Takes `claim`'s election in one statement (no transaction) when its row is still at
+    /// `version` and no lease runs on it: the hand-over's and the failover's acquisition,
+    /// after a read (or the feed's read at a wake-up) found the lease released or expired.
+    /// The statement decides what the transaction would (a term above the stored one and the
+    /// server's clock), atomically, under the row's lock; `None` when the row moved or is not
+    /// well-formed (the transaction then decides, and names a corrupt row).
+    async fn take_vacant(
+        &self,
+        sql: &Sql,
+        value: bool,
+        claim: &Claim,
+        version: u64,
+    ) -> Result<Option<Lease>> {
+        let v = claim.value.as_ref().map(|v| v.as_str().as_bytes().to_vec());
+        let micros = claim.ttl.get().as_micros() as u64;
+        let (e, c, n) = (
+            claim.election.as_str(),
+            claim.candidate.as_str(),
+            claim.nonce.get(),
+        );
+        let term = self
+            .request("try_acquire", async |conn| {
+                if value {
+                    conn.exec_drop(&sql.take_vacant, (c, n, micros, v, e, version))
+                        .await?;
+                } else {
+                    conn.exec_drop(&sql.take_vacant, (c, n, micros, e, version))
+                        .await?;
+                }
+                // A term of 0 cannot be stored; were it reported, the transaction would find
+                // the claim's own lease and extend it under its term.
+                Ok(conn.last_insert_id().filter(|_| conn.affected_rows() == 1))
+            })
+            .await?;
+        Ok(term.map(|t| claim.granted(Term(t))))
     }
 
     /// Runs a guarded update; true when it matched the live lease.
@@ -432,15 +486,29 @@ impl LeaseStore for MysqlStore {
             self.warn_no_value();
         }
         // Read first: a follower that wakes into a renewed lease costs one plain SELECT, not
-        // a locking transaction (four statements). Only a vacant, expired or own lease goes
-        // on to the transaction, which decides again under the row lock. A follower woken by
-        // a release the feed just saw skips the read (one round trip less on the hand-over).
-        if !self.inner.feed.take_vacancy(&claim.election) {
-            if let Some(row) = self.read(sql, &claim.election).await? {
-                if row.live() && !row.granted_to(claim) {
+        // a locking transaction (five round trips). A released or expired lease is taken by
+        // one guarded UPDATE on the version read; a follower woken by a release the feed just
+        // saw skips the read too, so a hand-over costs its new leader one statement. Anything
+        // else (no row, the claim's own live lease, a row that moved or is not well-formed)
+        // goes on to the transaction, which decides again under the row lock.
+        let seen = match self.inner.feed.take_vacancy(&claim.election) {
+            Some(version) => Some(version),
+            None => match self.read(sql, &claim.election).await? {
+                Some((row, _)) if row.live() && !row.granted_to(claim) => {
                     return Ok(Acquire::Held(row.info()));
                 }
+                Some((row, version)) if !row.live() => Some(version),
+                _ => None,
+            },
+        };
+        if let Some(version) = seen {
+            if let Some(lease) = self.take_vacant(sql, value, claim, version).await? {
+                if let Some(beacons) = &self.inner.beacons {
+                    beacons.granted(&self.inner.client, &lease);
+                }
+                return Ok(Acquire::Granted(lease));
             }
+            debug!(election = %claim.election, "the vacant row moved; deciding in a transaction");
         }
         // Lost insert races and deadlocks resolve on the next attempt.
         for attempt in 0..5 {
@@ -503,11 +571,37 @@ impl LeaseStore for MysqlStore {
             lease.term.get(),
         )
             .into();
-        let released = self.guarded("release", &sql.release, params).await?;
+        // On the beacon's connection when it holds the lock: the server lets the lock go
+        // right after the release commits (one round trip for both).
+        let mut beacon = None;
+        if let Some(conn) = self
+            .inner
+            .beacons
+            .as_ref()
+            .and_then(|b| b.take_for_release(lease))
+        {
+            match wake::release_on(&self.inner.client, sql, conn, lease).await {
+                ReleasedOn::Ran(released) => {
+                    return released.map(|released| {
+                        if released {
+                            Release::Released
+                        } else {
+                            Release::NotHeld
+                        }
+                    })
+                }
+                ReleasedOn::Refused(conn) => beacon = Some(conn),
+            }
+        }
+        let released = self.guarded("release", &sql.release, params).await;
         // After the row says so: a waiter woken by the lock reads a released lease.
+        if let Some(conn) = beacon {
+            wake::let_go(&Arc::downgrade(&self.inner.client), conn, &lease.election).await;
+        }
         if let Some(beacons) = &self.inner.beacons {
             beacons.ended(lease);
         }
+        let released = released?;
         Ok(if released {
             Release::Released
         } else {
@@ -520,6 +614,7 @@ impl LeaseStore for MysqlStore {
         Ok(self
             .read(sql, election)
             .await?
+            .map(|(row, _)| row)
             .filter(Row::live)
             .map(Row::info))
     }
