@@ -347,9 +347,13 @@ impl Sql {
             // candidate id (`CandidateId`'s alphabet; the column holds at most 128), the term
             // one that has a successor. The holder, nonce and value are overwritten. The term
             // is the transaction's: above the stored one and above the server's clock in µs.
+            // Both sides of GREATEST unsigned: with the clock signed, MariaDB compared them as
+            // signed inside LAST_INSERT_ID, and a stored term above 2⁶³ (a foreign write) lost
+            // to the clock — the term went back (tests/takeover.rs).
             take_vacant: format!(
                 "UPDATE `{table}` SET `holder` = ?, `nonce` = ?, \
-                 `term` = LAST_INSERT_ID(GREATEST(`term` + 1, {CLOCK_US})), {expiry}, \
+                 `term` = LAST_INSERT_ID(GREATEST(`term` + 1, CAST({CLOCK_US} AS UNSIGNED))), \
+                 {expiry}, \
                  `version` = `version` + 1{set_value} \
                  WHERE `election` = ? AND `version` = ? AND `expires_at` <= {NOW} \
                  AND `term` >= 1 AND `term` < 18446744073709551615 \

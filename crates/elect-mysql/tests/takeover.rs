@@ -196,3 +196,32 @@ async fn a_released_row_turned_to_junk_is_not_taken_over() {
     );
     assert_eq!(a.release(&lease).await.unwrap(), Release::NotHeld);
 }
+
+/// A foreign write left a released row with a term above 2⁶³ (still a valid term): the
+/// one-statement take must still give a higher one. (Its first form compared the stored term
+/// with the server's clock as signed integers inside `LAST_INSERT_ID`, and granted the clock:
+/// the term went back by nine quintillion.)
+#[tokio::test]
+async fn a_term_above_two_to_the_63_still_rises() {
+    let url = fresh_database().await;
+    let a = store(MysqlConfig::new(&url).release_poll(None)).await;
+    let first = granted_and_released(&a).await;
+    let huge: u64 = (1 << 63) + 12_345;
+    assert!(huge > first.term.get());
+    let mut foreign = elect_mysql::mysql_async::Conn::from_url(&url)
+        .await
+        .unwrap();
+    foreign
+        .exec_drop("UPDATE elect_leases SET term = ?", (huge,))
+        .await
+        .unwrap();
+    let Acquire::Granted(next) = a.try_acquire(&claim("b")).await.unwrap() else {
+        panic!("b is granted the released election")
+    };
+    assert!(next.term.get() > huge, "{} after {huge}", next.term.get());
+    let stored: Option<u64> = foreign
+        .query_first("SELECT term FROM elect_leases")
+        .await
+        .unwrap();
+    assert_eq!(stored, Some(next.term.get()));
+}
