@@ -95,6 +95,16 @@ impl Node {
                 _ = sleep_until(wake) => {
                     let now = self.now();
                     let commands = self.engine.tick(now);
+                    if commands.iter().any(|c| asks(c, true)) {
+                        // Why this node stands: how late its timer fired (this process kept
+                        // off the CPU) and how long since it heard a leader (heartbeats that
+                        // did not come, or were not processed).
+                        debug!(
+                            late_ms = ms(now.saturating_sub(next)),
+                            heard_leader_ms_ago = self.engine.heard_leader_at().map(|at| ms(now.saturating_sub(at))),
+                            "election timeout: asking for votes"
+                        );
+                    }
                     self.execute(commands, false);
                 }
                 received = inbox.recv(), if inbox_open => match received {
@@ -102,7 +112,15 @@ impl Node {
                         // A peer answered: the cluster is reachable from here (for health).
                         self.driver.replied();
                         let now = self.now();
+                        let heard = self.engine.heard_leader_at();
                         let commands = self.engine.receive(now, &from, message);
+                        if commands.iter().any(|c| asks(c, false)) {
+                            debug!(
+                                %from,
+                                heard_leader_ms_ago = heard.map(|at| ms(now.saturating_sub(at))),
+                                "granted a vote or pre-vote"
+                            );
+                        }
                         self.execute(commands, false);
                     }
                     None => inbox_open = false,
@@ -213,4 +231,24 @@ impl Node {
             }
         }
     }
+}
+
+/// Whether `command` sends a vote or pre-vote request (`requests`), or a granted answer to one.
+fn asks(command: &Command, requests: bool) -> bool {
+    use crate::engine::Message;
+    match command {
+        Command::Send { message, .. } => match message {
+            Message::PreVote { .. } | Message::RequestVote { .. } => requests,
+            Message::PreVoteReply { granted, .. } | Message::Vote { granted, .. } => {
+                !requests && *granted
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// `d` in milliseconds, to a tenth, for the traces.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
 }
