@@ -11,15 +11,8 @@ use elect_mysql::{MysqlConfig, MysqlStore};
 use elect_tests::{election, id};
 use tokio::time::{timeout, Instant};
 
-async fn fresh_database() -> String {
-    elect_tests::mysql().await.mysql_database().await.unwrap()
-}
-
-async fn store(config: MysqlConfig) -> MysqlStore {
-    let store = MysqlStore::connect(config).await.unwrap();
-    store.migrate().await.unwrap();
-    store
-}
+mod support;
+use support::{fresh_database, store};
 
 fn claim(who: &str) -> Claim {
     Claim::new(
