@@ -398,13 +398,16 @@ impl Sql {
             lease.term.get().to_string(),
         ];
         let release = written_in(&self.release, &values)?;
-        let lock = format!(
-            "DO RELEASE_LOCK({})",
-            crate::wake::lock_name_sql(&self.table)
-        );
+        let lock = format!("DO RELEASE_LOCK({})", lock_name_sql(&self.table));
         let lock = written_in(&lock, &values[..1])?;
         Some(format!("{release}; {lock}"))
     }
+}
+
+/// The expression naming an election's lock: server-wide names, so the database and table
+/// are part of it; SHA2-224 keeps it within MySQL's 64 characters.
+pub(crate) fn lock_name_sql(table: &str) -> String {
+    format!("SHA2(CONCAT(DATABASE(), '.{table}/', ?), 224)")
 }
 
 /// `statement` with its `?` placeholders replaced by `values`, in order; `None` unless it has

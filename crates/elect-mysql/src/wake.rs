@@ -44,7 +44,7 @@ use tracing::debug;
 
 use crate::client::Client;
 use crate::error::STORE;
-use crate::schema::Sql;
+use crate::schema::{lock_name_sql, Sql};
 
 /// How long one blocking `GET_LOCK` of a waiter lasts before it looks again whether anyone
 /// still waits on the election (seconds).
@@ -67,12 +67,6 @@ const SETTLE: [Duration; 2] = [Duration::from_millis(25), Duration::from_millis(
 /// After the holder's lock was let go while its lease ran and nobody took it again, the waiter
 /// sleeps until the lease's end (as read) plus this, then waits on the lock again.
 const EXPIRY_MARGIN: Duration = Duration::from_millis(1);
-
-/// The expression naming an election's lock: server-wide names, so the database and table
-/// are part of it; SHA2-224 keeps it within MySQL's 64 characters.
-pub(crate) fn lock_name_sql(table: &str) -> String {
-    format!("SHA2(CONCAT(DATABASE(), '.{table}/', ?), 224)")
-}
 
 /// The beacons of one store: per election it leads, the lock task's handle.
 #[derive(Default)]
