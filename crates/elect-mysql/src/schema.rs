@@ -398,8 +398,7 @@ impl Sql {
             lease.term.get().to_string(),
         ];
         let release = written_in(&self.release, &values)?;
-        let lock = format!("DO RELEASE_LOCK({})", lock_name_sql(&self.table));
-        let lock = written_in(&lock, &values[..1])?;
+        let lock = written_in(&release_lock_sql(&self.table), &values[..1])?;
         Some(format!("{release}; {lock}"))
     }
 }
@@ -408,6 +407,11 @@ impl Sql {
 /// are part of it; SHA2-224 keeps it within MySQL's 64 characters.
 pub(crate) fn lock_name_sql(table: &str) -> String {
     format!("SHA2(CONCAT(DATABASE(), '.{table}/', ?), 224)")
+}
+
+/// The statement letting an election's lock go, `?` the election.
+pub(crate) fn release_lock_sql(table: &str) -> String {
+    format!("DO RELEASE_LOCK({})", lock_name_sql(table))
 }
 
 /// `statement` with its `?` placeholders replaced by `values`, in order; `None` unless it has

@@ -61,6 +61,15 @@ pub(crate) fn read_committed() -> TxOpts {
         .clone()
 }
 
+/// What a release that `matched` the live lease (or did not) says.
+fn matched(matched: bool) -> Release {
+    if matched {
+        Release::Released
+    } else {
+        Release::NotHeld
+    }
+}
+
 /// What one acquire transaction decided. (A transaction dropped without commit rolls back.)
 enum Step {
     Done(Acquire),
@@ -573,23 +582,14 @@ impl LeaseStore for MysqlStore {
             .into();
         // On the beacon's connection when it holds the lock: the server lets the lock go
         // right after the release commits (one round trip for both).
-        let mut beacon = None;
-        if let Some(conn) = self
+        let mut beacon = self
             .inner
             .beacons
             .as_ref()
-            .and_then(|b| b.take_for_release(lease))
-        {
+            .and_then(|b| b.take_for_release(lease));
+        if let Some(conn) = beacon.take() {
             match wake::release_on(&self.inner.client, sql, conn, lease).await {
-                ReleasedOn::Ran(released) => {
-                    return released.map(|released| {
-                        if released {
-                            Release::Released
-                        } else {
-                            Release::NotHeld
-                        }
-                    })
-                }
+                ReleasedOn::Ran(released) => return released.map(matched),
                 ReleasedOn::Refused(conn) => beacon = Some(conn),
             }
         }
@@ -601,12 +601,7 @@ impl LeaseStore for MysqlStore {
         if let Some(beacons) = &self.inner.beacons {
             beacons.ended(lease);
         }
-        let released = released?;
-        Ok(if released {
-            Release::Released
-        } else {
-            Release::NotHeld
-        })
+        released.map(matched)
     }
 
     async fn leader(&self, election: &ElectionName) -> Result<Option<LeaderInfo>> {

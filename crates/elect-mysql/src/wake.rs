@@ -44,7 +44,7 @@ use tracing::debug;
 
 use crate::client::Client;
 use crate::error::STORE;
-use crate::schema::{lock_name_sql, Sql};
+use crate::schema::{lock_name_sql, release_lock_sql, Sql};
 
 /// How long one blocking `GET_LOCK` of a waiter lasts before it looks again whether anyone
 /// still waits on the election (seconds).
@@ -208,7 +208,7 @@ async fn beacon(
 /// Lets `election`'s lock go on `conn`, which holds it, and closes `conn`.
 pub(crate) async fn let_go(client: &Weak<Client>, mut conn: Conn, election: &ElectionName) {
     if let Some(client) = client.upgrade() {
-        let release = format!("DO RELEASE_LOCK({})", lock_name_sql(&client.config.table));
+        let release = release_lock_sql(&client.config.table);
         let _ = timeout(
             client.config.timeout,
             conn.exec_drop(release, (election.as_str(),)),
@@ -482,7 +482,7 @@ async fn free(
     let Some(c) = conn.as_mut() else {
         return Ok(());
     };
-    let sql = format!("DO RELEASE_LOCK({})", lock_name_sql(&client.config.table));
+    let sql = release_lock_sql(&client.config.table);
     match timeout(
         client.config.timeout,
         c.exec_drop(sql, (election.as_str(),)),

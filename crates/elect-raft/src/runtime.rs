@@ -13,7 +13,7 @@ use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::config::RaftConfig;
-use crate::engine::{Command, Engine, EngineConfig, StepDownReason};
+use crate::engine::{Command, Engine, EngineConfig, Message, StepDownReason};
 use crate::state::StateFile;
 use crate::transport::{Inbox, Transport};
 
@@ -95,7 +95,7 @@ impl Node {
                 _ = sleep_until(wake) => {
                     let now = self.now();
                     let commands = self.engine.tick(now);
-                    if commands.iter().any(|c| asks(c, true)) {
+                    if commands.iter().any(asks_for_votes) {
                         // Why this node stands: how late its timer fired (this process kept
                         // off the CPU) and how long since it heard a leader (heartbeats that
                         // did not come, or were not processed).
@@ -114,7 +114,7 @@ impl Node {
                         let now = self.now();
                         let heard = self.engine.heard_leader_at();
                         let commands = self.engine.receive(now, &from, message);
-                        if commands.iter().any(|c| asks(c, false)) {
+                        if commands.iter().any(grants_a_vote) {
                             debug!(
                                 %from,
                                 heard_leader_ms_ago = heard.map(|at| ms(now.saturating_sub(at))),
@@ -233,19 +233,27 @@ impl Node {
     }
 }
 
-/// Whether `command` sends a vote or pre-vote request (`requests`), or a granted answer to one.
-fn asks(command: &Command, requests: bool) -> bool {
-    use crate::engine::Message;
-    match command {
-        Command::Send { message, .. } => match message {
-            Message::PreVote { .. } | Message::RequestVote { .. } => requests,
-            Message::PreVoteReply { granted, .. } | Message::Vote { granted, .. } => {
-                !requests && *granted
-            }
-            _ => false,
-        },
-        _ => false,
-    }
+/// Whether `command` sends a vote or pre-vote request.
+fn asks_for_votes(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Send {
+            message: Message::PreVote { .. } | Message::RequestVote { .. },
+            ..
+        }
+    )
+}
+
+/// Whether `command` sends a granted vote or pre-vote.
+fn grants_a_vote(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Send {
+            message: Message::PreVoteReply { granted: true, .. }
+                | Message::Vote { granted: true, .. },
+            ..
+        }
+    )
 }
 
 /// `d` in milliseconds, to a tenth, for the traces.

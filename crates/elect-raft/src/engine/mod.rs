@@ -342,13 +342,13 @@ impl Engine {
         self.election_deadline = now + min + self.rng.duration_up_to(max.saturating_sub(min));
     }
 
-    /// Whether this node is inside a live leader's lease (and so refuses votes).
     /// When this node last heard from a live leader (its heartbeat or its vote request on a
     /// hand-over), if it ever did: what a node that stands or grants a vote can say about why.
     pub fn heard_leader_at(&self) -> Option<Time> {
         self.heard_leader_at
     }
 
+    /// Whether this node is inside a live leader's lease (and so refuses votes).
     fn in_leader_lease(&self, now: Time) -> bool {
         self.role == Role::Leader
             || self
